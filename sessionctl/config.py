@@ -1,0 +1,174 @@
+"""Settings: flags > environment > config.toml > built-in defaults, resolved once.
+
+This is the only module that reads ``os.environ`` for settings; everything
+below the CLI receives a frozen :class:`Settings`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from sessionctl.errors import UsageError
+
+DEFAULT_MODEL = "gpt-4o-mini"
+DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+COLOR_CHOICES = ("auto", "always", "never")
+
+# setting name -> environment variable
+ENV_VARS: dict[str, str] = {
+    "home": "SESSIONCTL_HOME",
+    "model": "SESSIONCTL_MODEL",
+    "api_base": "SESSIONCTL_API_BASE",
+    "embedding_model": "SESSIONCTL_EMBEDDING_MODEL",
+    "system": "SESSIONCTL_SYSTEM",
+    "context_recent": "SESSIONCTL_CONTEXT_RECENT",
+    "context_relevant": "SESSIONCTL_CONTEXT_RELEVANT",
+    "timeout": "SESSIONCTL_TIMEOUT",
+    "color": "SESSIONCTL_COLOR",
+}
+CONFIG_ENV = "SESSIONCTL_CONFIG"
+DEBUG_ENV = "SESSIONCTL_DEBUG"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting sessionctl reads, after precedence is applied."""
+
+    home: Path
+    model: str = DEFAULT_MODEL
+    api_base: str | None = None
+    embedding_model: str = DEFAULT_EMBEDDING_MODEL
+    system: str | None = None
+    context_recent: int | None = None
+    context_relevant: int = 3
+    timeout: float = 120.0
+    color: str = "auto"
+    debug: bool = False
+    no_color: bool = False
+    config_path: Path | None = None
+
+    def with_overrides(self, **values: Any) -> Settings:
+        """Return a copy with the non-None ``values`` applied (flags win)."""
+        return replace(self, **{k: v for k, v in values.items() if v is not None})
+
+
+def _non_negative_int(key: str, value: Any) -> int:
+    try:
+        number = int(value)
+        if isinstance(value, bool) or isinstance(value, float) and value != number:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise UsageError(f"setting {key!r} must be a whole number, got {value!r}") from None
+    if number < 0:
+        raise UsageError(f"setting {key!r} must be 0 or more, got {number}")
+    return number
+
+
+def _positive_float(key: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"setting {key!r} must be a number of seconds, got {value!r}") from None
+    if not number > 0 or number == float("inf"):
+        raise UsageError(f"setting {key!r} must be a positive number of seconds, got {value!r}")
+    return number
+
+
+def _text(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise UsageError(f"setting {key!r} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _color(key: str, value: Any) -> str:
+    if value not in COLOR_CHOICES:
+        raise UsageError(f"setting {key!r} must be one of {', '.join(COLOR_CHOICES)}")
+    return str(value)
+
+
+# settings that config.toml may hold, with their validators
+CONFIG_KEYS: dict[str, Callable[[str, Any], Any]] = {
+    "model": _text,
+    "api_base": _text,
+    "embedding_model": _text,
+    "system": _text,
+    "context_recent": _non_negative_int,
+    "context_relevant": _non_negative_int,
+    "timeout": _positive_float,
+    "color": _color,
+}
+
+
+def validate_setting(key: str, value: Any) -> Any:
+    """Return ``value`` converted for setting ``key``; raise UsageError naming the key."""
+    if key not in CONFIG_KEYS:
+        raise UsageError(f"unknown setting {key!r}: known settings are {', '.join(CONFIG_KEYS)}")
+    return CONFIG_KEYS[key](key, value)
+
+
+def default_home() -> Path:
+    """Return the platform's per-user data directory for sessionctl."""
+    import platformdirs
+
+    return platformdirs.user_data_path("sessionctl")
+
+
+def default_config_path(environ: Mapping[str, str]) -> Path:
+    """Return config.toml's path: ``$SESSIONCTL_CONFIG`` or the platform config dir."""
+    if environ.get(CONFIG_ENV):
+        return Path(environ[CONFIG_ENV]).expanduser()
+    import platformdirs
+
+    return platformdirs.user_config_path("sessionctl") / "config.toml"
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Return the validated settings in config.toml (empty when the file is absent)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise UsageError(f"cannot read config file {path}: {exc.strerror}") from exc
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on 3.10 only
+        import tomli as tomllib
+    try:
+        raw = tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(f"config file {path} is not valid TOML: {exc}") from exc
+    return {key: validate_setting(key, value) for key, value in raw.items()}
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, **flags: Any
+) -> Settings:
+    """Resolve settings with precedence flag > environment > config file > default."""
+    env = os.environ if environ is None else environ
+    config_path = default_config_path(env)
+    values: dict[str, Any] = dict(read_config_file(config_path))
+    for key, var in ENV_VARS.items():
+        raw = env.get(var)
+        if raw:
+            values[key] = Path(raw).expanduser() if key == "home" else validate_setting(key, raw)
+    for key, value in flags.items():
+        if value is not None:
+            values[key] = Path(value).expanduser() if key == "home" else value
+    known = {f.name for f in fields(Settings)}
+    unknown = set(values) - known
+    if unknown:
+        raise UsageError(f"unknown setting {sorted(unknown)[0]!r}")
+    home = values.pop("home", None) or default_home()
+    return Settings(
+        home=Path(home),
+        debug=bool(env.get(DEBUG_ENV)),
+        no_color=bool(env.get("NO_COLOR")),
+        config_path=config_path,
+        **values,
+    )

@@ -1,0 +1,149 @@
+"""Private files and directories, atomic rewrites and per-name locks.
+
+Everything sessionctl writes is private (dirs 0700, files 0600) whatever the
+umask, is never reached through a symlink, and is replaced atomically: a
+rewrite goes to a temp file in the same directory, is fsynced, then renamed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import secrets
+import stat
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from sessionctl.errors import StoreError
+
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+TEMP_SUFFIX = ".tmp"
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) as 0700 directories; refuse a non-directory."""
+    try:
+        path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    except FileExistsError as exc:
+        raise StoreError(f"{path} exists and is not a directory; move it away") from exc
+    except OSError as exc:
+        raise StoreError(f"cannot create {path}: {exc.strerror}") from exc
+    if not path.is_dir():
+        raise StoreError(f"{path} exists and is not a directory; move it away")
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode != DIR_MODE:
+        try:
+            path.chmod(DIR_MODE)
+        except OSError as exc:
+            raise StoreError(f"cannot make {path} private (chmod 700): {exc.strerror}") from exc
+    return path
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a directory entry change (create, rename, unlink) to disk."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temp_path_for(target: Path) -> Path:
+    """Return a fresh temp path beside ``target`` (``.NAME~RANDOM.tmp``).
+
+    ``~`` cannot occur in a session name, so temp files never collide with
+    another session's files and can be found and cleaned per session.
+    """
+    return target.with_name(f".{target.name}~{secrets.token_hex(6)}{TEMP_SUFFIX}")
+
+
+def write_new_private(path: Path, data: bytes, *, exclusive: bool = True) -> None:
+    """Write ``data`` to a new 0600 file, fsynced; with ``exclusive`` refuse an existing one."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_EXCL if exclusive else os.O_TRUNC)
+    fd = os.open(path, flags, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)
+        _write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically: temp file, fsync, rename, fsync dir."""
+    tmp = temp_path_for(path)
+    try:
+        write_new_private(tmp, data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_dir(path.parent)
+
+
+def append_private(path: Path, data: bytes) -> None:
+    """Append ``data`` to an existing regular file with one write, then fsync."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
+    try:
+        _write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def remove_stale_temps(directory: Path, targets: Iterable[str]) -> int:
+    """Remove temp files a crashed writer left for the files ``targets``; return how many."""
+    prefixes = tuple(f".{name}~" for name in targets)
+    removed = 0
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(directory):
+            if entry.name.startswith(prefixes) and entry.name.endswith(TEMP_SUFFIX):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed += 1
+    return removed
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the lock file ``path``.
+
+    The lock file may be unlinked by a holder (delete, rename); after taking
+    the lock we check that the path still names the file we locked, and try
+    again if not, so two writers can never hold "the" lock at once.
+    """
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, FILE_MODE)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise StoreError(f"{path} is a symbolic link; refusing to follow it") from exc
+            raise StoreError(f"cannot open lock file {path}: {exc.strerror}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                same = os.fstat(fd).st_ino == os.stat(path, follow_symlinks=False).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    try:
+        os.fchmod(fd, FILE_MODE)
+        yield
+    finally:
+        os.close(fd)

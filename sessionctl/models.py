@@ -1,0 +1,161 @@
+"""Plain data types: messages, session summaries and the transcript records they map to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sessionctl.errors import UsageError
+
+ROLES = ("system", "user", "assistant", "tool")
+ROLE_ALIASES = {"llm": "assistant"}
+FORMAT_NAME = "sessionctl-transcript"
+FORMAT_VERSION = 1
+
+# Optional message fields, in the order they are written.
+OPTIONAL_FIELDS = ("model", "usage", "tool_call_id", "tool_calls", "name", "metadata")
+# Fields of a message that a model needs to replay the conversation.
+REPLAY_FIELDS = ("tool_call_id", "tool_calls", "name")
+
+
+def normalize_role(role: str) -> str:
+    """Return the canonical role for ``role`` (``llm`` means assistant) or raise UsageError."""
+    canonical = ROLE_ALIASES.get(role, role)
+    if canonical not in ROLES:
+        raise UsageError(f"invalid role {role!r}: use one of {', '.join(ROLES)} (or llm)")
+    return canonical
+
+
+@dataclass(frozen=True)
+class Message:
+    """One stored message: a record of the transcript."""
+
+    id: str
+    seq: int
+    role: str
+    content: str
+    created_at: str
+    model: str | None = None
+    usage: dict[str, Any] | None = None
+    tool_call_id: str | None = None
+    tool_calls: list[Any] | None = None
+    name: str | None = None
+    metadata: dict[str, Any] | None = None
+    interrupted: bool = False
+    # Fields written by a newer sessionctl: kept so a rewrite never loses them.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_record(self) -> dict[str, Any]:
+        """Return the JSON object stored for this message in the transcript."""
+        record: dict[str, Any] = {
+            "type": "message",
+            "id": self.id,
+            "seq": self.seq,
+            "role": self.role,
+            "content": self.content,
+            "created_at": self.created_at,
+        }
+        for key in OPTIONAL_FIELDS:
+            value = getattr(self, key)
+            if value is not None:
+                record[key] = value
+        if self.interrupted:
+            record["interrupted"] = True
+        for key, value in self.extra.items():
+            record.setdefault(key, value)
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Message:
+        """Build a message from a transcript record (unknown keys go to ``extra``)."""
+        known = {"type", "id", "seq", "role", "content", "created_at", "interrupted"}
+        known.update(OPTIONAL_FIELDS)
+        content = record.get("content")
+        return cls(
+            id=str(record["id"]),
+            seq=int(record["seq"]),
+            role=str(record["role"]),
+            content="" if content is None else str(content),
+            created_at=str(record.get("created_at", "")),
+            model=record.get("model"),
+            usage=record.get("usage"),
+            tool_call_id=record.get("tool_call_id"),
+            tool_calls=record.get("tool_calls"),
+            name=record.get("name"),
+            metadata=record.get("metadata"),
+            interrupted=bool(record.get("interrupted", False)),
+            extra={k: v for k, v in record.items() if k not in known},
+        )
+
+    def to_dict(self, *, raw: bool = False) -> dict[str, Any]:
+        """Return the public JSON shape: id, seq, role, content, created_at (+ all with raw)."""
+        if raw:
+            record = self.to_record()
+            del record["type"]
+            return record
+        out: dict[str, Any] = {
+            "id": self.id,
+            "seq": self.seq,
+            "role": self.role,
+            "content": self.content,
+            "created_at": self.created_at,
+        }
+        for key in REPLAY_FIELDS:
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        if self.interrupted:
+            out["interrupted"] = True
+        return out
+
+    def to_chat(self) -> dict[str, Any]:
+        """Return the message as an OpenAI-style chat message (role, content, tool fields)."""
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        for key in REPLAY_FIELDS:
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        return out
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """A session's summary, as ``list`` shows it."""
+
+    name: str
+    messages: int
+    created_at: str
+    updated_at: str
+    model: str | None = None
+    system: str | None = None
+    parent: str | None = None
+    parent_message: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    deleted_at: str | None = None
+    trash_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the stable JSON shape used by ``list --json``."""
+        out: dict[str, Any] = {
+            "name": self.name,
+            "messages": self.messages,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "model": self.model,
+            "system": self.system,
+            "parent": self.parent,
+            "parent_message": self.parent_message,
+            "metadata": self.metadata,
+        }
+        if self.deleted_at is not None:
+            out["deleted_at"] = self.deleted_at
+            out["trash_id"] = self.trash_id
+        return out
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of sessions and the cursor of the next page (None at the end)."""
+
+    sessions: list[SessionInfo]
+    next_cursor: str | None

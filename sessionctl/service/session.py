@@ -1,0 +1,259 @@
+"""One session: the RedisVL/Zep-style operations on a named conversation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from sessionctl.errors import MessageNotFound, SessionNotFound, UsageError
+from sessionctl.ids import new_ulid
+from sessionctl.models import OPTIONAL_FIELDS, Message, SessionInfo, normalize_role
+from sessionctl.store.transcript import Header
+from sessionctl.timeutil import now_iso
+
+if TYPE_CHECKING:
+    from sessionctl.service.store import Store
+
+MessageInput = Mapping[str, Any]
+_INPUT_KEYS = {"role", "content", "interrupted", *OPTIONAL_FIELDS}
+
+
+def roles_filter(role: str | Iterable[str] | None) -> frozenset[str] | None:
+    """Return the canonical roles to keep, or None for all."""
+    if role is None:
+        return None
+    roles = [role] if isinstance(role, str) else list(role)
+    return frozenset(normalize_role(r) for r in roles) or None
+
+
+def check_top_k(top_k: int) -> int:
+    """Return ``top_k`` or raise UsageError: it must be a whole number ≥ 0."""
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+        raise UsageError(f"top_k must be a whole number of 0 or more, got {top_k!r}")
+    return top_k
+
+
+def build_message(data: MessageInput, seq: int) -> Message:
+    """Validate a message dict (role, content, optional fields) and stamp id/seq/time."""
+    unknown = set(data) - _INPUT_KEYS
+    if unknown:
+        raise UsageError(
+            f"unknown message field {sorted(unknown)[0]!r}: use role, content, "
+            + ", ".join(OPTIONAL_FIELDS)
+        )
+    if "role" not in data:
+        raise UsageError("a message needs a 'role' (system, user, assistant or tool)")
+    content = data.get("content")
+    if content is None:
+        content = ""
+    if not isinstance(content, str):
+        raise UsageError(f"message content must be text, got {type(content).__name__}")
+    metadata = data.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise UsageError("message metadata must be a JSON object")
+    return Message(
+        id=new_ulid(),
+        seq=seq,
+        role=normalize_role(str(data["role"])),
+        content=content,
+        created_at=now_iso(),
+        model=data.get("model"),
+        usage=data.get("usage"),
+        tool_call_id=data.get("tool_call_id"),
+        tool_calls=data.get("tool_calls"),
+        name=data.get("name"),
+        metadata=metadata,
+        interrupted=bool(data.get("interrupted", False)),
+    )
+
+
+class Session:
+    """A named session in a :class:`~sessionctl.service.store.Store`.
+
+    Getting a Session object touches nothing; the first write creates the
+    transcript (like Zep, sessions need no explicit creation).
+    """
+
+    def __init__(self, store: Store, name: str) -> None:
+        self._store = store
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Session({self.name!r})"
+
+    @property
+    def _backend(self) -> Any:
+        return self._store.backend
+
+    @property
+    def exists(self) -> bool:
+        """True when the session has a transcript."""
+        return bool(self._backend.exists(self.name))
+
+    # -- writing -----------------------------------------------------------
+    def add_messages(self, messages: Sequence[MessageInput]) -> list[Message]:
+        """Append ``messages`` in order, atomically; return them with ids and seqs."""
+        items = list(messages)
+        for item in items:  # validate everything before writing anything
+            build_message(item, 1)
+
+        def make(next_seq: int) -> list[Message]:
+            return [build_message(item, next_seq + i) for i, item in enumerate(items)]
+
+        return list(self._backend.append(self.name, make, create=self._store._new_header(self.name)))
+
+    def add_message(self, message: MessageInput) -> Message:
+        """Append one message (``{"role": ..., "content": ...}`` plus optional fields)."""
+        return self.add_messages([message])[0]
+
+    def store(
+        self,
+        prompt: str,
+        response: str,
+        *,
+        model: str | None = None,
+        usage: dict[str, Any] | None = None,
+    ) -> tuple[Message, Message]:
+        """Append a user prompt and the assistant's response as one write."""
+        answer: dict[str, Any] = {"role": "assistant", "content": response}
+        if model is not None:
+            answer["model"] = model
+        if usage is not None:
+            answer["usage"] = usage
+        user, assistant = self.add_messages([{"role": "user", "content": prompt}, answer])
+        return user, assistant
+
+    def drop(self, id: str | None = None) -> Message:
+        """Remove message ``id`` (the last one when None) and return it."""
+        dropped: list[Message] = []
+
+        def transform(header: Header, messages: list[Message]) -> tuple[Header, list[Message]]:
+            if not messages:
+                raise MessageNotFound(f"session {self.name!r} has no messages to drop")
+            if id is None:
+                index = len(messages) - 1
+            else:
+                index = next((i for i, m in enumerate(messages) if m.id == id), -1)
+                if index < 0:
+                    raise MessageNotFound(f"no message with id {id!r} in session {self.name!r}")
+            dropped.append(messages[index])
+            return header, messages[:index] + messages[index + 1 :]
+
+        self._backend.rewrite(self.name, transform)
+        self._store._after_removal(self.name, [dropped[0].seq])
+        return dropped[0]
+
+    def clear(self) -> int:
+        """Remove every message of this session only (settings stay); return how many."""
+        removed: list[int] = []
+
+        def transform(header: Header, messages: list[Message]) -> tuple[Header, list[Message]]:
+            removed.extend(m.seq for m in messages)
+            return header, []
+
+        self._backend.rewrite(self.name, transform)
+        self._store._after_removal(self.name, removed)
+        return len(removed)
+
+    def delete(self, *, purge: bool = False) -> None:
+        """Move the session to the trash (or remove it for good with ``purge``)."""
+        self._store.delete(self.name, purge=purge)
+
+    def update(
+        self,
+        *,
+        model: str | None = None,
+        system: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        unset: Iterable[str] = (),
+    ) -> SessionInfo:
+        """Set model/system and merge metadata (Zep semantics); creates the session if needed."""
+        unset = list(unset)
+        if not self.exists:
+            self._store._create_empty(self.name)
+
+        def transform(header: Header, messages: list[Message]) -> tuple[Header, list[Message]]:
+            if model is not None:
+                header.model = model
+            if system is not None:
+                header.system = system or None
+            if metadata:
+                header.metadata.update(metadata)
+            for key in unset:
+                header.metadata.pop(key, None)
+            return header, messages
+
+        header = self._backend.header(self.name)
+        unchanged = (
+            (model is None or model == header.model)
+            and (system is None or (system or None) == header.system)
+            and all(header.metadata.get(k, object()) == v for k, v in (metadata or {}).items())
+            and not any(k in header.metadata for k in unset)
+        )
+        if not unchanged:
+            self._backend.rewrite(self.name, transform)
+        return self.info()
+
+    # -- reading -----------------------------------------------------------
+    def info(self) -> SessionInfo:
+        """Return this session's summary."""
+        return self._backend.info(self.name)  # type: ignore[no-any-return]
+
+    @property
+    def header(self) -> Header:
+        """Return the session-level state (model, system prompt, metadata, parent)."""
+        return self._backend.header(self.name)  # type: ignore[no-any-return]
+
+    def get_messages(self) -> list[Message]:
+        """Return every message as :class:`Message` objects, in seq order."""
+        return list(self._backend.messages(self.name))
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """Every message (never capped), oldest first, as dicts."""
+        return [m.to_dict() for m in self.get_messages()]
+
+    def get_recent(
+        self,
+        top_k: int = 5,
+        as_text: bool = False,
+        raw: bool = False,
+        role: str | Iterable[str] | None = None,
+    ) -> list[dict[str, Any]] | list[str]:
+        """Return the last ``top_k`` messages, oldest first, ordered by seq."""
+        found = self.recent_messages(top_k, role=role)
+        if as_text:
+            return [m.content for m in found]
+        return [m.to_dict(raw=raw) for m in found]
+
+    def recent_messages(
+        self, top_k: int = 5, *, role: str | Iterable[str] | None = None
+    ) -> list[Message]:
+        """Like :meth:`get_recent` but returns :class:`Message` objects."""
+        check_top_k(top_k)
+        if top_k == 0:
+            if not self.exists:
+                raise SessionNotFound(f"no session named {self.name!r} (see `sessionctl list`)")
+            return []
+        return list(self._backend.tail(self.name, top_k, roles_filter(role)))
+
+    # -- copies --------------------------------------------------------------
+    def fork(self, new_name: str, at: str | None = None) -> Session:
+        """Copy this session (up to and including message ``at``) into ``new_name``."""
+        return self._store.fork(self.name, new_name, at=at)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the whole session as a JSON-ready dict (the ``export --format json`` shape)."""
+        from sessionctl.service.transfer import session_to_dict
+
+        return session_to_dict(self)
+
+    @classmethod
+    def from_dict(
+        cls, data: Mapping[str, Any], store: Store | None = None, *, name: str | None = None
+    ) -> Session:
+        """Create a session from :meth:`to_dict` output (in ``store``, or the default one)."""
+        from sessionctl.service.store import Store
+
+        return (store or Store()).from_dict(data, name=name)
+

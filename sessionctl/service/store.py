@@ -1,0 +1,270 @@
+"""The store: every session under one home, and the operations across them."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sessionctl.config import Settings, load_settings
+from sessionctl.errors import MessageNotFound, SessionNotFound, UsageError
+from sessionctl.ids import new_ulid
+from sessionctl.models import Message, Page, SessionInfo
+from sessionctl.names import check_name
+from sessionctl.service.session import Session
+from sessionctl.store.local import LocalBackend
+from sessionctl.store.transcript import Header, Warn
+from sessionctl.timeutil import now_iso, parse_duration
+
+_log = logging.getLogger("sessionctl")
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    """What ``prune`` removed (or would remove with ``dry_run``)."""
+
+    sessions: list[SessionInfo]
+    trash: list[SessionInfo] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    dry_run: bool = False
+    purge: bool = False
+
+
+class Store:
+    """All sessions under one home directory.
+
+    >>> store = Store("/tmp/example-home")            # doctest: +SKIP
+    >>> store.session("work").store("hi", "hello!")   # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        home: str | Path | None = None,
+        *,
+        settings: Settings | None = None,
+        warn: Warn | None = None,
+    ) -> None:
+        if settings is None:
+            settings = load_settings(home=home) if home is not None else load_settings()
+        elif home is not None:
+            settings = settings.with_overrides(home=Path(home))
+        self.settings = settings
+        self.home = settings.home
+        self.warn: Warn = warn or _log.warning
+        self.backend = LocalBackend(self.home, self.warn)
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.home)!r})"
+
+    # -- sessions ------------------------------------------------------------
+    def session(self, name: str) -> Session:
+        """Return the session ``name`` (validated; created on first write)."""
+        return Session(self, check_name(name))
+
+    def __getitem__(self, name: str) -> Session:
+        return self.session(name)
+
+    def existing(self, name: str) -> Session:
+        """Return the live session ``name`` or raise SessionNotFound."""
+        session = self.session(name)
+        if not session.exists:
+            raise SessionNotFound(f"no session named {name!r} (see `sessionctl list`)")
+        return session
+
+    def _new_header(self, name: str) -> Header:
+        if any(i.name == name for i in self.backend.deleted()):
+            self.warn(
+                f"session {name!r} is in the trash; starting a new session with that name"
+                f" (the deleted one stays restorable under another name: `sessionctl restore`)"
+            )
+        now = now_iso()
+        return Header(uid=new_ulid(), created_at=now, updated_at=now)
+
+    def _create_empty(self, name: str) -> None:
+        self.backend.append(name, lambda _seq: [], create=self._new_header(name))
+
+    def _after_removal(self, name: str, seqs: list[int]) -> None:
+        """Hook: messages left the transcript (the semantic index drops them)."""
+
+    def most_recent(self) -> Session | None:
+        """Return the most recently active live session, or None."""
+        names = self.backend.names()
+        if not names:
+            return None
+        name = min(names, key=lambda item: (-item[1], item[0]))[0]
+        return Session(self, name)
+
+    # -- listing -------------------------------------------------------------
+    def list(
+        self, *, limit: int | None = None, cursor: str | None = None, deleted: bool = False
+    ) -> Page:
+        """Return sessions newest activity first (ties by name), a page at a time."""
+        if limit is not None and (isinstance(limit, bool) or limit < 0):
+            raise UsageError(f"limit must be 0 or more, got {limit}")
+        if deleted:
+            return self._list_deleted(limit, cursor)
+        entries = sorted(self.backend.names(), key=lambda item: (-item[1], item[0]))
+        if cursor is not None:
+            mtime, after = _decode_cursor(cursor, int)
+            entries = [e for e in entries if (-e[1], e[0]) > (-mtime, after)]
+        page = entries if limit is None else entries[:limit]
+        infos = []
+        for name, _ in page:
+            try:
+                infos.append(self.backend.info(name))
+            except SessionNotFound:
+                continue  # removed while we listed
+        more = limit is not None and len(entries) > limit and limit > 0
+        next_cursor = _encode_cursor(page[-1][1], page[-1][0]) if more and page else None
+        return Page(infos, next_cursor)
+
+    def _list_deleted(self, limit: int | None, cursor: str | None) -> Page:
+        entries = self.backend.deleted()
+        if cursor is not None:
+            trash_id, after = _decode_cursor(cursor, str)
+            entries = [e for e in entries if ((e.trash_id or ""), e.name) < (trash_id, after)]
+        page = entries if limit is None else entries[:limit]
+        more = limit is not None and len(entries) > limit and limit > 0
+        next_cursor = _encode_cursor(page[-1].trash_id, page[-1].name) if more and page else None
+        return Page(page, next_cursor)
+
+    # -- namespace operations --------------------------------------------------
+    def delete(self, name: str, *, purge: bool = False) -> str | None:
+        """Soft-delete ``name`` to the trash (return its trash id), or remove it for good."""
+        check_name(name)
+        if purge:
+            self.backend.purge(name)
+            return None
+        return self.backend.delete(name)
+
+    def restore(self, name: str, trash_id: str | None = None) -> Session:
+        """Bring ``name`` back from the trash."""
+        check_name(name)
+        self.backend.restore(name, trash_id)
+        return Session(self, name)
+
+    def rename(self, old: str, new: str) -> Session:
+        """Rename session ``old`` to ``new``."""
+        check_name(old)
+        check_name(new)
+        self.backend.rename(old, new)
+        return Session(self, new)
+
+    def fork(self, source: str, new: str, *, at: str | None = None) -> Session:
+        """Copy ``source`` (up to and including message ``at``) into the new session ``new``."""
+        check_name(source)
+        check_name(new)
+        scanned = self.backend.scan(source)
+        messages = scanned.messages
+        if at is not None:
+            index = next((i for i, m in enumerate(messages) if m.id == at), -1)
+            if index < 0:
+                raise MessageNotFound(f"no message with id {at!r} in session {source!r}")
+            messages = messages[: index + 1]
+        now = now_iso()
+        header = Header(
+            uid=new_ulid(),
+            created_at=now,
+            updated_at=now,
+            model=scanned.header.model,
+            system=scanned.header.system,
+            metadata=dict(scanned.header.metadata),
+            parent=source,
+            parent_message=messages[-1].id if messages else None,
+        )
+        copies = [Message(**{**m.__dict__, "id": new_ulid()}) for m in messages]
+        self.backend.create(new, header, copies)
+        self._after_fork(source, new, [m.seq for m in messages])
+        return Session(self, new)
+
+    def _after_fork(self, source: str, new: str, seqs: list[int]) -> None:
+        """Hook: a fork copied these seqs (the semantic index copies their vectors)."""
+
+    def prune(
+        self,
+        older_than: str | timedelta,
+        *,
+        dry_run: bool = False,
+        purge: bool = False,
+        now: float | None = None,
+    ) -> PruneReport:
+        """Remove sessions with no activity for ``older_than`` (to the trash, or for good).
+
+        With ``purge`` it also empties trash entries deleted longer ago than that.
+        Activity is re-checked under each session's lock, so a session written to
+        while prune runs is skipped, never removed.
+        """
+        age = parse_duration(older_than) if isinstance(older_than, str) else older_than
+        if age.total_seconds() <= 0:
+            raise UsageError("older_than must be greater than zero")
+        cutoff_ns = int(((time.time() if now is None else now) - age.total_seconds()) * 1e9)
+        stale = sorted(
+            (e for e in self.backend.names() if e[1] <= cutoff_ns), key=lambda e: (e[1], e[0])
+        )
+        removed: list[SessionInfo] = []
+        skipped: list[str] = []
+        for name, _ in stale:
+            try:
+                info = self.backend.info(name)
+            except SessionNotFound:
+                continue
+            if dry_run:
+                removed.append(info)
+                continue
+            try:
+                done = (
+                    self.backend.purge(name, unless_active_since=cutoff_ns)
+                    if purge
+                    else self.backend.delete(name, unless_active_since=cutoff_ns) is not None
+                )
+            except SessionNotFound:
+                continue
+            (removed.append(info) if done else skipped.append(name))
+        trash: list[SessionInfo] = []
+        if purge:
+            cutoff_iso = _iso_from_ns(cutoff_ns)
+            for entry in self.backend.deleted():
+                if entry.deleted_at and entry.deleted_at <= cutoff_iso and entry.trash_id:
+                    if not dry_run:
+                        try:
+                            self.backend.purge_deleted(entry.trash_id)
+                        except SessionNotFound:
+                            continue
+                    trash.append(entry)
+        return PruneReport(removed, trash, skipped, dry_run, purge)
+
+    # -- whole-session transfer ----------------------------------------------------
+    def from_dict(self, data: Mapping[str, Any], *, name: str | None = None) -> Session:
+        """Create a session from ``Session.to_dict()`` data (or an OpenAI messages list)."""
+        from sessionctl.service.transfer import create_from_dict
+
+        return create_from_dict(self, data, name=name)
+
+
+def _iso_from_ns(ns: int) -> str:
+    from sessionctl.timeutil import from_epoch_ns
+
+    return from_epoch_ns(ns)
+
+
+def _encode_cursor(position: Any, name: str) -> str:
+    text = json.dumps([position, name], separators=(",", ":"))
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, kind: type) -> tuple[Any, str]:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        position, name = json.loads(text)
+        if type(position) is kind and isinstance(name, str):
+            return position, name
+    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
+        pass
+    raise UsageError(f"invalid cursor {cursor!r}: pass a next_cursor value printed by `list`")

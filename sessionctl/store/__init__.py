@@ -1,0 +1,1 @@
+"""Storage backends behind the :class:`~sessionctl.store.base.Backend` Protocol."""

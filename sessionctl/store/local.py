@@ -1,0 +1,371 @@
+"""Sessions as local files under the data dir (the default backend).
+
+    HOME/sessions/NAME.jsonl        transcript (source of truth)
+    HOME/sessions/NAME.lock         per-session write lock
+    HOME/sessions/NAME.faiss        semantic index (derived) + NAME.index.json manifest
+    HOME/sessions/NAME.rejects      lines set aside because they could not be parsed
+    HOME/trash/ULID/NAME.*          a soft-deleted session
+    HOME/.store.lock                namespace lock: create, delete, restore, rename
+
+Lock order is always namespace, then session. Readers take no lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from sessionctl.errors import SessionExists, SessionNotFound, StoreError
+from sessionctl.fsutil import (
+    append_private,
+    atomic_write,
+    ensure_private_dir,
+    exclusive_lock,
+    fsync_dir,
+    remove_stale_temps,
+    temp_path_for,
+    write_new_private,
+)
+from sessionctl.ids import new_ulid, ulid_time_ms
+from sessionctl.models import Message, SessionInfo
+from sessionctl.store import transcript
+from sessionctl.store.base import MakeMessages, Transform
+from sessionctl.store.transcript import Header, Warn, encode
+from sessionctl.timeutil import from_epoch_ns, now_iso
+
+TRANSCRIPT = ".jsonl"
+# Every file that belongs to a session besides its lock; none may end in
+# ".jsonl", which marks a transcript. The transcript comes last so that a
+# move interrupted halfway never leaves a transcript without its session.
+SIDECAR_SUFFIXES = (".faiss", ".index.json", ".rejects")
+SESSION_SUFFIXES = (*SIDECAR_SUFFIXES, TRANSCRIPT)
+
+
+class LocalBackend:
+    """The file-based :class:`~sessionctl.store.base.Backend`."""
+
+    def __init__(self, home: Path, warn: Warn | None = None) -> None:
+        self.home = home
+        self.sessions_dir = home / "sessions"
+        self.trash_dir = home / "trash"
+        self.warn = warn
+        self._ready = False
+
+    # -- paths and locks -------------------------------------------------
+    def path(self, name: str, suffix: str = TRANSCRIPT) -> Path:
+        """Return the path of one of ``name``'s files."""
+        return self.sessions_dir / f"{name}{suffix}"
+
+    def _ensure_dirs(self) -> None:
+        if not self._ready:
+            for directory in (self.home, self.sessions_dir, self.trash_dir):
+                ensure_private_dir(directory)
+            self._ready = True
+
+    @contextlib.contextmanager
+    def _namespace_lock(self) -> Iterator[None]:
+        self._ensure_dirs()
+        with exclusive_lock(self.home / ".store.lock"):
+            yield
+
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """Hold ``name``'s exclusive write lock (stale temp files are cleaned on entry)."""
+        self._ensure_dirs()
+        with exclusive_lock(self.path(name, ".lock")):
+            remove_stale_temps(self.sessions_dir, [f"{name}{s}" for s in SESSION_SUFFIXES])
+            yield
+
+    # -- reading ---------------------------------------------------------
+    def exists(self, name: str) -> bool:
+        """Return True when a live session ``name`` exists."""
+        return os.path.lexists(self.path(name))
+
+    def _require(self, name: str) -> Path:
+        path = self.path(name)
+        if not os.path.lexists(path):
+            raise SessionNotFound(f"no session named {name!r} (see `sessionctl list`)")
+        return path
+
+    def case_twin(self, name: str) -> str | None:
+        """Return an existing live session whose name differs from ``name`` only in case."""
+        folded = name.casefold()
+        for other, _ in self.names():
+            if other != name and other.casefold() == folded:
+                return other
+        return None
+
+    def names(self) -> list[tuple[str, int]]:
+        """Return (name, last-write time in ns) of every live session, unordered."""
+        found: list[tuple[str, int]] = []
+        try:
+            entries = os.scandir(self.sessions_dir)
+        except FileNotFoundError:
+            return found
+        with entries:
+            for entry in entries:
+                name = entry.name
+                if name.endswith(TRANSCRIPT) and not name.startswith("."):
+                    try:
+                        mtime = entry.stat(follow_symlinks=False).st_mtime_ns
+                    except FileNotFoundError:
+                        continue  # deleted while we looked
+                    found.append((name[: -len(TRANSCRIPT)], mtime))
+        return found
+
+    def header(self, name: str) -> Header:
+        """Return ``name``'s header (line 1 only)."""
+        try:
+            return transcript.read_header(self._require(name))
+        except FileNotFoundError:
+            raise SessionNotFound(f"no session named {name!r} (see `sessionctl list`)") from None
+
+    def info(self, name: str) -> SessionInfo:
+        """Return ``name``'s summary from its header, its last record and its mtime."""
+        path = self._require(name)
+        try:
+            header = transcript.read_header(path)
+            last = transcript.last_seq(path)
+            mtime = os.stat(path, follow_symlinks=False).st_mtime_ns
+        except FileNotFoundError:
+            raise SessionNotFound(f"no session named {name!r} (see `sessionctl list`)") from None
+        return _info(name, header, header.count(last), from_epoch_ns(mtime))
+
+    def messages(self, name: str) -> list[Message]:
+        """Return every message of ``name`` in seq order (no cap)."""
+        return self.scan(name).messages
+
+    def scan(self, name: str) -> transcript.Scan:
+        """Return the parsed transcript of ``name``."""
+        try:
+            return transcript.scan(self._require(name), self.warn)
+        except FileNotFoundError:
+            raise SessionNotFound(f"no session named {name!r} (see `sessionctl list`)") from None
+
+    def tail(self, name: str, k: int, roles: frozenset[str] | None = None) -> list[Message]:
+        """Return ``name``'s last ``k`` messages (of ``roles``), oldest first."""
+        try:
+            return transcript.tail(self._require(name), k, roles)
+        except FileNotFoundError:
+            raise SessionNotFound(f"no session named {name!r} (see `sessionctl list`)") from None
+
+    # -- writing ---------------------------------------------------------
+    def create(self, name: str, header: Header, messages: Iterable[Message] = ()) -> None:
+        """Create ``name`` with ``header`` and ``messages``; SessionExists if it is taken."""
+        with self._namespace_lock(), self.lock(name):
+            self._create_locked(name, header, messages)
+
+    def _create_locked(self, name: str, header: Header, messages: Iterable[Message]) -> None:
+        if self.exists(name):
+            raise SessionExists(f"session {name!r} already exists; choose another name")
+        twin = self.case_twin(name)
+        if twin is not None:
+            raise SessionExists(
+                f"session {twin!r} already exists and differs from {name!r} only in case;"
+                " choose another name"
+            )
+        for suffix in SIDECAR_SUFFIXES:  # left by a crash in delete or rename
+            with contextlib.suppress(FileNotFoundError):
+                self.path(name, suffix).unlink()
+        messages = list(messages)
+        header.base_seq = max((m.seq for m in messages), default=0)
+        header.base_count = len(messages)
+        data = encode(header.to_record()) + b"".join(encode(m.to_record()) for m in messages)
+        target = self.path(name)
+        tmp = temp_path_for(target)
+        write_new_private(tmp, data)
+        try:
+            os.link(tmp, target)  # atomic and exclusive: never replaces a session
+        except FileExistsError:
+            raise SessionExists(f"session {name!r} already exists; choose another name") from None
+        finally:
+            tmp.unlink()
+        fsync_dir(self.sessions_dir)
+
+    def append(self, name: str, make: MakeMessages, *, create: Header | None) -> list[Message]:
+        """Append the messages ``make(next_seq)`` builds; create the session first if asked."""
+        self._ensure_dirs()
+        while True:
+            if self.exists(name):
+                with self.lock(name):
+                    if self.exists(name):
+                        return self._append_locked(name, make)
+            elif create is None:
+                self._require(name)
+            else:
+                with self._namespace_lock(), self.lock(name):
+                    if not self.exists(name):
+                        self._create_locked(name, create, ())
+                    return self._append_locked(name, make)
+
+    def _append_locked(self, name: str, make: MakeMessages) -> list[Message]:
+        path = self.path(name)
+        transcript.repair_tail(path, self.path(name, ".rejects"), self.warn)
+        header = transcript.read_header(path)
+        messages = make(header.next_seq(transcript.last_seq(path)))
+        if messages:
+            append_private(path, b"".join(encode(m.to_record()) for m in messages))
+        return messages
+
+    def rewrite(self, name: str, transform: Transform) -> tuple[Header, list[Message]]:
+        """Replace ``name``'s transcript with ``transform(header, messages)`` atomically."""
+        self._require(name)
+        with self.lock(name):
+            path = self._require(name)
+            scanned = transcript.scan(path, self.warn)
+            rejects = self.path(name, ".rejects")
+            transcript.set_aside(rejects, list(scanned.bad_lines), "corrupt line (before rewrite)")
+            if scanned.torn is not None:
+                transcript.set_aside(rejects, [(None, scanned.torn)], "torn last line")
+            header, messages = transform(scanned.header, scanned.messages)
+            highest = max((m.seq for m in scanned.messages), default=0)
+            header.base_seq = max(header.base_seq, highest)
+            header.base_count = len(messages)
+            header.updated_at = now_iso()
+            data = encode(header.to_record()) + b"".join(encode(m.to_record()) for m in messages)
+            atomic_write(path, data)
+            return header, messages
+
+    # -- namespace operations -------------------------------------------
+    def _move_files(self, src: Callable[[str], Path], dst: Callable[[str], Path]) -> None:
+        for suffix in SESSION_SUFFIXES:
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(src(suffix), dst(suffix))
+
+    def _active_since(self, name: str, cutoff_ns: int | None) -> bool:
+        if cutoff_ns is None:
+            return False
+        return os.stat(self.path(name), follow_symlinks=False).st_mtime_ns > cutoff_ns
+
+    def delete(self, name: str, *, unless_active_since: int | None = None) -> str | None:
+        """Move ``name`` to the trash and return the trash id.
+
+        With ``unless_active_since`` (epoch ns) the session is left alone, and
+        None returned, if it was written after that instant: checked under the
+        lock, so ``prune`` never removes a session that a chat just used.
+        """
+        with self._namespace_lock(), self.lock(name):
+            self._require(name)
+            if self._active_since(name, unless_active_since):
+                return None
+            trash_id = new_ulid()
+            folder = ensure_private_dir(self.trash_dir / trash_id)
+            # Transcript first: once it is gone the session is gone.
+            os.rename(self.path(name), folder / f"{name}{TRANSCRIPT}")
+            self._move_files(lambda s: self.path(name, s), lambda s: folder / f"{name}{s}")
+            self.path(name, ".lock").unlink()
+            fsync_dir(self.sessions_dir)
+        return trash_id
+
+    def purge(self, name: str, *, unless_active_since: int | None = None) -> bool:
+        """Remove ``name`` and its files for good; False if it was active (see delete)."""
+        with self._namespace_lock(), self.lock(name):
+            self._require(name)
+            if self._active_since(name, unless_active_since):
+                return False
+            self.path(name).unlink()
+            for suffix in SIDECAR_SUFFIXES:
+                with contextlib.suppress(FileNotFoundError):
+                    self.path(name, suffix).unlink()
+            self.path(name, ".lock").unlink()
+            fsync_dir(self.sessions_dir)
+        return True
+
+    def deleted(self) -> list[SessionInfo]:
+        """Return the sessions in the trash, newest deletion first."""
+        found: list[SessionInfo] = []
+        try:
+            folders = sorted(os.listdir(self.trash_dir), reverse=True)
+        except FileNotFoundError:
+            return found
+        for trash_id in folders:
+            folder = self.trash_dir / trash_id
+            for entry in _transcripts_in(folder):
+                name = entry[: -len(TRANSCRIPT)]
+                try:
+                    path = folder / entry
+                    header = transcript.read_header(path)
+                    count = header.count(transcript.last_seq(path))
+                    mtime = os.stat(path, follow_symlinks=False).st_mtime_ns
+                except (OSError, StoreError):
+                    continue
+                info = _info(name, header, count, from_epoch_ns(mtime))
+                found.append(
+                    SessionInfo(
+                        **{**info.__dict__, "deleted_at": _ulid_iso(trash_id), "trash_id": trash_id}
+                    )
+                )
+        return found
+
+    def restore(self, name: str, trash_id: str | None = None) -> None:
+        """Bring ``name`` back from the trash (the newest deletion unless ``trash_id``)."""
+        with self._namespace_lock():
+            candidates = [i for i in self.deleted() if i.name == name]
+            if trash_id is not None:
+                candidates = [i for i in candidates if i.trash_id == trash_id]
+            if not candidates:
+                raise SessionNotFound(f"no deleted session named {name!r} (see `list --deleted`)")
+            chosen = candidates[0].trash_id
+            assert chosen is not None
+            if self.exists(name) or self.case_twin(name):
+                raise SessionExists(
+                    f"a live session named {name!r} exists; rename it before restoring"
+                )
+            folder = self.trash_dir / chosen
+            with self.lock(name):
+                self._move_files(lambda s: folder / f"{name}{s}", lambda s: self.path(name, s))
+            shutil.rmtree(folder, ignore_errors=True)
+            fsync_dir(self.sessions_dir)
+
+    def purge_deleted(self, trash_id: str) -> None:
+        """Remove one trash entry for good."""
+        with self._namespace_lock():
+            folder = self.trash_dir / trash_id
+            if not folder.is_dir() or folder.is_symlink():
+                raise SessionNotFound(f"no trash entry {trash_id!r}")
+            shutil.rmtree(folder)
+
+    def rename(self, old: str, new: str) -> None:
+        """Rename ``old`` to ``new`` with all its files, under both locks."""
+        with self._namespace_lock(), self.lock(old):
+            self._require(old)
+            if self.exists(new):
+                raise SessionExists(f"session {new!r} already exists; choose another name")
+            twin = self.case_twin(new)
+            if twin is not None and twin != old:
+                raise SessionExists(f"session {twin!r} differs from {new!r} only in case")
+            with self.lock(new):
+                self._move_files(lambda s: self.path(old, s), lambda s: self.path(new, s))
+            self.path(old, ".lock").unlink()
+            fsync_dir(self.sessions_dir)
+
+
+def _transcripts_in(folder: Path) -> list[str]:
+    try:
+        return [n for n in os.listdir(folder) if n.endswith(TRANSCRIPT) and not n.startswith(".")]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _ulid_iso(trash_id: str) -> str:
+    try:
+        return from_epoch_ns(ulid_time_ms(trash_id) * 1_000_000)
+    except ValueError:
+        return ""
+
+
+def _info(name: str, header: Header, count: int, updated_at: str) -> SessionInfo:
+    return SessionInfo(
+        name=name,
+        messages=count,
+        created_at=header.created_at,
+        updated_at=updated_at,
+        model=header.model,
+        system=header.system,
+        parent=header.parent,
+        parent_message=header.parent_message,
+        metadata=dict(header.metadata),
+    )

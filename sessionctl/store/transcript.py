@@ -1,0 +1,298 @@
+"""The JSON-lines transcript file: header, records, tail reads and repair.
+
+Layout (docs/format.md): line 1 is a header record, every later line is a
+message record. Readers never lock: an append in progress shows up as a torn
+last line, which readers ignore. Writers (under the session lock) repair a
+torn tail and set aside any line that cannot be parsed, never dropping it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sessionctl.errors import CorruptData, StoreError
+from sessionctl.fsutil import FILE_MODE, append_private
+from sessionctl.models import FORMAT_NAME, FORMAT_VERSION, Message
+from sessionctl.timeutil import now_iso
+
+Warn = Callable[[str], None]
+_BLOCK = 64 * 1024
+_HEADER_KEYS = (
+    "uid", "created_at", "updated_at", "model", "system", "metadata",
+    "parent", "parent_message", "base_seq", "base_count",
+)  # fmt: skip
+
+
+@dataclass
+class Header:
+    """Session-level state kept in the transcript's first line.
+
+    ``base_seq``/``base_count`` are the highest seq ever used and the number
+    of messages at the last rewrite: with the last record's seq they give the
+    message count and the next seq without reading the whole file.
+    """
+
+    uid: str
+    created_at: str
+    updated_at: str
+    model: str | None = None
+    system: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    parent: str | None = None
+    parent_message: str | None = None
+    base_seq: int = 0
+    base_count: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_record(self) -> dict[str, Any]:
+        """Return the header line's JSON object."""
+        record: dict[str, Any] = {
+            "type": "header",
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+        }
+        for key in _HEADER_KEYS:
+            record[key] = getattr(self, key)
+        for key, value in self.extra.items():
+            record.setdefault(key, value)
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Header:
+        """Parse a header record of this or an older format version."""
+        known = {"type", "format", "version", *_HEADER_KEYS}
+        metadata = record.get("metadata") or {}
+        return cls(
+            uid=str(record.get("uid") or ""),
+            created_at=str(record.get("created_at") or ""),
+            updated_at=str(record.get("updated_at") or record.get("created_at") or ""),
+            model=record.get("model"),
+            system=record.get("system"),
+            metadata=dict(metadata) if isinstance(metadata, dict) else {},
+            parent=record.get("parent"),
+            parent_message=record.get("parent_message"),
+            base_seq=int(record.get("base_seq") or 0),
+            base_count=int(record.get("base_count") or 0),
+            extra={k: v for k, v in record.items() if k not in known},
+        )
+
+    def next_seq(self, last_seq: int) -> int:
+        """Return the seq the next appended message gets."""
+        return max(self.base_seq, last_seq) + 1
+
+    def count(self, last_seq: int) -> int:
+        """Return how many messages the transcript holds, given its last message's seq."""
+        return self.base_count + max(0, last_seq - self.base_seq)
+
+
+def encode(record: dict[str, Any]) -> bytes:
+    """Return one JSON line (UTF-8, compact, newline-terminated)."""
+    return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+
+
+def _decode(line: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(line)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _as_message(record: dict[str, Any] | None) -> Message | None:
+    if record is None or record.get("type", "message") != "message":
+        return None
+    try:
+        message = Message.from_record(record)
+    except (KeyError, TypeError, ValueError):
+        return None
+    return message if message.seq > 0 else None
+
+
+def parse_header(line: bytes, path: Path) -> Header:
+    """Parse line 1, or raise CorruptData saying why."""
+    record = _decode(line)
+    if record is None or record.get("type") != "header" or record.get("format") != FORMAT_NAME:
+        raise CorruptData(f"{path}: line 1 is not a sessionctl header; the file is not a session")
+    version = record.get("version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CorruptData(
+            f"{path}: written by a newer sessionctl (format {version!r}); upgrade sessionctl"
+        )
+    return Header.from_record(record)
+
+
+def open_transcript(path: Path) -> int:
+    """Open a transcript for reading, refusing symlinks and non-regular files."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if exc.errno == 40:  # ELOOP: a symlink
+            raise StoreError(f"{path} is a symbolic link; sessionctl does not follow links") from exc
+        if exc.errno == 21:  # EISDIR
+            raise StoreError(f"{path} is a directory, not a transcript; move it away") from exc
+        raise StoreError(f"cannot read {path}: {exc.strerror}") from exc
+    import stat
+
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise StoreError(f"{path} is not a regular file; move it away")
+    return fd
+
+
+def read_header(path: Path) -> Header:
+    """Return the header of the transcript at ``path`` (reads only line 1)."""
+    fd = open_transcript(path)
+    with os.fdopen(fd, "rb") as f:
+        line = f.readline()
+    return parse_header(line, path)
+
+
+@dataclass
+class Scan:
+    """A whole transcript, parsed: messages in file order, plus what could not be read."""
+
+    header: Header
+    messages: list[Message]
+    bad_lines: list[tuple[int, bytes]]
+    torn: bytes | None
+
+
+def scan(path: Path, warn: Warn | None = None) -> Scan:
+    """Read every record; report corrupt middle lines by number and skip a torn tail."""
+    fd = open_transcript(path)
+    with os.fdopen(fd, "rb") as f:
+        data = f.read()
+    lines = data.split(b"\n")
+    torn = lines.pop() or None  # text after the last newline: an append in progress
+    if not lines:
+        if torn is not None and _decode(torn) is not None:
+            lines, torn = [torn], None
+        else:
+            raise CorruptData(f"{path}: empty or torn header; the file is not a session")
+    header = parse_header(lines[0], path)
+    messages: list[Message] = []
+    bad: list[tuple[int, bytes]] = []
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        message = _as_message(_decode(line))
+        if message is None:
+            bad.append((number, line))
+        else:
+            messages.append(message)
+    if torn is not None:
+        message = _as_message(_decode(torn))
+        if message is not None:  # complete record, only its newline is missing
+            messages.append(message)
+            torn = None
+    if warn is not None:
+        for number, _ in bad:
+            warn(f"{path}: line {number} is not a valid message record; skipped (kept in file)")
+    return Scan(header, messages, bad, torn)
+
+
+def _reverse_lines(fd: int, size: int) -> Iterator[bytes]:
+    """Yield complete lines from the end of the file backwards (the torn tail excluded)."""
+    pos = size
+    buffer = b""
+    first = True
+    while pos > 0:
+        step = min(_BLOCK, pos)
+        pos -= step
+        buffer = os.pread(fd, step, pos) + buffer
+        parts = buffer.split(b"\n")
+        buffer = parts[0]
+        complete = parts[1:]
+        if first:
+            tail = complete.pop() if complete else b""
+            first = False
+            record = _as_message(_decode(tail)) if tail else None
+            if record is not None:  # a valid last record without its newline
+                complete.append(tail)
+        yield from reversed(complete)
+    if buffer and not first:
+        yield buffer
+
+
+def tail(path: Path, k: int, roles: frozenset[str] | None = None) -> list[Message]:
+    """Return the last ``k`` messages (oldest first) by seeking from the end of the file."""
+    if k <= 0:
+        return []
+    fd = open_transcript(path)
+    try:
+        size = os.fstat(fd).st_size
+        found: list[Message] = []
+        for line in _reverse_lines(fd, size):
+            message = _as_message(_decode(line))
+            if message is None:
+                continue  # the header, a blank or a corrupt line
+            if roles is None or message.role in roles:
+                found.append(message)
+                if len(found) >= k:
+                    break
+    finally:
+        os.close(fd)
+    found.reverse()
+    return found
+
+
+def last_seq(path: Path) -> int:
+    """Return the seq of the last message record (0 when there is none)."""
+    messages = tail(path, 1)
+    return messages[-1].seq if messages else 0
+
+
+def repair_tail(path: Path, rejects: Path, warn: Warn | None) -> None:
+    """Under the write lock: end the file on a newline, setting a torn last line aside."""
+    fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+            return
+        start = size
+        while start > 0:
+            step = min(_BLOCK, start)
+            chunk = os.pread(fd, step, start - step)
+            idx = chunk.rfind(b"\n")
+            if idx >= 0:
+                start = start - step + idx + 1
+                break
+            start -= step
+        segment = os.pread(fd, size - start, start)
+        if _as_message(_decode(segment)) is not None or start == 0:
+            os.pwrite(fd, b"\n", size)  # a whole record that only lacks its newline
+        else:
+            set_aside(rejects, [(None, segment)], "torn last line (an interrupted write)")
+            os.ftruncate(fd, start)
+            if warn is not None:
+                warn(f"{path}: set aside a torn last line from an interrupted write")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def set_aside(rejects: Path, lines: list[tuple[int | None, bytes]], reason: str) -> None:
+    """Append unreadable lines to the session's rejects file so nothing is lost."""
+    if not lines:
+        return
+    payload = b"".join(
+        encode(
+            {
+                "set_aside_at": now_iso(),
+                "reason": reason,
+                "line": number,
+                "data": raw.decode("utf-8", "backslashreplace"),
+            }
+        )
+        for number, raw in lines
+    )
+    fd = os.open(rejects, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, FILE_MODE)
+    os.close(fd)
+    append_private(rejects, payload)
