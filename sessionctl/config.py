@@ -60,7 +60,7 @@ class Settings:
 def _non_negative_int(key: str, value: Any) -> int:
     try:
         number = int(value)
-        if isinstance(value, bool) or isinstance(value, float) and value != number:
+        if isinstance(value, bool) or (isinstance(value, float) and value != number):
             raise ValueError
     except (TypeError, ValueError):
         raise UsageError(f"setting {key!r} must be a whole number, got {value!r}") from None
@@ -146,9 +146,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return {key: validate_setting(key, value) for key, value in raw.items()}
 
 
-def load_settings(
-    environ: Mapping[str, str] | None = None, **flags: Any
-) -> Settings:
+def load_settings(environ: Mapping[str, str] | None = None, **flags: Any) -> Settings:
     """Resolve settings with precedence flag > environment > config file > default."""
     env = os.environ if environ is None else environ
     config_path = default_config_path(env)

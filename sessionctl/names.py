@@ -7,9 +7,7 @@ import re
 from sessionctl.errors import InvalidName
 
 SESSION_NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
-NAME_RULE = (
-    "names are 1-128 characters of A-Z a-z 0-9 . _ - and do not start with '.' or '-'"
-)
+NAME_RULE = "names are 1-128 characters of A-Z a-z 0-9 . _ - and do not start with '.' or '-'"
 
 
 def is_valid_name(name: str) -> bool:

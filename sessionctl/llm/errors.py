@@ -54,6 +54,8 @@ class ProviderTimeout(ProviderError):
 class ConnectionFailed(ProviderError):
     """Connection refused, reset, or dropped before the answer was complete."""
 
+    refused = False  # true when nothing was sent (safe to retry)
+
 
 class BadRequest(ProviderError):
     """HTTP 400/422 and similar: the provider rejected the request as invalid."""

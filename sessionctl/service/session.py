@@ -100,7 +100,9 @@ class Session:
         def make(next_seq: int) -> list[Message]:
             return [build_message(item, next_seq + i) for i, item in enumerate(items)]
 
-        return list(self._backend.append(self.name, make, create=self._store._new_header(self.name)))
+        return list(
+            self._backend.append(self.name, make, create=self._store._new_header(self.name))
+        )
 
     def add_message(self, message: MessageInput) -> Message:
         """Append one message (``{"role": ..., "content": ...}`` plus optional fields)."""
@@ -256,4 +258,3 @@ class Session:
         from sessionctl.service.store import Store
 
         return (store or Store()).from_dict(data, name=name)
-

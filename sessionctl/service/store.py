@@ -102,7 +102,7 @@ class Store:
         return Session(self, name)
 
     # -- listing -------------------------------------------------------------
-    def list(
+    def list_sessions(
         self, *, limit: int | None = None, cursor: str | None = None, deleted: bool = False
     ) -> Page:
         """Return sessions newest activity first (ties by name), a page at a time."""

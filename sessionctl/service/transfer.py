@@ -5,6 +5,7 @@ Import only ever parses JSON: nothing in an imported file is executed.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,7 +23,15 @@ if TYPE_CHECKING:
     from sessionctl.service.store import Store
 
 EXPORT_FORMATS = ("jsonl", "json", "markdown")
-_SESSION_KEYS = ("created_at", "updated_at", "model", "system", "metadata", "parent", "parent_message")
+_SESSION_KEYS = (
+    "created_at",
+    "updated_at",
+    "model",
+    "system",
+    "metadata",
+    "parent",
+    "parent_message",
+)
 
 
 def session_to_dict(session: Session) -> dict[str, Any]:
@@ -106,7 +115,7 @@ def _keep_seqs(records: list[Mapping[str, Any]]) -> bool:
     seqs = [r.get("seq") for r in records if isinstance(r, Mapping)]
     if len(seqs) != len(records) or not all(type(s) is int and s > 0 for s in seqs):
         return False
-    return all(a < b for a, b in zip(seqs, seqs[1:]))  # type: ignore[operator]
+    return all(a < b for a, b in itertools.pairwise(seqs))  # type: ignore[operator]
 
 
 def build_messages(records: list[Any], where: str) -> list[Message]:
@@ -148,7 +157,9 @@ def parse_import(data: bytes, where: str) -> tuple[dict[str, Any], list[Any]]:
         try:
             record = json.loads(line)
         except ValueError:
-            raise CorruptData(f"{where}: line {number} is not valid JSON; nothing imported") from None
+            raise CorruptData(
+                f"{where}: line {number} is not valid JSON; nothing imported"
+            ) from None
         if not isinstance(record, dict):
             raise CorruptData(f"{where}: line {number} is not a JSON object; nothing imported")
         if record.get("type") == "header":

@@ -134,7 +134,9 @@ def open_transcript(path: Path) -> int:
         raise
     except OSError as exc:
         if exc.errno == 40:  # ELOOP: a symlink
-            raise StoreError(f"{path} is a symbolic link; sessionctl does not follow links") from exc
+            raise StoreError(
+                f"{path} is a symbolic link; sessionctl does not follow links"
+            ) from exc
         if exc.errno == 21:  # EISDIR
             raise StoreError(f"{path} is a directory, not a transcript; move it away") from exc
         raise StoreError(f"cannot read {path}: {exc.strerror}") from exc

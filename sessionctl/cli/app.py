@@ -1,0 +1,129 @@
+"""The typer app, the root options and the one error boundary."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+import typer.main
+
+from sessionctl import __version__
+from sessionctl.cli.render import Output
+from sessionctl.cli.state import State, debug_enabled
+from sessionctl.errors import ExitCode, SessionctlError
+
+HELP = """Chat with LLMs from the terminal; every conversation is a local session.
+
+Sessions are JSON-lines transcripts (readable with jq) plus a semantic index,
+under the user data dir (or --home / SESSIONCTL_HOME).
+
+Exit codes: 0 ok, 1 runtime error, 2 usage error, 3 not found, 4 model
+provider error, 130 interrupted.
+"""
+
+# typer's own click (never imported directly: typer 0.26+ vendors its copy)
+_click: Any = typer.main.click  # type: ignore[attr-defined]
+
+app = typer.Typer(
+    name="sessionctl",
+    help=HELP,
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"sessionctl {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    home: Annotated[
+        Path | None,
+        typer.Option(
+            "--home",
+            envvar="SESSIONCTL_HOME",
+            help="Data directory (default: the platform's user data dir).",
+            show_default=False,
+        ),
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Chat with LLMs from the terminal; every conversation is a local session."""
+    ctx.obj = State(home=home, out=Output(no_color=bool(os.environ.get("NO_COLOR"))))
+
+
+# Commands register themselves on ``app`` when their modules are imported.
+from sessionctl.cli import cmd_messages, cmd_sessions  # noqa: E402, F401
+
+
+def run(argv: list[str] | None = None, out: Output | None = None) -> int:
+    """Run the CLI and return the exit code; every error becomes one line on stderr."""
+    out = out or Output(no_color=bool(os.environ.get("NO_COLOR")))
+    try:
+        result = app(args=argv, prog_name="sessionctl", standalone_mode=False)
+        return int(result) if isinstance(result, int) else 0
+    except SessionctlError as exc:
+        _debug_traceback()
+        out.error(exc.message)
+        return int(exc.exit_code)
+    except _click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except _click.exceptions.ClickException as exc:
+        # Usage errors: bad option, missing argument, bad number.
+        _debug_traceback()
+        hint = ""
+        ctx = getattr(exc, "ctx", None)
+        if ctx is not None and isinstance(exc, _click.exceptions.UsageError):
+            hint = f" (see `{ctx.command_path} --help`)"
+        out.error(exc.format_message() + hint)
+        return int(exc.exit_code)
+    except (KeyboardInterrupt, _click.exceptions.Abort):
+        out.error("interrupted")
+        return int(ExitCode.INTERRUPTED)
+    except BrokenPipeError:
+        # The reader went away (`| head`): not an error for a CLI.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except OSError as exc:
+        _debug_traceback()
+        where = f": {exc.filename}" if exc.filename else ""
+        out.error(f"{exc.strerror or exc}{where}")
+        return int(ExitCode.RUNTIME)
+    except Exception as exc:  # a bug: say so, without locals
+        if debug_enabled():
+            raise
+        out.error(
+            f"internal error: {type(exc).__name__}: {exc} "
+            "(rerun with SESSIONCTL_DEBUG=1 for a traceback, and please report it)"
+        )
+        return int(ExitCode.RUNTIME)
+
+
+def _debug_traceback() -> None:
+    if debug_enabled():
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Console-script entry point."""
+    code = run(argv)
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(code)

@@ -1,0 +1,188 @@
+"""Commands on a session's messages: recent, add, store, drop."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from sessionctl.cli.app import app
+from sessionctl.cli.options import JsonOpt, RequiredSessionOpt, SessionOpt
+from sessionctl.cli.state import State
+from sessionctl.errors import SessionNotFound, UsageError
+
+RoleFilterOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--role", "-r", help="Only messages of this role (repeatable).", show_default=False
+    ),
+]
+
+
+def pick_output(*, text: bool, json_: bool, raw: bool) -> str:
+    """Return the one output mode chosen, or raise UsageError when several are."""
+    chosen = [name for name, on in (("text", text), ("json", json_), ("raw", raw)) if on]
+    if len(chosen) > 1:
+        raise UsageError(f"choose one of --{', --'.join(chosen)}")
+    return chosen[0] if chosen else "human"
+
+
+def resolve_session(state: State, name: str | None) -> Any:
+    """Return the named session, or the most recently active one."""
+    store = state.store()
+    if name is not None:
+        return store.existing(name)
+    latest = store.most_recent()
+    if latest is None:
+        raise SessionNotFound(
+            "there are no sessions yet; create one with `sessionctl chat` or `add`"
+        )
+    return latest
+
+
+def read_stdin_text() -> str:
+    """Return stdin as UTF-8 text, or raise UsageError naming the problem."""
+    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"stdin is not valid UTF-8 text (byte {exc.start}); nothing written"
+        ) from None
+    # `echo text |` adds one newline that is not part of the message.
+    if text.endswith("\r\n"):
+        return text[:-2]
+    return text[:-1] if text.endswith("\n") else text
+
+
+def print_messages(state: State, messages: list[Any], mode: str) -> None:
+    """Render messages as text, JSON, raw JSON or for a person."""
+    out = state.out
+    if mode == "text":
+        for m in messages:
+            out.line(m.content)
+    elif mode in ("json", "raw"):
+        out.json([m.to_dict(raw=mode == "raw") for m in messages])
+    else:
+        out.messages(messages)
+
+
+@app.command()
+def recent(
+    ctx: typer.Context,
+    session: SessionOpt = None,
+    k: Annotated[int, typer.Option("-k", "--top-k", min=0, help="How many messages.")] = 5,
+    role: RoleFilterOpt = None,
+    text: Annotated[bool, typer.Option("--text", help="Print only the contents.")] = False,
+    json_: JsonOpt = False,
+    raw: Annotated[bool, typer.Option("--raw", help="Print JSON with every stored field.")] = False,
+) -> None:
+    """Show the last K messages of a session, oldest first.
+
+    Example:
+
+        sessionctl recent -s work -k 10 --json | jq -r '.[].content'
+    """
+    state: State = ctx.obj
+    mode = pick_output(text=text, json_=json_, raw=raw)
+    target = resolve_session(state, session)
+    messages = target.recent_messages(k, role=role)
+    print_messages(state, messages, mode)
+
+
+def _text_or_stdin(text: str | None) -> str:
+    if text is not None:
+        return text
+    if sys.stdin.isatty():
+        raise UsageError("give the message TEXT or pipe it on stdin")
+    return read_stdin_text()
+
+
+def _parse_metadata(raw: str | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise UsageError('--metadata must be a JSON object, like \'{"source": "cron"}\'') from None
+    if not isinstance(value, dict):
+        raise UsageError('--metadata must be a JSON object, like \'{"source": "cron"}\'')
+    return value
+
+
+@app.command()
+def add(
+    ctx: typer.Context,
+    session: RequiredSessionOpt,
+    role: Annotated[
+        str, typer.Option("--role", "-r", help="system, user, assistant (or llm), tool.")
+    ],
+    text: Annotated[str | None, typer.Argument(help="Message text (default: stdin).")] = None,
+    model: Annotated[str | None, typer.Option(help="Model that wrote it.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Author/tool name.")] = None,
+    tool_call_id: Annotated[str | None, typer.Option(help="For role tool.")] = None,
+    metadata: Annotated[str | None, typer.Option(help="JSON object stored with it.")] = None,
+) -> None:
+    """Append one message without calling a model; print its id.
+
+    The session is created if it does not exist.
+
+    Example:
+
+        git log -1 --format=%B | sessionctl add -s notes --role user
+    """
+    state: State = ctx.obj
+    message: dict[str, Any] = {"role": role, "content": None}
+    for key, value in (("model", model), ("name", name), ("tool_call_id", tool_call_id)):
+        if value is not None:
+            message[key] = value
+    meta = _parse_metadata(metadata)
+    if meta is not None:
+        message["metadata"] = meta
+    target = state.store().session(session)
+    from sessionctl.models import normalize_role
+
+    normalize_role(role)  # a bad role fails before stdin is read
+    message["content"] = _text_or_stdin(text)
+    state.out.line(target.add_message(message).id)
+
+
+@app.command(name="store")
+def store_pair(
+    ctx: typer.Context,
+    session: RequiredSessionOpt,
+    prompt: Annotated[str, typer.Argument(help="The user's prompt.")],
+    response: Annotated[str, typer.Argument(help="The model's response.")],
+    model: Annotated[str | None, typer.Option(help="Model that answered.")] = None,
+) -> None:
+    """Append a prompt and its response (user, then assistant); print both ids.
+
+    Example:
+
+        sessionctl store -s work "What is 2+2?" "4"
+    """
+    state: State = ctx.obj
+    user, assistant = state.store().session(session).store(prompt, response, model=model)
+    state.out.line(user.id)
+    state.out.line(assistant.id)
+
+
+@app.command()
+def drop(
+    ctx: typer.Context,
+    session: RequiredSessionOpt,
+    message_id: Annotated[
+        str | None, typer.Argument(metavar="[ID]", help="Message id (default: the last message).")
+    ] = None,
+) -> None:
+    """Remove one message (the last one unless ID is given); print its id.
+
+    Example:
+
+        sessionctl drop -s work            # undo the last message
+    """
+    state: State = ctx.obj
+    dropped = state.store().existing(session).drop(message_id)
+    state.out.line(dropped.id)

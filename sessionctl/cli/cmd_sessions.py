@@ -1,0 +1,303 @@
+"""Commands on whole sessions: list, show, export, import, fork, delete, restore,
+clear, prune, meta, rename."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from sessionctl.cli.app import app
+from sessionctl.cli.cmd_messages import read_stdin_text
+from sessionctl.cli.options import JsonOpt, RequiredSessionOpt, SessionArg
+from sessionctl.cli.render import session_rows
+from sessionctl.cli.state import State
+from sessionctl.errors import UsageError
+
+
+@app.command(name="list")
+def list_sessions(
+    ctx: typer.Context,
+    limit: Annotated[
+        int | None, typer.Option("--limit", "-n", min=0, help="At most N sessions.")
+    ] = None,
+    cursor: Annotated[str | None, typer.Option(help="Continue after a previous page.")] = None,
+    deleted: Annotated[bool, typer.Option("--deleted", help="List the trash instead.")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """List sessions, most recently active first.
+
+    When a page is cut by --limit, the cursor for the next page is printed on
+    stderr (and as next_cursor with --json).
+
+    Example:
+
+        sessionctl list --limit 20 --json | jq -r '.sessions[].name'
+    """
+    state: State = ctx.obj
+    page = state.store().list_sessions(limit=limit, cursor=cursor, deleted=deleted)
+    if json_:
+        state.out.json(
+            {"sessions": [i.to_dict() for i in page.sessions], "next_cursor": page.next_cursor}
+        )
+        return
+    if page.sessions:
+        when = "deleted" if deleted else "last active"
+        headers = ["name", "messages", when + " (UTC)", "model", "parent"]
+        state.out.table(headers, session_rows(page.sessions, deleted=deleted))
+    if page.next_cursor:
+        state.out.info(f"more: sessionctl list --cursor {page.next_cursor}")
+
+
+@app.command()
+def show(ctx: typer.Context, name: SessionArg, json_: JsonOpt = False) -> None:
+    """Show a whole session: its settings and every message.
+
+    Example:
+
+        sessionctl show work | less
+    """
+    state: State = ctx.obj
+    session = state.store().existing(name)
+    if json_:
+        state.out.json(session.to_dict())
+        return
+    info = session.info()
+    state.out.info(
+        f"{info.name}: {info.messages} messages, model {info.model or '-'}"
+        + (f", forked from {info.parent}" if info.parent else "")
+    )
+    state.out.messages(session.get_messages())
+
+
+@app.command()
+def export(
+    ctx: typer.Context,
+    name: SessionArg,
+    format_: Annotated[
+        str, typer.Option("--format", "-f", help="jsonl (lossless), json or markdown.")
+    ] = "jsonl",
+) -> None:
+    """Write a whole session to stdout.
+
+    `export --format jsonl` then `import` round-trips exactly.
+
+    Example:
+
+        sessionctl export work > work.jsonl
+    """
+    from sessionctl.service.transfer import export_session
+
+    state: State = ctx.obj
+    state.out.stdout.write(export_session(state.store().existing(name), format_))
+
+
+@app.command(name="import")
+def import_(
+    ctx: typer.Context,
+    file: Annotated[
+        str,
+        typer.Argument(
+            metavar="FILE|-", help="jsonl/json export, or an OpenAI messages array; - reads stdin."
+        ),
+    ],
+    as_: Annotated[str | None, typer.Option("--as", help="Name of the new session.")] = None,
+) -> None:
+    """Create a session from an exported file (or stdin); print its name.
+
+    Example:
+
+        sessionctl export work | sessionctl import - --as work-copy
+    """
+    from sessionctl.service.transfer import import_session
+
+    state: State = ctx.obj
+    if file == "-":
+        data = read_stdin_text().encode()
+    else:
+        try:
+            data = Path(file).read_bytes()
+        except FileNotFoundError:
+            from sessionctl.errors import NotFound
+
+            raise NotFound(f"no such file: {file}") from None
+        except IsADirectoryError:
+            raise UsageError(
+                f"{file} is a directory; give a file exported by `sessionctl export`"
+            ) from None
+    session = import_session(state.store(), data, where=file, name=as_)
+    state.out.line(session.name)
+
+
+@app.command()
+def fork(
+    ctx: typer.Context,
+    source: SessionArg,
+    new: Annotated[str, typer.Argument(help="Name of the new session.")],
+    at: Annotated[
+        str | None, typer.Option("--at", help="Copy up to and including this message id.")
+    ] = None,
+) -> None:
+    """Copy a session into a new one (the source is unchanged); print the new name.
+
+    Example:
+
+        sessionctl fork work work-alt --at 01J9Z3K8W6Q2V5R7T1X4Y8B0CD
+    """
+    state: State = ctx.obj
+    state.out.line(state.store().fork(source, new, at=at).name)
+
+
+@app.command()
+def delete(
+    ctx: typer.Context,
+    name: SessionArg,
+    purge: Annotated[
+        bool, typer.Option("--purge", help="Remove for good, skip the trash.")
+    ] = False,
+) -> None:
+    """Move a session to the trash (or remove it for good with --purge).
+
+    Example:
+
+        sessionctl delete scratch && sessionctl restore scratch
+    """
+    state: State = ctx.obj
+    state.store().delete(name, purge=purge)
+    if purge:
+        state.out.info(f"removed {name!r} for good")
+    else:
+        state.out.info(f"moved {name!r} to the trash; `sessionctl restore {name}` brings it back")
+
+
+@app.command()
+def restore(ctx: typer.Context, name: SessionArg) -> None:
+    """Bring a deleted session back from the trash.
+
+    Example:
+
+        sessionctl list --deleted && sessionctl restore scratch
+    """
+    state: State = ctx.obj
+    state.store().restore(name)
+    state.out.info(f"restored {name!r}")
+
+
+@app.command()
+def clear(ctx: typer.Context, session: RequiredSessionOpt) -> None:
+    """Remove every message of one session (its settings stay).
+
+    Example:
+
+        sessionctl clear -s scratch
+    """
+    state: State = ctx.obj
+    removed = state.store().existing(session).clear()
+    state.out.info(f"cleared {removed} messages from {session!r}")
+
+
+@app.command()
+def prune(
+    ctx: typer.Context,
+    older_than: Annotated[
+        str, typer.Option("--older-than", help="Inactive for: 90m, 12h, 30d, 2w.")
+    ],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only print what would go.")] = False,
+    purge: Annotated[
+        bool, typer.Option("--purge", help="Remove for good, and empty trash older than that too.")
+    ] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Remove sessions with no activity for a while (cron-safe, never prompts).
+
+    Prints each removed session's name (with --dry-run: what would go).
+
+    Example (crontab):
+
+        0 3 * * * sessionctl prune --older-than 30d
+    """
+    state: State = ctx.obj
+    report = state.store().prune(older_than, dry_run=dry_run, purge=purge)
+    if json_:
+        state.out.json(
+            {
+                "dry_run": report.dry_run,
+                "purge": report.purge,
+                "sessions": [i.to_dict() for i in report.sessions],
+                "trash": [i.to_dict() for i in report.trash],
+                "skipped": report.skipped,
+            }
+        )
+        return
+    for info in report.sessions:
+        state.out.line(info.name)
+    for info in report.trash:
+        state.out.line(f"{info.name} (trash {info.trash_id})")
+    verb = "would remove" if dry_run else ("purged" if purge else "moved to the trash")
+    state.out.info(
+        f"{verb}: {len(report.sessions)} sessions"
+        + (f", {len(report.trash)} trash entries" if purge else "")
+    )
+
+
+def _parse_assignment(item: str) -> tuple[str, Any]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise UsageError(f"expected KEY=VALUE, got {item!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+@app.command()
+def meta(
+    ctx: typer.Context,
+    name: SessionArg,
+    assignments: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[KEY=VALUE]...", help="Set keys (JSON values or text)."),
+    ] = None,
+    unset: Annotated[
+        list[str] | None, typer.Option("--unset", help="Remove a key (repeatable).")
+    ] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Show or merge a session's metadata (keys not named are kept).
+
+    VALUE is parsed as JSON when it is valid JSON (3, true, [1,2]), else kept as text.
+
+    Example:
+
+        sessionctl meta work project=apollo priority=2 --unset draft
+    """
+    state: State = ctx.obj
+    session = state.store().existing(name)
+    values = dict(_parse_assignment(a) for a in assignments or [])
+    changing = bool(values or unset)
+    info = session.update(metadata=values, unset=unset or []) if changing else session.info()
+    if json_:
+        state.out.json(info.metadata)
+        return
+    for key, value in info.metadata.items():
+        shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        state.out.line(f"{key}={shown}")
+
+
+@app.command()
+def rename(
+    ctx: typer.Context,
+    old: SessionArg,
+    new: Annotated[str, typer.Argument(help="New name.")],
+) -> None:
+    """Rename a session and all its files.
+
+    Example:
+
+        sessionctl rename scratch project-x
+    """
+    state: State = ctx.obj
+    state.store().rename(old, new)
+    state.out.info(f"renamed {old!r} to {new!r}")

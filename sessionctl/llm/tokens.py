@@ -1,0 +1,104 @@
+"""Token counting: a cheap conservative estimate, and an exact count when it matters.
+
+* :func:`estimate_tokens` — pure arithmetic, no imports: UTF-8 bytes / 3 (real
+  tokenizers average ~4–5 bytes per token on prose and code, so this overestimates
+  there) plus a per-message overhead. Use it first, always.
+* :func:`count_tokens` — exact for models tiktoken knows (OpenAI's); any other model is
+  counted with ``cl100k_base`` (litellm's default for unknown models) plus a 15 % margin,
+  since its real tokenizer is unknown here. Uses the encoding files litellm bundles and
+  never the network (loading an encoding costs ~0.1–0.3 s once per process) and never
+  imports litellm (whose counter may download Hugging Face tokenizers). Without tiktoken
+  or its files it falls back to the estimate.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["count_tokens", "estimate_tokens"]
+
+PER_MESSAGE = 4  # role + separators, as in OpenAI's accounting (3) plus slack
+PER_REQUEST = 3  # the reply priming
+_TIKTOKEN_URL = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
+
+
+def _message_text(message: Mapping[str, Any]) -> str:
+    parts: list[str] = []
+    content = message.get("content")
+    if isinstance(content, str):
+        parts.append(content)
+    elif content is not None:  # multi-part content: count its JSON, conservatively
+        parts.append(json.dumps(content, ensure_ascii=False))
+    for key in ("name", "tool_call_id"):
+        value = message.get(key)
+        if isinstance(value, str):
+            parts.append(value)
+    if message.get("tool_calls"):
+        parts.append(json.dumps(message["tool_calls"], ensure_ascii=False))
+    return "\n".join(parts)
+
+
+def estimate_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
+    """A cheap, deliberately high token estimate for ``messages`` (no tokenizer)."""
+    total = PER_REQUEST
+    for message in messages:
+        total += PER_MESSAGE + -(-len(_message_text(message).encode("utf-8")) // 3)
+    return total
+
+
+def count_tokens(model: str, messages: Sequence[Mapping[str, Any]]) -> int:
+    """Tokens ``messages`` take as a prompt for ``model``, as exactly as available."""
+    name, own = _encoding_name(model.removeprefix("openai/"))
+    encoding = _load_encoding(name)
+    if encoding is None:
+        return estimate_tokens(messages)
+    total = 0
+    for message in messages:
+        total += 3 + len(encoding.encode(_message_text(message), disallowed_special=()))
+        if message.get("name"):
+            total += 1
+    if not own:
+        total = -(-total * 115 // 100)
+    return PER_REQUEST + total
+
+
+def _encoding_name(model: str) -> tuple[str, bool]:
+    """The tiktoken encoding for ``model`` and whether it is the model's own."""
+    try:
+        import tiktoken
+    except ImportError:
+        return "cl100k_base", False
+    try:
+        return str(tiktoken.encoding_name_for_model(model)), True
+    except KeyError:
+        return "cl100k_base", False
+
+
+@functools.lru_cache(maxsize=4)
+def _load_encoding(name: str) -> Any:
+    try:
+        import tiktoken
+    except ImportError:
+        return None
+    from sessionctl.llm.models import litellm_dir
+
+    cache_dir = os.environ.get("TIKTOKEN_CACHE_DIR")
+    if not cache_dir:
+        base = litellm_dir()
+        if base is None:
+            return None
+        cache_dir = str(base / "litellm_core_utils" / "tokenizers")
+        # What litellm itself sets when imported; keeps tiktoken offline.
+        os.environ.setdefault("TIKTOKEN_CACHE_DIR", cache_dir)
+    key = hashlib.sha1(_TIKTOKEN_URL.format(name).encode()).hexdigest()
+    if not os.path.exists(os.path.join(cache_dir, key)):
+        return None  # tiktoken would download it: never
+    try:
+        return tiktoken.get_encoding(name)
+    except Exception:
+        return None

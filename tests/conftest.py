@@ -1,0 +1,88 @@
+"""Test isolation: every test gets its own home, config and clean environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from sessionctl.cli.app import run
+
+REPO = Path(__file__).resolve().parent.parent
+
+_SCRUB = (
+    "SESSIONCTL_HOME", "SESSIONCTL_MODEL", "SESSIONCTL_API_BASE", "SESSIONCTL_EMBEDDING_MODEL",
+    "SESSIONCTL_SYSTEM", "SESSIONCTL_CONTEXT_RECENT", "SESSIONCTL_CONTEXT_RELEVANT",
+    "SESSIONCTL_TIMEOUT", "SESSIONCTL_COLOR", "SESSIONCTL_DEBUG", "SESSIONCTL_SESSION",
+    "OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY",
+)  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private data dir per test; the real home and config are never touched."""
+    for var in _SCRUB:
+        monkeypatch.delenv(var, raising=False)
+    data = tmp_path / "home"
+    monkeypatch.setenv("SESSIONCTL_HOME", str(data))
+    monkeypatch.setenv("SESSIONCTL_CONFIG", str(tmp_path / "config.toml"))
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "user" / "data"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "user" / "config"))
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "100")
+    yield data
+
+
+@dataclass
+class Result:
+    """What one CLI invocation did."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+Cli = Callable[..., Result]
+
+
+@pytest.fixture
+def cli() -> Cli:
+    """Run the CLI in-process (through the real error boundary) and capture its streams."""
+
+    def invoke(*args: str, input: str | bytes | None = None) -> Result:
+        runner = CliRunner()
+        with runner.isolation(input=input) as (out, err, _):
+            code = run(list(args))
+            sys.stdout.flush()
+            sys.stderr.flush()
+            return Result(code, out.getvalue().decode(), err.getvalue().decode())
+
+    return invoke
+
+
+@pytest.fixture
+def sh(home: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run `python -m sessionctl` in a real subprocess (for what only a process shows)."""
+
+    def invoke(
+        *args: str, input: str | None = None, env: dict[str, str] | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        full_env = {**os.environ, **(env or {})}
+        return subprocess.run(
+            [sys.executable, "-m", "sessionctl", *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            env=full_env,
+            timeout=timeout,
+            cwd=REPO,
+        )
+
+    return invoke
