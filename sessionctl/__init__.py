@@ -7,27 +7,61 @@ The Python API mirrors the CLI::
     work = store.session("work")
     work.store("what is 2+2?", "4")
     work.get_recent(top_k=2)
+
+Names are imported on first use, so ``import sessionctl`` stays cheap for the CLI.
 """
 
 from __future__ import annotations
 
-from sessionctl.errors import (
-    ExitCode,
-    MessageNotFound,
-    ProviderError,
-    SessionctlError,
-    SessionExists,
-    SessionNotFound,
-    UsageError,
-)
-from sessionctl.models import Message, SessionInfo
-from sessionctl.service import PruneReport, Session, Store
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "ExitCode": "sessionctl.errors",
+    "MessageNotFound": "sessionctl.errors",
+    "ProviderError": "sessionctl.errors",
+    "SessionctlError": "sessionctl.errors",
+    "SessionExists": "sessionctl.errors",
+    "SessionNotFound": "sessionctl.errors",
+    "UsageError": "sessionctl.errors",
+    "Message": "sessionctl.models",
+    "SessionInfo": "sessionctl.models",
+    "PruneReport": "sessionctl.service.store",
+    "Session": "sessionctl.service.session",
+    "Store": "sessionctl.service.store",
+}
+
+if TYPE_CHECKING:
+    from sessionctl.errors import (
+        ExitCode,
+        MessageNotFound,
+        ProviderError,
+        SessionctlError,
+        SessionExists,
+        SessionNotFound,
+        UsageError,
+    )
+    from sessionctl.models import Message, SessionInfo
+    from sessionctl.service.session import Session
+    from sessionctl.service.store import PruneReport, Store
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sessionctl' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 
 def open_store(home: str | None = None) -> Store:
     """Return the store at ``home`` (default: settings from env/config, then platformdirs)."""
+    from sessionctl.service.store import Store
+
     return Store(home)
 
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sessionctl.errors import UsageError
 
@@ -35,8 +34,7 @@ CONFIG_ENV = "SESSIONCTL_CONFIG"
 DEBUG_ENV = "SESSIONCTL_DEBUG"
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     """Every setting sessionctl reads, after precedence is applied."""
 
     home: Path
@@ -54,7 +52,7 @@ class Settings:
 
     def with_overrides(self, **values: Any) -> Settings:
         """Return a copy with the non-None ``values`` applied (flags win)."""
-        return replace(self, **{k: v for k, v in values.items() if v is not None})
+        return self._replace(**{k: v for k, v in values.items() if v is not None})
 
 
 def _non_negative_int(key: str, value: Any) -> int:
@@ -158,7 +156,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **flags: Any) -> Set
     for key, value in flags.items():
         if value is not None:
             values[key] = Path(value).expanduser() if key == "home" else value
-    known = {f.name for f in fields(Settings)}
+    known = set(Settings._fields)
     unknown = set(values) - known
     if unknown:
         raise UsageError(f"unknown setting {sorted(unknown)[0]!r}")

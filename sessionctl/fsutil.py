@@ -11,7 +11,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import secrets
 import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -57,7 +56,7 @@ def temp_path_for(target: Path) -> Path:
     ``~`` cannot occur in a session name, so temp files never collide with
     another session's files and can be found and cleaned per session.
     """
-    return target.with_name(f".{target.name}~{secrets.token_hex(6)}{TEMP_SUFFIX}")
+    return target.with_name(f".{target.name}~{os.urandom(6).hex()}{TEMP_SUFFIX}")
 
 
 def write_new_private(path: Path, data: bytes, *, exclusive: bool = True) -> None:

@@ -11,6 +11,7 @@ import typer
 import typer.main
 
 from sessionctl import __version__
+from sessionctl.cli.registry import LazyGroup
 from sessionctl.cli.render import Output
 from sessionctl.cli.state import State, debug_enabled
 from sessionctl.errors import ExitCode, SessionctlError
@@ -29,6 +30,7 @@ _click: Any = typer.main.click  # type: ignore[attr-defined]
 
 app = typer.Typer(
     name="sessionctl",
+    cls=LazyGroup,
     help=HELP,
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
@@ -61,10 +63,6 @@ def root(
 ) -> None:
     """Chat with LLMs from the terminal; every conversation is a local session."""
     ctx.obj = State(home=home, out=Output(no_color=bool(os.environ.get("NO_COLOR"))))
-
-
-# Commands register themselves on ``app`` when their modules are imported.
-from sessionctl.cli import cmd_messages, cmd_sessions  # noqa: E402, F401
 
 
 def run(argv: list[str] | None = None, out: Output | None = None) -> int:

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from sessionctl.cli.app import app
 from sessionctl.cli.options import JsonOpt, RequiredSessionOpt, SessionOpt
+from sessionctl.cli.registry import commands
 from sessionctl.cli.state import State
 from sessionctl.errors import SessionNotFound, UsageError
 
@@ -69,7 +69,7 @@ def print_messages(state: State, messages: list[Any], mode: str) -> None:
         out.messages(messages)
 
 
-@app.command()
+@commands.command()
 def recent(
     ctx: typer.Context,
     session: SessionOpt = None,
@@ -112,7 +112,7 @@ def _parse_metadata(raw: str | None) -> dict[str, Any] | None:
     return value
 
 
-@app.command()
+@commands.command()
 def add(
     ctx: typer.Context,
     session: RequiredSessionOpt,
@@ -149,7 +149,7 @@ def add(
     state.out.line(target.add_message(message).id)
 
 
-@app.command(name="store")
+@commands.command(name="store")
 def store_pair(
     ctx: typer.Context,
     session: RequiredSessionOpt,
@@ -169,7 +169,7 @@ def store_pair(
     state.out.line(assistant.id)
 
 
-@app.command()
+@commands.command()
 def drop(
     ctx: typer.Context,
     session: RequiredSessionOpt,

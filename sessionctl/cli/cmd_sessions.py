@@ -9,15 +9,15 @@ from typing import Annotated, Any
 
 import typer
 
-from sessionctl.cli.app import app
 from sessionctl.cli.cmd_messages import read_stdin_text
 from sessionctl.cli.options import JsonOpt, RequiredSessionOpt, SessionArg
+from sessionctl.cli.registry import commands
 from sessionctl.cli.render import session_rows
 from sessionctl.cli.state import State
 from sessionctl.errors import UsageError
 
 
-@app.command(name="list")
+@commands.command(name="list")
 def list_sessions(
     ctx: typer.Context,
     limit: Annotated[
@@ -51,7 +51,7 @@ def list_sessions(
         state.out.info(f"more: sessionctl list --cursor {page.next_cursor}")
 
 
-@app.command()
+@commands.command()
 def show(ctx: typer.Context, name: SessionArg, json_: JsonOpt = False) -> None:
     """Show a whole session: its settings and every message.
 
@@ -72,7 +72,7 @@ def show(ctx: typer.Context, name: SessionArg, json_: JsonOpt = False) -> None:
     state.out.messages(session.get_messages())
 
 
-@app.command()
+@commands.command()
 def export(
     ctx: typer.Context,
     name: SessionArg,
@@ -94,7 +94,7 @@ def export(
     state.out.stdout.write(export_session(state.store().existing(name), format_))
 
 
-@app.command(name="import")
+@commands.command(name="import")
 def import_(
     ctx: typer.Context,
     file: Annotated[
@@ -131,7 +131,7 @@ def import_(
     state.out.line(session.name)
 
 
-@app.command()
+@commands.command()
 def fork(
     ctx: typer.Context,
     source: SessionArg,
@@ -150,7 +150,7 @@ def fork(
     state.out.line(state.store().fork(source, new, at=at).name)
 
 
-@app.command()
+@commands.command()
 def delete(
     ctx: typer.Context,
     name: SessionArg,
@@ -172,7 +172,7 @@ def delete(
         state.out.info(f"moved {name!r} to the trash; `sessionctl restore {name}` brings it back")
 
 
-@app.command()
+@commands.command()
 def restore(ctx: typer.Context, name: SessionArg) -> None:
     """Bring a deleted session back from the trash.
 
@@ -185,7 +185,7 @@ def restore(ctx: typer.Context, name: SessionArg) -> None:
     state.out.info(f"restored {name!r}")
 
 
-@app.command()
+@commands.command()
 def clear(ctx: typer.Context, session: RequiredSessionOpt) -> None:
     """Remove every message of one session (its settings stay).
 
@@ -198,7 +198,7 @@ def clear(ctx: typer.Context, session: RequiredSessionOpt) -> None:
     state.out.info(f"cleared {removed} messages from {session!r}")
 
 
-@app.command()
+@commands.command()
 def prune(
     ctx: typer.Context,
     older_than: Annotated[
@@ -252,7 +252,7 @@ def _parse_assignment(item: str) -> tuple[str, Any]:
         return key, value
 
 
-@app.command()
+@commands.command()
 def meta(
     ctx: typer.Context,
     name: SessionArg,
@@ -286,7 +286,7 @@ def meta(
         state.out.line(f"{key}={shown}")
 
 
-@app.command()
+@commands.command()
 def rename(
     ctx: typer.Context,
     old: SessionArg,

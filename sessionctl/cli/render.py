@@ -12,9 +12,10 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from sessionctl.models import Message, SessionInfo
+if TYPE_CHECKING:
+    from sessionctl.models import Message, SessionInfo
 
 PROG = "sessionctl"
 

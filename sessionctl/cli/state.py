@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,14 +13,14 @@ if TYPE_CHECKING:
     from sessionctl.service import Store
 
 
-@dataclass
 class State:
     """What every command needs: flags from the root callback, then lazily the store."""
 
-    home: Path | None = None
-    out: Output = field(default_factory=Output)
-    _settings: Settings | None = None
-    _store: Store | None = None
+    def __init__(self, home: Path | None = None, out: Output | None = None) -> None:
+        self.home = home
+        self.out = out or Output()
+        self._settings: Settings | None = None
+        self._store: Store | None = None
 
     def settings(self) -> Settings:
         """Return the settings (flag > env > config file > default), resolved once."""

@@ -5,36 +5,31 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sessionctl.config import Settings, load_settings
-from sessionctl.errors import MessageNotFound, SessionNotFound, UsageError
+from sessionctl.errors import MessageNotFound, SessionNotFound, StoreError, UsageError
 from sessionctl.ids import new_ulid
-from sessionctl.models import Message, Page, SessionInfo
+from sessionctl.models import Page, SessionInfo
 from sessionctl.names import check_name
 from sessionctl.service.session import Session
 from sessionctl.store.local import LocalBackend
 from sessionctl.store.transcript import Header, Warn
 from sessionctl.timeutil import now_iso, parse_duration
 
-_log = logging.getLogger("sessionctl")
 
-
-@dataclass(frozen=True)
-class PruneReport:
+class PruneReport(NamedTuple):
     """What ``prune`` removed (or would remove with ``dry_run``)."""
 
     sessions: list[SessionInfo]
-    trash: list[SessionInfo] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    dry_run: bool = False
-    purge: bool = False
+    trash: list[SessionInfo]
+    skipped: list[str]
+    dry_run: bool
+    purge: bool
 
 
 class Store:
@@ -57,7 +52,7 @@ class Store:
             settings = settings.with_overrides(home=Path(home))
         self.settings = settings
         self.home = settings.home
-        self.warn: Warn = warn or _log.warning
+        self.warn: Warn = warn or _default_warn
         self.backend = LocalBackend(self.home, self.warn)
 
     def __repr__(self) -> str:
@@ -79,7 +74,7 @@ class Store:
         return session
 
     def _new_header(self, name: str) -> Header:
-        if any(i.name == name for i in self.backend.deleted()):
+        if not self.backend.exists(name) and any(i.name == name for i in self.backend.deleted()):
             self.warn(
                 f"session {name!r} is in the trash; starting a new session with that name"
                 f" (the deleted one stays restorable under another name: `sessionctl restore`)"
@@ -121,6 +116,9 @@ class Store:
                 infos.append(self.backend.info(name))
             except SessionNotFound:
                 continue  # removed while we listed
+            except StoreError as exc:  # one unreadable file must not hide every session
+                self.warn(f"skipped: {exc}")
+                continue
         more = limit is not None and len(entries) > limit and limit > 0
         next_cursor = _encode_cursor(page[-1][1], page[-1][0]) if more and page else None
         return Page(infos, next_cursor)
@@ -179,7 +177,7 @@ class Store:
             parent=source,
             parent_message=messages[-1].id if messages else None,
         )
-        copies = [Message(**{**m.__dict__, "id": new_ulid()}) for m in messages]
+        copies = [m._replace(id=new_ulid()) for m in messages]
         self.backend.create(new, header, copies)
         self._after_fork(source, new, [m.seq for m in messages])
         return Session(self, new)
@@ -246,6 +244,12 @@ class Store:
         from sessionctl.service.transfer import create_from_dict
 
         return create_from_dict(self, data, name=name)
+
+
+def _default_warn(message: str) -> None:
+    import logging
+
+    logging.getLogger("sessionctl").warning(message)
 
 
 def _iso_from_ns(ns: int) -> str:

@@ -16,7 +16,7 @@ from sessionctl.ids import new_ulid
 from sessionctl.models import FORMAT_NAME, FORMAT_VERSION, OPTIONAL_FIELDS, Message, normalize_role
 from sessionctl.names import is_valid_name
 from sessionctl.store.transcript import Header, encode
-from sessionctl.timeutil import now_iso, parse_iso
+from sessionctl.timeutil import format_iso, now_iso, parse_iso
 
 if TYPE_CHECKING:
     from sessionctl.service.session import Session
@@ -91,7 +91,7 @@ def _message_from(record: Mapping[str, Any], seq: int, where: str) -> Message:
         raise CorruptData(f"{where}: message content must be text")
     created = record.get("created_at")
     try:
-        created = parse_iso(created).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if created else now_iso()
+        created = format_iso(parse_iso(created)) if created else now_iso()
     except (TypeError, ValueError):
         created = now_iso()
     known = {"type", "id", "seq", "role", "content", "created_at", "interrupted", *OPTIONAL_FIELDS}
@@ -126,7 +126,7 @@ def build_messages(records: list[Any], where: str) -> list[Message]:
         for i, r in enumerate(records)
     ]
     if len({m.id for m in messages}) != len(messages):  # duplicate ids: issue fresh ones
-        messages = [Message(**{**m.__dict__, "id": new_ulid()}) for m in messages]
+        messages = [m._replace(id=new_ulid()) for m in messages]
     return messages
 
 
@@ -163,7 +163,8 @@ def parse_import(data: bytes, where: str) -> tuple[dict[str, Any], list[Any]]:
         if not isinstance(record, dict):
             raise CorruptData(f"{where}: line {number} is not a JSON object; nothing imported")
         if record.get("type") == "header":
-            if record.get("version", 1) > FORMAT_VERSION:
+            version = record.get("version", 1)
+            if not isinstance(version, int) or version > FORMAT_VERSION:
                 raise CorruptData(f"{where}: written by a newer sessionctl; upgrade sessionctl")
             fields = {k: record[k] for k in ("name", *_SESSION_KEYS) if k in record}
         else:
@@ -202,6 +203,9 @@ def _create(
     metadata = fields.get("metadata") or {}
     if not isinstance(metadata, dict):
         raise CorruptData(f"{where}: session metadata must be an object")
+    for key in ("created_at", "model", "system", "parent", "parent_message"):
+        if fields.get(key) is not None and not isinstance(fields.get(key), str):
+            raise CorruptData(f"{where}: session {key} must be text")
     header = Header(
         uid=new_ulid(),
         created_at=str(fields.get("created_at") or now),

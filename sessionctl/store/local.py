@@ -203,8 +203,8 @@ class LocalBackend:
 
     def _append_locked(self, name: str, make: MakeMessages) -> list[Message]:
         path = self.path(name)
+        header = transcript.read_header(path)  # a newer format is refused before any repair
         transcript.repair_tail(path, self.path(name, ".rejects"), self.warn)
-        header = transcript.read_header(path)
         messages = make(header.next_seq(transcript.last_seq(path)))
         if messages:
             append_private(path, b"".join(encode(m.to_record()) for m in messages))
@@ -293,11 +293,7 @@ class LocalBackend:
                 except (OSError, StoreError):
                     continue
                 info = _info(name, header, count, from_epoch_ns(mtime))
-                found.append(
-                    SessionInfo(
-                        **{**info.__dict__, "deleted_at": _ulid_iso(trash_id), "trash_id": trash_id}
-                    )
-                )
+                found.append(info._replace(deleted_at=_ulid_iso(trash_id), trash_id=trash_id))
         return found
 
     def restore(self, name: str, trash_id: str | None = None) -> None:

@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from sessionctl.errors import CorruptData, StoreError
+from sessionctl.errors import CorruptData, StoreError, UsageError
 from sessionctl.fsutil import FILE_MODE, append_private
 from sessionctl.models import FORMAT_NAME, FORMAT_VERSION, Message
 from sessionctl.timeutil import now_iso
@@ -28,26 +27,64 @@ _HEADER_KEYS = (
 )  # fmt: skip
 
 
-@dataclass
 class Header:
-    """Session-level state kept in the transcript's first line.
+    """Session-level state kept in the transcript's first line (mutable).
 
     ``base_seq``/``base_count`` are the highest seq ever used and the number
     of messages at the last rewrite: with the last record's seq they give the
     message count and the next seq without reading the whole file.
     """
 
-    uid: str
-    created_at: str
-    updated_at: str
-    model: str | None = None
-    system: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-    parent: str | None = None
-    parent_message: str | None = None
-    base_seq: int = 0
-    base_count: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    __slots__ = (
+        "base_count",
+        "base_seq",
+        "created_at",
+        "extra",
+        "metadata",
+        "model",
+        "parent",
+        "parent_message",
+        "system",
+        "uid",
+        "updated_at",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        uid: str,
+        created_at: str,
+        updated_at: str,
+        model: str | None = None,
+        system: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        parent: str | None = None,
+        parent_message: str | None = None,
+        base_seq: int = 0,
+        base_count: int = 0,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.uid = uid
+        self.created_at = created_at
+        self.updated_at = updated_at
+        self.model = model
+        self.system = system
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        self.parent = parent
+        self.parent_message = parent_message
+        self.base_seq = base_seq
+        self.base_count = base_count
+        self.extra: dict[str, Any] = dict(extra or {})
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__)
+        return f"Header({fields})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Header):
+            return NotImplemented
+        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]
 
     def to_record(self) -> dict[str, Any]:
         """Return the header line's JSON object."""
@@ -92,7 +129,12 @@ class Header:
 
 def encode(record: dict[str, Any]) -> bytes:
     """Return one JSON line (UTF-8, compact, newline-terminated)."""
-    return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+    text = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        # Lone surrogates, e.g. command-line bytes that were not UTF-8.
+        raise UsageError("text is not valid UTF-8 (undecodable bytes); nothing written") from None
 
 
 def _decode(line: bytes) -> dict[str, Any] | None:
@@ -156,8 +198,7 @@ def read_header(path: Path) -> Header:
     return parse_header(line, path)
 
 
-@dataclass
-class Scan:
+class Scan(NamedTuple):
     """A whole transcript, parsed: messages in file order, plus what could not be read."""
 
     header: Header
@@ -296,5 +337,8 @@ def set_aside(rejects: Path, lines: list[tuple[int | None, bytes]], reason: str)
         for number, raw in lines
     )
     fd = os.open(rejects, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, FILE_MODE)
-    os.close(fd)
+    try:
+        os.fchmod(fd, FILE_MODE)  # umask-independent (a 0277 umask would make it 0400)
+    finally:
+        os.close(fd)
     append_private(rejects, payload)
