@@ -47,6 +47,9 @@ class Message(NamedTuple):
     interrupted: bool = False
     # Fields written by a newer sessionctl: kept so a rewrite never loses them.
     extra: dict[str, Any] | None = None
+    # 1-based position in the transcript, kept by the store so the last record
+    # alone tells how many messages there are (0: not stored).
+    pos: int = 0
 
     def to_record(self) -> dict[str, Any]:
         """Return the JSON object stored for this message in the transcript."""
@@ -64,6 +67,8 @@ class Message(NamedTuple):
                 record[key] = value
         if self.interrupted:
             record["interrupted"] = True
+        if self.pos:
+            record["pos"] = self.pos
         for key, value in (self.extra or {}).items():
             record.setdefault(key, value)
         return record
@@ -71,7 +76,7 @@ class Message(NamedTuple):
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Message:
         """Build a message from a transcript record (unknown keys go to ``extra``)."""
-        known = {"type", "id", "seq", "role", "content", "created_at", "interrupted"}
+        known = {"type", "id", "seq", "role", "content", "created_at", "interrupted", "pos"}
         known.update(OPTIONAL_FIELDS)
         content = record.get("content")
         return cls(
@@ -88,6 +93,7 @@ class Message(NamedTuple):
             metadata=record.get("metadata"),
             interrupted=bool(record.get("interrupted", False)),
             extra={k: v for k, v in record.items() if k not in known} or None,
+            pos=pos if type(pos := record.get("pos")) is int and pos > 0 else 0,
         )
 
     def to_dict(self, *, raw: bool = False) -> dict[str, Any]:
@@ -95,6 +101,7 @@ class Message(NamedTuple):
         if raw:
             record = self.to_record()
             del record["type"]
+            record.pop("pos", None)  # storage bookkeeping, not message data
             return record
         out: dict[str, Any] = {
             "id": self.id,

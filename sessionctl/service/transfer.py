@@ -96,7 +96,7 @@ def _message_from(record: Mapping[str, Any], seq: int, where: str) -> Message:
         created = now_iso()
     known = {"type", "id", "seq", "role", "content", "created_at", "interrupted", *OPTIONAL_FIELDS}
     extra = {k: v for k, v in record.items() if k not in known}
-    kwargs = {k: record.get(k) for k in OPTIONAL_FIELDS}
+    kwargs: dict[str, Any] = {k: record.get(k) for k in OPTIONAL_FIELDS}
     if kwargs["metadata"] is not None and not isinstance(kwargs["metadata"], dict):
         raise CorruptData(f"{where}: message metadata must be an object")
     return Message(

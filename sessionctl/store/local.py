@@ -18,7 +18,7 @@ import shutil
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from sessionctl.errors import SessionExists, SessionNotFound, StoreError
+from sessionctl.errors import MessageNotFound, SessionExists, SessionNotFound, StoreError
 from sessionctl.fsutil import (
     append_private,
     atomic_write,
@@ -128,11 +128,11 @@ class LocalBackend:
         path = self._require(name)
         try:
             header = transcript.read_header(path)
-            last = transcript.last_seq(path)
+            state = transcript.tail_state(path)
             mtime = os.stat(path, follow_symlinks=False).st_mtime_ns
         except FileNotFoundError:
             raise SessionNotFound(f"no session named {name!r} (see `sessionctl list`)") from None
-        return _info(name, header, header.count(last), from_epoch_ns(mtime))
+        return _info(name, header, _count(header, state), from_epoch_ns(mtime))
 
     def messages(self, name: str) -> list[Message]:
         """Return every message of ``name`` in seq order (no cap)."""
@@ -148,7 +148,9 @@ class LocalBackend:
     def tail(self, name: str, k: int, roles: frozenset[str] | None = None) -> list[Message]:
         """Return ``name``'s last ``k`` messages (of ``roles``), oldest first."""
         try:
-            return transcript.tail(self._require(name), k, roles)
+            path = self._require(name)
+            transcript.read_header(path)  # refuse a newer format or a file that is no session
+            return transcript.tail(path, k, roles)
         except FileNotFoundError:
             raise SessionNotFound(f"no session named {name!r} (see `sessionctl list`)") from None
 
@@ -170,7 +172,7 @@ class LocalBackend:
         for suffix in SIDECAR_SUFFIXES:  # left by a crash in delete or rename
             with contextlib.suppress(FileNotFoundError):
                 self.path(name, suffix).unlink()
-        messages = list(messages)
+        messages = _numbered(messages)
         header.base_seq = max((m.seq for m in messages), default=0)
         header.base_count = len(messages)
         data = encode(header.to_record()) + b"".join(encode(m.to_record()) for m in messages)
@@ -205,10 +207,36 @@ class LocalBackend:
         path = self.path(name)
         header = transcript.read_header(path)  # a newer format is refused before any repair
         transcript.repair_tail(path, self.path(name, ".rejects"), self.warn)
-        messages = make(header.next_seq(transcript.last_seq(path)))
+        state = transcript.tail_state(path)
+        messages = make(header.next_seq(state.high_seq))
+        messages = _numbered(messages, _count(header, state))
         if messages:
             append_private(path, b"".join(encode(m.to_record()) for m in messages))
         return messages
+
+    def drop_last(self, name: str) -> Message:
+        """Remove the last message without rewriting the file: truncate, then a tombstone.
+
+        O(1) in the transcript's size. A crash between the two steps leaves the
+        message removed and its seq free for reuse; the index checks ids, so a
+        reused seq is re-embedded rather than trusted.
+        """
+        self._require(name)
+        with self.lock(name):
+            path = self._require(name)
+            transcript.read_header(path)
+            transcript.repair_tail(path, self.path(name, ".rejects"), self.warn)
+            state = transcript.tail_state(path)
+            if state.last is None:
+                raise MessageNotFound(f"session {name!r} has no messages to drop")
+            fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+            try:
+                os.ftruncate(fd, state.last_offset)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            append_private(path, encode(transcript.tombstone(state.last, state.high_seq)))
+            return state.last
 
     def rewrite(self, name: str, transform: Transform) -> tuple[Header, list[Message]]:
         """Replace ``name``'s transcript with ``transform(header, messages)`` atomically."""
@@ -221,8 +249,8 @@ class LocalBackend:
             if scanned.torn is not None:
                 transcript.set_aside(rejects, [(None, scanned.torn)], "torn last line")
             header, messages = transform(scanned.header, scanned.messages)
-            highest = max((m.seq for m in scanned.messages), default=0)
-            header.base_seq = max(header.base_seq, highest)
+            messages = _numbered(messages)
+            header.base_seq = max(header.base_seq, scanned.high_seq)
             header.base_count = len(messages)
             header.updated_at = now_iso()
             data = encode(header.to_record()) + b"".join(encode(m.to_record()) for m in messages)
@@ -288,7 +316,7 @@ class LocalBackend:
                 try:
                     path = folder / entry
                     header = transcript.read_header(path)
-                    count = header.count(transcript.last_seq(path))
+                    count = _count(header, transcript.tail_state(path))
                     mtime = os.stat(path, follow_symlinks=False).st_mtime_ns
                 except (OSError, StoreError):
                     continue
@@ -351,6 +379,20 @@ def _ulid_iso(trash_id: str) -> str:
         return from_epoch_ns(ulid_time_ms(trash_id) * 1_000_000)
     except ValueError:
         return ""
+
+
+def _count(header: Header, state: transcript.TailState) -> int:
+    """Return the message count from the last message's position (O(1))."""
+    if state.last is None:
+        return 0
+    if state.last.pos:
+        return state.last.pos
+    return header.count(state.last.seq)  # a record without a position (hand-written)
+
+
+def _numbered(messages: Iterable[Message], start: int = 0) -> list[Message]:
+    """Return ``messages`` with positions start+1, start+2, ..."""
+    return [m._replace(pos=start + i) for i, m in enumerate(messages, start=1)]
 
 
 def _info(name: str, header: Header, count: int, updated_at: str) -> SessionInfo:

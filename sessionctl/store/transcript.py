@@ -118,9 +118,9 @@ class Header:
             extra={k: v for k, v in record.items() if k not in known},
         )
 
-    def next_seq(self, last_seq: int) -> int:
-        """Return the seq the next appended message gets."""
-        return max(self.base_seq, last_seq) + 1
+    def next_seq(self, high_seq: int) -> int:
+        """Return the seq the next message gets, given the highest seq used since the header."""
+        return max(self.base_seq, high_seq) + 1
 
     def count(self, last_seq: int) -> int:
         """Return how many messages the transcript holds, given its last message's seq."""
@@ -205,6 +205,7 @@ class Scan(NamedTuple):
     messages: list[Message]
     bad_lines: list[tuple[int, bytes]]
     torn: bytes | None
+    high_seq: int  # the highest seq any record names (messages and tombstones)
 
 
 def scan(path: Path, warn: Warn | None = None) -> Scan:
@@ -222,27 +223,34 @@ def scan(path: Path, warn: Warn | None = None) -> Scan:
     header = parse_header(lines[0], path)
     messages: list[Message] = []
     bad: list[tuple[int, bytes]] = []
+    high = 0
     for number, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
-        message = _as_message(_decode(line))
+        record = _decode(line)
+        if record is not None and record.get("type") == "dropped":
+            high = max(high, _int(record.get("high")), _int(record.get("seq")))
+            continue
+        message = _as_message(record)
         if message is None:
             bad.append((number, line))
         else:
             messages.append(message)
+            high = max(high, message.seq)
     if torn is not None:
         message = _as_message(_decode(torn))
         if message is not None:  # complete record, only its newline is missing
             messages.append(message)
+            high = max(high, message.seq)
             torn = None
     if warn is not None:
         for number, _ in bad:
             warn(f"{path}: line {number} is not a valid message record; skipped (kept in file)")
-    return Scan(header, messages, bad, torn)
+    return Scan(header, messages, bad, torn, high)
 
 
-def _reverse_lines(fd: int, size: int) -> Iterator[bytes]:
-    """Yield complete lines from the end of the file backwards (the torn tail excluded)."""
+def _reverse_lines(fd: int, size: int) -> Iterator[tuple[int, bytes]]:
+    """Yield (offset, line) from the end of the file backwards, the torn tail excluded."""
     pos = size
     buffer = b""
     first = True
@@ -254,14 +262,19 @@ def _reverse_lines(fd: int, size: int) -> Iterator[bytes]:
         buffer = parts[0]
         complete = parts[1:]
         if first:
-            tail = complete.pop() if complete else b""
             first = False
-            record = _as_message(_decode(tail)) if tail else None
-            if record is not None:  # a valid last record without its newline
-                complete.append(tail)
-        yield from reversed(complete)
+            tail = complete.pop() if complete else b""
+            if tail and _as_message(_decode(tail)) is not None:
+                complete.append(tail)  # a valid last record without its newline
+        # offset of complete[i] = pos + len(buffer) + 1 + sum(len(prev) + 1)
+        offset = pos + len(buffer) + 1
+        offsets = []
+        for part in complete:
+            offsets.append(offset)
+            offset += len(part) + 1
+        yield from reversed(list(zip(offsets, complete, strict=True)))
     if buffer and not first:
-        yield buffer
+        yield 0, buffer
 
 
 def tail(path: Path, k: int, roles: frozenset[str] | None = None) -> list[Message]:
@@ -272,10 +285,10 @@ def tail(path: Path, k: int, roles: frozenset[str] | None = None) -> list[Messag
     try:
         size = os.fstat(fd).st_size
         found: list[Message] = []
-        for line in _reverse_lines(fd, size):
+        for _, line in _reverse_lines(fd, size):
             message = _as_message(_decode(line))
             if message is None:
-                continue  # the header, a blank or a corrupt line
+                continue  # the header, a tombstone, a blank or a corrupt line
             if roles is None or message.role in roles:
                 found.append(message)
                 if len(found) >= k:
@@ -286,10 +299,49 @@ def tail(path: Path, k: int, roles: frozenset[str] | None = None) -> list[Messag
     return found
 
 
-def last_seq(path: Path) -> int:
-    """Return the seq of the last message record (0 when there is none)."""
-    messages = tail(path, 1)
-    return messages[-1].seq if messages else 0
+class TailState(NamedTuple):
+    """The end of a transcript: its last message and the highest seq ever used there."""
+
+    last: Message | None
+    last_offset: int
+    high_seq: int
+
+
+def tail_state(path: Path) -> TailState:
+    """Read backwards to the last message, noting drop tombstones written after it."""
+    fd = open_transcript(path)
+    high = 0
+    try:
+        for offset, line in _reverse_lines(fd, os.fstat(fd).st_size):
+            record = _decode(line)
+            if record is not None and record.get("type") == "dropped":
+                high = max(high, _int(record.get("high")), _int(record.get("seq")))
+                continue
+            message = _as_message(record)
+            if message is not None:
+                return TailState(message, offset, max(high, message.seq))
+    finally:
+        os.close(fd)
+    return TailState(None, 0, high)
+
+
+def _int(value: Any) -> int:
+    return value if type(value) is int else 0
+
+
+def tombstone(message: Message, high: int) -> dict[str, Any]:
+    """Return the record that marks ``message`` as dropped from the end of the file.
+
+    Readers skip it; it keeps the dropped seq from being used again without
+    rewriting the whole transcript.
+    """
+    return {
+        "type": "dropped",
+        "seq": message.seq,
+        "id": message.id,
+        "high": high,
+        "dropped_at": now_iso(),
+    }
 
 
 def repair_tail(path: Path, rejects: Path, warn: Warn | None) -> None:
