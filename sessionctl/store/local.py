@@ -229,8 +229,18 @@ class LocalBackend:
             state = transcript.tail_state(path)
             if state.last is None:
                 raise MessageNotFound(f"session {name!r} has no messages to drop")
-            fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+            fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
             try:
+                # After the last message come only tombstones, blanks or corrupt
+                # lines: set the corrupt ones aside rather than truncate them away.
+                size = os.fstat(fd).st_size
+                after = os.pread(fd, size - state.last_offset, state.last_offset)
+                junk = [
+                    (None, line)
+                    for line in after.split(b"\n")[1:]
+                    if line.strip() and (transcript._decode(line) or {}).get("type") != "dropped"
+                ]
+                transcript.set_aside(self.path(name, ".rejects"), junk, "corrupt line (before drop)")
                 os.ftruncate(fd, state.last_offset)
                 os.fsync(fd)
             finally:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -373,7 +373,7 @@ def repair_tail(path: Path, rejects: Path, warn: Warn | None) -> None:
         os.close(fd)
 
 
-def set_aside(rejects: Path, lines: list[tuple[int | None, bytes]], reason: str) -> None:
+def set_aside(rejects: Path, lines: Sequence[tuple[int | None, bytes]], reason: str) -> None:
     """Append unreadable lines to the session's rejects file so nothing is lost."""
     if not lines:
         return

@@ -1,0 +1,97 @@
+"""Start-up cost of the transcript commands against a bare Typer app.
+
+Builds a 100,000-message session and 10,000 small sessions, then times
+`recent -k 5`, `list --limit 20`, `add` and `drop` as fresh processes, each
+as a ratio to a bare two-command Typer app measured in the same run.
+
+    python bench/bench_cli.py [--runs 20] [--messages 100000] [--sessions 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (
+    TempHome,
+    bare_app,
+    bench_env,
+    median_ms,
+    precompile,
+    sessionctl_argv,
+    table,
+)
+
+from sessionctl import Store
+from sessionctl.ids import new_ulid
+from sessionctl.models import Message
+from sessionctl.store.transcript import Header, encode
+from sessionctl.timeutil import now_iso
+
+WORDS = "the quick brown fox jumps over the lazy dog while we talk about deploys".split()
+
+
+def build(home: Path, messages: int, sessions: int) -> None:
+    store = Store(home)
+    big = store.session("big")
+    text = " ".join(WORDS * 3)
+    start = time.perf_counter()
+    big.add_messages(
+        [
+            {"role": "user" if i % 2 == 0 else "assistant", "content": f"{i} {text}"}
+            for i in range(messages)
+        ]
+    )
+    size = store.backend.path("big").stat().st_size
+    print(
+        f"built 'big': {messages} messages, {size / 1e6:.1f} MB in {time.perf_counter() - start:.1f}s"
+    )
+    # Small sessions are written directly (same format, no fsync) to keep set-up quick.
+    start = time.perf_counter()
+    directory = store.backend.sessions_dir
+    for n in range(sessions):
+        now = now_iso()
+        records = [Header(uid=new_ulid(), created_at=now, updated_at=now).to_record()]
+        for seq, role in ((1, "user"), (2, "assistant")):
+            records.append(Message(new_ulid(), seq, role, f"small {n}", now, pos=seq).to_record())
+        path = directory / f"s{n:05d}.jsonl"
+        path.write_bytes(b"".join(encode(r) for r in records))
+        os.chmod(path, 0o600)
+    print(f"built {sessions} small sessions in {time.perf_counter() - start:.1f}s")
+    os.utime(directory / "big.jsonl")  # the big one is the most recently active
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--sessions", type=int, default=10_000)
+    args = parser.parse_args()
+    precompile()
+    cli = sessionctl_argv()
+    with TempHome() as home:
+        build(home, args.messages, args.sessions)
+        env = bench_env(home)
+        base = median_ms(bare_app(home), runs=args.runs, env=env)
+        rows = [("bare Typer app (baseline)", base, 1.0)]
+        for label, extra in (
+            ("sessionctl recent -k 5 (100k session)", ["recent", "-s", "big", "-k", "5"]),
+            ("sessionctl list --limit 20 (10k sessions)", ["list", "--limit", "20"]),
+            ("sessionctl add (100k session)", ["add", "-s", "big", "--role", "user", "hi"]),
+            ("sessionctl drop (100k session)", ["drop", "-s", "big"]),
+            ("sessionctl --version", ["--version"]),
+        ):
+            ms = median_ms([*cli, *extra], runs=args.runs, env=env)
+            rows.append((label, ms, ms / base))
+        print(table(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Shared helpers for the benchmarks: timing subprocesses against a baseline."""
+
+from __future__ import annotations
+
+import compileall
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+BARE_TYPER_APP = """
+import typer
+app = typer.Typer()
+
+@app.command()
+def hello(name: str = "world") -> None:
+    print(f"hello {name}")
+
+@app.command()
+def bye() -> None:
+    print("bye")
+
+if __name__ == "__main__":
+    app()
+"""
+
+
+def sessionctl_argv() -> list[str]:
+    """The installed console script if there is one, else ``python -m sessionctl``."""
+    script = Path(sys.executable).with_name("sessionctl")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "sessionctl"]
+
+
+def precompile() -> None:
+    """Write bytecode, as a normal install does (PYTHONDONTWRITEBYTECODE may be set)."""
+    compileall.compile_dir(str(REPO / "sessionctl"), quiet=1)
+
+
+def bare_app(directory: Path) -> list[str]:
+    """Write the baseline Typer app and return its argv."""
+    path = directory / "bare_typer_app.py"
+    path.write_text(BARE_TYPER_APP)
+    compileall.compile_file(str(path), quiet=1)
+    return [sys.executable, str(path), "hello"]
+
+
+def median_ms(argv: Sequence[str], *, runs: int, env: dict[str, str], warmup: int = 2) -> float:
+    """Median wall time of ``argv`` in milliseconds (each run must exit 0)."""
+    times = []
+    for i in range(warmup + runs):
+        start = time.perf_counter()
+        proc = subprocess.run(argv, env=env, capture_output=True, check=False)
+        elapsed = (time.perf_counter() - start) * 1000
+        if proc.returncode != 0:
+            raise SystemExit(f"{' '.join(argv)} failed: {proc.stderr.decode()[-500:]}")
+        if i >= warmup:
+            times.append(elapsed)
+    return statistics.median(times)
+
+
+def table(rows: list[tuple[str, float, float]]) -> str:
+    """Format (label, median ms, ratio) rows."""
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{'command':<{width}}  {'median':>9}  {'ratio':>6}"]
+    lines += [f"{label:<{width}}  {ms:>7.1f}ms  {ratio:>5.2f}x" for label, ms, ratio in rows]
+    return "\n".join(lines)
+
+
+class TempHome:
+    """A throwaway data dir."""
+
+    def __enter__(self) -> Path:
+        self.path = Path(tempfile.mkdtemp(prefix="sessionctl-bench-"))
+        return self.path
+
+    def __exit__(self, *exc: object) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def bench_env(home: Path) -> dict[str, str]:
+    """Environment for a run: the temp home, no config file, no colour."""
+    env = dict(os.environ)
+    env.update(SESSIONCTL_HOME=str(home), SESSIONCTL_CONFIG=str(home / "none.toml"), NO_COLOR="1")
+    return env
