@@ -94,6 +94,13 @@ def run(argv: list[str] | None = None, out: Output | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except SystemExit:
+        # click catches EPIPE itself, wraps stdout and calls sys.exit(1): same case.
+        if type(sys.stdout).__name__ != "_PacifyFlushWrapper":
+            raise
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.__stdout__.fileno() if sys.__stdout__ else 1)
+        return 0
     except OSError as exc:
         _debug_traceback()
         where = f": {exc.filename}" if exc.filename else ""

@@ -21,10 +21,13 @@ commands = typer.Typer()
 # Which module defines each command, in the order help lists them. Only the
 # module of the command being run is imported.
 COMMAND_MODULES: dict[str, str] = {
+    "chat": "sessionctl.cli.cmd_chat",
     "recent": "sessionctl.cli.cmd_messages",
     "add": "sessionctl.cli.cmd_messages",
     "store": "sessionctl.cli.cmd_messages",
     "drop": "sessionctl.cli.cmd_messages",
+    "relevant": "sessionctl.cli.cmd_memory",
+    "reindex": "sessionctl.cli.cmd_memory",
     "list": "sessionctl.cli.cmd_sessions",
     "show": "sessionctl.cli.cmd_sessions",
     "export": "sessionctl.cli.cmd_sessions",

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from sessionctl.errors import MessageNotFound, SessionNotFound, UsageError
 from sessionctl.ids import new_ulid
 from sessionctl.models import OPTIONAL_FIELDS, Message, SessionInfo, normalize_role
-from sessionctl.store.transcript import Header
+from sessionctl.store.transcript import Header, encode
 from sessionctl.timeutil import now_iso
 
 if TYPE_CHECKING:
@@ -94,8 +94,8 @@ class Session:
     def add_messages(self, messages: Sequence[MessageInput]) -> list[Message]:
         """Append ``messages`` in order, atomically; return them with ids and seqs."""
         items = list(messages)
-        for item in items:  # validate everything before writing anything
-            build_message(item, 1)
+        for item in items:  # validate everything (encodable too) before writing anything
+            encode(build_message(item, 1).to_record())
 
         def make(next_seq: int) -> list[Message]:
             return [build_message(item, next_seq + i) for i, item in enumerate(items)]
@@ -239,6 +239,47 @@ class Session:
                 raise SessionNotFound(f"no session named {self.name!r} (see `sessionctl list`)")
             return []
         return list(self._backend.tail(self.name, top_k, roles_filter(role)))
+
+    # -- memory ------------------------------------------------------------
+    def get_relevant(
+        self,
+        prompt: str,
+        top_k: int = 5,
+        distance_threshold: float | None = None,
+        fall_back: bool = False,
+        as_text: bool = False,
+        raw: bool = False,
+        role: str | Iterable[str] | None = None,
+    ) -> list[dict[str, Any]] | list[str]:
+        """Messages of this session nearest in meaning to ``prompt`` (cosine distance ≤ threshold).
+
+        Dicts carry ``distance`` (None for fall-back results) and ``session``.
+        """
+        return self._store.get_relevant(
+            prompt,
+            sessions=[self.name],
+            top_k=top_k,
+            distance_threshold=distance_threshold,
+            fall_back=fall_back,
+            as_text=as_text,
+            raw=raw,
+            role=role,
+        )
+
+    def relevant_messages(
+        self, prompt: str, top_k: int = 5, *, distance_threshold: float | None = None
+    ) -> list[Message]:
+        """Like :meth:`get_relevant` but returns :class:`Message` objects, best first."""
+        from sessionctl.service.memory import search
+
+        hits = search(
+            self._store,
+            prompt,
+            sessions=[self.name],
+            top_k=top_k,
+            distance_threshold=distance_threshold,
+        )
+        return [h.message for h in hits]
 
     # -- copies --------------------------------------------------------------
     def fork(self, new_name: str, at: str | None = None) -> Session:

@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -86,7 +86,11 @@ class Store:
         self.backend.append(name, lambda _seq: [], create=self._new_header(name))
 
     def _after_removal(self, name: str, seqs: list[int]) -> None:
-        """Hook: messages left the transcript (the semantic index drops them)."""
+        """Messages left the transcript.
+
+        The index is not loaded here (drop stays O(1) and import-free): every
+        search first syncs the index with the transcript, which removes them.
+        """
 
     def most_recent(self) -> Session | None:
         """Return the most recently active live session, or None."""
@@ -183,7 +187,51 @@ class Store:
         return Session(self, new)
 
     def _after_fork(self, source: str, new: str, seqs: list[int]) -> None:
-        """Hook: a fork copied these seqs (the semantic index copies their vectors)."""
+        """A fork copied these seqs: give it the vectors its source already has."""
+        from sessionctl.service.memory import copy_for_fork
+
+        copy_for_fork(self, source, new, seqs)
+
+    # -- semantic memory -----------------------------------------------------------
+    def get_relevant(
+        self,
+        prompt: str,
+        *,
+        sessions: Sequence[str] | None = None,
+        top_k: int = 5,
+        distance_threshold: float | None = None,
+        fall_back: bool = False,
+        as_text: bool = False,
+        raw: bool = False,
+        role: str | Iterable[str] | None = None,
+    ) -> list[dict[str, Any]] | list[str]:
+        """Messages nearest in meaning to ``prompt`` across ``sessions`` (default: all live)."""
+        from sessionctl.service.memory import search
+
+        hits = search(
+            self,
+            prompt,
+            sessions=sessions,
+            top_k=top_k,
+            distance_threshold=distance_threshold,
+            fall_back=fall_back,
+            role=role,
+        )
+        if as_text:
+            return [h.message.content for h in hits]
+        return [h.to_dict(raw=raw) for h in hits]
+
+    def reindex(
+        self,
+        names: Sequence[str] | None = None,
+        *,
+        model: str | None = None,
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> list[tuple[str, Any]]:
+        """Rebuild the semantic index of ``names`` (default: every live session)."""
+        from sessionctl.service.memory import reindex
+
+        return reindex(self, names, model=model, progress=progress)
 
     def prune(
         self,

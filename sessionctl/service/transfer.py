@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from sessionctl.errors import CorruptData, UsageError
 from sessionctl.ids import new_ulid
 from sessionctl.models import FORMAT_NAME, FORMAT_VERSION, OPTIONAL_FIELDS, Message, normalize_role
-from sessionctl.names import is_valid_name
+from sessionctl.names import check_name, is_valid_name
 from sessionctl.store.transcript import Header, encode
 from sessionctl.timeutil import format_iso, now_iso, parse_iso
 
@@ -151,7 +151,8 @@ def parse_import(data: bytes, where: str) -> tuple[dict[str, Any], list[Any]]:
         raise CorruptData(f"{where}: a JSON object needs a 'messages' array")
     fields: dict[str, Any] = {}
     records: list[Any] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # split on \n only: str.splitlines() would also cut at U+2028/U+0085 inside a JSON string
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -184,6 +185,8 @@ def create_from_dict(store: Store, data: Mapping[str, Any], *, name: str | None)
 
 def import_session(store: Store, data: bytes, *, where: str, name: str | None) -> Session:
     """Create a session from an exported file's bytes (jsonl, json, OpenAI messages)."""
+    if name is not None:
+        check_name(name)  # an explicit --as is checked first, even when empty
     fields, records = parse_import(data, where)
     target = name or fields.get("name")
     if not target and where != "-":

@@ -1,0 +1,179 @@
+"""The chat command: one-shot for scripts, a REPL for people."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from sessionctl.cli.cmd_messages import read_stdin_text
+from sessionctl.cli.options import SessionOpt
+from sessionctl.cli.registry import commands
+from sessionctl.cli.state import State
+from sessionctl.errors import SessionNotFound, UsageError
+
+
+@commands.command()
+def chat(
+    ctx: typer.Context,
+    prompt: Annotated[
+        str | None, typer.Argument(help="Ask once and exit (stdin, if piped, is appended).")
+    ] = None,
+    session: SessionOpt = None,
+    continue_: Annotated[
+        bool, typer.Option("--continue", "-c", help="Continue the most recently active session.")
+    ] = False,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", envvar="SESSIONCTL_MODEL", help="Model (litellm name)."),
+    ] = None,
+    system: Annotated[
+        str | None, typer.Option("--system", help="System prompt (remembered by the session).")
+    ] = None,
+    temperature: Annotated[float | None, typer.Option(min=0.0, max=2.0)] = None,
+    max_tokens: Annotated[int | None, typer.Option(min=1, help="Cap the answer's length.")] = None,
+    api_base: Annotated[
+        str | None,
+        typer.Option(envvar="SESSIONCTL_API_BASE", help="OpenAI-compatible server URL."),
+    ] = None,
+    no_stream: Annotated[
+        bool, typer.Option("--no-stream", help="Wait for the whole answer.")
+    ] = False,
+    json_: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object (one-shot).")
+    ] = False,
+    context_recent: Annotated[
+        int | None,
+        typer.Option(min=0, envvar="SESSIONCTL_CONTEXT_RECENT", help="At most N recent messages."),
+    ] = None,
+    context_relevant: Annotated[
+        int | None,
+        typer.Option(
+            min=0, envvar="SESSIONCTL_CONTEXT_RELEVANT", help="At most K relevant older messages."
+        ),
+    ] = None,
+    no_context: Annotated[
+        bool, typer.Option("--no-context", help="Send only the system prompt and this prompt.")
+    ] = False,
+    show_context: Annotated[
+        bool, typer.Option("--show-context", help="Print what would be sent, send nothing.")
+    ] = False,
+) -> None:
+    """Chat with a model; one answer when PROMPT is given or stdin is piped, else a REPL.
+
+    Without -s a new session with a generated name is started (its name is
+    printed on stderr); -c continues the most recently active one.
+
+    Example:
+
+        git diff | sessionctl chat -s review "review this diff"
+    """
+    from sessionctl.service.chat import ChatOptions
+
+    state: State = ctx.obj
+    if session is not None and continue_:
+        raise UsageError("use either -s NAME or -c, not both")
+    opts = ChatOptions(
+        model=model,
+        system=system,
+        api_base=api_base,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        stream=not no_stream,
+        context_recent=context_recent,
+        context_relevant=context_relevant,
+        no_context=no_context,
+    )
+    interactive = prompt is None and sys.stdin.isatty()
+    if interactive and not (show_context or json_):
+        from sessionctl.cli.repl import run_repl
+
+        target = _target(state, session, continue_, announce=False)
+        run_repl(state, target, opts)
+        return
+    text = _one_shot_prompt(prompt)
+    target = _target(state, session, continue_, announce=True)
+    _one_shot(state, target, text, opts, as_json=json_, show_context=show_context)
+
+
+def _target(state: State, name: str | None, continue_: bool, *, announce: bool) -> Any:
+    from sessionctl.service.chat import new_session_name
+
+    store = state.store()
+    if continue_:
+        latest = store.most_recent()
+        if latest is None:
+            raise SessionNotFound("no session to continue; start one with `sessionctl chat`")
+        return latest
+    if name is not None:
+        return store.session(name)
+    generated = store.session(new_session_name(store))
+    if announce:
+        state.out.info(f"new session: {generated.name}")
+    return generated
+
+
+def _one_shot_prompt(prompt: str | None) -> str:
+    piped = "" if sys.stdin.isatty() else read_stdin_text()
+    if prompt is not None and piped:
+        return f"{prompt}\n\n{piped}"
+    text = prompt if prompt is not None else piped
+    if not text.strip():
+        raise UsageError("empty prompt: give PROMPT or pipe text on stdin")
+    return text
+
+
+def print_context(state: State, turn: Any) -> None:
+    """Print exactly what a turn would send, and its token count."""
+    ctx = turn.context
+    state.out.json(
+        {
+            "session": turn.session.name,
+            "model": turn.model,
+            "api_base": turn.request.api_base,
+            "tokens": ctx.token_estimate,
+            "budget": ctx.budget,
+            "context_window": ctx.context_window,
+            "recent_seqs": ctx.included_recent,
+            "relevant_seqs": ctx.included_relevant,
+            "messages": ctx.messages,
+        }
+    )
+
+
+def _one_shot(
+    state: State, target: Any, prompt: str, opts: Any, *, as_json: bool, show_context: bool
+) -> None:
+    from sessionctl.service.chat import prepare_turn, run_turn
+
+    turn = prepare_turn(state.store(), target, prompt, opts)
+    if show_context:
+        print_context(state, turn)
+        return
+    out = state.out.stdout
+    wrote: list[bool] = []
+
+    def on_delta(delta: str) -> None:
+        if not as_json and delta:
+            out.write(delta)
+            out.flush()
+            wrote.append(True)
+
+    try:
+        result = run_turn(turn, on_delta)
+    finally:
+        if wrote:
+            out.write("\n")
+            out.flush()
+    if as_json:
+        state.out.json(
+            {
+                "session": result.session,
+                "model": result.assistant.model,
+                "content": result.assistant.content,
+                "usage": result.usage,
+                "user_message_id": result.user.id,
+                "assistant_message_id": result.assistant.id,
+            }
+        )

@@ -1,0 +1,155 @@
+"""Semantic memory commands: relevant, reindex."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import typer
+
+from sessionctl.cli.cmd_messages import RoleFilterOpt, pick_output
+from sessionctl.cli.options import JsonOpt, complete_session
+from sessionctl.cli.registry import commands
+from sessionctl.cli.state import State
+from sessionctl.errors import UsageError
+
+SessionsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--session",
+        "-s",
+        help="Search only this session (repeatable; default: all live sessions).",
+        autocompletion=complete_session,
+        show_default=False,
+    ),
+]
+
+
+@commands.command()
+def relevant(
+    ctx: typer.Context,
+    query: Annotated[str, typer.Argument(help="What to look for, in your own words.")],
+    session: SessionsOpt = None,
+    k: Annotated[int, typer.Option("-k", "--top-k", min=0, help="At most K messages.")] = 5,
+    distance_threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--distance-threshold",
+            "-d",
+            help="Keep hits with cosine distance <= D (0-2; 0.3 = similarity >= 0.7). "
+            "Default: the model's (0.70 for MiniLM).",
+            show_default=False,
+        ),
+    ] = None,
+    fall_back: Annotated[
+        bool,
+        typer.Option(
+            "--fall-back", help="Nothing close enough: show the same session's recent messages."
+        ),
+    ] = False,
+    role: RoleFilterOpt = None,
+    text: Annotated[bool, typer.Option("--text", help="Print only the contents.")] = False,
+    json_: JsonOpt = False,
+    raw: Annotated[bool, typer.Option("--raw", help="JSON with every stored field.")] = False,
+) -> None:
+    """Find past messages by meaning, across all sessions unless -s is given.
+
+    Results are sorted by cosine distance (ties by session, then order).
+
+    Example:
+
+        sessionctl relevant "what did we decide about the deploy?" -k 3
+    """
+    from sessionctl.service.memory import search
+
+    state: State = ctx.obj
+    mode = pick_output(text=text, json_=json_, raw=raw)
+    if distance_threshold is not None and not 0 <= distance_threshold <= 2:
+        raise UsageError(f"--distance-threshold must be from 0 to 2, got {distance_threshold}")
+    hits = search(
+        state.store(),
+        query,
+        sessions=session,
+        top_k=k,
+        distance_threshold=distance_threshold,
+        fall_back=fall_back,
+        role=role,
+    )
+    out = state.out
+    if mode == "text":
+        for hit in hits:
+            out.line(hit.message.content)
+    elif mode in ("json", "raw"):
+        out.json([hit.to_dict(raw=mode == "raw") for hit in hits])
+    else:
+        rows = [
+            [
+                "-" if h.distance is None else f"{h.distance:.3f}",
+                h.session,
+                str(h.message.seq),
+                h.message.role,
+                " ".join(h.message.content.split())[:100],
+            ]
+            for h in hits
+        ]
+        if rows:
+            out.table(["distance", "session", "seq", "role", "content"], rows)
+        elif not hits:
+            out.info("nothing close enough (raise --distance-threshold, or use --fall-back)")
+
+
+@commands.command()
+def reindex(
+    ctx: typer.Context,
+    name: Annotated[
+        str | None,
+        typer.Argument(help="Session to rebuild.", autocompletion=complete_session),
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Rebuild every live session.")] = False,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            envvar="SESSIONCTL_EMBEDDING_MODEL",
+            help="Embedding model (default: the built-in all-MiniLM-L6-v2).",
+        ),
+    ] = None,
+) -> None:
+    """Rebuild semantic indexes from the transcripts (with a progress bar on a TTY).
+
+    Example:
+
+        sessionctl reindex --all
+    """
+    state: State = ctx.obj
+    if (name is None) == (not all_):
+        raise UsageError("give a session NAME or --all (not both)")
+    store = state.store()
+    names = None if name is None else [name]
+    started = time.perf_counter()
+    if state.out.is_tty(state.out.stderr):
+        reports = _with_progress(state, store, names, model)
+    else:
+        reports = store.reindex(names, model=model)
+    elapsed = time.perf_counter() - started
+    total = sum(r.added for _, r in reports)
+    rate = total / elapsed if elapsed > 0 else 0.0
+    state.out.info(
+        f"reindexed {len(reports)} session(s), {total} messages "
+        f"in {elapsed:.1f}s ({rate:.0f} messages/s)"
+    )
+
+
+def _with_progress(state: State, store: Any, names: list[str] | None, model: str | None) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, console=state.out.console(stderr=True), transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(session: str, done: int, total: int) -> None:
+            if session not in tasks:
+                tasks[session] = bar.add_task(session, total=total)
+            bar.update(tasks[session], completed=done, total=total)
+
+        return store.reindex(names, model=model, progress=progress)

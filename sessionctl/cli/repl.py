@@ -1,0 +1,164 @@
+"""The interactive chat: a prompt-toolkit line editor, answers streamed as Markdown.
+
+Keys: Enter sends; Esc then Enter (or Alt-Enter) inserts a newline; a line
+that is just ``\"\"\"`` starts a block that the next ``\"\"\"`` line ends; Ctrl-C
+cancels the answer being streamed (what was shown is kept, marked
+interrupted) or clears the line; Ctrl-D exits. Slash commands: see /help.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sessionctl.cli.slash import SlashCommands
+from sessionctl.errors import Interrupted, SessionctlError
+from sessionctl.fsutil import FILE_MODE, ensure_private_dir
+
+if TYPE_CHECKING:
+    from sessionctl.cli.state import State
+    from sessionctl.service.chat import ChatOptions
+    from sessionctl.service.session import Session
+
+BLOCK = '"""'
+
+
+def _key_bindings() -> Any:
+    from prompt_toolkit.key_binding import KeyBindings
+
+    bindings = KeyBindings()
+
+    @bindings.add("escape", "enter")
+    def _newline(event: Any) -> None:
+        event.current_buffer.insert_text("\n")
+
+    return bindings
+
+
+class Repl:
+    """One interactive chat; ``pt_input``/``pt_output`` let tests drive it."""
+
+    def __init__(
+        self,
+        state: State,
+        session: Session,
+        opts: ChatOptions,
+        *,
+        pt_input: Any = None,
+        pt_output: Any = None,
+    ) -> None:
+        self.state = state
+        self.session = session
+        self.opts = opts
+        self.console = state.out.console()
+        self.slash = SlashCommands(self)
+        self._prompt = self._make_prompt(pt_input, pt_output)
+
+    def _make_prompt(self, pt_input: Any, pt_output: Any) -> Any:
+        from prompt_toolkit import PromptSession
+        from prompt_toolkit.history import FileHistory
+
+        home = ensure_private_dir(self.state.store().home)
+        path = home / "history"
+        if not path.exists():
+            path.touch(mode=FILE_MODE)
+        path.chmod(FILE_MODE)
+        return PromptSession(
+            history=FileHistory(str(path)),
+            key_bindings=_key_bindings(),
+            input=pt_input,
+            output=pt_output,
+        )
+
+    def say(self, text: str, style: str = "dim") -> None:
+        """Print a note for the user (never interpreted as markup)."""
+        from rich.text import Text
+
+        self.console.print(Text(text, style=style))
+
+    def read(self) -> str | None:
+        """Return the next input (a whole ``\"\"\"`` block if one starts), None at Ctrl-D."""
+        try:
+            line: str = self._prompt.prompt(f"{self.session.name}> ")
+        except EOFError:
+            return None
+        except KeyboardInterrupt:
+            return ""
+        if line.strip() != BLOCK:
+            return line
+        lines: list[str] = []
+        while True:
+            try:
+                more: str = self._prompt.prompt("... ")
+            except EOFError:
+                break
+            except KeyboardInterrupt:
+                return ""
+            if more.strip() == BLOCK:
+                break
+            lines.append(more)
+        return "\n".join(lines)
+
+    def run(self) -> None:
+        """Loop until /exit or Ctrl-D."""
+        from sessionctl import llm
+        from sessionctl.service.chat import prepare_turn
+
+        self.say(f"session {self.session.name} · /help for commands · Ctrl-D to exit")
+        # Start importing litellm now if this model needs it: the prompt shows meanwhile.
+        probe = llm.ChatRequest(model=self.current_model(), messages=[], api_base=self.api_base())
+        llm.preload(probe)
+        while True:
+            text = self.read()
+            if text is None:
+                return
+            if not text.strip():
+                continue
+            try:
+                if text.startswith("/"):
+                    if not self.slash.dispatch(text):
+                        return
+                    continue
+                self.ask(prepare_turn(self.state.store(), self.session, text, self.opts))
+            except SessionctlError as exc:
+                self.say(f"error: {exc.message}", style="red")
+
+    def current_model(self) -> str:
+        """The model the next turn will use."""
+        if self.opts.model:
+            return self.opts.model
+        if self.session.exists and self.session.header.model:
+            return self.session.header.model
+        return self.state.settings().model
+
+    def api_base(self) -> str | None:
+        """The API base the next turn will use."""
+        return self.opts.api_base or self.state.settings().api_base
+
+    def ask(self, turn: Any) -> None:
+        """Stream one answer as Markdown; Ctrl-C keeps what was shown."""
+        from rich.live import Live
+        from rich.markdown import Markdown
+
+        from sessionctl.service.chat import run_turn
+
+        parts: list[str] = []
+        with Live(Markdown(""), console=self.console, refresh_per_second=12) as live:
+
+            def on_delta(delta: str) -> None:
+                parts.append(delta)
+                live.update(Markdown("".join(parts)))
+
+            try:
+                result = run_turn(turn, on_delta)
+            except Interrupted:
+                live.stop()
+                self.say("(answer interrupted; what you saw was saved)", style="yellow")
+                return
+        usage = result.usage or {}
+        tokens = f" · {usage['total_tokens']} tokens" if usage.get("total_tokens") else ""
+        self.say(f"{result.assistant.model}{tokens}")
+
+
+def run_repl(state: State, session: Session, opts: ChatOptions) -> None:
+    """Run the interactive chat on the terminal."""
+    Repl(state, session, opts).run()

@@ -1,0 +1,208 @@
+"""Semantic memory: keep each session's index caught up, and search it.
+
+The transcript is the source of truth. Appends never wait for embedding; the
+index catches up (only what changed) when something needs it: ``relevant``,
+chat context, ``reindex``. A missing, stale, corrupt or other-model index is
+rebuilt with one warning; the command still succeeds.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from sessionctl.errors import SessionNotFound, UsageError
+from sessionctl.models import Message
+
+if TYPE_CHECKING:
+    from sessionctl.embed import Embedder
+    from sessionctl.index import SidecarIndex, SyncReport
+    from sessionctl.service.store import Store
+
+Progress = Callable[[str, int, int], None]
+
+
+class Hit(NamedTuple):
+    """A message found by meaning (``distance`` None when it came from the fall-back)."""
+
+    session: str
+    message: Message
+    distance: float | None
+
+    def to_dict(self, *, raw: bool = False) -> dict[str, Any]:
+        """The message's JSON shape plus ``session`` and ``distance``."""
+        return {**self.message.to_dict(raw=raw), "session": self.session, "distance": self.distance}
+
+
+def check_threshold(value: float | None) -> float | None:
+    """Return a valid cosine-distance threshold (0..2) or raise UsageError."""
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)) or value != value or not 0 <= value <= 2:
+        raise UsageError(
+            f"distance threshold must be a number from 0 to 2 (cosine distance), got {value!r}"
+        )
+    return float(value)
+
+
+def embedder_for(store: Store, *, model: str | None = None, threads: int = 1) -> Embedder:
+    """Return the configured embedding model (the default ships with sessionctl)."""
+    from sessionctl.embed import get_embedder
+
+    name = model or store.settings.embedding_model
+    return get_embedder(name, threads=threads, api_base=store.settings.api_base)
+
+
+def index_for(store: Store, name: str) -> SidecarIndex:
+    """Return the sidecar index object of session ``name`` (files may not exist yet)."""
+    from sessionctl.index import SidecarIndex
+
+    return SidecarIndex.for_session(store.backend.sessions_dir, name)
+
+
+def catch_up(
+    store: Store,
+    name: str,
+    embedder: Embedder,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[list[Message], SyncReport]:
+    """Bring ``name``'s index up to date with its transcript; return its messages too."""
+    backend = store.backend
+    with backend.lock(name):
+        messages = backend.messages(name)
+        header = backend.header(name)
+        report = index_for(store, name).sync(
+            [(m.seq, m.content) for m in messages],
+            embedder,
+            transcript_uid=header.uid,
+            progress=progress,
+        )
+    if report.rebuilt_reason == "index missing" and not report.save_error:
+        return messages, report  # first indexing (appends never index): nothing to warn about
+    for warning in report.warnings:
+        store.warn(f"session {name!r}: {warning}")
+    return messages, report
+
+
+def search(
+    store: Store,
+    prompt: str,
+    *,
+    sessions: Sequence[str] | None = None,
+    top_k: int = 5,
+    distance_threshold: float | None = None,
+    fall_back: bool = False,
+    role: str | Iterable[str] | None = None,
+) -> list[Hit]:
+    """Messages nearest in meaning to ``prompt``, across ``sessions`` (default: all live).
+
+    Kept when cosine distance ≤ the threshold (inclusive); sorted by distance,
+    ties by session then seq. With ``fall_back``, when nothing is close
+    enough: the recent messages of the sessions asked about (without
+    ``sessions``: of the most recently active session) — never another's.
+    """
+    from sessionctl.index import merge_hits
+    from sessionctl.service.session import check_top_k, roles_filter
+
+    check_top_k(top_k)
+    threshold = check_threshold(distance_threshold)
+    roles = roles_filter(role)
+    if sessions is not None:
+        names = list(dict.fromkeys(sessions))
+        for name in names:
+            store.existing(name)  # a bad or unknown name fails before any work
+    else:
+        names = [n for n, _ in store.backend.names()]
+    if top_k == 0 or not names:
+        return []
+    embedder = embedder_for(store)
+    if threshold is None:
+        threshold = embedder.default_distance_threshold
+    query = embedder.embed([prompt])[0]
+    per_session: dict[str, list[tuple[int, float]]] = {}
+    by_seq: dict[str, dict[int, Message]] = {}
+    for name in sorted(names):
+        try:
+            messages, _ = catch_up(store, name, embedder)
+        except SessionNotFound:
+            continue  # deleted while we searched
+        by_seq[name] = {m.seq: m for m in messages}
+        wanted = {m.seq for m in messages if roles is None or m.role in roles}
+        if not wanted:
+            continue
+        # Ask for enough neighbours that the role filter still leaves top_k.
+        depth = len(messages) if roles is not None else min(top_k, len(messages))
+        hits = index_for(store, name).search(query, depth, max_distance=threshold)
+        per_session[name] = [(seq, d) for seq, d in hits if seq in wanted][:top_k]
+    found = [
+        Hit(name, by_seq[name][seq], distance)
+        for name, seq, distance in merge_hits(per_session, top_k)
+    ]
+    if found or not fall_back:
+        return found
+    return _fall_back(store, sessions, top_k, roles)
+
+
+def _fall_back(
+    store: Store, sessions: Sequence[str] | None, top_k: int, roles: frozenset[str] | None
+) -> list[Hit]:
+    if sessions is None:
+        latest = store.most_recent()
+        targets = [latest.name] if latest is not None else []
+    else:
+        targets = list(dict.fromkeys(sessions))
+    hits: list[Hit] = []
+    for name in targets:
+        hits += [Hit(name, m, None) for m in store.backend.tail(name, top_k, roles)]
+    return hits
+
+
+def reindex(
+    store: Store,
+    names: Sequence[str] | None,
+    *,
+    model: str | None = None,
+    progress: Progress | None = None,
+) -> list[tuple[str, SyncReport]]:
+    """Rebuild the indexes of ``names`` (default: every live session) from their transcripts."""
+    targets = list(names) if names is not None else sorted(n for n, _ in store.backend.names())
+    for name in targets:
+        store.existing(name)
+    embedder = embedder_for(store, model=model, threads=max(1, os.cpu_count() or 1))
+    reports = []
+    for name in targets:
+        index = index_for(store, name)
+        with store.backend.lock(name):
+            index.delete()
+        _, report = catch_up(store, name, embedder, progress=_per_session(progress, name))
+        reports.append((name, report))
+    return reports
+
+
+def _per_session(progress: Progress | None, name: str) -> Callable[[int, int], None] | None:
+    if progress is None:
+        return None
+
+    def report(done: int, total: int) -> None:
+        progress(name, done, total)
+
+    return report
+
+
+def copy_for_fork(store: Store, source: str, new: str, seqs: list[int]) -> None:
+    """Give a fork the vectors its source already has (only if the source is indexed)."""
+    source_index = index_for(store, source)
+    if not source_index.files()[0].exists() or not seqs:
+        return
+    header = store.backend.header(new)
+    with store.backend.lock(new):
+        try:
+            source_index.copy_to(
+                index_for(store, new), {s: s for s in seqs}, transcript_uid=header.uid
+            )
+        except Exception as exc:  # derived data: the next query rebuilds it
+            store.warn(
+                f"could not copy the index of {source!r} to {new!r} ({exc}); it will be rebuilt"
+            )
