@@ -25,6 +25,7 @@ import contextlib
 import json
 import socket
 import struct
+import sys
 import threading
 import time
 from collections import deque
@@ -58,6 +59,7 @@ class Reply:
     reset: bool = False  # with drop_after: send a TCP RST instead of a clean close
     stall_after: int | None = None  # stop sending after N chunks (until max_stall)
     malformed: bool = False  # send a broken ``data:`` line after the first chunk
+    error_mid_stream: dict[str, Any] | None = None  # a ``data: {"error": …}`` after chunk 1
     send_done: bool = True  # end the stream with ``data: [DONE]``
     reject_stream_options: bool = False  # 400 if the request has stream_options
     echo_auth: bool = False  # put the Authorization header into the error message
@@ -139,6 +141,12 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     owner: FakeLLMServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients that hang up (interrupts, timeouts, dropped streams) are expected here.
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -260,8 +268,13 @@ class _Handler(BaseHTTPRequestHandler):
                 self._event({**base, "choices": [delta]})
                 if reply.malformed and i == 0:
                     self._send_chunk(b'data: {"choices": [{"delta": {"content": "bro\n\n')
+                if reply.error_mid_stream is not None and i == 0:
+                    self._event({"error": reply.error_mid_stream})
             self._event(
-                {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": reply.finish_reason}]}
+                {
+                    **base,
+                    "choices": [{"index": 0, "delta": {}, "finish_reason": reply.finish_reason}],
+                }
             )
             if want_usage and reply.send_usage:
                 self._event({**base, "choices": [], "usage": self._usage(reply, body)})

@@ -34,10 +34,11 @@ from sessionctl.llm.errors import (
     ProviderError,
     ProviderTimeout,
     error_for_status,
+    error_text,
     scrub,
 )
 from sessionctl.llm.models import DirectTarget
-from sessionctl.llm.types import ChatRequest, ChatStream, StreamState
+from sessionctl.llm.types import ChatRequest, ChatStream, StreamState, clean_usage
 
 CONNECT_TIMEOUT_CAP = 15.0
 MAX_RETRY_WAIT = 8.0
@@ -124,7 +125,7 @@ def _send_with_retries(
             raw = b""
         finally:
             conn.close()
-        detail = ctx.detail(_error_text(raw))
+        detail = ctx.detail(error_text(raw))
         if resp.status == 400 and "stream_options" in body and "stream_options" in detail:
             del body["stream_options"]  # a server that does not know the option
             continue
@@ -269,8 +270,9 @@ def _chunk_deltas(payload: bytes, event: bytes, state: StreamState, ctx: _Ctx) -
     try:
         chunk = json.loads(payload)
     except ValueError:
+        sample = ctx.detail(payload[:80].decode("utf-8", "replace"))
         raise BadResponse(
-            f"{ctx.where} sent malformed stream data ({ctx.detail(payload[:80].decode('utf-8', 'replace'))}): "
+            f"{ctx.where} sent malformed stream data ({sample}): "
             "is the API base an OpenAI-compatible endpoint?"
         ) from None
     if not isinstance(chunk, dict):
@@ -333,18 +335,6 @@ def _note_meta(obj: dict[str, Any], state: StreamState) -> None:
         state.usage = usage
 
 
-def clean_usage(usage: Any) -> dict[str, int] | None:
-    """The integer counters of a usage object (nested details dropped)."""
-    if not isinstance(usage, dict):
-        return None
-    out = {
-        k: v
-        for k, v in usage.items()
-        if isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
-    }
-    return out or None
-
-
 def _body_error(obj: dict[str, Any], ctx: _Ctx) -> ProviderError:
     err = obj.get("error")
     status = 500
@@ -360,29 +350,10 @@ def _body_error(obj: dict[str, Any], ctx: _Ctx) -> ProviderError:
             status = code
         elif isinstance(code, str) and code in status_guess:
             status = status_guess[code]
-    detail = ctx.detail(_error_text(json.dumps(obj).encode()))
+    detail = ctx.detail(error_text(json.dumps(obj).encode()))
     return error_for_status(
         status, model=ctx.model, where=ctx.where, detail=detail, key_hint=_KEY_HINT
     )
-
-
-def _error_text(raw: bytes) -> str:
-    text = raw.decode("utf-8", "replace")
-    try:
-        obj = json.loads(text)
-    except ValueError:
-        return text
-    if isinstance(obj, dict):
-        err = obj.get("error", obj)
-        if isinstance(err, dict):
-            for key in ("message", "detail", "error"):
-                if isinstance(err.get(key), str):
-                    return str(err[key])
-        elif isinstance(err, str):
-            return err
-        if isinstance(obj.get("detail"), str):
-            return str(obj["detail"])
-    return text
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -8,6 +8,7 @@ line that says what happened and what to do, and is scrubbed of API keys and
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 
@@ -178,3 +179,23 @@ def context_too_long(model: str, detail: str = "") -> ContextTooLong:
         f"(--context-recent), shorten the prompt, or use a model with a larger "
         f"context window{_suffix(detail)}"
     )
+
+
+def error_text(raw: bytes) -> str:
+    """The human message inside a provider's error body (JSON or text)."""
+    text = raw.decode("utf-8", "replace")
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(obj, dict):
+        err = obj.get("error", obj)
+        if isinstance(err, dict):
+            for key in ("message", "detail", "error"):
+                if isinstance(err.get(key), str):
+                    return str(err[key])
+        elif isinstance(err, str):
+            return err
+        if isinstance(obj.get("detail"), str):
+            return str(obj["detail"])
+    return text

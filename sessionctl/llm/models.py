@@ -120,7 +120,8 @@ def _proxy_applies(url: SplitResult) -> bool:
     if not (proxies.get(url.scheme) or proxies.get("all")):
         return False
     host = url.hostname or ""
-    return not urllib.request.proxy_bypass_environment(host, proxies)
+    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+    return not bypass(host, proxies)
 
 
 def direct_target(

@@ -8,7 +8,7 @@ from typing import Any
 
 from sessionctl.llm.errors import ProviderError
 
-__all__ = ["ChatRequest", "ChatResult", "ChatStream", "StreamState"]
+__all__ = ["ChatRequest", "ChatResult", "ChatStream", "StreamState", "clean_usage"]
 
 
 @dataclass(frozen=True)
@@ -167,6 +167,18 @@ class ChatStream:
     def __repr__(self) -> str:
         state = "done" if self.done else ("interrupted" if self.interrupted else "open")
         return f"<ChatStream model={self.model!r} {state} chars={len(self.partial_text)}>"
+
+
+def clean_usage(usage: Any) -> dict[str, int] | None:
+    """The integer counters of a usage object (nested details dropped)."""
+    if not isinstance(usage, dict):
+        return None
+    out = {
+        k: v
+        for k, v in usage.items()
+        if isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+    }
+    return out or None
 
 
 def _noop() -> None:

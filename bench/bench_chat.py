@@ -1,0 +1,147 @@
+"""One-shot chat overhead: fresh processes against an instant local OpenAI-compatible server.
+
+    python bench/bench_chat.py [--runs N]
+
+Starts the tests' fake server (tests/llm_server.py) on 127.0.0.1, then times each
+command line in COMMANDS as a fresh subprocess (one warm-up run, then N timed runs)
+and prints the median and minimum wall time and the ratio of the median to the
+baseline (the first entry, a bare Typer app printing one line), all measured in the
+same run. Figures go in notes and docs; nothing here asserts a time.
+
+To add a command, append a (label, argv) pair in ``commands()``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from llm_server import FakeLLMServer, Reply  # noqa: E402
+
+ANSWER = "The answer is forty-two."
+PY = sys.executable
+
+TYPER_APP = """
+import typer
+
+app = typer.Typer()
+
+
+@app.command()
+def hello(name: str = "world") -> None:
+    print(f"hello {name}")
+
+
+@app.command()
+def other() -> None:
+    print("other")
+
+
+app()
+"""
+
+STDLIB_CALL = """
+import http.client, json, sys
+conn = http.client.HTTPConnection("127.0.0.1", {port}, timeout=10)
+body = json.dumps({{"model": "test-model", "stream": True,
+                   "messages": [{{"role": "user", "content": "hi"}}]}})
+conn.request("POST", "/v1/chat/completions", body, {{"Content-Type": "application/json"}})
+resp = conn.getresponse()
+for line in resp:
+    line = line.strip()
+    if line.startswith(b"data: ") and line != b"data: [DONE]":
+        for choice in json.loads(line[6:]).get("choices", []):
+            sys.stdout.write(choice.get("delta", {{}}).get("content") or "")
+print()
+"""
+
+LLM_CALL = """
+import sys
+from sessionctl.llm import ChatRequest, chat
+req = ChatRequest("openai/test-model", [{{"role": "user", "content": "hi"}}],
+                  api_base="{base}", api_key="sk-bench", via_litellm={via_litellm})
+for delta in chat(req):
+    sys.stdout.write(delta)
+print()
+"""
+
+
+def commands(base_url: str, port: int, tmp: Path) -> list[tuple[str, list[str]]]:
+    """The command lines to time; the first one is the baseline."""
+    app = tmp / "bare_typer_app.py"
+    app.write_text(TYPER_APP)
+    return [
+        ("bare Typer app (baseline)", [PY, str(app), "hello"]),
+        ("python -c pass", [PY, "-c", "pass"]),
+        ("stdlib http.client call", [PY, "-c", STDLIB_CALL.format(port=port)]),
+        (
+            "sessionctl.llm direct path",
+            [PY, "-c", LLM_CALL.format(base=base_url, via_litellm=False)],
+        ),
+        (
+            "sessionctl.llm litellm path",
+            [PY, "-c", LLM_CALL.format(base=base_url, via_litellm=True)],
+        ),
+        # The lead adds the CLI here, e.g.:
+        # ("sessionctl chat one-shot", [PY, "-m", "sessionctl", "chat", "-m",
+        #   "openai/test-model", "--api-base", base_url, "hi"]),
+    ]
+
+
+def time_command(argv: list[str], runs: int, env: dict[str, str]) -> tuple[list[float], str]:
+    out = ""
+    samples: list[float] = []
+    for i in range(runs + 1):  # the first run warms caches and is not counted
+        started = time.perf_counter()
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+        elapsed = time.perf_counter() - started
+        if proc.returncode != 0:
+            return [], f"exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}"
+        out = proc.stdout
+        if i:
+            samples.append(elapsed)
+    return samples, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7, help="timed runs per command")
+    args = parser.parse_args()
+
+    with FakeLLMServer() as server, tempfile.TemporaryDirectory() as tmpdir:
+        server.default = Reply(text=ANSWER, chunk_size=6)
+        tmp = Path(tmpdir)
+        env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+        env["SESSIONCTL_HOME"] = str(tmp / "home")
+        env["NO_COLOR"] = "1"
+        env.pop("OPENAI_API_KEY", None)
+
+        print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {args.runs} runs each")
+        print(f"{'command':34} {'median':>9} {'min':>9} {'ratio':>7}")
+        baseline: float | None = None
+        for label, argv in commands(server.base_url, server.port, tmp):
+            samples, out = time_command(argv, args.runs, env)
+            if not samples:
+                print(f"{label:34} failed: {out}")
+                continue
+            median = statistics.median(samples)
+            baseline = baseline or median
+            note = "" if ANSWER in out or "python -c" in label or "Typer" in label else "  (?)"
+            print(
+                f"{label:34} {median * 1000:7.0f}ms {min(samples) * 1000:7.0f}ms "
+                f"{median / baseline:6.2f}x{note}"
+            )
+
+
+if __name__ == "__main__":
+    main()
