@@ -5,14 +5,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from sessionctl.cli.app import run
+# click 8.5 deprecates names that typer 0.25 imports (typer < 0.26 is pinned on
+# purpose, see pyproject.toml); the warning is typer's, not ours.
+warnings.filterwarnings("ignore", category=DeprecationWarning, module="typer")
+from typer.testing import CliRunner  # noqa: E402
+
+from sessionctl.cli.app import run  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -80,6 +80,9 @@ def run(argv: list[str] | None = None, out: Output | None = None) -> int:
     except _click.exceptions.ClickException as exc:
         # Usage errors: bad option, missing argument, bad number.
         _debug_traceback()
+        if not exc.format_message().strip():
+            # no_args_is_help: typer has printed the help itself; nothing to add.
+            return int(exc.exit_code)
         hint = ""
         ctx = getattr(exc, "ctx", None)
         if ctx is not None and isinstance(exc, _click.exceptions.UsageError):

@@ -96,9 +96,9 @@ def prepare_turn(store: Store, session: Session, prompt: str, opts: ChatOptions)
     )
     history: list[Message] = []
     if session.exists and not opts.no_context:
-        history = (
-            session.recent_messages(recent_limit or HISTORY_WINDOW) if recent_limit != 0 else []
-        )
+        # assemble() applies --context-recent itself: it must see the older history
+        # too, or it cannot tell that the history does not fit (and adds no relevant).
+        history = session.recent_messages(HISTORY_WINDOW)
     window = llm.context_window(model)
 
     def count(messages: Any) -> int:

@@ -240,7 +240,7 @@ class LocalBackend:
                     for line in after.split(b"\n")[1:]
                     if line.strip() and (transcript._decode(line) or {}).get("type") != "dropped"
                 ]
-                transcript.set_aside(self.path(name, ".rejects"), junk, "corrupt line (before drop)")
+                transcript.set_aside(self.path(name, ".rejects"), junk, "corrupt line (drop)")
                 os.ftruncate(fd, state.last_offset)
                 os.fsync(fd)
             finally:

@@ -165,7 +165,13 @@ def parse_header(line: bytes, path: Path) -> Header:
         raise CorruptData(
             f"{path}: written by a newer sessionctl (format {version!r}); upgrade sessionctl"
         )
-    return Header.from_record(record)
+    for key in ("model", "system", "parent", "parent_message"):
+        if not isinstance(record.get(key), (str, type(None))):
+            raise CorruptData(f"{path}: line 1 has a malformed header field ({key} is not text)")
+    try:
+        return Header.from_record(record)
+    except (TypeError, ValueError) as exc:  # a hand-edited field of the wrong type
+        raise CorruptData(f"{path}: line 1 has a malformed header field ({exc})") from None
 
 
 def open_transcript(path: Path) -> int:
