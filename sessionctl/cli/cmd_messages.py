@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from sessionctl.cli.completers import complete_message_id
 from sessionctl.cli.options import JsonOpt, RequiredSessionOpt, SessionOpt
 from sessionctl.cli.registry import commands
 from sessionctl.cli.state import State
@@ -174,7 +175,12 @@ def drop(
     ctx: typer.Context,
     session: RequiredSessionOpt,
     message_id: Annotated[
-        str | None, typer.Argument(metavar="[ID]", help="Message id (default: the last message).")
+        str | None,
+        typer.Argument(
+            metavar="[ID]",
+            help="Message id (default: the last message).",
+            autocompletion=complete_message_id,
+        ),
     ] = None,
 ) -> None:
     """Remove one message (the last one unless ID is given); print its id.

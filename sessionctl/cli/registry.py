@@ -39,6 +39,7 @@ COMMAND_MODULES: dict[str, str] = {
     "delete": "sessionctl.cli.cmd_sessions",
     "restore": "sessionctl.cli.cmd_sessions",
     "prune": "sessionctl.cli.cmd_sessions",
+    "config": "sessionctl.cli.cmd_config",
 }
 
 

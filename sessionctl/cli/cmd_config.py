@@ -1,0 +1,196 @@
+"""The config command group: path, show, set, unset."""
+
+from __future__ import annotations
+
+import enum
+import os
+from pathlib import Path
+from typing import Annotated, Any, cast
+
+import typer
+import typer.core
+import typer.main
+
+from sessionctl.cli.completers import complete_config_key
+from sessionctl.cli.registry import commands
+from sessionctl.cli.state import State
+
+config_app = typer.Typer()
+
+
+class ConfigGroup(typer.core.TyperGroup):
+    """The ``config`` group; ``registry.LazyGroup`` builds it like any command (via ``cls``)."""
+
+    def __init__(self, **attrs: Any) -> None:
+        attrs.pop("params", None)  # the group callback takes only the context
+        super().__init__(**attrs)
+        for info in config_app.registered_commands:
+            self.add_command(
+                typer.main.get_command_from_info(
+                    info,
+                    pretty_exceptions_short=True,
+                    rich_markup_mode=typer.core.DEFAULT_MARKUP_MODE,
+                )
+            )
+
+
+# typer types `cls` as a TyperCommand; a group is what click needs here.
+@commands.command(name="config", cls=cast(Any, ConfigGroup), no_args_is_help=True)
+def config(ctx: typer.Context) -> None:
+    """Show where settings come from, and edit config.toml.
+
+    Precedence: flag > environment variable > config.toml > built-in default.
+
+    Example:
+
+        sessionctl config set model openai/gpt-4o-mini && sessionctl config show
+    """
+
+
+class PathKind(str, enum.Enum):
+    """What ``config path`` prints."""
+
+    config = "config"
+    home = "home"
+    share = "share"
+
+
+def complete_config_value(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Complete the values of settings that have a fixed set of them (color)."""
+    from sessionctl.config import COLOR_CHOICES
+
+    if ctx.params.get("key") == "color":
+        return [c for c in COLOR_CHOICES if c.startswith(incomplete)]
+    return []
+
+
+KeyArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="KEY", help="A setting (see `config show`).", autocompletion=complete_config_key
+    ),
+]
+
+
+@config_app.command("path")
+def path_(
+    ctx: typer.Context,
+    what: Annotated[
+        PathKind,
+        typer.Argument(help="config: config.toml; home: the data dir; share: completions, man."),
+    ] = PathKind.config,
+) -> None:
+    """Print where sessionctl reads settings, keeps data, or installed its shell files.
+
+    config.toml need not exist; `config set` creates it.
+
+    Example:
+
+        man "$(sessionctl config path share)/man/man1/sessionctl.1"
+    """
+    state: State = ctx.obj
+    if what is PathKind.config:
+        from sessionctl.config_file import config_path
+
+        state.out.line(str(config_path()))
+    elif what is PathKind.home:
+        state.out.line(str(state.settings().home))
+    else:
+        state.out.line(str(Path(__file__).resolve().parent.parent / "share"))
+
+
+@config_app.command("show")
+def show(
+    ctx: typer.Context,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Print every setting's effective value and where it came from (flag, env, file, default).
+
+    Example:
+
+        sessionctl config show --json | jq -r '.settings.model.value'
+    """
+    from sessionctl.config_file import config_path, effective_settings
+
+    state: State = ctx.obj
+    root = ctx.find_root()
+    from_flag = root.get_parameter_source("home") == _click().core.ParameterSource.COMMANDLINE
+    _, rows = effective_settings(home_flag=state.home if from_flag else None)
+    path = config_path()
+    if json_:
+        state.out.json(
+            {
+                "config_path": str(path),
+                "config_exists": path.is_file(),
+                "settings": {
+                    r.key: {
+                        "value": str(r.value) if isinstance(r.value, Path) else r.value,
+                        "source": r.source,
+                        "env_var": r.env_var,
+                    }
+                    for r in rows
+                },
+            }
+        )
+        return
+    table = [[r.key, _shown(r.value), r.source, r.env_var or "-"] for r in rows]
+    state.out.table(["setting", "value", "source", "env var"], table)
+    state.out.info(f"config file: {path}" + ("" if path.is_file() else " (not created yet)"))
+
+
+@config_app.command("set")
+def set_(
+    ctx: typer.Context,
+    key: KeyArg,
+    value: Annotated[
+        str,
+        typer.Argument(
+            help="The new value (checked before writing).", autocompletion=complete_config_value
+        ),
+    ],
+) -> None:
+    """Write one setting to config.toml (created 0600 if missing; comments are kept).
+
+    Example:
+
+        sessionctl config set api_base http://127.0.0.1:8080/v1
+    """
+    from sessionctl.config import ENV_VARS
+    from sessionctl.config_file import config_path, set_setting, toml_value
+
+    state: State = ctx.obj
+    path = config_path()
+    stored = set_setting(path, key, value)
+    state.out.info(f"{key} = {toml_value(stored)} in {path}")
+    var = ENV_VARS.get(key)
+    if var and os.environ.get(var):
+        state.out.warn(f"{var} is set in the environment and takes precedence over the file")
+
+
+@config_app.command("unset")
+def unset(ctx: typer.Context, key: KeyArg) -> None:
+    """Remove one setting from config.toml (back to the built-in default).
+
+    Example:
+
+        sessionctl config unset system
+    """
+    from sessionctl.config_file import config_path, unset_setting
+
+    state: State = ctx.obj
+    path = config_path()
+    if unset_setting(path, key):
+        state.out.info(f"removed {key} from {path}")
+    else:
+        state.out.info(f"{key} was not set in {path}")
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "-"
+    return " ".join(str(value).split()) or repr(value)
+
+
+def _click() -> Any:
+    # typer's own click (never imported directly: typer 0.26+ vendors its copy)
+    return typer.main.click  # type: ignore[attr-defined]
