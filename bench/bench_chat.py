@@ -8,7 +8,8 @@ and prints the median and minimum wall time and the ratio of the median to the
 baseline (the first entry, a bare Typer app printing one line), all measured in the
 same run. Figures go in notes and docs; nothing here asserts a time.
 
-To add a command, append a (label, argv) pair in ``commands()``.
+To add a command, append a (label, argv) pair in ``commands()``. The REPL rows
+(``repl_commands()``) time process start to the first prompt on a pseudo-terminal.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from llm_server import FakeLLMServer, Reply  # noqa: E402
 
 ANSWER = "The answer is forty-two."
 PY = sys.executable
+SESSIONCTL = [PY, "-m", "sessionctl"]
 
 TYPER_APP = """
 import typer
@@ -91,10 +93,107 @@ def commands(base_url: str, port: int, tmp: Path) -> list[tuple[str, list[str]]]
             "sessionctl.llm litellm path",
             [PY, "-c", LLM_CALL.format(base=base_url, via_litellm=True)],
         ),
-        # The lead adds the CLI here, e.g.:
-        # ("sessionctl chat one-shot", [PY, "-m", "sessionctl", "chat", "-m",
-        #   "openai/test-model", "--api-base", base_url, "hi"]),
+        ("sessionctl --version", [*SESSIONCTL, "--version"]),
+        (
+            "sessionctl chat one-shot (direct)",
+            [*SESSIONCTL, "chat", "-s", "bench", "-m", "test-model", "--api-base", base_url, "hi"],
+        ),
+        (
+            "sessionctl chat one-shot, new session",
+            [*SESSIONCTL, "chat", "-m", "openai/test-model", "--api-base", base_url, "hi"],
+        ),
+        (
+            "sessionctl chat one-shot --json",
+            [
+                *SESSIONCTL,
+                "chat",
+                "-s",
+                "bench-json",
+                "-m",
+                "test-model",
+                "--api-base",
+                base_url,
+                "--json",
+                "hi",
+            ],
+        ),
     ]
+
+
+def repl_commands(base_url: str) -> list[tuple[str, list[str]]]:
+    """REPLs whose time to a visible prompt is measured (the prompt is ``bench>``)."""
+    return [
+        (
+            "REPL prompt visible (direct)",
+            [*SESSIONCTL, "chat", "-s", "bench", "-m", "test-model", "--api-base", base_url],
+        ),
+        (
+            "REPL prompt visible (litellm model)",
+            [
+                *SESSIONCTL,
+                "chat",
+                "-s",
+                "bench",
+                "-m",
+                "hosted_vllm/test-model",
+                "--api-base",
+                base_url,
+            ],
+        ),
+    ]
+
+
+def time_to_prompt(argv: list[str], env: dict[str, str], prompt: bytes = b"bench>") -> float:
+    """Seconds from fork to ``prompt`` showing on a pseudo-terminal; then Ctrl-D.
+
+    Answers prompt-toolkit's cursor position request as a terminal would.
+    """
+    import pty
+    import select
+    import signal
+
+    started = time.perf_counter()
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a fresh process on the pty
+        os.execve(argv[0], argv, env)
+    seen = b""
+    elapsed = float("nan")
+    try:
+        deadline = started + 30
+        while prompt not in seen:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                raise RuntimeError(f"no prompt within 30 s; got {seen[-200:]!r}")
+            ready, _, _ = select.select([fd], [], [], left)
+            if ready:
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:  # EIO: the child exited
+                    raise RuntimeError(f"exited before the prompt; got {seen[-300:]!r}") from None
+                if not chunk:
+                    raise RuntimeError(f"exited before the prompt; got {seen[-300:]!r}")
+                seen += chunk
+                if b"\x1b[6n" in chunk:
+                    os.write(fd, b"\x1b[1;1R")
+        elapsed = time.perf_counter() - started
+        os.write(fd, b"\x04")  # Ctrl-D: leave
+        end = time.perf_counter() + 10
+        while time.perf_counter() < end:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done:
+                pid = 0
+                break
+            if select.select([fd], [], [], 0.05)[0]:
+                try:
+                    os.read(fd, 65536)
+                except OSError:
+                    pass
+    finally:
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(fd)
+    return elapsed
 
 
 def time_command(argv: list[str], runs: int, env: dict[str, str]) -> tuple[list[float], str]:
@@ -127,20 +226,34 @@ def main() -> None:
         env.pop("OPENAI_API_KEY", None)
 
         print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {args.runs} runs each")
-        print(f"{'command':34} {'median':>9} {'min':>9} {'ratio':>7}")
+        print(f"{'command':38} {'median':>9} {'min':>9} {'ratio':>7}")
         baseline: float | None = None
         for label, argv in commands(server.base_url, server.port, tmp):
             samples, out = time_command(argv, args.runs, env)
             if not samples:
-                print(f"{label:34} failed: {out}")
+                print(f"{label:38} failed: {out}")
                 continue
             median = statistics.median(samples)
             baseline = baseline or median
-            note = "" if ANSWER in out or "python -c" in label or "Typer" in label else "  (?)"
+            note = (
+                ""
+                if ANSWER in out or any(k in label for k in ("python -c", "Typer", "--version"))
+                else "  (?)"
+            )
             print(
-                f"{label:34} {median * 1000:7.0f}ms {min(samples) * 1000:7.0f}ms "
+                f"{label:38} {median * 1000:7.0f}ms {min(samples) * 1000:7.0f}ms "
                 f"{median / baseline:6.2f}x{note}"
             )
+        repl_env = {**env, "TERM": "xterm", "COLUMNS": "100", "LINES": "30"}
+        for label, argv in repl_commands(server.base_url):
+            try:
+                times = [time_to_prompt(argv, repl_env) for _ in range(args.runs + 1)][1:]
+            except RuntimeError as exc:
+                print(f"{label:38} failed: {exc}")
+                continue
+            median = statistics.median(times)
+            ratio = f"{median / baseline:6.2f}x" if baseline else ""
+            print(f"{label:38} {median * 1000:7.0f}ms {min(times) * 1000:7.0f}ms {ratio}")
 
 
 if __name__ == "__main__":

@@ -72,6 +72,12 @@ def chat(
     from sessionctl.service.chat import ChatOptions
 
     state: State = ctx.obj
+    # SESSIONCTL_SESSION / SESSIONCTL_MODEL are defaults: -c beats the one, and a
+    # session's remembered model beats the other (settings still fall back to it).
+    if _from_env(ctx, "session") and continue_:
+        session = None
+    if _from_env(ctx, "model"):
+        model = None
     if session is not None and continue_:
         raise UsageError("use either -s NAME or -c, not both")
     opts = ChatOptions(
@@ -85,7 +91,7 @@ def chat(
         context_relevant=context_relevant,
         no_context=no_context,
     )
-    interactive = prompt is None and sys.stdin.isatty()
+    interactive = prompt is None and _stdin_is_tty()
     if interactive and not (show_context or json_):
         from sessionctl.cli.repl import run_repl
 
@@ -95,6 +101,11 @@ def chat(
     text = _one_shot_prompt(prompt)
     target = _target(state, session, continue_, announce=True)
     _one_shot(state, target, text, opts, as_json=json_, show_context=show_context)
+
+
+def _from_env(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "ENVIRONMENT"
 
 
 def _target(state: State, name: str | None, continue_: bool, *, announce: bool) -> Any:
@@ -114,8 +125,13 @@ def _target(state: State, name: str | None, continue_: bool, *, announce: bool) 
     return generated
 
 
+def _stdin_is_tty() -> bool:
+    # sys.stdin is None when the process starts with fd 0 closed (`<&-`, some daemons).
+    return sys.stdin is not None and sys.stdin.isatty()
+
+
 def _one_shot_prompt(prompt: str | None) -> str:
-    piped = "" if sys.stdin.isatty() else read_stdin_text()
+    piped = "" if sys.stdin is None or sys.stdin.isatty() else read_stdin_text()
     if prompt is not None and piped:
         return f"{prompt}\n\n{piped}"
     text = prompt if prompt is not None else piped
@@ -156,9 +172,9 @@ def _one_shot(
 
     def on_delta(delta: str) -> None:
         if not as_json and delta:
+            wrote.append(True)  # first: a Ctrl-C inside write() still ends the line
             out.write(delta)
             out.flush()
-            wrote.append(True)
 
     try:
         result = run_turn(turn, on_delta)

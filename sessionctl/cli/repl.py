@@ -49,6 +49,7 @@ class Repl:
         self.state = state
         self.session = session
         self.opts = opts
+        self.start_opts = opts  # as given on the command line (/session goes back to them)
         self.console = state.out.console()
         self.slash = SlashCommands(self)
         self._prompt = self._make_prompt(pt_input, pt_output)
@@ -121,6 +122,10 @@ class Repl:
                 self.ask(prepare_turn(self.state.store(), self.session, text, self.opts))
             except SessionctlError as exc:
                 self.say(f"error: {exc.message}", style="red")
+            except KeyboardInterrupt:
+                # Ctrl-C before the answer's first byte (connecting, a slow model, the
+                # index catching up): nothing was shown, nothing is kept; the REPL goes on.
+                self.say("(cancelled)", style="yellow")
 
     def current_model(self) -> str:
         """The model the next turn will use."""
@@ -152,11 +157,24 @@ class Repl:
                 result = run_turn(turn, on_delta)
             except Interrupted:
                 live.stop()
+                self._end_line()
                 self.say("(answer interrupted; what you saw was saved)", style="yellow")
                 return
+            except SessionctlError:  # e.g. the connection dropped mid-answer
+                live.stop()
+                if parts:
+                    self._end_line()
+                raise
+        self._end_line()
         usage = result.usage or {}
         tokens = f" · {usage['total_tokens']} tokens" if usage.get("total_tokens") else ""
         self.say(f"{result.assistant.model}{tokens}")
+
+    def _end_line(self) -> None:
+        # On a terminal Live ends its output with a newline; written to a file or pipe
+        # (`sessionctl chat | tee log`) it does not, and the next note would run on.
+        if not self.console.is_terminal:
+            self.console.line()
 
 
 def run_repl(state: State, session: Session, opts: ChatOptions) -> None:

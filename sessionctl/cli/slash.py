@@ -137,6 +137,8 @@ class SlashCommands:
     def session(self, arg: str) -> bool:
         if arg:
             self.repl.session = self.repl.state.store().session(arg)
+            # /model and /system set the previous session's; this one has its own.
+            self.repl.opts = self.repl.start_opts
         state = "" if self.repl.session.exists else " (new)"
         self.repl.say(f"session: {self.repl.session.name}{state}")
         return True

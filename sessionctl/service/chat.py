@@ -20,9 +20,10 @@ if TYPE_CHECKING:
     from sessionctl.service.session import Session
     from sessionctl.service.store import Store
 
-# How many recent messages are read to build the window when --context-recent
-# does not say: older ones are reached through the semantic index.
+# How many recent messages are read to build the window (--context-recent then picks
+# among them): older ones are reached through the semantic index.
 HISTORY_WINDOW = 1000
+_TAG_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # generated names: no l/1, o/0, i
 
 
 class ChatOptions(NamedTuple):
@@ -63,13 +64,18 @@ class TurnResult(NamedTuple):
 
 
 def new_session_name(store: Store) -> str:
-    """Return a readable, unused name like ``chat-20261121-104233``."""
+    """Return a readable, unused name like ``chat-20261121-104233-k3fq``.
+
+    The random tag keeps parallel starts (``xargs -P``) in the same second apart:
+    the session is only created by its first write, so "unused" alone cannot.
+    """
+    import secrets
+
     stamp = time.strftime("chat-%Y%m%d-%H%M%S", time.gmtime())
-    name, n = stamp, 1
-    while store.backend.exists(name) or store.backend.case_twin(name):
-        n += 1
-        name = f"{stamp}-{n}"
-    return name
+    while True:
+        name = f"{stamp}-{''.join(secrets.choice(_TAG_ALPHABET) for _ in range(4))}"
+        if not (store.backend.exists(name) or store.backend.case_twin(name)):
+            return name
 
 
 def prepare_turn(store: Store, session: Session, prompt: str, opts: ChatOptions) -> PreparedTurn:
