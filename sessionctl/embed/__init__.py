@@ -80,6 +80,10 @@ class Embedder(Protocol):
     ``model_id`` names the model in index manifests: vectors of two different
     ids are never mixed. ``default_distance_threshold`` is the cosine distance
     at or below which a hit counts as relevant for this model.
+
+    A model whose ``dimension`` costs a call (litellm) may also expose
+    ``known_dimension: int | None``; the index reads that instead, so that
+    checking a saved index never costs a probe request.
     """
 
     @property

@@ -1,0 +1,93 @@
+"""Semantic memory at 1k / 10k / 100k messages: catch-up, fresh-process `relevant`,
+and in-process query latency, beside baselines measured in the same run.
+
+Baselines: a bare Typer app (process start-up) and loading the embedding
+model alone in a fresh process.
+
+    python bench/bench_relevant.py [--sizes 1000,10000,100000] [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import TempHome, bare_app, bench_env, median_ms, precompile, sessionctl_argv
+
+from sessionctl import Store
+from sessionctl.service.memory import catch_up, embedder_for, index_for
+
+TOPICS = [
+    "the deploy moved to {d} because the database migration is not ready",
+    "my favourite colour is {c} and I like it for the kitchen",
+    "can you summarise the meeting notes from {d} about the budget",
+    "the flight to {c} leaves early, remember to pack the charger",
+    "we decided to rewrite the parser in rust after the {d} review",
+    "please remind me to call the dentist on {d} afternoon",
+]
+DAYS = ["monday", "tuesday", "wednesday", "thursday", "friday"]
+COLOURS = ["blue", "green", "red", "teal", "amber", "violet"]
+
+
+def chat_text(i: int) -> str:
+    topic = TOPICS[i % len(TOPICS)]
+    return f"{topic.format(d=DAYS[i % 5], c=COLOURS[i % 6])} (note {i})"
+
+
+MODEL_LOAD = """
+import time
+from sessionctl.embed import get_embedder
+get_embedder(None).embed(["warm up"])
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    precompile()
+    cli = sessionctl_argv()
+    with TempHome() as home:
+        env = bench_env(home)
+        bare = median_ms(bare_app(home), runs=args.runs, env=env)
+        load = median_ms([sys.executable, "-c", MODEL_LOAD], runs=args.runs, env=env)
+        print(f"baseline: bare Typer app {bare:.0f} ms; model load alone {load:.0f} ms")
+        store = Store(home)
+        embedder = embedder_for(store)
+        header = (
+            f"{'messages':>9} {'catch-up':>12} {'relevant (fresh)':>17} {'- load':>8} {'query':>9}"
+        )
+        print(header)
+        for size in sizes:
+            name = f"s{size}"
+            session = store.session(name)
+            session.add_messages([{"role": "user", "content": chat_text(i)} for i in range(size)])
+            start = time.perf_counter()
+            catch_up(store, name, embedder)
+            rate = size / (time.perf_counter() - start)
+            argv = [*cli, "relevant", "what colour do I like?", "-s", name, "-k", "5", "--json"]
+            fresh = median_ms(argv, runs=args.runs, env=env)
+            index = index_for(store, name)
+            query = embedder.embed(["what colour do I like?"])[0]
+            index.search(query, 5)  # load once
+            times = []
+            for _ in range(50):
+                t = time.perf_counter()
+                index.search(query, 5)
+                times.append((time.perf_counter() - t) * 1000)
+            print(
+                f"{size:>9} {rate:>8.0f} m/s {fresh:>14.0f} ms {fresh - load:>5.0f} ms"
+                f" {statistics.median(times):>6.2f} ms"
+                f"   (fresh = {fresh / bare:.1f}x bare, {fresh / load:.2f}x model load)"
+            )
+
+
+if __name__ == "__main__":
+    main()
