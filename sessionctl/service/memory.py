@@ -8,12 +8,15 @@ rebuilt with one warning; the command still succeeds.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sessionctl.errors import SessionNotFound, UsageError
+from sessionctl.errors import SessionNotFound, StoreError, UsageError
 from sessionctl.models import Message
+from sessionctl.service.freshness import write_stamp
 
 if TYPE_CHECKING:
     from sessionctl.embed import Embedder
@@ -48,6 +51,10 @@ def check_threshold(value: float | None) -> float | None:
 
 def embedder_for(store: Store, *, model: str | None = None, threads: int = 1) -> Embedder:
     """Return the configured embedding model (the default ships with sessionctl)."""
+    # onnxruntime >= 1.2x ships Microsoft's 1DS telemetry: on import it writes a device
+    # id and an event database under ~/.cache/Microsoft (outside the data dir) and may
+    # upload events. sessionctl is offline and writes only under its home: turn it off.
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     from sessionctl.embed import get_embedder
 
     name = model or store.settings.embedding_model
@@ -61,24 +68,47 @@ def index_for(store: Store, name: str) -> SidecarIndex:
     return SidecarIndex.for_session(store.backend.sessions_dir, name)
 
 
+@contextlib.contextmanager
+def _index_lock(store: Store, name: str) -> Iterator[None]:
+    """The session's write lock; on a read-only data dir, none (nothing can be saved there:
+    the index is caught up in memory for this search, with a warning)."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(store.backend.lock(name))
+        except StoreError as exc:
+            cause = exc.__cause__
+            if not (isinstance(cause, OSError) and cause.errno in (errno.EROFS, errno.EACCES)):
+                raise
+            store.warn(f"session {name!r}: {exc}; the index is not saved")
+        yield
+
+
 def catch_up(
     store: Store,
     name: str,
     embedder: Embedder,
     *,
     progress: Callable[[int, int], None] | None = None,
+    index: SidecarIndex | None = None,
 ) -> tuple[list[Message], SyncReport]:
-    """Bring ``name``'s index up to date with its transcript; return its messages too."""
+    """Bring ``name``'s index up to date with its transcript; return its messages too.
+
+    Pass ``index`` to search it afterwards: when the caught-up index could not be
+    saved (disk full, read-only data dir) only that object holds it.
+    """
     backend = store.backend
-    with backend.lock(name):
+    with _index_lock(store, name):
         messages = backend.messages(name)
         header = backend.header(name)
-        report = index_for(store, name).sync(
+        index = index or index_for(store, name)
+        report = index.sync(
             [(m.seq, m.content) for m in messages],
             embedder,
             transcript_uid=header.uid,
             progress=progress,
         )
+        if not report.save_error:
+            write_stamp(store, name, index, header.uid)
     if report.rebuilt_reason == "index missing" and not report.save_error:
         return messages, report  # first indexing (appends never index): nothing to warn about
     for warning in report.warnings:
@@ -124,17 +154,31 @@ def search(
     per_session: dict[str, list[tuple[int, float]]] = {}
     by_seq: dict[str, dict[int, Message]] = {}
     for name in sorted(names):
+        index = index_for(store, name)
+        fast = (
+            None
+            if roles is not None
+            else _fast_search(store, name, embedder, index, query, top_k, threshold)
+        )
+        if fast is not None:
+            per_session[name], by_seq[name] = fast
+            continue
         try:
-            messages, _ = catch_up(store, name, embedder)
+            messages, _ = catch_up(store, name, embedder, index=index)
         except SessionNotFound:
             continue  # deleted while we searched
+        except StoreError as exc:
+            if sessions is not None:
+                raise
+            store.warn(f"skipped: {exc}")  # one unreadable file must not fail every search
+            continue
         by_seq[name] = {m.seq: m for m in messages}
         wanted = {m.seq for m in messages if roles is None or m.role in roles}
         if not wanted:
             continue
         # Ask for enough neighbours that the role filter still leaves top_k.
         depth = len(messages) if roles is not None else min(top_k, len(messages))
-        hits = index_for(store, name).search(query, depth, max_distance=threshold)
+        hits = index.search(query, depth, max_distance=threshold)
         per_session[name] = [(seq, d) for seq, d in hits if seq in wanted][:top_k]
     found = [
         Hit(name, by_seq[name][seq], distance)
@@ -143,6 +187,33 @@ def search(
     if found or not fall_back:
         return found
     return _fall_back(store, sessions, top_k, roles)
+
+
+def _fast_search(
+    store: Store,
+    name: str,
+    embedder: Embedder,
+    index: SidecarIndex,
+    query: Any,
+    top_k: int,
+    threshold: float,
+) -> tuple[list[tuple[int, float]], dict[int, Message]] | None:
+    """Search without parsing the transcript when the stamp proves the index current.
+
+    None when a full catch-up is needed (no stamp, a rewrite, a drop, ...).
+    """
+    from sessionctl.service.freshness import fast_catch_up
+    from sessionctl.store.lookup import messages_by_seq
+
+    try:
+        with store.backend.lock(name):
+            if not fast_catch_up(store, name, embedder, index):
+                return None
+        hits = index.search(query, top_k, max_distance=threshold)
+        found = messages_by_seq(store.backend.path(name), [seq for seq, _ in hits])
+    except OSError:  # StoreError included: the full path reports it properly
+        return None
+    return [(seq, d) for seq, d in hits if seq in found], found
 
 
 def _fall_back(

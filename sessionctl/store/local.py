@@ -40,7 +40,7 @@ TRANSCRIPT = ".jsonl"
 # Every file that belongs to a session besides its lock; none may end in
 # ".jsonl", which marks a transcript. The transcript comes last so that a
 # move interrupted halfway never leaves a transcript without its session.
-SIDECAR_SUFFIXES = (".faiss", ".index.json", ".rejects")
+SIDECAR_SUFFIXES = (".faiss", ".index.json", ".index.stamp", ".rejects")
 SESSION_SUFFIXES = (*SIDECAR_SUFFIXES, TRANSCRIPT)
 
 
@@ -53,17 +53,31 @@ class LocalBackend:
         self.trash_dir = home / "trash"
         self.warn = warn
         self._ready = False
+        self._checked = False
 
     # -- paths and locks -------------------------------------------------
     def path(self, name: str, suffix: str = TRANSCRIPT) -> Path:
         """Return the path of one of ``name``'s files."""
+        self._check_dirs()
         return self.sessions_dir / f"{name}{suffix}"
 
     def _ensure_dirs(self) -> None:
         if not self._ready:
-            for directory in (self.home, self.sessions_dir, self.trash_dir):
-                ensure_private_dir(directory)
+            ensure_private_dir(self.home)  # the home itself may be a link (chosen by the user)
+            for directory in (self.sessions_dir, self.trash_dir):
+                ensure_private_dir(directory, follow_symlinks=False)
             self._ready = True
+
+    def _check_dirs(self) -> None:
+        """Refuse ``sessions/`` or ``trash/`` as symlinks: nothing is reached out of the home."""
+        if not self._checked:
+            for directory in (self.sessions_dir, self.trash_dir):
+                if directory.is_symlink():
+                    raise StoreError(
+                        f"{directory} is a symbolic link; sessionctl does not follow links:"
+                        " move it away"
+                    )
+            self._checked = True
 
     @contextlib.contextmanager
     def _namespace_lock(self) -> Iterator[None]:
@@ -101,6 +115,7 @@ class LocalBackend:
     def names(self) -> list[tuple[str, int]]:
         """Return (name, last-write time in ns) of every live session, unordered."""
         found: list[tuple[str, int]] = []
+        self._check_dirs()
         try:
             entries = os.scandir(self.sessions_dir)
         except FileNotFoundError:
@@ -178,13 +193,14 @@ class LocalBackend:
         data = encode(header.to_record()) + b"".join(encode(m.to_record()) for m in messages)
         target = self.path(name)
         tmp = temp_path_for(target)
-        write_new_private(tmp, data)
         try:
+            write_new_private(tmp, data)
             os.link(tmp, target)  # atomic and exclusive: never replaces a session
         except FileExistsError:
             raise SessionExists(f"session {name!r} already exists; choose another name") from None
         finally:
-            tmp.unlink()
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()  # also after a failed write (disk full): no temp left behind
         fsync_dir(self.sessions_dir)
 
     def append(self, name: str, make: MakeMessages, *, create: Header | None) -> list[Message]:
@@ -211,7 +227,16 @@ class LocalBackend:
         messages = make(header.next_seq(state.high_seq))
         messages = _numbered(messages, _count(header, state))
         if messages:
-            append_private(path, b"".join(encode(m.to_record()) for m in messages))
+            # Every record but the last says how many follow: a write cut short is
+            # recognised and set aside whole, never half of it kept (transcript.py).
+            last = len(messages) - 1
+            append_private(
+                path,
+                b"".join(
+                    encode({**m.to_record(), "more": last - i} if i < last else m.to_record())
+                    for i, m in enumerate(messages)
+                ),
+            )
         return messages
 
     def drop_last(self, name: str) -> Message:
@@ -241,11 +266,16 @@ class LocalBackend:
                     if line.strip() and (transcript._decode(line) or {}).get("type") != "dropped"
                 ]
                 transcript.set_aside(self.path(name, ".rejects"), junk, "corrupt line (drop)")
+                transcript.finish_previous(fd, state.last_offset)
                 os.ftruncate(fd, state.last_offset)
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            append_private(path, encode(transcript.tombstone(state.last, state.high_seq)))
+            try:
+                append_private(path, encode(transcript.tombstone(state.last, state.high_seq)))
+            except OSError as exc:  # disk full: the message is gone, only its seq may return
+                if self.warn is not None:
+                    self.warn(f"{path}: dropped, but could not record it ({exc.strerror})")
             return state.last
 
     def rewrite(self, name: str, transform: Transform) -> tuple[Header, list[Message]]:
@@ -258,6 +288,9 @@ class LocalBackend:
             transcript.set_aside(rejects, list(scanned.bad_lines), "corrupt line (before rewrite)")
             if scanned.torn is not None:
                 transcript.set_aside(rejects, [(None, scanned.torn)], "torn last line")
+            transcript.set_aside(
+                rejects, list(scanned.unfinished), "unfinished multi-message write (interrupted)"
+            )
             header, messages = transform(scanned.header, scanned.messages)
             messages = _numbered(messages)
             header.base_seq = max(header.base_seq, scanned.high_seq)
@@ -315,12 +348,15 @@ class LocalBackend:
     def deleted(self) -> list[SessionInfo]:
         """Return the sessions in the trash, newest deletion first."""
         found: list[SessionInfo] = []
+        self._check_dirs()
         try:
             folders = sorted(os.listdir(self.trash_dir), reverse=True)
         except FileNotFoundError:
             return found
         for trash_id in folders:
             folder = self.trash_dir / trash_id
+            if folder.is_symlink():
+                continue  # never followed out of the data dir
             for entry in _transcripts_in(folder):
                 name = entry[: -len(TRANSCRIPT)]
                 try:
