@@ -192,6 +192,21 @@ def test_env_defaults_yield_to_session_memory_and_continue(
     assert llm_server.requests[-1].body["model"] == "model-x"
 
 
+def test_system_env_is_a_default_not_an_override(
+    cli: Cli, llm_server: FakeLLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = ["--api-base", llm_server.base_url, "-m", "test-model"]
+    monkeypatch.setenv("SESSIONCTL_SYSTEM", "env system")
+    ok(cli("chat", "-s", "fresh", *base, "one"))
+    assert llm_server.requests[-1].body["messages"][0] == {
+        "role": "system",
+        "content": "env system",
+    }
+    ok(cli("chat", "-s", "kept", *base, "--system", "be terse", "two"))
+    ok(cli("chat", "-s", "kept", *base, "three"))
+    assert llm_server.requests[-1].body["messages"][0] == {"role": "system", "content": "be terse"}
+
+
 def test_continue_with_nothing_to_continue(cli: Cli, llm_server: FakeLLMServer) -> None:
     r = cli("chat", "-c", *direct(llm_server), "hi")
     assert r.exit_code == 3 and "no session to continue" in r.stderr

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from sessionctl.cli.cmd_messages import read_stdin_text
-from sessionctl.cli.options import SessionOpt
+from sessionctl.cli.options import complete_session
 from sessionctl.cli.registry import commands
 from sessionctl.cli.state import State
 from sessionctl.errors import SessionNotFound, UsageError
@@ -20,7 +20,17 @@ def chat(
     prompt: Annotated[
         str | None, typer.Argument(help="Ask once and exit (stdin, if piped, is appended).")
     ] = None,
-    session: SessionOpt = None,
+    session: Annotated[
+        str | None,
+        typer.Option(
+            "--session",
+            "-s",
+            help="Session to chat in (created if new; default: a new, generated name).",
+            envvar="SESSIONCTL_SESSION",
+            autocompletion=complete_session,
+            show_default=False,
+        ),
+    ] = None,
     continue_: Annotated[
         bool, typer.Option("--continue", "-c", help="Continue the most recently active session.")
     ] = False,
@@ -29,9 +39,16 @@ def chat(
         typer.Option("--model", "-m", envvar="SESSIONCTL_MODEL", help="Model (litellm name)."),
     ] = None,
     system: Annotated[
-        str | None, typer.Option("--system", help="System prompt (remembered by the session).")
+        str | None,
+        typer.Option(
+            "--system",
+            envvar="SESSIONCTL_SYSTEM",
+            help="System prompt (remembered by the session).",
+        ),
     ] = None,
-    temperature: Annotated[float | None, typer.Option(min=0.0, max=2.0)] = None,
+    temperature: Annotated[
+        float | None, typer.Option(min=0.0, max=2.0, help="Sampling temperature (0-2).")
+    ] = None,
     max_tokens: Annotated[int | None, typer.Option(min=1, help="Cap the answer's length.")] = None,
     api_base: Annotated[
         str | None,
@@ -72,12 +89,15 @@ def chat(
     from sessionctl.service.chat import ChatOptions
 
     state: State = ctx.obj
-    # SESSIONCTL_SESSION / SESSIONCTL_MODEL are defaults: -c beats the one, and a
-    # session's remembered model beats the other (settings still fall back to it).
+    # SESSIONCTL_SESSION / SESSIONCTL_MODEL / SESSIONCTL_SYSTEM are defaults: -c
+    # beats the first, and a session's remembered model and system prompt beat
+    # the others (settings still fall back to them for new sessions).
     if _from_env(ctx, "session") and continue_:
         session = None
     if _from_env(ctx, "model"):
         model = None
+    if _from_env(ctx, "system"):
+        system = None
     if session is not None and continue_:
         raise UsageError("use either -s NAME or -c, not both")
     opts = ChatOptions(

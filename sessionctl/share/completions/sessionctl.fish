@@ -97,11 +97,11 @@ complete -c sessionctl -n '__sessionctl_at' -l install-completion -d 'Install co
 complete -c sessionctl -n '__sessionctl_at' -l show-completion -d 'Show completion for the current shell, to copy it or customize the installation.'
 complete -c sessionctl -n '__sessionctl_at' -s h -l help -d 'Show this message and exit.'
 # sessionctl chat
-complete -c sessionctl -n '__sessionctl_at chat' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (default: the most recently active session).'
+complete -c sessionctl -n '__sessionctl_at chat' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session to chat in (created if new; default: a new, generated name).'
 complete -c sessionctl -n '__sessionctl_at chat' -s c -l continue -d 'Continue the most recently active session.'
 complete -c sessionctl -n '__sessionctl_at chat' -s m -l model -r -f -d 'Model (litellm name).'
 complete -c sessionctl -n '__sessionctl_at chat' -l system -r -f -d 'System prompt (remembered by the session).'
-complete -c sessionctl -n '__sessionctl_at chat' -l temperature -r -f
+complete -c sessionctl -n '__sessionctl_at chat' -l temperature -r -f -d 'Sampling temperature (0-2).'
 complete -c sessionctl -n '__sessionctl_at chat' -l max-tokens -r -f -d 'Cap the answer\'s length.'
 complete -c sessionctl -n '__sessionctl_at chat' -l api-base -r -f -d 'OpenAI-compatible server URL.'
 complete -c sessionctl -n '__sessionctl_at chat' -l no-stream -d 'Wait for the whole answer.'
