@@ -22,8 +22,16 @@ FILE_MODE = 0o600
 TEMP_SUFFIX = ".tmp"
 
 
-def ensure_private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) as 0700 directories; refuse a non-directory."""
+def ensure_private_dir(path: Path, *, follow_symlinks: bool = True) -> Path:
+    """Create ``path`` (and parents) as 0700 directories; refuse a non-directory.
+
+    Without ``follow_symlinks`` a symlink at ``path`` is refused too (directories
+    inside the data dir must not lead out of it).
+    """
+    if not follow_symlinks and path.is_symlink():
+        raise StoreError(
+            f"{path} is a symbolic link; sessionctl does not follow links: move it away"
+        )
     try:
         path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     except FileExistsError as exc:
@@ -93,11 +101,21 @@ def atomic_write(path: Path, data: bytes, *, unique: bool = False) -> None:
 
 
 def append_private(path: Path, data: bytes) -> None:
-    """Append ``data`` to an existing regular file with one write, then fsync."""
+    """Append ``data`` to an existing regular file with one write, then fsync.
+
+    All or nothing: when the write or the fsync fails (disk full, I/O error, Ctrl-C)
+    the file is cut back to its old size. The caller holds the file's lock.
+    """
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
     try:
-        _write_all(fd, data)
-        os.fsync(fd)
+        start = os.fstat(fd).st_size
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)
+            raise
     finally:
         os.close(fd)
 

@@ -76,7 +76,8 @@ class Message(NamedTuple):
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Message:
         """Build a message from a transcript record (unknown keys go to ``extra``)."""
-        known = {"type", "id", "seq", "role", "content", "created_at", "interrupted", "pos"}
+        # "pos" and "more" are storage bookkeeping (docs/format.md), never message data.
+        known = {"type", "id", "seq", "role", "content", "created_at", "interrupted", "pos", "more"}
         known.update(OPTIONAL_FIELDS)
         content = record.get("content")
         return cls(

@@ -70,7 +70,12 @@ def run(argv: list[str] | None = None, out: Output | None = None) -> int:
     out = out or Output(no_color=bool(os.environ.get("NO_COLOR")))
     try:
         result = app(args=argv, prog_name="sessionctl", standalone_mode=False)
-        return int(result) if isinstance(result, int) else 0
+        code = int(result) if isinstance(result, int) else 0
+        if code == ExitCode.INTERRUPTED:
+            # typer turns a KeyboardInterrupt into a silent exit code 130 (no command
+            # returns 130 itself): say it, like every other error.
+            out.error("interrupted")
+        return code
     except SessionctlError as exc:
         _debug_traceback()
         out.error(exc.message)
@@ -99,7 +104,8 @@ def run(argv: list[str] | None = None, out: Output | None = None) -> int:
         return 0
     except SystemExit:
         # click catches EPIPE itself, wraps stdout and calls sys.exit(1): same case.
-        if type(sys.stdout).__name__ != "_PacifyFlushWrapper":
+        # (click < 8.2 names the wrapper _PacifyFlushWrapper, later ones PacifyFlushWrapper.)
+        if type(sys.stdout).__name__ not in ("_PacifyFlushWrapper", "PacifyFlushWrapper"):
             raise
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.__stdout__.fileno() if sys.__stdout__ else 1)

@@ -8,10 +8,12 @@ interrupted) or clears the line; Ctrl-D exits. Slash commands: see /help.
 
 from __future__ import annotations
 
+import os
+import stat
 from typing import TYPE_CHECKING, Any
 
 from sessionctl.cli.slash import SlashCommands
-from sessionctl.errors import Interrupted, SessionctlError
+from sessionctl.errors import Interrupted, SessionctlError, StoreError
 from sessionctl.fsutil import FILE_MODE, ensure_private_dir
 
 if TYPE_CHECKING:
@@ -60,9 +62,19 @@ class Repl:
 
         home = ensure_private_dir(self.state.store().home)
         path = home / "history"
-        if not path.exists():
-            path.touch(mode=FILE_MODE)
-        path.chmod(FILE_MODE)
+        try:  # never through a symlink: the history holds every prompt typed
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, FILE_MODE)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot use the input history {path}: {exc.strerror}"
+                + (" (it is a symbolic link; remove it)" if path.is_symlink() else "")
+            ) from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise StoreError(f"the input history {path} is not a regular file; remove it")
+            os.fchmod(fd, FILE_MODE)
+        finally:
+            os.close(fd)
         return PromptSession(
             history=FileHistory(str(path)),
             key_bindings=_key_bindings(),

@@ -247,7 +247,10 @@ class Store:
         Activity is re-checked under each session's lock, so a session written to
         while prune runs is skipped, never removed.
         """
-        age = parse_duration(older_than) if isinstance(older_than, str) else older_than
+        try:
+            age = parse_duration(older_than) if isinstance(older_than, str) else older_than
+        except OverflowError:  # more days than a timedelta holds
+            raise UsageError(f"invalid duration {older_than!r}: too long") from None
         if age.total_seconds() <= 0:
             raise UsageError("older_than must be greater than zero")
         cutoff_ns = int(((time.time() if now is None else now) - age.total_seconds()) * 1e9)
@@ -275,7 +278,10 @@ class Store:
             (removed.append(info) if done else skipped.append(name))
         trash: list[SessionInfo] = []
         if purge:
-            cutoff_iso = _iso_from_ns(cutoff_ns)
+            try:
+                cutoff_iso = _iso_from_ns(cutoff_ns)
+            except (ValueError, OverflowError, OSError):  # before year 1: nothing is older
+                cutoff_iso = ""
             for entry in self.backend.deleted():
                 if entry.deleted_at and entry.deleted_at <= cutoff_iso and entry.trash_id:
                     if not dry_run:

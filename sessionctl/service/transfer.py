@@ -95,6 +95,7 @@ def _message_from(record: Mapping[str, Any], seq: int, where: str) -> Message:
     except (TypeError, ValueError):
         created = now_iso()
     known = {"type", "id", "seq", "role", "content", "created_at", "interrupted", *OPTIONAL_FIELDS}
+    known |= {"pos", "more"}  # storage bookkeeping of a raw transcript, not message data
     extra = {k: v for k, v in record.items() if k not in known}
     kwargs: dict[str, Any] = {k: record.get(k) for k in OPTIONAL_FIELDS}
     if kwargs["metadata"] is not None and not isinstance(kwargs["metadata"], dict):

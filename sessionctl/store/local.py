@@ -185,6 +185,8 @@ class LocalBackend:
                 " choose another name"
             )
         for suffix in SIDECAR_SUFFIXES:  # left by a crash in delete or rename
+            if suffix == ".rejects":
+                continue  # set-aside lines are kept, never discarded (append-only)
             with contextlib.suppress(FileNotFoundError):
                 self.path(name, suffix).unlink()
         messages = _numbered(messages)

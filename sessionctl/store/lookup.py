@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sessionctl.models import Message
-from sessionctl.store.transcript import _as_message, _decode, open_transcript
+from sessionctl.store.transcript import _as_message, _decode, open_transcript, tail_state
 
 _CHUNK = 8192
 
@@ -56,11 +56,15 @@ def _seq_of(record: dict[str, Any] | None) -> int | None:
 
 def messages_by_seq(path: Path, seqs: Iterable[int]) -> dict[int, Message]:
     """Return the messages with these seqs (missing ones are simply absent)."""
+    # The records of a write cut short at the end of the file are no messages (yet):
+    # readers skip them and the next writer sets them aside (docs/format.md, "more").
+    last = tail_state(path).last
+    newest = 0 if last is None else last.seq
     fd = open_transcript(path)
     found: dict[int, Message] = {}
     try:
         size = os.fstat(fd).st_size
-        for wanted in sorted(set(seqs)):
+        for wanted in sorted(s for s in set(seqs) if s <= newest):
             lo, hi = 0, size
             while lo < hi:
                 mid = (lo + hi) // 2

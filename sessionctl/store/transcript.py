@@ -145,6 +145,33 @@ def _decode(line: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def _unfinished(record: dict[str, Any] | None) -> bool:
+    """True for a record written with later records of the same write (``more`` > 0).
+
+    A multi-message append (``store``: prompt and answer) marks every record but its
+    last with how many follow. When such a record ends the file, the write was cut
+    short (or is still going on): readers skip it and the next writer sets it aside,
+    so a crash never leaves half of a batch behind.
+    """
+    return record is not None and type(record.get("more")) is int and record["more"] > 0
+
+
+def finish_previous(fd: int, offset: int) -> None:
+    """Before the record at ``offset`` is truncated away: if the record before it says
+    more records of its write follow (``"more": N``), make that ``0`` in place (same
+    length), so that the truncated file never looks like a write cut short."""
+    previous = next(_reverse_lines(fd, offset), None)
+    if previous is None or not _unfinished(_decode(previous[1])):
+        return
+    start, line = previous
+    head, key, digits = line.rpartition(b',"more":')
+    digits = digits[:-1] if digits.endswith(b"}") else b""
+    if not key or not digits.isdigit():
+        return  # not as sessionctl writes it (``more`` is always the last key)
+    os.pwrite(fd, b" " * (len(digits) - 1) + b"0", start + len(head) + len(key))
+    os.fsync(fd)
+
+
 def _as_message(record: dict[str, Any] | None) -> Message | None:
     if record is None or record.get("type", "message") != "message":
         return None
@@ -177,7 +204,8 @@ def parse_header(line: bytes, path: Path) -> Header:
 def open_transcript(path: Path) -> int:
     """Open a transcript for reading, refusing symlinks and non-regular files."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        # O_NONBLOCK: a FIFO in a transcript's place must not hang the reader.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         raise
     except OSError as exc:
@@ -212,6 +240,8 @@ class Scan(NamedTuple):
     bad_lines: list[tuple[int, bytes]]
     torn: bytes | None
     high_seq: int  # the highest seq any record names (messages and tombstones)
+    # the records of a multi-message write that was cut short (at the end of the file)
+    unfinished: tuple[tuple[int, bytes], ...] = ()
 
 
 def scan(path: Path, warn: Warn | None = None) -> Scan:
@@ -229,13 +259,18 @@ def scan(path: Path, warn: Warn | None = None) -> Scan:
     header = parse_header(lines[0], path)
     messages: list[Message] = []
     bad: list[tuple[int, bytes]] = []
+    unfinished: list[tuple[int, bytes]] = []  # trailing records of an unfinished write
     high = 0
+    if torn is not None and _as_message(_decode(torn)) is not None:
+        lines.append(torn)  # complete record, only its newline is missing
+        torn = None
     for number, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
         record = _decode(line)
         if record is not None and record.get("type") == "dropped":
             high = max(high, _int(record.get("high")), _int(record.get("seq")))
+            unfinished.clear()
             continue
         message = _as_message(record)
         if message is None:
@@ -243,44 +278,57 @@ def scan(path: Path, warn: Warn | None = None) -> Scan:
         else:
             messages.append(message)
             high = max(high, message.seq)
-    if torn is not None:
-        message = _as_message(_decode(torn))
-        if message is not None:  # complete record, only its newline is missing
-            messages.append(message)
-            high = max(high, message.seq)
-            torn = None
+            if _unfinished(record):
+                unfinished.append((number, line))
+            else:
+                unfinished.clear()
+    if unfinished:
+        del messages[-len(unfinished) :]
     if warn is not None:
         for number, _ in bad:
             warn(f"{path}: line {number} is not a valid message record; skipped (kept in file)")
-    return Scan(header, messages, bad, torn, high)
+    return Scan(header, messages, bad, torn, high, tuple(unfinished))
 
 
 def _reverse_lines(fd: int, size: int) -> Iterator[tuple[int, bytes]]:
-    """Yield (offset, line) from the end of the file backwards, the torn tail excluded."""
+    """Yield (offset, line) from the end of the file backwards, the torn tail excluded.
+
+    Linear in what it reads, also for a line of many blocks (a 10 MB message): the
+    pieces of a line are joined once, when its start is found.
+    """
     pos = size
-    buffer = b""
+    carry: list[bytes] = []  # later pieces of a line that starts before ``pos``, last first
     first = True
+    block = min(4096, _BLOCK)  # most callers need a line or two: start small, then grow
     while pos > 0:
-        step = min(_BLOCK, pos)
+        step = min(block, pos)
+        block = min(block * 2, _BLOCK)
         pos -= step
-        buffer = os.pread(fd, step, pos) + buffer
-        parts = buffer.split(b"\n")
-        buffer = parts[0]
-        complete = parts[1:]
-        if first:
-            first = False
-            tail = complete.pop() if complete else b""
-            if tail and _as_message(_decode(tail)) is not None:
-                complete.append(tail)  # a valid last record without its newline
-        # offset of complete[i] = pos + len(buffer) + 1 + sum(len(prev) + 1)
-        offset = pos + len(buffer) + 1
+        chunk = os.pread(fd, step, pos)
+        if b"\n" not in chunk:
+            carry.append(chunk)
+            continue
+        parts = chunk.split(b"\n")
+        carry.append(parts[-1])
+        last = b"".join(reversed(carry))  # the line that starts after this chunk's last newline
+        carry = [parts[0]]
         offsets = []
-        for part in complete:
+        offset = pos + len(parts[0]) + 1
+        for part in parts[1:]:
             offsets.append(offset)
             offset += len(part) + 1
+        complete = [*parts[1:-1], last]
+        if first:
+            first = False
+            tail = complete.pop()  # text after the file's last newline: an append in progress
+            tail_offset = offsets.pop()
+            if tail and _as_message(_decode(tail)) is not None:
+                complete.append(tail)  # a valid last record without its newline
+                offsets.append(tail_offset)
         yield from reversed(list(zip(offsets, complete, strict=True)))
-    if buffer and not first:
-        yield 0, buffer
+    rest = b"".join(reversed(carry))
+    if rest:
+        yield 0, rest
 
 
 def tail(path: Path, k: int, roles: frozenset[str] | None = None) -> list[Message]:
@@ -291,10 +339,17 @@ def tail(path: Path, k: int, roles: frozenset[str] | None = None) -> list[Messag
     try:
         size = os.fstat(fd).st_size
         found: list[Message] = []
+        at_end = True  # skipping the records of an unfinished write
         for _, line in _reverse_lines(fd, size):
-            message = _as_message(_decode(line))
+            record = _decode(line)
+            message = _as_message(record)
+            if record is not None and record.get("type") == "dropped":
+                at_end = False
             if message is None:
                 continue  # the header, a tombstone, a blank or a corrupt line
+            if at_end and _unfinished(record):
+                continue
+            at_end = False
             if roles is None or message.role in roles:
                 found.append(message)
                 if len(found) >= k:
@@ -317,14 +372,18 @@ def tail_state(path: Path) -> TailState:
     """Read backwards to the last message, noting drop tombstones written after it."""
     fd = open_transcript(path)
     high = 0
+    at_end = True  # skipping the records of an unfinished write
     try:
         for offset, line in _reverse_lines(fd, os.fstat(fd).st_size):
             record = _decode(line)
             if record is not None and record.get("type") == "dropped":
                 high = max(high, _int(record.get("high")), _int(record.get("seq")))
+                at_end = False
                 continue
             message = _as_message(record)
             if message is not None:
+                if at_end and _unfinished(record):
+                    continue
                 return TailState(message, offset, max(high, message.seq))
     finally:
         os.close(fd)
@@ -351,32 +410,58 @@ def tombstone(message: Message, high: int) -> dict[str, Any]:
 
 
 def repair_tail(path: Path, rejects: Path, warn: Warn | None) -> None:
-    """Under the write lock: end the file on a newline, setting a torn last line aside."""
+    """Under the write lock: end the file on a newline, setting a torn last line aside,
+    and set aside the records of a multi-message write that was cut short."""
     fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
     try:
         size = os.fstat(fd).st_size
-        if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
-            return
-        start = size
-        while start > 0:
-            step = min(_BLOCK, start)
-            chunk = os.pread(fd, step, start - step)
-            idx = chunk.rfind(b"\n")
-            if idx >= 0:
-                start = start - step + idx + 1
-                break
-            start -= step
-        segment = os.pread(fd, size - start, start)
-        if _as_message(_decode(segment)) is not None or start == 0:
-            os.pwrite(fd, b"\n", size)  # a whole record that only lacks its newline
-        else:
-            set_aside(rejects, [(None, segment)], "torn last line (an interrupted write)")
-            os.ftruncate(fd, start)
-            if warn is not None:
-                warn(f"{path}: set aside a torn last line from an interrupted write")
-        os.fsync(fd)
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            _repair_torn(fd, size, path, rejects, warn)
+        _repair_unfinished(fd, path, rejects, warn)
     finally:
         os.close(fd)
+
+
+def _repair_torn(fd: int, size: int, path: Path, rejects: Path, warn: Warn | None) -> None:
+    start = size
+    while start > 0:
+        step = min(_BLOCK, start)
+        chunk = os.pread(fd, step, start - step)
+        idx = chunk.rfind(b"\n")
+        if idx >= 0:
+            start = start - step + idx + 1
+            break
+        start -= step
+    segment = os.pread(fd, size - start, start)
+    if _as_message(_decode(segment)) is not None or start == 0:
+        os.pwrite(fd, b"\n", size)  # a whole record that only lacks its newline
+    else:
+        set_aside(rejects, [(None, segment)], "torn last line (an interrupted write)")
+        os.ftruncate(fd, start)
+        if warn is not None:
+            warn(f"{path}: set aside a torn last line from an interrupted write")
+    os.fsync(fd)
+
+
+def _repair_unfinished(fd: int, path: Path, rejects: Path, warn: Warn | None) -> None:
+    """Set aside the records of a multi-message write cut short at the end of the file."""
+    lines: list[tuple[int, bytes]] = []
+    for offset, line in _reverse_lines(fd, os.fstat(fd).st_size):
+        if b'"more"' not in line:  # the common case, without parsing a long last line
+            break
+        record = _decode(line)
+        if not (_unfinished(record) and _as_message(record) is not None):
+            break
+        lines.append((offset, line))
+    if not lines:
+        return
+    lines.reverse()
+    reason = "unfinished multi-message write (interrupted)"
+    set_aside(rejects, [(None, line) for _, line in lines], reason)
+    os.ftruncate(fd, lines[0][0])
+    os.fsync(fd)
+    if warn is not None:
+        warn(f"{path}: set aside {len(lines)} message(s) of an interrupted multi-message write")
 
 
 def set_aside(rejects: Path, lines: Sequence[tuple[int | None, bytes]], reason: str) -> None:
@@ -394,9 +479,12 @@ def set_aside(rejects: Path, lines: Sequence[tuple[int | None, bytes]], reason: 
         )
         for number, raw in lines
     )
-    fd = os.open(rejects, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, FILE_MODE)
+    fd = os.open(rejects, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, FILE_MODE)
     try:
         os.fchmod(fd, FILE_MODE)  # umask-independent (a 0277 umask would make it 0400)
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            payload = b"\n" + payload  # a crash tore the last record: start on a new line
     finally:
         os.close(fd)
     append_private(rejects, payload)
