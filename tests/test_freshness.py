@@ -99,3 +99,18 @@ def test_search_api_reports_the_same_hits_on_both_paths(store: Store) -> None:
     assert [(h.message.seq, round(h.distance or 0, 5)) for h in slow] == [
         (h.message.seq, round(h.distance or 0, 5)) for h in fast
     ]
+
+
+def test_an_unfinished_write_at_the_end_is_not_indexed_by_the_fast_path(store: Store) -> None:
+    work = store.session("work")
+    work.add_message({"role": "user", "content": "my favourite colour is blue"})
+    assert work.get_relevant("colour", top_k=1, as_text=True)
+    # Half of a two-message write, as a crash leaves it: a record that says one follows.
+    with open(store.backend.path("work"), "ab") as f:
+        f.write(
+            b'{"type":"message","id":"01JBZZZZZZZZZZZZZZZZZZZZZZ","seq":2,"role":"user",'
+            b'"content":"my dog is called Rex","created_at":"2026-01-01T00:00:00.000000Z",'
+            b'"pos":2,"more":1}\n'
+        )
+    assert work.get_relevant("what is my pet's name?", top_k=1, as_text=True) == []
+    assert [m["content"] for m in work.messages] == ["my favourite colour is blue"]

@@ -134,6 +134,10 @@ def _debug_traceback() -> None:
 
 def main(argv: list[str] | None = None) -> NoReturn:
     """Console-script entry point."""
+    # Started with stdout or stderr closed (`>&-`): write into the void, not crash.
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115
     code = run(argv)
     try:
         sys.stdout.flush()

@@ -98,6 +98,8 @@ def chat(
         model = None
     if _from_env(ctx, "system"):
         system = None
+    if temperature is not None and temperature != temperature:  # NaN passes range checks
+        raise UsageError("--temperature must be a number from 0 to 2, not nan")
     if session is not None and continue_:
         raise UsageError("use either -s NAME or -c, not both")
     opts = ChatOptions(

@@ -21,7 +21,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from sessionctl.fsutil import atomic_write
-from sessionctl.store.transcript import _as_message, _decode, read_header
+from sessionctl.store.transcript import _as_message, _decode, _unfinished, read_header
 
 if TYPE_CHECKING:
     from sessionctl.embed import Embedder
@@ -110,12 +110,21 @@ def fast_catch_up(store: Store, name: str, embedder: Embedder, index: SidecarInd
     if read_header(path).uid != uid:
         return False
     complete = grown[: grown.rfind(b"\n") + 1]  # a torn last line waits for its writer
-    added = []
+    added: list[tuple[int, str]] = []
+    pending: list[tuple[int, str]] = []
+    done = offset = 0
     for line in complete.split(b"\n")[:-1]:
-        message = _as_message(_decode(line))
+        offset += len(line) + 1
+        record = _decode(line)
+        message = _as_message(record)
         if message is None:
             return False  # a tombstone or a corrupt line: let the full sync decide
-        added.append((message.seq, message.content))
+        pending.append((message.seq, message.content))
+        if not _unfinished(record):  # the write this record ends is complete
+            added += pending
+            pending, done = [], offset
+    # Records of a write still going on (or cut short) wait: stamp only up to `done`.
+    complete = complete[:done]
     if added:
         report = index.add(added, embedder, transcript_uid=uid)
         if report is None:

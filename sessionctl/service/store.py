@@ -293,7 +293,7 @@ class Store:
         return PruneReport(removed, trash, skipped, dry_run, purge)
 
     # -- whole-session transfer ----------------------------------------------------
-    def from_dict(self, data: Mapping[str, Any], *, name: str | None = None) -> Session:
+    def from_dict(self, data: Mapping[str, Any] | list[Any], *, name: str | None = None) -> Session:
         """Create a session from ``Session.to_dict()`` data (or an OpenAI messages list)."""
         from sessionctl.service.transfer import create_from_dict
 

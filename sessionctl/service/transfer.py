@@ -174,10 +174,15 @@ def parse_import(data: bytes, where: str) -> tuple[dict[str, Any], list[Any]]:
     return fields, records
 
 
-def create_from_dict(store: Store, data: Mapping[str, Any], *, name: str | None) -> Session:
-    """Create a new session from to_dict()-shaped data; never overwrites an existing one."""
+def create_from_dict(
+    store: Store, data: Mapping[str, Any] | list[Any], *, name: str | None
+) -> Session:
+    """Create a new session from to_dict()-shaped data (or an OpenAI ``messages`` list);
+    never overwrites an existing one."""
+    if isinstance(data, list):
+        data = {"messages": data}
     if not isinstance(data, Mapping) or not isinstance(data.get("messages"), list):
-        raise UsageError("from_dict needs a mapping with a 'messages' list")
+        raise UsageError("from_dict needs a mapping with a 'messages' list, or such a list")
     target = name or data.get("name")
     if not isinstance(target, str) or not target:
         raise UsageError("no session name: pass name=... (or --as NAME)")
