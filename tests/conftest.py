@@ -45,6 +45,19 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     yield data
 
 
+def set_activity(transcript: Path, when: float) -> None:
+    """Make a session look last active at ``when``: its mtime and the activity log.
+
+    "Last activity" is the last write through sessionctl, recorded in
+    HOME/activity.log (sessionctl/store/activity.py); the mtime is the fallback.
+    """
+    from sessionctl.store.activity import LOG_NAME, ActivityLog
+
+    os.utime(transcript, (when, when))
+    name = transcript.name[: -len(".jsonl")]
+    ActivityLog(transcript.parent.parent / LOG_NAME).touch(name, int(when * 1e9))
+
+
 @dataclass
 class Result:
     """What one CLI invocation did."""

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from pathlib import Path
 
 import pytest
-from conftest import Cli, Result
+from conftest import Cli, Result, set_activity
 
 ERROR = "sessionctl: error: "
 ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
@@ -48,8 +47,7 @@ def records(home: Path, name: str) -> list[dict]:
 
 
 def age(home: Path, name: str, seconds_ago: float) -> None:
-    when = time.time() - seconds_ago
-    os.utime(transcript(home, name), (when, when))
+    set_activity(transcript(home, name), time.time() - seconds_ago)
 
 
 def listed(cli: Cli, *args: str) -> list[str]:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, set_activity
 
 from sessionctl import Store
 
@@ -209,7 +209,7 @@ def test_prune_never_needs_a_tty_or_stdin(home: Path) -> None:
     store = Store(home)
     store.session("old").add_message({"role": "user", "content": "x"})
     when = time.time() - 90 * 86400
-    os.utime(home / "sessions" / "old.jsonl", (when, when))
+    set_activity(home / "sessions" / "old.jsonl", when)
     result = subprocess.run(
         ["bash", "-c", f"exec {sys.executable} -m sessionctl prune --older-than 30d <&-"],
         capture_output=True,

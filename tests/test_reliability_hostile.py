@@ -246,7 +246,7 @@ def test_any_name_is_either_valid_and_stays_inside_or_refused(name: str) -> None
         path = home / "sessions" / f"{name}.jsonl"
         assert path.is_file() and path.resolve().parent == (home / "sessions").resolve()
         assert [i.name for i in store.list_sessions().sessions] == [name]
-        assert set(os.listdir(home)) == {".store.lock", "sessions", "trash"}
+        assert set(os.listdir(home)) == {".store.lock", "activity.log", "sessions", "trash"}
 
 
 # -- message contents --------------------------------------------------------------------------

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import pytest
+from conftest import set_activity
 
 from sessionctl import MessageNotFound, SessionExists, SessionNotFound, Store, UsageError
 from sessionctl.service.session import Session
@@ -23,7 +23,7 @@ def _transcript(store: Store, name: str) -> Path:
 
 
 def _set_mtime(path: Path, when: float) -> None:
-    os.utime(path, (when, when))
+    set_activity(path, when)
 
 
 # -- writing ---------------------------------------------------------------------

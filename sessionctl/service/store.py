@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import heapq
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -109,15 +110,19 @@ class Store:
             raise UsageError(f"limit must be 0 or more, got {limit}")
         if deleted:
             return self._list_deleted(limit, cursor)
-        entries = sorted(self.backend.names(), key=lambda item: (-item[1], item[0]))
+        entries = self.backend.names()
         if cursor is not None:
             mtime, after = _decode_cursor(cursor, int)
             entries = [e for e in entries if (-e[1], e[0]) > (-mtime, after)]
+        if limit is None:
+            entries = sorted(entries, key=_newest_first)
+        else:  # a page of 20 out of 10,000 (and one more, to know there is more)
+            entries = heapq.nsmallest(limit + 1, entries, key=_newest_first)
         page = entries if limit is None else entries[:limit]
         infos = []
-        for name, _ in page:
+        for name, when in page:
             try:
-                infos.append(self.backend.info(name))
+                infos.append(self.backend.info(name, when))
             except SessionNotFound:
                 continue  # removed while we listed
             except StoreError as exc:  # one unreadable file must not hide every session
@@ -298,6 +303,10 @@ class Store:
         from sessionctl.service.transfer import create_from_dict
 
         return create_from_dict(self, data, name=name)
+
+
+def _newest_first(entry: tuple[str, int]) -> tuple[int, str]:
+    return (-entry[1], entry[0])
 
 
 def _default_warn(message: str) -> None:

@@ -32,6 +32,7 @@ from sessionctl.fsutil import (
 from sessionctl.ids import new_ulid, ulid_time_ms
 from sessionctl.models import Message, SessionInfo
 from sessionctl.store import transcript
+from sessionctl.store.activity import LOG_NAME, ActivityLog
 from sessionctl.store.base import MakeMessages, Transform
 from sessionctl.store.transcript import Header, Warn, encode
 from sessionctl.timeutil import from_epoch_ns, now_iso
@@ -52,6 +53,7 @@ class LocalBackend:
         self.sessions_dir = home / "sessions"
         self.trash_dir = home / "trash"
         self.warn = warn
+        self.activity = ActivityLog(home / LOG_NAME)
         self._ready = False
         self._checked = False
 
@@ -113,23 +115,35 @@ class LocalBackend:
         return None
 
     def names(self) -> list[tuple[str, int]]:
-        """Return (name, last-write time in ns) of every live session, unordered."""
-        found: list[tuple[str, int]] = []
+        """Return (name, last activity in ns) of every live session, unordered.
+
+        Times come from the activity log (one read, see activity.py), falling
+        back to the transcript's mtime for a session the log does not know.
+        """
         self._check_dirs()
         try:
-            entries = os.scandir(self.sessions_dir)
+            entries = os.listdir(self.sessions_dir)
         except FileNotFoundError:
-            return found
-        with entries:
-            for entry in entries:
-                name = entry.name
-                if name.endswith(TRANSCRIPT) and not name.startswith("."):
-                    try:
-                        mtime = entry.stat(follow_symlinks=False).st_mtime_ns
-                    except FileNotFoundError:
-                        continue  # deleted while we looked
-                    found.append((name[: -len(TRANSCRIPT)], mtime))
+            return []
+        live = [n[: -len(TRANSCRIPT)] for n in entries if n.endswith(TRANSCRIPT) and n[0] != "."]
+        logged = self.activity.read()
+        found: list[tuple[str, int]] = []
+        for name in live:
+            when = logged.get(name)
+            if not when:
+                try:
+                    when = os.stat(self.path(name), follow_symlinks=False).st_mtime_ns
+                except FileNotFoundError:
+                    continue  # deleted while we looked
+            found.append((name, when))
+        if self.activity.needs_compaction(len(live)):
+            self.activity.compact(live)
         return found
+
+    def last_activity(self, name: str) -> int:
+        """Return ``name``'s last activity in ns (log, else mtime)."""
+        when = self.activity.read().get(name)
+        return when or os.stat(self.path(name), follow_symlinks=False).st_mtime_ns
 
     def header(self, name: str) -> Header:
         """Return ``name``'s header (line 1 only)."""
@@ -138,16 +152,19 @@ class LocalBackend:
         except FileNotFoundError:
             raise SessionNotFound(f"no session named {name!r} (see `sessionctl list`)") from None
 
-    def info(self, name: str) -> SessionInfo:
-        """Return ``name``'s summary from its header, its last record and its mtime."""
+    def info(self, name: str, activity_ns: int | None = None) -> SessionInfo:
+        """Return ``name``'s summary from its header, its last record and its last activity.
+
+        ``activity_ns`` is the time :meth:`names` gave (saves reading the log again).
+        """
         path = self._require(name)
         try:
             header = transcript.read_header(path)
             state = transcript.tail_state(path)
-            mtime = os.stat(path, follow_symlinks=False).st_mtime_ns
+            when = activity_ns or self.last_activity(name)
         except FileNotFoundError:
             raise SessionNotFound(f"no session named {name!r} (see `sessionctl list`)") from None
-        return _info(name, header, _count(header, state), from_epoch_ns(mtime))
+        return _info(name, header, _count(header, state), from_epoch_ns(when))
 
     def messages(self, name: str) -> list[Message]:
         """Return every message of ``name`` in seq order (no cap)."""
@@ -204,6 +221,7 @@ class LocalBackend:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()  # also after a failed write (disk full): no temp left behind
         fsync_dir(self.sessions_dir)
+        self.activity.touch(name)
 
     def append(self, name: str, make: MakeMessages, *, create: Header | None) -> list[Message]:
         """Append the messages ``make(next_seq)`` builds; create the session first if asked."""
@@ -239,6 +257,7 @@ class LocalBackend:
                     for i, m in enumerate(messages)
                 ),
             )
+            self.activity.touch(name)
         return messages
 
     def drop_last(self, name: str) -> Message:
@@ -278,6 +297,7 @@ class LocalBackend:
             except OSError as exc:  # disk full: the message is gone, only its seq may return
                 if self.warn is not None:
                     self.warn(f"{path}: dropped, but could not record it ({exc.strerror})")
+            self.activity.touch(name)
             return state.last
 
     def rewrite(self, name: str, transform: Transform) -> tuple[Header, list[Message]]:
@@ -300,6 +320,7 @@ class LocalBackend:
             header.updated_at = now_iso()
             data = encode(header.to_record()) + b"".join(encode(m.to_record()) for m in messages)
             atomic_write(path, data)
+            self.activity.touch(name)
             return header, messages
 
     # -- namespace operations -------------------------------------------
@@ -311,7 +332,7 @@ class LocalBackend:
     def _active_since(self, name: str, cutoff_ns: int | None) -> bool:
         if cutoff_ns is None:
             return False
-        return os.stat(self.path(name), follow_symlinks=False).st_mtime_ns > cutoff_ns
+        return self.last_activity(name) > cutoff_ns
 
     def delete(self, name: str, *, unless_active_since: int | None = None) -> str | None:
         """Move ``name`` to the trash and return the trash id.
@@ -391,6 +412,8 @@ class LocalBackend:
                 self._move_files(lambda s: folder / f"{name}{s}", lambda s: self.path(name, s))
             shutil.rmtree(folder, ignore_errors=True)
             fsync_dir(self.sessions_dir)
+            # Its activity is what it was when deleted (the transcript's mtime).
+            self.activity.touch(name, os.stat(self.path(name), follow_symlinks=False).st_mtime_ns)
 
     def purge_deleted(self, trash_id: str) -> None:
         """Remove one trash entry for good."""
@@ -409,10 +432,12 @@ class LocalBackend:
             twin = self.case_twin(new)
             if twin is not None and twin != old:
                 raise SessionExists(f"session {twin!r} differs from {new!r} only in case")
+            when = self.last_activity(old)
             with self.lock(new):
                 self._move_files(lambda s: self.path(old, s), lambda s: self.path(new, s))
             self.path(old, ".lock").unlink()
             fsync_dir(self.sessions_dir)
+            self.activity.touch(new, when)  # a rename is not activity
 
 
 def _transcripts_in(folder: Path) -> list[str]:
