@@ -114,3 +114,31 @@ def test_an_unfinished_write_at_the_end_is_not_indexed_by_the_fast_path(store: S
         )
     assert work.get_relevant("what is my pet's name?", top_k=1, as_text=True) == []
     assert [m["content"] for m in work.messages] == ["my favourite colour is blue"]
+
+
+def test_the_fast_path_does_not_rehash_an_unchanged_index_file(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    from sessionctl.index import storage
+
+    work = store.session("work")
+    work.add_message({"role": "user", "content": "my favourite colour is blue"})
+    assert work.get_relevant("colour", top_k=1, as_text=True)
+    hashed: list[int] = []
+    real = hashlib.sha256
+
+    def counting(*args: object) -> object:
+        hashed.append(1)
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(storage.hashlib, "sha256", counting)
+    assert work.get_relevant("colour", top_k=1, as_text=True)  # a fresh Store object below too
+    assert Store(store.home).session("work").get_relevant("colour", top_k=1, as_text=True)
+    assert hashed == []
+    path = store.backend.path("work", ".faiss")
+    os_data = path.read_bytes()
+    path.write_bytes(os_data)  # same bytes, new mtime: the full check comes back
+    assert Store(store.home).session("work").get_relevant("colour", top_k=1, as_text=True)
+    assert hashed

@@ -57,11 +57,20 @@ class SidecarIndex:
         self._state: State | None = None
         self._stamp: tuple[int, int, int] | None = None  # manifest (ino, size, mtime_ns)
         self._dirty = False  # the loaded index has changes a failed save did not write
+        self.trusted_stat: list[int] | None = None
 
     @classmethod
     def for_session(cls, directory: Path, name: str) -> SidecarIndex:
         """The sidecar of session ``name``: ``NAME.faiss`` and ``NAME.index.json``."""
         return cls(directory / f"{name}.faiss", directory / f"{name}.index.json")
+
+    def trust(self, faiss_stat: Sequence[int] | None) -> None:
+        """Skip re-hashing the ``.faiss`` file while it keeps this (inode, size, mtime_ns).
+
+        For a caller that recorded the stats right after a verified sync (the
+        search fast path's stamp); any change to the file brings the full check back.
+        """
+        self.trusted_stat = list(faiss_stat) if faiss_stat else None
 
     def files(self) -> tuple[Path, Path]:
         return self.faiss_path, self.manifest_path
@@ -94,7 +103,7 @@ class SidecarIndex:
             if not present:
                 return None, "index file missing"
             manifest = Manifest.from_json(raw_manifest)
-            verify_file(self.faiss_path, manifest)
+            verify_file(self.faiss_path, manifest, self.trusted_stat)
             state = open_index(self.faiss_path, manifest)
         except ManifestError as exc:
             return None, str(exc)

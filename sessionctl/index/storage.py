@@ -59,8 +59,13 @@ def read_private(path: Path) -> bytes | None:
         raise ManifestError(f"{path.name} unreadable ({exc.strerror})") from None
 
 
-def verify_file(path: Path, manifest: Manifest) -> None:
-    """Check size and sha256 of the ``.faiss`` file (hashing through mmap, no copy)."""
+def verify_file(path: Path, manifest: Manifest, trusted: Sequence[int] | None = None) -> None:
+    """Check size and sha256 of the ``.faiss`` file (hashing through mmap, no copy).
+
+    ``trusted`` is ``(inode, size, mtime_ns)`` of a file already verified (or written)
+    by this process's caller: if the file still has exactly those, the hash of the
+    whole file (~90 ms at 100k vectors) is skipped.
+    """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError as exc:
@@ -76,6 +81,12 @@ def verify_file(path: Path, manifest: Manifest) -> None:
                 f"index file truncated or replaced ({info.st_size} bytes, "
                 f"manifest says {manifest.faiss_bytes})"
             )
+        if trusted is not None and list(trusted) == [
+            info.st_ino,
+            info.st_size,
+            info.st_mtime_ns,
+        ]:
+            return
         try:
             with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as view:
                 actual = hashlib.sha256(view).hexdigest()

@@ -98,6 +98,9 @@ def fast_catch_up(store: Store, name: str, embedder: Embedder, index: SidecarInd
         return False
     if current[0] != ino or current[1] < size:
         return False
+    # The stamp was written right after a sync that verified (or wrote) these index
+    # files, and their stats are unchanged: no need to hash the .faiss file again.
+    index.trust(stamp["index"][0])
     if current[1] == size:
         return bool(current[2] == mtime) and read_header(path).uid == uid
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
