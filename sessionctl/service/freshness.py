@@ -21,7 +21,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from sessionctl.fsutil import atomic_write
-from sessionctl.store.transcript import _as_message, _decode, _unfinished, read_header
+from sessionctl.store.transcript import as_message, decode_record, is_unfinished, read_header
 
 if TYPE_CHECKING:
     from sessionctl.embed import Embedder
@@ -118,12 +118,12 @@ def fast_catch_up(store: Store, name: str, embedder: Embedder, index: SidecarInd
     done = offset = 0
     for line in complete.split(b"\n")[:-1]:
         offset += len(line) + 1
-        record = _decode(line)
-        message = _as_message(record)
+        record = decode_record(line)
+        message = as_message(record)
         if message is None:
             return False  # a tombstone or a corrupt line: let the full sync decide
         pending.append((message.seq, message.content))
-        if not _unfinished(record):  # the write this record ends is complete
+        if not is_unfinished(record):  # the write this record ends is complete
             added += pending
             pending, done = [], offset
     # Records of a write still going on (or cut short) wait: stamp only up to `done`.

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -29,15 +28,16 @@ from sessionctl.fsutil import (
     temp_path_for,
     write_new_private,
 )
-from sessionctl.ids import new_ulid, ulid_time_ms
+from sessionctl.ids import new_ulid
 from sessionctl.models import Message, SessionInfo
 from sessionctl.store import transcript
 from sessionctl.store.activity import LOG_NAME, ActivityLog
 from sessionctl.store.base import MakeMessages, Transform
+from sessionctl.store.header import message_count, session_info
 from sessionctl.store.transcript import Header, Warn, encode
+from sessionctl.store.trash import TRANSCRIPT, TrashMixin
 from sessionctl.timeutil import from_epoch_ns, now_iso
 
-TRANSCRIPT = ".jsonl"
 # Every file that belongs to a session besides its lock; none may end in
 # ".jsonl", which marks a transcript. The transcript comes last so that a
 # move interrupted halfway never leaves a transcript without its session.
@@ -45,7 +45,7 @@ SIDECAR_SUFFIXES = (".faiss", ".index.json", ".index.stamp", ".rejects")
 SESSION_SUFFIXES = (*SIDECAR_SUFFIXES, TRANSCRIPT)
 
 
-class LocalBackend:
+class LocalBackend(TrashMixin):
     """The file-based :class:`~sessionctl.store.base.Backend`."""
 
     def __init__(self, home: Path, warn: Warn | None = None) -> None:
@@ -164,7 +164,7 @@ class LocalBackend:
             when = activity_ns or self.last_activity(name)
         except FileNotFoundError:
             raise SessionNotFound(f"no session named {name!r} (see `sessionctl list`)") from None
-        return _info(name, header, _count(header, state), from_epoch_ns(when))
+        return session_info(name, header, message_count(header, state.last), from_epoch_ns(when))
 
     def messages(self, name: str) -> list[Message]:
         """Return every message of ``name`` in seq order (no cap)."""
@@ -245,7 +245,7 @@ class LocalBackend:
         transcript.repair_tail(path, self.path(name, ".rejects"), self.warn)
         state = transcript.tail_state(path)
         messages = make(header.next_seq(state.high_seq))
-        messages = _numbered(messages, _count(header, state))
+        messages = _numbered(messages, message_count(header, state.last))
         if messages:
             # Every record but the last says how many follow: a write cut short is
             # recognised and set aside whole, never half of it kept (transcript.py).
@@ -284,7 +284,8 @@ class LocalBackend:
                 junk = [
                     (None, line)
                     for line in after.split(b"\n")[1:]
-                    if line.strip() and (transcript._decode(line) or {}).get("type") != "dropped"
+                    if line.strip()
+                    and (transcript.decode_record(line) or {}).get("type") != "dropped"
                 ]
                 transcript.set_aside(self.path(name, ".rejects"), junk, "corrupt line (drop)")
                 transcript.finish_previous(fd, state.last_offset)
@@ -368,61 +369,6 @@ class LocalBackend:
             fsync_dir(self.sessions_dir)
         return True
 
-    def deleted(self) -> list[SessionInfo]:
-        """Return the sessions in the trash, newest deletion first."""
-        found: list[SessionInfo] = []
-        self._check_dirs()
-        try:
-            folders = sorted(os.listdir(self.trash_dir), reverse=True)
-        except FileNotFoundError:
-            return found
-        for trash_id in folders:
-            folder = self.trash_dir / trash_id
-            if folder.is_symlink():
-                continue  # never followed out of the data dir
-            for entry in _transcripts_in(folder):
-                name = entry[: -len(TRANSCRIPT)]
-                try:
-                    path = folder / entry
-                    header = transcript.read_header(path)
-                    count = _count(header, transcript.tail_state(path))
-                    mtime = os.stat(path, follow_symlinks=False).st_mtime_ns
-                except (OSError, StoreError):
-                    continue
-                info = _info(name, header, count, from_epoch_ns(mtime))
-                found.append(info._replace(deleted_at=_ulid_iso(trash_id), trash_id=trash_id))
-        return found
-
-    def restore(self, name: str, trash_id: str | None = None) -> None:
-        """Bring ``name`` back from the trash (the newest deletion unless ``trash_id``)."""
-        with self._namespace_lock():
-            candidates = [i for i in self.deleted() if i.name == name]
-            if trash_id is not None:
-                candidates = [i for i in candidates if i.trash_id == trash_id]
-            if not candidates:
-                raise SessionNotFound(f"no deleted session named {name!r} (see `list --deleted`)")
-            chosen = candidates[0].trash_id
-            assert chosen is not None
-            if self.exists(name) or self.case_twin(name):
-                raise SessionExists(
-                    f"a live session named {name!r} exists; rename it before restoring"
-                )
-            folder = self.trash_dir / chosen
-            with self.lock(name):
-                self._move_files(lambda s: folder / f"{name}{s}", lambda s: self.path(name, s))
-            shutil.rmtree(folder, ignore_errors=True)
-            fsync_dir(self.sessions_dir)
-            # Its activity is what it was when deleted (the transcript's mtime).
-            self.activity.touch(name, os.stat(self.path(name), follow_symlinks=False).st_mtime_ns)
-
-    def purge_deleted(self, trash_id: str) -> None:
-        """Remove one trash entry for good."""
-        with self._namespace_lock():
-            folder = self.trash_dir / trash_id
-            if not folder.is_dir() or folder.is_symlink():
-                raise SessionNotFound(f"no trash entry {trash_id!r}")
-            shutil.rmtree(folder)
-
     def rename(self, old: str, new: str) -> None:
         """Rename ``old`` to ``new`` with all its files, under both locks."""
         with self._namespace_lock(), self.lock(old):
@@ -440,43 +386,6 @@ class LocalBackend:
             self.activity.touch(new, when)  # a rename is not activity
 
 
-def _transcripts_in(folder: Path) -> list[str]:
-    try:
-        return [n for n in os.listdir(folder) if n.endswith(TRANSCRIPT) and not n.startswith(".")]
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-
-
-def _ulid_iso(trash_id: str) -> str:
-    try:
-        return from_epoch_ns(ulid_time_ms(trash_id) * 1_000_000)
-    except ValueError:
-        return ""
-
-
-def _count(header: Header, state: transcript.TailState) -> int:
-    """Return the message count from the last message's position (O(1))."""
-    if state.last is None:
-        return 0
-    if state.last.pos:
-        return state.last.pos
-    return header.count(state.last.seq)  # a record without a position (hand-written)
-
-
 def _numbered(messages: Iterable[Message], start: int = 0) -> list[Message]:
     """Return ``messages`` with positions start+1, start+2, ..."""
     return [m._replace(pos=start + i) for i, m in enumerate(messages, start=1)]
-
-
-def _info(name: str, header: Header, count: int, updated_at: str) -> SessionInfo:
-    return SessionInfo(
-        name=name,
-        messages=count,
-        created_at=header.created_at,
-        updated_at=updated_at,
-        model=header.model,
-        system=header.system,
-        parent=header.parent,
-        parent_message=header.parent_message,
-        metadata=dict(header.metadata),
-    )

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sessionctl.models import Message
-from sessionctl.store.transcript import _as_message, _decode, open_transcript, tail_state
+from sessionctl.store.transcript import as_message, decode_record, open_transcript, tail_state
 
 _CHUNK = 8192
 
@@ -72,7 +72,7 @@ def messages_by_seq(path: Path, seqs: Iterable[int]) -> dict[int, Message]:
                 # Skip lines without a seq (header, blanks, corrupt) going forward.
                 seq = None
                 while hit is not None:
-                    seq = _seq_of(_decode(hit[1]))
+                    seq = _seq_of(decode_record(hit[1]))
                     if seq is not None:
                         break
                     hit = _line_at(fd, hit[0] + len(hit[1]) + 1, size)
@@ -82,11 +82,11 @@ def messages_by_seq(path: Path, seqs: Iterable[int]) -> dict[int, Message]:
                     lo = hit[0] + len(hit[1]) + 1
             hit = _line_at(fd, lo, size)
             while hit is not None:
-                record = _decode(hit[1])
+                record = decode_record(hit[1])
                 seq = _seq_of(record)
                 if seq is not None and seq > wanted:
                     break
-                message = _as_message(record)
+                message = as_message(record)
                 if message is not None and message.seq == wanted:
                     found[wanted] = message
                     break

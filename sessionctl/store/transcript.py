@@ -17,114 +17,11 @@ from typing import Any, NamedTuple
 from sessionctl.errors import CorruptData, StoreError, UsageError
 from sessionctl.fsutil import FILE_MODE, append_private
 from sessionctl.models import FORMAT_NAME, FORMAT_VERSION, Message
+from sessionctl.store.header import Header as Header  # re-exported: it lives in header.py
 from sessionctl.timeutil import now_iso
 
 Warn = Callable[[str], None]
 _BLOCK = 64 * 1024
-_HEADER_KEYS = (
-    "uid", "created_at", "updated_at", "model", "system", "metadata",
-    "parent", "parent_message", "base_seq", "base_count",
-)  # fmt: skip
-
-
-class Header:
-    """Session-level state kept in the transcript's first line (mutable).
-
-    ``base_seq``/``base_count`` are the highest seq ever used and the number
-    of messages at the last rewrite: with the last record's seq they give the
-    message count and the next seq without reading the whole file.
-    """
-
-    __slots__ = (
-        "base_count",
-        "base_seq",
-        "created_at",
-        "extra",
-        "metadata",
-        "model",
-        "parent",
-        "parent_message",
-        "system",
-        "uid",
-        "updated_at",
-    )  # fmt: skip
-
-    def __init__(
-        self,
-        uid: str,
-        created_at: str,
-        updated_at: str,
-        model: str | None = None,
-        system: str | None = None,
-        metadata: dict[str, Any] | None = None,
-        parent: str | None = None,
-        parent_message: str | None = None,
-        base_seq: int = 0,
-        base_count: int = 0,
-        extra: dict[str, Any] | None = None,
-    ) -> None:
-        self.uid = uid
-        self.created_at = created_at
-        self.updated_at = updated_at
-        self.model = model
-        self.system = system
-        self.metadata: dict[str, Any] = dict(metadata or {})
-        self.parent = parent
-        self.parent_message = parent_message
-        self.base_seq = base_seq
-        self.base_count = base_count
-        self.extra: dict[str, Any] = dict(extra or {})
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__)
-        return f"Header({fields})"
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Header):
-            return NotImplemented
-        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def to_record(self) -> dict[str, Any]:
-        """Return the header line's JSON object."""
-        record: dict[str, Any] = {
-            "type": "header",
-            "format": FORMAT_NAME,
-            "version": FORMAT_VERSION,
-        }
-        for key in _HEADER_KEYS:
-            record[key] = getattr(self, key)
-        for key, value in self.extra.items():
-            record.setdefault(key, value)
-        return record
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> Header:
-        """Parse a header record of this or an older format version."""
-        known = {"type", "format", "version", *_HEADER_KEYS}
-        metadata = record.get("metadata") or {}
-        return cls(
-            uid=str(record.get("uid") or ""),
-            created_at=str(record.get("created_at") or ""),
-            updated_at=str(record.get("updated_at") or record.get("created_at") or ""),
-            model=record.get("model"),
-            system=record.get("system"),
-            metadata=dict(metadata) if isinstance(metadata, dict) else {},
-            parent=record.get("parent"),
-            parent_message=record.get("parent_message"),
-            base_seq=int(record.get("base_seq") or 0),
-            base_count=int(record.get("base_count") or 0),
-            extra={k: v for k, v in record.items() if k not in known},
-        )
-
-    def next_seq(self, high_seq: int) -> int:
-        """Return the seq the next message gets, given the highest seq used since the header."""
-        return max(self.base_seq, high_seq) + 1
-
-    def count(self, last_seq: int) -> int:
-        """Return how many messages the transcript holds, given its last message's seq."""
-        return self.base_count + max(0, last_seq - self.base_seq)
 
 
 def encode(record: dict[str, Any]) -> bytes:
@@ -137,7 +34,7 @@ def encode(record: dict[str, Any]) -> bytes:
         raise UsageError("text is not valid UTF-8 (undecodable bytes); nothing written") from None
 
 
-def _decode(line: bytes) -> dict[str, Any] | None:
+def decode_record(line: bytes) -> dict[str, Any] | None:
     try:
         value = json.loads(line)
     except (UnicodeDecodeError, ValueError):
@@ -145,7 +42,7 @@ def _decode(line: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _unfinished(record: dict[str, Any] | None) -> bool:
+def is_unfinished(record: dict[str, Any] | None) -> bool:
     """True for a record written with later records of the same write (``more`` > 0).
 
     A multi-message append (``store``: prompt and answer) marks every record but its
@@ -161,7 +58,7 @@ def finish_previous(fd: int, offset: int) -> None:
     more records of its write follow (``"more": N``), make that ``0`` in place (same
     length), so that the truncated file never looks like a write cut short."""
     previous = next(_reverse_lines(fd, offset), None)
-    if previous is None or not _unfinished(_decode(previous[1])):
+    if previous is None or not is_unfinished(decode_record(previous[1])):
         return
     start, line = previous
     head, key, digits = line.rpartition(b',"more":')
@@ -172,7 +69,7 @@ def finish_previous(fd: int, offset: int) -> None:
     os.fsync(fd)
 
 
-def _as_message(record: dict[str, Any] | None) -> Message | None:
+def as_message(record: dict[str, Any] | None) -> Message | None:
     if record is None or record.get("type", "message") != "message":
         return None
     try:
@@ -184,7 +81,7 @@ def _as_message(record: dict[str, Any] | None) -> Message | None:
 
 def parse_header(line: bytes, path: Path) -> Header:
     """Parse line 1, or raise CorruptData saying why."""
-    record = _decode(line)
+    record = decode_record(line)
     if record is None or record.get("type") != "header" or record.get("format") != FORMAT_NAME:
         raise CorruptData(f"{path}: line 1 is not a sessionctl header; the file is not a session")
     version = record.get("version")
@@ -252,7 +149,7 @@ def scan(path: Path, warn: Warn | None = None) -> Scan:
     lines = data.split(b"\n")
     torn = lines.pop() or None  # text after the last newline: an append in progress
     if not lines:
-        if torn is not None and _decode(torn) is not None:
+        if torn is not None and decode_record(torn) is not None:
             lines, torn = [torn], None
         else:
             raise CorruptData(f"{path}: empty or torn header; the file is not a session")
@@ -261,24 +158,24 @@ def scan(path: Path, warn: Warn | None = None) -> Scan:
     bad: list[tuple[int, bytes]] = []
     unfinished: list[tuple[int, bytes]] = []  # trailing records of an unfinished write
     high = 0
-    if torn is not None and _as_message(_decode(torn)) is not None:
+    if torn is not None and as_message(decode_record(torn)) is not None:
         lines.append(torn)  # complete record, only its newline is missing
         torn = None
     for number, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
-        record = _decode(line)
+        record = decode_record(line)
         if record is not None and record.get("type") == "dropped":
             high = max(high, _int(record.get("high")), _int(record.get("seq")))
             unfinished.clear()
             continue
-        message = _as_message(record)
+        message = as_message(record)
         if message is None:
             bad.append((number, line))
         else:
             messages.append(message)
             high = max(high, message.seq)
-            if _unfinished(record):
+            if is_unfinished(record):
                 unfinished.append((number, line))
             else:
                 unfinished.clear()
@@ -322,7 +219,7 @@ def _reverse_lines(fd: int, size: int) -> Iterator[tuple[int, bytes]]:
             first = False
             tail = complete.pop()  # text after the file's last newline: an append in progress
             tail_offset = offsets.pop()
-            if tail and _as_message(_decode(tail)) is not None:
+            if tail and as_message(decode_record(tail)) is not None:
                 complete.append(tail)  # a valid last record without its newline
                 offsets.append(tail_offset)
         yield from reversed(list(zip(offsets, complete, strict=True)))
@@ -341,13 +238,13 @@ def tail(path: Path, k: int, roles: frozenset[str] | None = None) -> list[Messag
         found: list[Message] = []
         at_end = True  # skipping the records of an unfinished write
         for _, line in _reverse_lines(fd, size):
-            record = _decode(line)
-            message = _as_message(record)
+            record = decode_record(line)
+            message = as_message(record)
             if record is not None and record.get("type") == "dropped":
                 at_end = False
             if message is None:
                 continue  # the header, a tombstone, a blank or a corrupt line
-            if at_end and _unfinished(record):
+            if at_end and is_unfinished(record):
                 continue
             at_end = False
             if roles is None or message.role in roles:
@@ -375,14 +272,14 @@ def tail_state(path: Path) -> TailState:
     at_end = True  # skipping the records of an unfinished write
     try:
         for offset, line in _reverse_lines(fd, os.fstat(fd).st_size):
-            record = _decode(line)
+            record = decode_record(line)
             if record is not None and record.get("type") == "dropped":
                 high = max(high, _int(record.get("high")), _int(record.get("seq")))
                 at_end = False
                 continue
-            message = _as_message(record)
+            message = as_message(record)
             if message is not None:
-                if at_end and _unfinished(record):
+                if at_end and is_unfinished(record):
                     continue
                 return TailState(message, offset, max(high, message.seq))
     finally:
@@ -433,7 +330,7 @@ def _repair_torn(fd: int, size: int, path: Path, rejects: Path, warn: Warn | Non
             break
         start -= step
     segment = os.pread(fd, size - start, start)
-    if _as_message(_decode(segment)) is not None or start == 0:
+    if as_message(decode_record(segment)) is not None or start == 0:
         os.pwrite(fd, b"\n", size)  # a whole record that only lacks its newline
     else:
         set_aside(rejects, [(None, segment)], "torn last line (an interrupted write)")
@@ -449,8 +346,8 @@ def _repair_unfinished(fd: int, path: Path, rejects: Path, warn: Warn | None) ->
     for offset, line in _reverse_lines(fd, os.fstat(fd).st_size):
         if b'"more"' not in line:  # the common case, without parsing a long last line
             break
-        record = _decode(line)
-        if not (_unfinished(record) and _as_message(record) is not None):
+        record = decode_record(line)
+        if not (is_unfinished(record) and as_message(record) is not None):
             break
         lines.append((offset, line))
     if not lines:
