@@ -17,6 +17,7 @@ re-sent.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.client
 import json
@@ -224,7 +225,7 @@ def _sse_deltas(resp: http.client.HTTPResponse, state: StreamState, ctx: _Ctx) -
     data: list[bytes] = []
     event = b""
     done = False
-    try:
+    with _mid_answer(ctx):
         while True:
             raw = resp.readline(_MAX_LINE)
             if len(raw) >= _MAX_LINE and not raw.endswith(b"\n"):
@@ -251,6 +252,17 @@ def _sse_deltas(resp: http.client.HTTPResponse, state: StreamState, ctx: _Ctx) -
                 event = b""
             if not raw:
                 break
+    if not done and state.finish_reason is None:
+        raise ConnectionFailed(
+            f"{ctx.where} closed the stream before the answer was complete: try again"
+        )
+
+
+@contextlib.contextmanager
+def _mid_answer(ctx: _Ctx) -> Iterator[None]:
+    """Turn a read failure after the answer started into a one-line provider error."""
+    try:
+        yield
     except TimeoutError:
         raise ProviderTimeout(
             f"{ctx.where} stopped sending for {ctx.timeout:g} s mid-answer: try again later "
@@ -260,10 +272,6 @@ def _sse_deltas(resp: http.client.HTTPResponse, state: StreamState, ctx: _Ctx) -
         raise ConnectionFailed(
             f"the connection to {ctx.where} was lost mid-answer ({type(exc).__name__}): try again"
         ) from None
-    if not done and state.finish_reason is None:
-        raise ConnectionFailed(
-            f"{ctx.where} closed the stream before the answer was complete: try again"
-        )
 
 
 def _chunk_deltas(payload: bytes, event: bytes, state: StreamState, ctx: _Ctx) -> Iterator[str]:
@@ -292,17 +300,8 @@ def _chunk_deltas(payload: bytes, event: bytes, state: StreamState, ctx: _Ctx) -
 
 
 def _json_deltas(resp: http.client.HTTPResponse, state: StreamState, ctx: _Ctx) -> Iterator[str]:
-    try:
+    with _mid_answer(ctx):
         raw = resp.read(_MAX_BODY + 1)
-    except TimeoutError:
-        raise ProviderTimeout(
-            f"{ctx.where} stopped sending for {ctx.timeout:g} s mid-answer: try again later "
-            "or raise the timeout"
-        ) from None
-    except (http.client.HTTPException, ConnectionError, OSError) as exc:
-        raise ConnectionFailed(
-            f"the connection to {ctx.where} was lost mid-answer ({type(exc).__name__}): try again"
-        ) from None
     if len(raw) > _MAX_BODY:
         raise BadResponse(f"{ctx.where} sent an oversized answer: not a chat completion")
     try:
