@@ -39,14 +39,14 @@ WORDS = (
 ).split()
 
 
-def chat_messages(n: int, seed: int = 7) -> list[str]:
-    """Chat-like texts of 20-60 words (about 25-75 tokens)."""
+def chat_messages(n: int, seed: int = 7, words: tuple[int, int] = (20, 60)) -> list[str]:
+    """Chat-like texts of 20-60 words (about 25-75 tokens) unless ``words`` says otherwise."""
     rng = random.Random(seed)
     out = []
     for _ in range(n):
-        words = [rng.choice(WORDS) for _ in range(rng.randint(20, 60))]
-        words[0] = words[0].capitalize()
-        out.append(" ".join(words) + rng.choice([".", "?", "!"]))
+        picked = [rng.choice(WORDS) for _ in range(rng.randint(*words))]
+        picked[0] = picked[0].capitalize()
+        out.append(" ".join(picked) + rng.choice([".", "?", "!"]))
     return out
 
 
@@ -73,7 +73,7 @@ class RandomEmbedder:
 
 
 def row(*cells: str) -> None:
-    print(cells[0].ljust(34) + "".join(str(c).rjust(15) for c in cells[1:]))
+    print(cells[0].ljust(34) + "".join(str(c).rjust(17) for c in cells[1:]))
 
 
 def ms(seconds: float) -> str:
@@ -122,9 +122,42 @@ def fill(directory: Path, n: int) -> SidecarIndex:
     return index
 
 
+def float32_query_p50(index: SidecarIndex, queries: np.ndarray) -> float:
+    """Same-run baseline: the same vectors as a mapped float32 IndexFlatIP (sessionctl 0.1.0)."""
+    import faiss
+
+    mapped = faiss.read_index(str(index.faiss_path), faiss.IO_FLAG_MMAP_IFC)
+    vectors = faiss.downcast_index(mapped.index).reconstruct_n(0, int(mapped.ntotal))
+    flat = faiss.IndexIDMap2(faiss.IndexFlatIP(DIM))
+    flat.add_with_ids(vectors, faiss.vector_to_array(mapped.id_map))
+    del vectors, mapped
+    path = index.faiss_path.with_name("float32.faiss")
+    faiss.write_index(flat, str(path))
+    del flat
+    flat = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC)
+    faiss.omp_set_num_threads(1)
+    lat = []
+    for q in queries:
+        t = time.perf_counter()
+        flat.search(q[None, :], 6)
+        lat.append(time.perf_counter() - t)
+    del flat
+    path.unlink()
+    return statistics.median(lat)
+
+
 def bench_sidecar(directory: Path, sizes: Sequence[int]) -> None:
-    print("\n== sidecar (exact IndexIDMap2(IndexFlatIP), 384-d), in process ==")
-    row("size", "fill+save", "no-op sync", "+10 msgs sync", "query p50", "query p95", "file MB")
+    print("\n== sidecar (exact scan, IndexIDMap2(SQfp16), 384-d), in process ==")
+    row(
+        "size",
+        "fill+save",
+        "no-op sync",
+        "+10 msgs sync",
+        "query p50",
+        "query p95",
+        "float32 p50",
+        "file MB",
+    )
     queries = unit_rows(200, 99)
     model = embed.get_embedder()
     for n in sizes:
@@ -153,6 +186,7 @@ def bench_sidecar(directory: Path, sizes: Sequence[int]) -> None:
             lat.append(time.perf_counter() - t)
         lat.sort()
         size = index.faiss_path.stat().st_size / 1e6
+        base = float32_query_p50(index, queries)
         row(
             f"{n:,}",
             ms(build),
@@ -160,21 +194,69 @@ def bench_sidecar(directory: Path, sizes: Sequence[int]) -> None:
             ms(plus10),
             ms(lat[len(lat) // 2]),
             ms(lat[int(len(lat) * 0.95)]),
+            f"{ms(base)} ({lat[len(lat) // 2] / base:.2f}x)",
             f"{size:.1f}",
         )
 
     print("\n  catch-up with the real model, one thread (embedding dominates):")
-    texts = chat_messages(1000, seed=3)
-    index = SidecarIndex.for_session(directory, "catchup")
-    t = time.perf_counter()
-    index.sync(list(enumerate(texts, start=1)), model, transcript_uid="c")
-    rate = len(texts) / (time.perf_counter() - t)
-    row(
-        "catch-up 1,000 messages",
-        f"{rate:.0f} msg/s",
-        f"10k ≈ {10_000 / rate:.0f} s",
-        f"100k ≈ {100_000 / rate / 60:.0f} min",
+    peak = fp32_peak_one_core()
+    row("size of messages", "msg/s", "tokens/msg", "fp32 ceiling", "of ceiling", "100k takes")
+    for label, texts in (
+        ("chat lines (5-25 words)", chat_messages(1000, seed=3, words=(5, 25))),
+        ("longer (20-60 words)", chat_messages(1000, seed=3)),
+    ):
+        index = SidecarIndex.for_session(directory, "catchup")
+        index.delete()
+        t = time.perf_counter()
+        index.sync(list(enumerate(texts, start=1)), model, transcript_uid="c")
+        rate = len(texts) / (time.perf_counter() - t)
+        tokens = mean_tokens(model, texts)
+        ceiling = peak / (tokens * FLOP_PER_TOKEN)
+        row(
+            label,
+            f"{rate:.0f}",
+            f"{tokens:.1f}",
+            f"{ceiling:.0f} msg/s",
+            f"{rate / ceiling:.0%}",
+            f"{100_000 / rate / 60:.0f} min",
+        )
+    print(
+        f"  (fp32 ceiling = one core's measured float32 matmul rate, {peak / 1e9:.0f} GFLOP/s, "
+        f"over {FLOP_PER_TOKEN / 1e6:.1f} MFLOP per token of MiniLM-L6)"
     )
+
+
+#: Multiply-adds per token of MiniLM-L6 (hidden 384, FFN 1536, 6 layers), x2 for FLOPs;
+#: attention scores add under 2 % at chat lengths and are left out (the ceiling is generous).
+FLOP_PER_TOKEN = 2 * 6 * (4 * 384 * 384 + 2 * 384 * 1536)
+
+PEAK_CHILD = """
+import time, numpy as np
+a = np.random.rand(1024, 384).astype(np.float32); b = np.random.rand(384, 1536).astype(np.float32)
+best = 0.0
+for _ in range(20):
+    t = time.perf_counter()
+    a @ b
+    best = max(best, 2 * 1024 * 384 * 1536 / (time.perf_counter() - t))
+print(best)
+"""
+
+
+def fp32_peak_one_core() -> float:
+    """FLOP/s of one core on a MiniLM-shaped float32 matmul (BLAS pinned to one thread)."""
+    one = {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    env = {**os.environ, **one}
+    out = subprocess.run(
+        [sys.executable, "-c", PEAK_CHILD], env=env, capture_output=True, text=True, check=True
+    )
+    return float(out.stdout)
+
+
+def mean_tokens(model: object, texts: Sequence[str]) -> float:
+    encode = getattr(model, "_encode", None)
+    if encode is None:
+        return float("nan")
+    return sum(len(e.ids) for e in encode(list(texts))) / len(texts)
 
 
 CHILD = """

@@ -512,3 +512,99 @@ def test_add_appends_only_new_messages(index: SidecarIndex) -> None:
     assert fresh(index).add(msgs(5), fake, transcript_uid="other") is None
     assert fresh(index).add([(9, "nine")], LazyDimension(8), transcript_uid="u") is None
     assert fresh(index).sync(msgs(4), fake, transcript_uid="u").added == 0  # untouched
+
+
+def _replace_faiss_file(index: SidecarIndex, new: object, index_type: str) -> None:
+    """Swap in another FAISS index over the same ids, with a manifest that vouches for it."""
+    import faiss
+
+    faiss.write_index(new, str(index.faiss_path))
+    data = index.faiss_path.read_bytes()
+    update = {"faiss_sha256": hashlib.sha256(data).hexdigest(), "faiss_bytes": len(data)}
+    _write_json(index.manifest_path, {**update, "index_type": index_type})
+
+
+def _stored(index: SidecarIndex) -> str:
+    """What stores the vectors inside the file's IndexIDMap2: "fp16", "float32" or other."""
+    import faiss
+
+    outer = faiss.read_index(str(index.faiss_path))  # owns the inner index: keep it alive
+    inner = faiss.downcast_index(outer.index)
+    if isinstance(inner, faiss.IndexFlat):
+        return "float32"
+    if isinstance(inner, faiss.IndexScalarQuantizer):
+        return "fp16" if inner.sq.qtype == faiss.ScalarQuantizer.QT_fp16 else "other"
+    return type(inner).__name__
+
+
+def test_vectors_are_stored_in_half_precision(index: SidecarIndex) -> None:
+    fake = FakeEmbedder(dimension=384)
+    index.sync(msgs(50), fake, transcript_uid="u")
+    assert _stored(index) == "fp16"
+    assert index.faiss_path.stat().st_size < 50 * 384 * 2 + 4096  # 2 bytes a component
+    vectors = fake.embed([text for _, text in msgs(50)])
+    query = fake.embed(["a question"])[0]
+    exact = sorted(
+        (
+            (seq, similarity_to_distance(float(v @ query)))
+            for (seq, _), v in zip(msgs(50), vectors, strict=True)
+        ),
+        key=lambda hit: hit[1],
+    )
+    hits = fresh(index).search(query, 50)
+    assert [s for s, _ in hits[:5]] == [s for s, _ in exact[:5]]
+    assert max(abs(d - dict(exact)[s]) for s, d in hits) < 1e-3
+
+
+def test_float32_index_of_0_1_is_used_then_converted(index: SidecarIndex) -> None:
+    import faiss
+
+    fake = FakeEmbedder()
+    index.sync(msgs(6), fake, transcript_uid="u")
+    old = faiss.IndexIDMap2(faiss.IndexFlatIP(16))
+    seqs = np.arange(1, 7, dtype=np.int64)
+    old.add_with_ids(fake.embed([f"message {s}" for s in seqs]), seqs)
+    _replace_faiss_file(index, old, "IDMap2,Flat,IP")  # as sessionctl 0.1.0 wrote it
+
+    fake2 = FakeEmbedder()
+    reader = fresh(index)
+    report = reader.sync(msgs(6), fake2, transcript_uid="u")
+    assert report.rebuilt_reason is None and fake2.calls == 0  # nothing re-embedded
+    assert reader.search(fake.embed(["message 4"])[0], 1)[0][0] == 4
+    assert _stored(index) == "float32"  # reading changes nothing
+
+    report = fresh(index).sync(msgs(7), fake2, transcript_uid="u")
+    assert report.added == 1 and fake2.embedded == ["message 7"]
+    assert _stored(index) == "fp16"
+    assert json.loads(index.manifest_path.read_text())["index_type"] == "IDMap2,SQfp16,IP"
+    hits = fresh(index).search(fake.embed(["message 2"])[0], 7)
+    assert hits[0][0] == 2 and sorted(s for s, _ in hits) == list(range(1, 8))
+
+
+def test_other_kind_of_index_is_rebuilt(index: SidecarIndex) -> None:
+    import faiss
+
+    fake = FakeEmbedder()
+    index.sync(msgs(4), fake, transcript_uid="u")
+    other = faiss.IndexIDMap2(
+        faiss.IndexScalarQuantizer(16, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
+    )
+    vectors = fake.embed([text for _, text in msgs(4)])
+    other.train(vectors)
+    other.add_with_ids(vectors, np.arange(1, 5, dtype=np.int64))
+    _replace_faiss_file(index, other, "IDMap2,SQfp16,IP")
+    report = fresh(index).sync(msgs(4), FakeEmbedder(), transcript_uid="u")
+    assert report.rebuilt_reason is not None and "another kind" in report.rebuilt_reason
+    assert report.added == 4
+
+
+def test_index_file_must_be_the_kind_its_manifest_names(index: SidecarIndex) -> None:
+    index.sync(msgs(3), FakeEmbedder(), transcript_uid="u")
+    _write_json(index.manifest_path, {"index_type": "IDMap2,Flat,IP"})
+    report = fresh(index).sync(msgs(3), FakeEmbedder(), transcript_uid="u")
+    assert report.rebuilt_reason == (
+        "index file holds IDMap2,SQfp16,IP, its manifest says IDMap2,Flat,IP"
+    )
+    _write_json(index.manifest_path, {"index_type": "IVF4096,PQ8"})
+    report = fresh(index).sync(msgs(3), FakeEmbedder(), transcript_uid="u")
+    assert report.rebuilt_reason is not None and "not supported" in report.rebuilt_reason

@@ -20,8 +20,8 @@ Public API (nothing here imports faiss or numpy until it is used)::
 in the transcript: the transcript is the source of truth and the index follows
 it. Distances are cosine distances (``1 - cosine similarity``, 0..2); hits are
 sorted by distance, ties by seq (and across sessions by session name, then seq).
-The index is exact (FAISS ``IndexIDMap2(IndexFlatIP)``, ids = seq); see
-``docs/index.md`` for why and for the measurements.
+The index is exact (FAISS ``IndexIDMap2`` over half-precision vectors, every
+one scored; ids = seq); see ``docs/index.md`` for why and for the measurements.
 """
 
 from __future__ import annotations

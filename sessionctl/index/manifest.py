@@ -4,7 +4,7 @@ Example (``NAME.index.json``)::
 
     {"format": "sessionctl-index", "version": 1,
      "model_id": "sessionctl/all-MiniLM-L6-v2-int8", "dimension": 384,
-     "metric": "cosine", "index_type": "IDMap2,Flat,IP",
+     "metric": "cosine", "index_type": "IDMap2,SQfp16,IP",
      "transcript_uid": "01J...", "count": 5, "seqs": [[1, 3], [7, 8]],
      "digests": "<base64: one little-endian uint32 CRC-32 per seq, ascending>",
      "faiss_bytes": 7917, "faiss_sha256": "..."}
@@ -14,6 +14,9 @@ the CRC-32 of each covered message's text, so a seq that now names another
 text (a seq reused after a drop) is re-embedded. ``faiss_sha256`` and
 ``faiss_bytes`` pin the exact ``.faiss`` file the manifest describes, so a
 truncated, garbage or mismatched file is detected before FAISS reads it.
+``index_type`` names the FAISS layout (``index_factory`` spelling):
+``IDMap2,SQfp16,IP`` is written; ``IDMap2,Flat,IP`` (float32, sessionctl 0.1.0)
+is still read.
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ from typing import Any
 FORMAT = "sessionctl-index"
 VERSION = 1
 METRIC = "cosine"
-INDEX_TYPE = "IDMap2,Flat,IP"
+INDEX_TYPE = "IDMap2,SQfp16,IP"  # what sessionctl writes
+FLOAT32_INDEX_TYPE = "IDMap2,Flat,IP"  # what sessionctl 0.1.0 wrote; read, then converted
+READABLE_INDEX_TYPES = (INDEX_TYPE, FLOAT32_INDEX_TYPE)
 
 
 class ManifestError(ValueError):
@@ -100,6 +105,7 @@ class Manifest:
     digests: tuple[int, ...]  # aligned with seqs
     faiss_bytes: int
     faiss_sha256: str
+    index_type: str = INDEX_TYPE
 
     def to_json(self) -> bytes:
         packed = _pack_u32(self.digests)
@@ -109,7 +115,7 @@ class Manifest:
             "model_id": self.model_id,
             "dimension": self.dimension,
             "metric": METRIC,
-            "index_type": INDEX_TYPE,
+            "index_type": self.index_type,
             "transcript_uid": self.transcript_uid,
             "count": len(self.seqs),
             "seqs": to_ranges(self.seqs),
@@ -130,7 +136,7 @@ class Manifest:
             raise ManifestError("index manifest corrupt (not a sessionctl index manifest)")
         if doc.get("version") != VERSION:
             raise ManifestError(f"index manifest format version {doc.get('version')!r} unknown")
-        if doc.get("metric") != METRIC or doc.get("index_type") != INDEX_TYPE:
+        if doc.get("metric") != METRIC or doc.get("index_type") not in READABLE_INDEX_TYPES:
             raise ManifestError(
                 f"index type {doc.get('index_type')!r}/{doc.get('metric')!r} not supported"
             )
@@ -162,4 +168,5 @@ class Manifest:
             digests=digests,
             faiss_bytes=doc["faiss_bytes"],
             faiss_sha256=doc["faiss_sha256"],
+            index_type=doc["index_type"],
         )

@@ -31,6 +31,7 @@ from sessionctl.index.storage import (
     add_vectors,
     clear_way,
     load_faiss,
+    new_index,
     open_index,
     read_private,
     remove_seqs,
@@ -112,9 +113,7 @@ class SidecarIndex:
 
     @staticmethod
     def _empty(model_id: str, dimension: int, transcript_uid: str) -> State:
-        faiss = load_faiss()
-        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
-        return State(index, model_id, dimension, transcript_uid, writable=True)
+        return State(new_index(dimension), model_id, dimension, transcript_uid, writable=True)
 
     def _save(self, state: State) -> None:
         """Write ``.faiss`` then the manifest, atomically; raises StoreError."""

@@ -1,5 +1,12 @@
 """How the sidecar's ``.faiss`` file is checked, mapped and written (private helpers).
 
+Vectors are stored in IEEE half precision (``IndexScalarQuantizer`` ``QT_fp16``)
+and scanned exhaustively: a one-thread query is bound by memory bandwidth, so
+half the bytes is about half the time, and a score moves by at most ~1e-4 (the
+int8 model itself is ~1e-3 from its float32 reference). Files of sessionctl
+0.1.0 hold float32 (``IndexFlatIP``); they are read as they are and converted at
+their next change, never re-embedded.
+
 A sound file is mapped read-only with ``IO_FLAG_MMAP_IFC`` (no copy: loading a
 100k-vector index costs about the sha256 of its file); the first change copies
 it into memory (:func:`writable_index`). Writes stream the index through a
@@ -21,14 +28,20 @@ from typing import Any
 
 from sessionctl.errors import EmbeddingError
 from sessionctl.fsutil import FILE_MODE, fsync_dir, temp_path_for
-from sessionctl.index.manifest import Manifest, ManifestError, text_digest
+from sessionctl.index.manifest import (
+    FLOAT32_INDEX_TYPE,
+    INDEX_TYPE,
+    Manifest,
+    ManifestError,
+    text_digest,
+)
 
 
 @dataclass
 class State:
     """One loaded index and what its manifest says about it."""
 
-    index: Any  # faiss.IndexIDMap2 over IndexFlatIP
+    index: Any  # faiss.IndexIDMap2 over a half-precision flat scan (see new_index)
     model_id: str
     dimension: int
     transcript_uid: str
@@ -40,6 +53,28 @@ def load_faiss() -> Any:
     import faiss
 
     return faiss
+
+
+def new_index(dimension: int) -> Any:
+    """An empty index: ids are seqs, vectors half precision, every search exhaustive."""
+    faiss = load_faiss()
+    storage = faiss.IndexScalarQuantizer(
+        dimension, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
+    )
+    return faiss.IndexIDMap2(storage)
+
+
+def _index_type(faiss: Any, index: Any) -> str | None:
+    """The manifest's name for this FAISS layout, or None if sessionctl never wrote it."""
+    if not isinstance(index, faiss.IndexIDMap2) or index.metric_type != faiss.METRIC_INNER_PRODUCT:
+        return None
+    inner = faiss.downcast_index(index.index)
+    if isinstance(inner, faiss.IndexScalarQuantizer):
+        if inner.sq.qtype == faiss.ScalarQuantizer.QT_fp16:
+            return INDEX_TYPE
+    elif isinstance(inner, faiss.IndexFlat):
+        return FLOAT32_INDEX_TYPE
+    return None
 
 
 def read_private(path: Path) -> bytes | None:
@@ -107,12 +142,11 @@ def open_index(path: Path, manifest: Manifest) -> State:
         index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC)
     except Exception:
         raise ManifestError("index file corrupt (unreadable)") from None
-    if (
-        not isinstance(index, faiss.IndexIDMap2)
-        or index.metric_type != faiss.METRIC_INNER_PRODUCT
-        or not isinstance(faiss.downcast_index(index.index), faiss.IndexFlat)
-    ):
+    kind = _index_type(faiss, index)
+    if kind is None:
         raise ManifestError("index file holds another kind of index")
+    if kind != manifest.index_type:
+        raise ManifestError(f"index file holds {kind}, its manifest says {manifest.index_type}")
     ids = np.sort(faiss.vector_to_array(index.id_map))
     if index.d != manifest.dimension or not np.array_equal(ids, np.asarray(manifest.seqs)):
         raise ManifestError("index file does not match its manifest")
@@ -130,13 +164,14 @@ def writable_index(state: State) -> Any:
     """The state's index, first copied into memory if it is a read-only file mapping.
 
     FAISS aborts the process (not an exception) when a mapped index is resized,
-    so every mutation goes through here.
+    so every mutation goes through here. The copy is always half precision, so
+    an old float32 file is converted by its first change.
     """
     if not state.writable:
         faiss = load_faiss()
         old = state.index
         vectors = faiss.downcast_index(old.index).reconstruct_n(0, int(old.ntotal))
-        index = faiss.IndexIDMap2(faiss.IndexFlatIP(state.dimension))
+        index = new_index(state.dimension)
         index.add_with_ids(vectors, faiss.vector_to_array(old.id_map))
         state.index, state.writable = index, True
     return state.index
