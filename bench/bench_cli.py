@@ -2,7 +2,8 @@
 
 Builds a 100,000-message session and 10,000 small sessions, then times
 `recent -k 5`, `list --limit 20`, `add` and `drop` as fresh processes, each
-as a ratio to a bare two-command Typer app measured in the same run.
+as a ratio to a bare two-command Typer app measured in the same run (all of
+them taking turns, so the machine's drift lands on each alike).
 
     python bench/bench_cli.py [--runs 20] [--messages 100000] [--sessions 10000]
 """
@@ -21,7 +22,7 @@ from common import (
     TempHome,
     bare_app,
     bench_env,
-    median_ms,
+    interleaved_medians,
     precompile,
     sessionctl_argv,
     table,
@@ -82,18 +83,18 @@ def main() -> None:
     with TempHome() as home:
         build(home, args.messages, args.sessions)
         env = bench_env(home)
-        base = median_ms(bare_app(home), runs=args.runs, env=env)
-        rows = [("bare Typer app (baseline)", base, 1.0)]
-        for label, extra in (
-            ("sessionctl recent -k 5 (100k session)", ["recent", "-s", "big", "-k", "5"]),
-            ("sessionctl list --limit 20 (10k sessions)", ["list", "--limit", "20"]),
-            ("sessionctl add (100k session)", ["add", "-s", "big", "--role", "user", "hi"]),
-            ("sessionctl drop (100k session)", ["drop", "-s", "big"]),
-            ("sessionctl --version", ["--version"]),
-        ):
-            ms = median_ms([*cli, *extra], runs=args.runs, env=env)
-            rows.append((label, ms, ms / base))
-        print(table(rows))
+        commands = {
+            "bare Typer app (baseline)": bare_app(home),
+            "sessionctl recent -k 5 (100k session)": [*cli, "recent", "-s", "big", "-k", "5"],
+            "sessionctl list --limit 20 (10k sessions)": [*cli, "list", "--limit", "20"],
+            "sessionctl add (100k session)": [*cli, "add", "-s", "big", "--role", "user", "hi"],
+            "sessionctl drop (100k session)": [*cli, "drop", "-s", "big"],
+            "sessionctl --version": [*cli, "--version"],
+        }
+        # Round-robin, so drift hits the baseline and every command alike.
+        medians = interleaved_medians(list(commands.values()), runs=args.runs, env=env)
+        base = medians[0]
+        print(table([(label, ms, ms / base) for label, ms in zip(commands, medians, strict=True)]))
 
 
 if __name__ == "__main__":

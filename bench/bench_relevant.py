@@ -17,7 +17,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import TempHome, bare_app, bench_env, median_ms, precompile, sessionctl_argv
+from common import (
+    TempHome,
+    bare_app,
+    bench_env,
+    interleaved_medians,
+    precompile,
+    sessionctl_argv,
+)
 
 from sessionctl import Store
 from sessionctl.service.memory import catch_up, embedder_for, index_for
@@ -56,8 +63,8 @@ def main() -> None:
     cli = sessionctl_argv()
     with TempHome() as home:
         env = bench_env(home)
-        bare = median_ms(bare_app(home), runs=args.runs, env=env)
-        load = median_ms([sys.executable, "-c", MODEL_LOAD], runs=args.runs, env=env)
+        load_argv = [sys.executable, "-c", MODEL_LOAD]
+        bare, load = interleaved_medians([bare_app(home), load_argv], runs=args.runs, env=env)
         print(f"baseline: bare Typer app {bare:.0f} ms; model load alone {load:.0f} ms")
         store = Store(home)
         embedder = embedder_for(store)
@@ -73,7 +80,8 @@ def main() -> None:
             catch_up(store, name, embedder)
             rate = size / (time.perf_counter() - start)
             argv = [*cli, "relevant", "what colour do I like?", "-s", name, "-k", "5", "--json"]
-            fresh = median_ms(argv, runs=args.runs, env=env)
+            # Paired with the model load, taking turns: the ratio is of the same moments.
+            fresh, load = interleaved_medians([argv, load_argv], runs=args.runs, env=env)
             index = index_for(store, name)
             query = embedder.embed(["what colour do I like?"])[0]
             index.search(query, 5)  # load once

@@ -51,18 +51,27 @@ def bare_app(directory: Path) -> list[str]:
     return [sys.executable, str(path), "hello"]
 
 
-def median_ms(argv: Sequence[str], *, runs: int, env: dict[str, str], warmup: int = 2) -> float:
-    """Median wall time of ``argv`` in milliseconds (each run must exit 0)."""
-    times = []
+def interleaved_medians(
+    commands: Sequence[Sequence[str]], *, runs: int, env: dict[str, str], warmup: int = 2
+) -> list[float]:
+    """Median wall ms of each argv, run round-robin (each must exit 0).
+
+    Timing one command's runs in a block and then the next one's lets the
+    machine's drift (other jobs, CPU frequency) land on one command only; taking
+    turns spreads it over all, so the ratios hold even when the absolute
+    figures wander.
+    """
+    times: list[list[float]] = [[] for _ in commands]
     for i in range(warmup + runs):
-        start = time.perf_counter()
-        proc = subprocess.run(argv, env=env, capture_output=True, check=False)
-        elapsed = (time.perf_counter() - start) * 1000
-        if proc.returncode != 0:
-            raise SystemExit(f"{' '.join(argv)} failed: {proc.stderr.decode()[-500:]}")
-        if i >= warmup:
-            times.append(elapsed)
-    return statistics.median(times)
+        for argv, bucket in zip(commands, times, strict=True):
+            start = time.perf_counter()
+            proc = subprocess.run(argv, env=env, capture_output=True, check=False)
+            elapsed = (time.perf_counter() - start) * 1000
+            if proc.returncode != 0:
+                raise SystemExit(f"{' '.join(argv)} failed: {proc.stderr.decode()[-500:]}")
+            if i >= warmup:
+                bucket.append(elapsed)
+    return [statistics.median(bucket) for bucket in times]
 
 
 def table(rows: list[tuple[str, float, float]]) -> str:

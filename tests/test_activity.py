@@ -92,3 +92,143 @@ def test_compaction_keeps_every_session_and_loses_no_concurrent_append(
     assert set(names) <= set(seen) and seen["s0"] == 2 * 10**18
     assert (store.home / LOG_NAME).stat().st_size < 64 * 1024
     assert _names(store)[0] == "s0"
+
+
+LOGS = {
+    "well formed": b"10 a\n20 b\n30 a\n",
+    "torn last line": b"10 a\n20 b\n3",
+    "no newline at all": b"10 a",
+    "empty": b"",
+    "garbled middle line": b"10 a\n\x00\xff junk\n20 b\n",
+    "not a number": b"10 a\n1x b\n",
+    "signed number": b"+10 a\n-20 b\n30 c\n",
+    "name with a space": b"10 a b\n20 c\n",
+    "line with no name": b"10 \n20 c\n",
+    "blank line": b"10 a\n\n20 c\n",
+    "non-ASCII name": "10 caf\u00e9\n20 c\n".encode(),
+    "restore wrote an older time last": b"50 a\n60 b\n10 a\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(LOGS))
+def test_fast_log_parse_agrees_with_the_line_by_line_one(tmp_path: Path, case: str) -> None:
+    data = LOGS[case]
+    (tmp_path / LOG_NAME).write_bytes(data)
+    strict = activity._parse_strict(data)
+    assert ActivityLog(tmp_path / LOG_NAME).read() == strict
+    fast = activity._parse_fast(data)
+    assert fast is None or fast == strict
+    if case in ("well formed", "torn last line", "restore wrote an older time last"):
+        assert fast is not None  # the common shapes never take the slow path
+    if case == "well formed":
+        assert strict == {"a": 30, "b": 20}  # the last line wins
+    if case == "restore wrote an older time last":
+        assert strict == {"a": 10, "b": 60}
+
+
+def test_pages_are_deterministic_when_times_tie_across_the_cut(store: Store) -> None:
+    names = [f"s{i}" for i in range(7)]
+    for name in reversed(names):  # created (first logged) in reverse name order
+        store.session(name).add_message({"role": "user", "content": name})
+    log = ActivityLog(store.backend.home / LOG_NAME)
+    # s0..s2 newest; s3..s6 share one time that a page of 4 must cut (logged in
+    # reverse, so log order cannot pass for name order)
+    for name in reversed(names):
+        log.touch(name, 2_000 if name in ("s0", "s1", "s2") else 1_000)
+    log.touch("s1", 3_000)
+    log.touch("gone", 9_000)  # a logged session that no longer exists
+    expected = ["s1", "s0", "s2", "s3", "s4", "s5", "s6"]
+    assert _names(store) == expected
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = store.list_sessions(limit=4, cursor=cursor)
+        seen += [i.name for i in page.sessions]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == expected
+    first = store.list_sessions(limit=4)
+    assert [i.name for i in first.sessions] == expected[:4]
+
+
+def _settle(store: Store) -> None:
+    """Make sessions/ look unchanged for a minute, as between two commands of a user."""
+    then = time.time() - 60
+    os.utime(store.backend.sessions_dir, (then, then))
+
+
+def _count_listings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    listed: list[str] = []
+    real = os.listdir
+
+    def counting(path: object = ".") -> list[str]:
+        listed.append(str(path))
+        return real(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "listdir", counting)
+    return listed
+
+
+def test_an_unchanged_directory_is_not_listed_again(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("a", "b", "c"):
+        store.session(name).add_message({"role": "user", "content": name})
+    store.delete("c")  # its log lines stay: the stamp must keep it out
+    _settle(store)
+    assert _names(store) == ["b", "a"]  # lists sessions/ and stamps what it found
+    assert (store.backend.home / activity.STAMP_NAME).stat().st_mode & 0o777 == 0o600
+    listed = _count_listings(monkeypatch)
+    assert _names(store) == ["b", "a"] and listed == []
+    store.session("a").add_message({"role": "user", "content": "appending changes no entry"})
+    assert _names(store) == ["a", "b"] and listed == []
+    assert [n for n, _ in store.backend.names()] and listed == []
+    store.session("d").add_message({"role": "user", "content": "a new file changes the dir"})
+    listed.clear()
+    assert _names(store) == ["d", "a", "b"] and listed == [str(store.backend.sessions_dir)]
+
+
+def test_files_changed_by_hand_are_seen_through_the_stamp(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.session("logged").add_message({"role": "user", "content": "x"})
+    copied = store.backend.path("copied")
+    copied.write_bytes(store.backend.path("logged").read_bytes())
+    os.utime(copied, (time.time() - 3600, time.time() - 3600))
+    _settle(store)
+    assert _names(store) == ["logged", "copied"]
+    listed = _count_listings(monkeypatch)
+    os.utime(copied, (time.time() + 60, time.time() + 60))  # edited by hand: mtime counts
+    assert _names(store) == ["copied", "logged"] and listed == []
+    # Now sessionctl writes it (its lock file already exists: no new entry).
+    ActivityLog(store.backend.home / LOG_NAME).touch("copied", 1_000)
+    assert _names(store) == ["logged", "copied"] and listed == []  # the log wins
+    copied.unlink()  # removed by hand: the directory changed
+    assert _names(store) == ["logged"] and len(listed) == 1
+
+
+def test_a_lost_log_or_a_bad_stamp_means_listing_again(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("a", "b"):
+        store.session(name).add_message({"role": "user", "content": name})
+    _settle(store)
+    assert _names(store) == ["b", "a"]
+    listed = _count_listings(monkeypatch)
+    (store.backend.home / LOG_NAME).unlink()  # times fall back to mtimes; nobody is lost
+    assert sorted(_names(store)) == ["a", "b"] and len(listed) == 1
+    for junk in (b"", b"{", b'{"directory": [1, 2]}', b"[]", b'{"directory":"x"}'):
+        (store.backend.home / activity.STAMP_NAME).write_bytes(junk)
+        assert sorted(_names(store)) == ["a", "b"]
+    assert len(listed) == 6
+
+
+def test_a_directory_changed_just_now_is_not_stamped(store: Store) -> None:
+    store.session("a").add_message({"role": "user", "content": "a"})
+    assert _names(store) == ["a"]
+    # The change and the listing may share one timestamp tick: no stamp yet.
+    assert not (store.backend.home / activity.STAMP_NAME).exists()
+    _settle(store)
+    assert _names(store) == ["a"]
+    assert (store.backend.home / activity.STAMP_NAME).exists()
