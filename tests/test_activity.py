@@ -11,7 +11,7 @@ import pytest
 from conftest import set_activity
 
 from sessionctl import Store
-from sessionctl.store import activity
+from sessionctl.store import activity, listing
 from sessionctl.store.activity import LOG_NAME, ActivityLog
 
 
@@ -178,7 +178,7 @@ def test_an_unchanged_directory_is_not_listed_again(
     store.delete("c")  # its log lines stay: the stamp must keep it out
     _settle(store)
     assert _names(store) == ["b", "a"]  # lists sessions/ and stamps what it found
-    assert (store.backend.home / activity.STAMP_NAME).stat().st_mode & 0o777 == 0o600
+    assert (store.backend.home / listing.STAMP_NAME).stat().st_mode & 0o777 == 0o600
     listed = _count_listings(monkeypatch)
     assert _names(store) == ["b", "a"] and listed == []
     store.session("a").add_message({"role": "user", "content": "appending changes no entry"})
@@ -219,7 +219,7 @@ def test_a_lost_log_or_a_bad_stamp_means_listing_again(
     (store.backend.home / LOG_NAME).unlink()  # times fall back to mtimes; nobody is lost
     assert sorted(_names(store)) == ["a", "b"] and len(listed) == 1
     for junk in (b"", b"{", b'{"directory": [1, 2]}', b"[]", b'{"directory":"x"}'):
-        (store.backend.home / activity.STAMP_NAME).write_bytes(junk)
+        (store.backend.home / listing.STAMP_NAME).write_bytes(junk)
         assert sorted(_names(store)) == ["a", "b"]
     assert len(listed) == 6
 
@@ -228,7 +228,7 @@ def test_a_directory_changed_just_now_is_not_stamped(store: Store) -> None:
     store.session("a").add_message({"role": "user", "content": "a"})
     assert _names(store) == ["a"]
     # The change and the listing may share one timestamp tick: no stamp yet.
-    assert not (store.backend.home / activity.STAMP_NAME).exists()
+    assert not (store.backend.home / listing.STAMP_NAME).exists()
     _settle(store)
     assert _names(store) == ["a"]
-    assert (store.backend.home / activity.STAMP_NAME).exists()
+    assert (store.backend.home / listing.STAMP_NAME).exists()

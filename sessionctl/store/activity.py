@@ -10,72 +10,24 @@ it only costs stats until the next writes.
 
 Appends take a shared flock and compaction an exclusive one, so compaction
 (when the log outgrows its sessions) never loses a concurrent append.
-
-Which sessions exist takes a listing of ``sessions/`` (10,000 names: ~4 ms,
-and four times that once sidecar index files sit beside the transcripts).
-``HOME/activity.stamp`` (:class:`ListingStamp`) records what the last full
-listing found, keyed by the directory's ``(st_dev, st_ino, st_mtime_ns)``:
-while that is unchanged no entry was added, removed or renamed there, so the
-log plus the stamp's few exceptions name exactly the live sessions. Appending
-to a transcript leaves the directory alone; creating, deleting, renaming or
-rewriting a file (sessionctl's or anyone's) changes it, and the next reader
-lists again. A stamp is written only for a directory unchanged for
-:data:`SETTLE_NS` before the listing began, so a change within the same
-timestamp tick as the listing cannot hide behind an equal mtime.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import re
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import NamedTuple
 
 from sessionctl.fsutil import FILE_MODE, atomic_write
 
 LOG_NAME = "activity.log"
-STAMP_NAME = "activity.stamp"
-#: A listing is stamped only if the directory was last changed this long before it.
-SETTLE_NS = 2_000_000_000
 _LINE = re.compile(rb"^([0-9]{1,20}) ([^\n]+)\n", re.MULTILINE)
 COMPACT_BYTES = 256 * 1024
 COMPACT_RATIO = 4  # compact when the log is this many times one line per live session
-
-
-class ListingStamp(NamedTuple):
-    """What a full listing of ``sessions/`` found; valid while the directory is unchanged."""
-
-    directory: tuple[int, int, int]  # st_dev, st_ino, st_mtime_ns, taken before listing
-    logged_live: int  # live sessions the log named
-    unlogged: tuple[str, ...]  # live sessions the log did not name (their mtime counts)
-    dead: tuple[str, ...]  # names in the log with no live session
-
-    def to_bytes(self) -> bytes:
-        return json.dumps(self._asdict(), separators=(",", ":")).encode() + b"\n"
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> ListingStamp | None:
-        """The stamp, or None for anything malformed (the caller lists the directory)."""
-        try:
-            doc = json.loads(data)
-            stamp = cls(
-                directory=tuple(doc["directory"]),
-                logged_live=doc["logged_live"],
-                unlogged=tuple(doc["unlogged"]),
-                dead=tuple(doc["dead"]),
-            )
-        except (ValueError, TypeError, KeyError):
-            return None
-        strings = all(isinstance(n, str) for n in (*stamp.unlogged, *stamp.dead))
-        numbers = (*stamp.directory, stamp.logged_live)
-        if len(stamp.directory) != 3 or not strings or any(type(x) is not int for x in numbers):
-            return None
-        return stamp
 
 
 class ActivityLog:
@@ -83,34 +35,6 @@ class ActivityLog:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.stamp_path = path.with_name(STAMP_NAME)
-
-    def read_stamp(self) -> ListingStamp | None:
-        """The last listing's stamp, or None (missing, unreadable, malformed)."""
-        try:
-            fd = os.open(self.stamp_path, os.O_RDONLY | os.O_NOFOLLOW)
-        except OSError:
-            return None
-        with os.fdopen(fd, "rb") as f:
-            return ListingStamp.from_bytes(f.read(64 * 1024 * 1024))
-
-    def write_stamp(self, stamp: ListingStamp) -> None:
-        """Save a listing's stamp; derived data, so a failure (read-only home) is ignored.
-
-        Written in place with one ``write`` (no temp file for a crash to leave
-        behind, no fsync): a reader that meets a torn or half-written stamp
-        finds it malformed and lists the directory instead.
-        """
-        data = stamp.to_bytes()
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
-        with contextlib.suppress(OSError):
-            fd = os.open(self.stamp_path, flags, FILE_MODE)
-            try:
-                if os.fstat(fd).st_mode & 0o777 != FILE_MODE:
-                    os.fchmod(fd, FILE_MODE)  # created under a strict umask
-                os.write(fd, data)
-            finally:
-                os.close(fd)
 
     def touch(self, name: str, ns: int | None = None) -> None:
         """Record that ``name`` was written now (or at ``ns``). Never fails the write itself."""

@@ -13,10 +13,7 @@ Lock order is always namespace, then session. Readers take no lock.
 from __future__ import annotations
 
 import contextlib
-import itertools
-import operator
 import os
-import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -33,8 +30,8 @@ from sessionctl.fsutil import (
 )
 from sessionctl.ids import new_ulid
 from sessionctl.models import Message, SessionInfo
-from sessionctl.store import transcript
-from sessionctl.store.activity import LOG_NAME, SETTLE_NS, ActivityLog, ListingStamp
+from sessionctl.store import listing, transcript
+from sessionctl.store.activity import LOG_NAME, ActivityLog
 from sessionctl.store.base import MakeMessages, Transform
 from sessionctl.store.header import message_count, session_info
 from sessionctl.store.transcript import Header, Warn, encode
@@ -122,71 +119,9 @@ class LocalBackend(TrashMixin):
         return list(self.activity_times().items())
 
     def activity_times(self) -> dict[str, int]:
-        """Return name → last activity (ns) of every live session.
-
-        Times come from the activity log (one read, see activity.py), falling
-        back to the transcript's mtime for a session the log does not know.
-        Which sessions exist comes from the listing stamp while ``sessions/``
-        is unchanged since the last full listing, else from listing it again.
-        """
+        """Return name → last activity (ns) of every live session (see listing.py)."""
         self._check_dirs()
-        try:
-            st = os.stat(self.sessions_dir, follow_symlinks=False)
-        except FileNotFoundError:
-            return {}
-        directory = (st.st_dev, st.st_ino, st.st_mtime_ns)
-        logged = self.activity.read()
-        stamp = self.activity.read_stamp()
-        if stamp is not None and stamp.directory == directory:
-            times = self._times_from_stamp(logged, stamp)
-            if times is not None:
-                return times
-        return self._times_from_listing(logged, directory)
-
-    def _times_from_stamp(
-        self, logged: dict[str, int], stamp: ListingStamp
-    ) -> dict[str, int] | None:
-        for name in stamp.dead:
-            logged.pop(name, None)
-        now_logged = [name for name in stamp.unlogged if name in logged]  # written since
-        if len(logged) != stamp.logged_live + len(now_logged):
-            return None  # the log lost names (deleted by hand?): list the directory
-        for name in stamp.unlogged:
-            if name not in logged:
-                try:
-                    logged[name] = os.stat(self.path(name), follow_symlinks=False).st_mtime_ns
-                except FileNotFoundError:
-                    return None
-        return logged
-
-    def _times_from_listing(
-        self, logged: dict[str, int], directory: tuple[int, int, int]
-    ) -> dict[str, int]:
-        started = time.time_ns()
-        try:
-            files = set(os.listdir(self.sessions_dir))
-        except FileNotFoundError:
-            return {}
-        # 10,000 sessions: set operations and C-level maps, no Python loop per name.
-        logged_files = list(map(operator.concat, logged, itertools.repeat(TRANSCRIPT)))
-        alive = list(map(files.__contains__, logged_files))
-        times = dict(itertools.compress(logged.items(), alive))
-        dead = tuple(itertools.compress(logged, map(operator.not_, alive)))
-        unlogged = []
-        for file in files.difference(logged_files):  # copied in by hand, or the log was lost
-            if file.endswith(TRANSCRIPT) and file[0] != ".":
-                name = file[: -len(TRANSCRIPT)]
-                try:
-                    times[name] = os.stat(self.path(name), follow_symlinks=False).st_mtime_ns
-                except FileNotFoundError:
-                    continue  # deleted while we looked
-                unlogged.append(name)
-        if self.activity.needs_compaction(len(times)):
-            self.activity.compact(times)
-        if directory[2] < started - SETTLE_NS:
-            logged_live = len(times) - len(unlogged)
-            self.activity.write_stamp(ListingStamp(directory, logged_live, tuple(unlogged), dead))
-        return times
+        return listing.activity_times(self.sessions_dir, self.activity)
 
     def last_activity(self, name: str) -> int:
         """Return ``name``'s last activity in ns (log, else mtime)."""
