@@ -84,20 +84,23 @@ def write_new_private(path: Path, data: bytes, *, exclusive: bool = True) -> Non
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes, *, unique: bool = False) -> None:
+def atomic_write(path: Path, data: bytes, *, unique: bool = False) -> os.stat_result:
     """Replace ``path`` with ``data`` atomically: temp file, fsync, rename, fsync dir.
 
     Without ``unique`` the caller must hold the lock that guards ``path``.
+    Returns the new file's stat, taken before the rename made it visible.
     """
     tmp = temp_path_for(path, unique=unique)
     try:
         write_new_private(tmp, data)
+        st = os.stat(tmp, follow_symlinks=False)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
     fsync_dir(path.parent)
+    return st
 
 
 def append_private(path: Path, data: bytes) -> None:

@@ -533,14 +533,14 @@ def test_list_tolerates_a_session_vanishing_mid_listing(
 ) -> None:
     for name in ("a", "b", "c"):
         store.session(name).add_message({"role": "user", "content": name})
-    original = store.backend.activity_times
+    original = store.backend.newest
 
-    def times_then_delete():
-        found = original()
+    def newest_then_delete(limit, after=None):
+        found = original(limit, after)
         store.delete("b")
         return found
 
-    monkeypatch.setattr(store.backend, "activity_times", times_then_delete)
+    monkeypatch.setattr(store.backend, "newest", newest_then_delete)
     assert sorted(i.name for i in store.list_sessions().sessions) == ["a", "c"]
 
 

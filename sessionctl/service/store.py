@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import binascii
-import itertools
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -94,11 +93,8 @@ class Store:
 
     def most_recent(self) -> Session | None:
         """Return the most recently active live session, or None."""
-        names = self.backend.names()
-        if not names:
-            return None
-        name = min(names, key=lambda item: (-item[1], item[0]))[0]
-        return Session(self, name)
+        newest = self.backend.newest(1)
+        return Session(self, newest[0][0]) if newest else None
 
     # -- listing -------------------------------------------------------------
     def list_sessions(
@@ -109,14 +105,12 @@ class Store:
             raise UsageError(f"limit must be 0 or more, got {limit}")
         if deleted:
             return self._list_deleted(limit, cursor)
-        times = self.backend.activity_times()
+        after = None
         if cursor is not None:
-            mtime, after = _decode_cursor(cursor, int)
-            times = {n: t for n, t in times.items() if (-t, n) > (-mtime, after)}
-        if limit is None:
-            entries = sorted(times.items(), key=_newest_first)
-        else:  # a page of 20 out of 10,000 (and one more, to know there is more)
-            entries = _newest(times, limit + 1)
+            mtime, name = _decode_cursor(cursor, int)
+            after = (-mtime, name)
+        # A page of 20 out of 10,000, and one more to know there is more.
+        entries = self.backend.newest(None if limit is None else limit + 1, after)
         page = entries if limit is None else entries[:limit]
         infos = []
         for name, when in page:
@@ -302,26 +296,6 @@ class Store:
         from sessionctl.service.transfer import create_from_dict
 
         return create_from_dict(self, data, name=name)
-
-
-def _newest_first(entry: tuple[str, int]) -> tuple[int, str]:
-    return (-entry[1], entry[0])
-
-
-def _newest(times: dict[str, int], n: int) -> list[tuple[str, int]]:
-    """The ``n`` first of ``sorted(times.items(), key=_newest_first)``, without sorting all.
-
-    Sorts the bare times (C-level, and nearly linear: the log is appended in
-    time order) to find the n-th newest, keeps the names at or after it, then
-    orders those few by time and name. Ties at the cut are all kept, so the
-    page boundary stays deterministic.
-    """
-    if n <= 0 or not times:
-        return []
-    values = sorted(times.values())
-    cut = values[-min(n, len(values))]
-    picked = itertools.compress(times.items(), map(cut.__le__, times.values()))
-    return sorted(picked, key=_newest_first)[:n]
 
 
 def _default_warn(message: str) -> None:

@@ -25,8 +25,13 @@ from pathlib import Path
 from sessionctl.fsutil import FILE_MODE, atomic_write
 
 LOG_NAME = "activity.log"
+# First line of every log sessionctl creates or compacts: a random identity, so
+# a reader holding an offset into one log never applies it to another that got
+# the same inode number (a log removed by hand, compacted twice).
+_ID_PREFIX = b"#activity-log "
 _LINE = re.compile(rb"^([0-9]{1,20}) ([^\n]+)\n", re.MULTILINE)
 COMPACT_BYTES = 256 * 1024
+LogKey = tuple[int, int, str]  # st_dev, st_ino, identity
 COMPACT_RATIO = 4  # compact when the log is this many times one line per live session
 
 
@@ -46,6 +51,11 @@ class ActivityLog:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_SH)
                     st = os.fstat(fd)
+                    if st.st_size == 0:  # a new log: its identity comes first
+                        fcntl.flock(fd, fcntl.LOCK_EX)
+                        if os.fstat(fd).st_size == 0:
+                            os.write(fd, _new_identity())
+                        fcntl.flock(fd, fcntl.LOCK_SH)
                     if st.st_mode & 0o777 != FILE_MODE:
                         os.fchmod(fd, FILE_MODE)  # created under a strict umask
                     if st.st_ino == os.stat(self.path, follow_symlinks=False).st_ino:
@@ -56,15 +66,32 @@ class ActivityLog:
 
     def read(self) -> dict[str, int]:
         """Return name → last write time (ns) for every name in the log."""
+        return self.read_from(None, 0)[0] or {}
+
+    def read_from(
+        self, key: LogKey | None, offset: int
+    ) -> tuple[dict[str, int] | None, LogKey, int]:
+        """Return the times written from ``offset`` on, the log's key and where they end.
+
+        The key is the log file's ``(st_dev, st_ino, identity)``; with ``key``
+        given, a log that is not that file (compacted, replaced) or is shorter
+        than ``offset`` (cut by hand) gives None for the times. The end is the
+        offset just past the last whole line: a torn last line is left for the
+        next reader. No log at all reads as empty, with key ``(0, 0, "")``.
+        """
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
         except OSError:
-            return {}
+            return ({} if key is None else None), (0, 0, ""), 0
         with os.fdopen(fd, "rb") as f:
+            st = os.fstat(fd)
+            found = (st.st_dev, st.st_ino, _identity(os.pread(fd, 64, 0)))
+            if key is not None and (found != key or st.st_size < offset):
+                return None, found, 0
+            f.seek(offset)
             data = f.read()
-        # The last line wins: lines are appended as writes happen (a restore
-        # may set an older time on purpose). A torn last line is ignored.
-        return _parse_fast(data) or _parse_strict(data)
+        end = data.rfind(b"\n") + 1
+        return _parse(data[:end]), found, offset + end
 
     def needs_compaction(self, live: int) -> bool:
         """True when the log is much longer than one line per live session."""
@@ -74,20 +101,51 @@ class ActivityLog:
             return False
         return size > COMPACT_BYTES and size > COMPACT_RATIO * 48 * max(live, 1)
 
-    def compact(self, live: Iterable[str]) -> None:
-        """Rewrite the log with one line per live session, under an exclusive lock."""
+    def compact(self, live: Iterable[str]) -> tuple[dict[str, int], LogKey, int] | None:
+        """Rewrite the log with one line per live session, under an exclusive lock.
+
+        Returns the times kept, the new log's key and its length: appends made
+        after the rename land past that length. None when it could not compact.
+        """
         keep = set(live)
-        with contextlib.suppress(OSError):
+        try:
             fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                latest = self.read()
-                data = "".join(
-                    f"{ns} {name}\n" for name, ns in sorted(latest.items()) if name in keep and ns
-                )
-                atomic_write(self.path, data.encode(), unique=True)
-            finally:
-                os.close(fd)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.fstat(fd).st_ino != os.stat(self.path, follow_symlinks=False).st_ino:
+                return None  # another process compacted it meanwhile
+            with os.fdopen(os.dup(fd), "rb") as f:
+                data = f.read()
+            latest = _parse(data[: data.rfind(b"\n") + 1])
+            kept = {name: ns for name, ns in sorted(latest.items()) if name in keep and ns}
+            identity = _new_identity()
+            lines = "".join(f"{ns} {name}\n" for name, ns in kept.items()).encode()
+            st = atomic_write(self.path, identity + lines, unique=True)
+            return kept, (st.st_dev, st.st_ino, _identity(identity)), len(identity) + len(lines)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
+
+def _new_identity() -> bytes:
+    return _ID_PREFIX + os.urandom(8).hex().encode() + b"\n"
+
+
+def _identity(head: bytes) -> str:
+    """The identity on a log's first line ("" for a log without one, as 0.1.0 wrote)."""
+    if not head.startswith(_ID_PREFIX):
+        return ""
+    return head[len(_ID_PREFIX) : head.find(b"\n")].decode("ascii", "replace")
+
+
+def _parse(data: bytes) -> dict[str, int]:
+    """Parse whole lines (the last line wins: a restore may set an older time on purpose)."""
+    if data.startswith(_ID_PREFIX):
+        data = data[data.find(b"\n") + 1 :]
+    return _parse_fast(data) or _parse_strict(data)
 
 
 def _parse_fast(data: bytes) -> dict[str, int] | None:

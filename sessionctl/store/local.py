@@ -123,6 +123,16 @@ class LocalBackend(TrashMixin):
         self._check_dirs()
         return listing.activity_times(self.sessions_dir, self.activity)
 
+    def newest(
+        self, limit: int | None, after: tuple[int, str] | None = None
+    ) -> list[tuple[str, int]]:
+        """Return the first ``limit`` live sessions as (name, ns), newest first, ties by name.
+
+        ``after`` is the ``(-ns, name)`` of the previous page's last session.
+        """
+        self._check_dirs()
+        return listing.newest(self.sessions_dir, self.activity, limit, after)
+
     def last_activity(self, name: str) -> int:
         """Return ``name``'s last activity in ns (log, else mtime)."""
         when = self.activity.read().get(name)
