@@ -156,3 +156,24 @@ def test_ruff_check_is_clean() -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_command_annotations_are_objects_not_strings() -> None:
+    """Typer evals string annotations of the invoked command on every call (~1 ms each).
+
+    So the command modules and the root callback do without
+    ``from __future__ import annotations``.
+    """
+    from sessionctl.cli import app, registry
+
+    registry.load_all()
+    callbacks = [info.callback for info in registry.commands.registered_commands]
+    callbacks.append(app.root)
+    strings = [
+        f"{f.__module__}.{f.__name__}: {name}"
+        for f in callbacks
+        if f is not None
+        for name, annotation in f.__annotations__.items()
+        if isinstance(annotation, str)
+    ]
+    assert len(callbacks) > 15 and strings == []

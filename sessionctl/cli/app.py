@@ -1,7 +1,5 @@
 """The typer app, the root options and the one error boundary."""
 
-from __future__ import annotations
-
 import os
 import sys
 from pathlib import Path

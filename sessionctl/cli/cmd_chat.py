@@ -1,16 +1,13 @@
 """The chat command: one-shot for scripts, a REPL for people."""
 
-from __future__ import annotations
-
 import sys
 from typing import Annotated, Any
 
 import typer
 
-from sessionctl.cli.cmd_messages import read_stdin_text
 from sessionctl.cli.options import complete_session
 from sessionctl.cli.registry import commands
-from sessionctl.cli.state import State
+from sessionctl.cli.state import State, read_stdin_text
 from sessionctl.errors import SessionNotFound, UsageError
 
 

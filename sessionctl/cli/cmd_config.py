@@ -1,7 +1,5 @@
 """The config command group: path, show, set, unset."""
 
-from __future__ import annotations
-
 import enum
 import os
 from pathlib import Path

@@ -1,7 +1,5 @@
 """Semantic memory commands: relevant, reindex."""
 
-from __future__ import annotations
-
 import time
 from typing import Annotated, Any
 

@@ -1,7 +1,5 @@
 """Commands on a session's messages: recent, add, store, drop."""
 
-from __future__ import annotations
-
 import json
 import sys
 from typing import Annotated, Any
@@ -11,7 +9,7 @@ import typer
 from sessionctl.cli.completers import complete_message_id
 from sessionctl.cli.options import JsonOpt, RequiredSessionOpt, SessionOpt
 from sessionctl.cli.registry import commands
-from sessionctl.cli.state import State
+from sessionctl.cli.state import State, read_stdin_text
 from sessionctl.errors import SessionNotFound, UsageError
 
 RoleFilterOpt = Annotated[
@@ -41,21 +39,6 @@ def resolve_session(state: State, name: str | None) -> Any:
             "there are no sessions yet; create one with `sessionctl chat` or `add`"
         )
     return latest
-
-
-def read_stdin_text() -> str:
-    """Return stdin as UTF-8 text, or raise UsageError naming the problem."""
-    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UsageError(
-            f"stdin is not valid UTF-8 text (byte {exc.start}); nothing written"
-        ) from None
-    # `echo text |` adds one newline that is not part of the message.
-    if text.endswith("\r\n"):
-        return text[:-2]
-    return text[:-1] if text.endswith("\n") else text
 
 
 def print_messages(state: State, messages: list[Any], mode: str) -> None:

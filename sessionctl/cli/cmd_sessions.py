@@ -1,19 +1,16 @@
 """Commands on whole sessions: list, show, export, import, fork, delete, restore,
 clear, prune, meta, rename."""
 
-from __future__ import annotations
-
 import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from sessionctl.cli.cmd_messages import read_stdin_text
 from sessionctl.cli.options import JsonOpt, RequiredSessionOpt, SessionArg
 from sessionctl.cli.registry import commands
 from sessionctl.cli.render import session_rows
-from sessionctl.cli.state import State
+from sessionctl.cli.state import State, read_stdin_text
 from sessionctl.errors import UsageError
 
 

@@ -1,7 +1,5 @@
 """Options shared by several commands, and session-name completion."""
 
-from __future__ import annotations
-
 import os
 from typing import Annotated
 

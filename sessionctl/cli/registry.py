@@ -4,6 +4,10 @@ Typer turns every registered command into a click command on every call,
 introspecting its signature: ~1 ms a command, which for a CLI run in loops is
 most of its start-up. :class:`LazyGroup` builds a command's click object only
 when that command is looked up (help and completion still see them all).
+
+The command modules do without ``from __future__ import annotations``: typer
+would ``eval`` each string annotation of the invoked command (compiling it
+first) on every call, 1.2 ms of the 1.9 ms it takes to build ``list``.
 """
 
 from __future__ import annotations

@@ -1,13 +1,15 @@
-"""Per-invocation state: settings resolved once, the store, the output."""
+"""Per-invocation state: settings resolved once, the store, the output, stdin."""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sessionctl.cli.render import Output
 from sessionctl.config import Settings, load_settings
+from sessionctl.errors import UsageError
 
 if TYPE_CHECKING:
     from sessionctl.service import Store
@@ -42,3 +44,18 @@ class State:
 def debug_enabled() -> bool:
     """True when SESSIONCTL_DEBUG asks for tracebacks."""
     return os.environ.get("SESSIONCTL_DEBUG", "") not in ("", "0")
+
+
+def read_stdin_text() -> str:
+    """Return stdin as UTF-8 text, or raise UsageError naming the problem."""
+    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"stdin is not valid UTF-8 text (byte {exc.start}); nothing written"
+        ) from None
+    # `echo text |` adds one newline that is not part of the message.
+    if text.endswith("\r\n"):
+        return text[:-2]
+    return text[:-1] if text.endswith("\n") else text
