@@ -126,6 +126,8 @@ def test_a_first_page_reads_only_the_top_of_the_snapshot(
     listed = _count_listings(monkeypatch)
     assert store.backend.newest(3) == expected[:3] and listed == []
     assert store.backend.newest(None) == expected and len(listed) == 1  # noticed: listed
+    path.write_bytes(data[:cut] + b"x" * (len(data) - cut - 1) + b"\n")
+    assert store.backend.activity_times() == dict(expected) and len(listed) == 2
 
 
 @pytest.mark.parametrize(

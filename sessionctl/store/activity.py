@@ -141,6 +141,19 @@ def _identity(head: bytes) -> str:
     return head[len(_ID_PREFIX) : head.find(b"\n")].decode("ascii", "replace")
 
 
+def parse_lines(data: bytes) -> dict[str, int]:
+    """Parse ``<ns> <name>`` lines that must all be well formed and name distinct sessions.
+
+    Raises ValueError otherwise (the log's own parser skips bad lines instead).
+    """
+    times = _parse_fast(data)
+    if times is None:
+        times = _parse_strict(data)
+    if len(times) != data.count(b"\n"):
+        raise ValueError("malformed or repeated lines")
+    return times
+
+
 def _parse(data: bytes) -> dict[str, int]:
     """Parse whole lines (the last line wins: a restore may set an older time on purpose)."""
     if data.startswith(_ID_PREFIX):
