@@ -90,9 +90,20 @@ def main() -> None:
             "sessionctl add (100k session)": [*cli, "add", "-s", "big", "--role", "user", "hi"],
             "sessionctl drop (100k session)": [*cli, "drop", "-s", "big"],
             "sessionctl --version": [*cli, "--version"],
+            "sessionctl list --limit 20, config found by platformdirs": [
+                *cli,
+                "list",
+                "--limit",
+                "20",
+            ],
         }
+        # The rows above name their config file, as scripts and tests do; a user
+        # who does not has platformdirs imported to find it: the last row.
+        default_config = {k: v for k, v in env.items() if k != "SESSIONCTL_CONFIG"}
+        default_config["XDG_CONFIG_HOME"] = str(home / "xdg-config")  # empty: no config
+        envs = [None] * (len(commands) - 1) + [default_config]
         # Round-robin, so drift hits the baseline and every command alike.
-        medians = interleaved_medians(list(commands.values()), runs=args.runs, env=env)
+        medians = interleaved_medians(list(commands.values()), runs=args.runs, env=env, envs=envs)
         base = medians[0]
         print(table([(label, ms, ms / base) for label, ms in zip(commands, medians, strict=True)]))
 

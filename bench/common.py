@@ -52,9 +52,16 @@ def bare_app(directory: Path) -> list[str]:
 
 
 def interleaved_medians(
-    commands: Sequence[Sequence[str]], *, runs: int, env: dict[str, str], warmup: int = 2
+    commands: Sequence[Sequence[str]],
+    *,
+    runs: int,
+    env: dict[str, str],
+    warmup: int = 2,
+    envs: Sequence[dict[str, str] | None] = (),
 ) -> list[float]:
     """Median wall ms of each argv, run round-robin (each must exit 0).
+
+    ``envs`` may give a command its own environment (None: ``env``).
 
     Timing one command's runs in a block and then the next one's lets the
     machine's drift (other jobs, CPU frequency) land on one command only; taking
@@ -62,10 +69,11 @@ def interleaved_medians(
     figures wander.
     """
     times: list[list[float]] = [[] for _ in commands]
+    own = [*envs, *[None] * (len(commands) - len(envs))]
     for i in range(warmup + runs):
-        for argv, bucket in zip(commands, times, strict=True):
+        for argv, bucket, mine in zip(commands, times, own, strict=True):
             start = time.perf_counter()
-            proc = subprocess.run(argv, env=env, capture_output=True, check=False)
+            proc = subprocess.run(argv, env=mine or env, capture_output=True, check=False)
             elapsed = (time.perf_counter() - start) * 1000
             if proc.returncode != 0:
                 raise SystemExit(f"{' '.join(argv)} failed: {proc.stderr.decode()[-500:]}")
