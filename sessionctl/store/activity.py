@@ -9,7 +9,9 @@ hand) falls back to its transcript's mtime. The log is derived data: losing
 it only costs stats until the next writes.
 
 Appends take a shared flock and compaction an exclusive one, so compaction
-(when the log outgrows its sessions) never loses a concurrent append.
+(when the log outgrows its sessions) never loses a concurrent append. The
+first line of each log is a random identity, so that an offset into one log
+(listing.py keeps one) is never applied to another.
 """
 
 from __future__ import annotations
@@ -25,13 +27,13 @@ from pathlib import Path
 from sessionctl.fsutil import FILE_MODE, atomic_write
 
 LOG_NAME = "activity.log"
+LogKey = tuple[int, int, str]  # st_dev, st_ino, identity: which log file this is
 # First line of every log sessionctl creates or compacts: a random identity, so
 # a reader holding an offset into one log never applies it to another that got
 # the same inode number (a log removed by hand, compacted twice).
 _ID_PREFIX = b"#activity-log "
 _LINE = re.compile(rb"^([0-9]{1,20}) ([^\n]+)\n", re.MULTILINE)
 COMPACT_BYTES = 256 * 1024
-LogKey = tuple[int, int, str]  # st_dev, st_ino, identity
 COMPACT_RATIO = 4  # compact when the log is this many times one line per live session
 
 
