@@ -33,7 +33,7 @@ from pathlib import Path
 
 from sessionctl.fsutil import FILE_MODE
 from sessionctl.store.activity import ActivityLog, LogKey, parse_lines
-from sessionctl.store.trash import TRANSCRIPT
+from sessionctl.store.layout import TRANSCRIPT
 
 STAMP_NAME = "activity.stamp"
 STAMP_VERSION = 2

@@ -28,21 +28,15 @@ from sessionctl.fsutil import (
     temp_path_for,
     write_new_private,
 )
-from sessionctl.ids import new_ulid
 from sessionctl.models import Message, SessionInfo
 from sessionctl.store import listing, transcript
 from sessionctl.store.activity import LOG_NAME, ActivityLog
 from sessionctl.store.base import MakeMessages, Transform
 from sessionctl.store.header import message_count, session_info
+from sessionctl.store.layout import SESSION_SUFFIXES, SIDECAR_SUFFIXES, TRANSCRIPT
 from sessionctl.store.transcript import Header, Warn, encode
-from sessionctl.store.trash import TRANSCRIPT, TrashMixin
+from sessionctl.store.trash import TrashMixin
 from sessionctl.timeutil import from_epoch_ns, now_iso
-
-# Every file that belongs to a session besides its lock; none may end in
-# ".jsonl", which marks a transcript. The transcript comes last so that a
-# move interrupted halfway never leaves a transcript without its session.
-SIDECAR_SUFFIXES = (".faiss", ".index.json", ".index.stamp", ".rejects")
-SESSION_SUFFIXES = (*SIDECAR_SUFFIXES, TRANSCRIPT)
 
 
 class LocalBackend(TrashMixin):
@@ -331,45 +325,6 @@ class LocalBackend(TrashMixin):
         for suffix in SESSION_SUFFIXES:
             with contextlib.suppress(FileNotFoundError):
                 os.rename(src(suffix), dst(suffix))
-
-    def _active_since(self, name: str, cutoff_ns: int | None) -> bool:
-        if cutoff_ns is None:
-            return False
-        return self.last_activity(name) > cutoff_ns
-
-    def delete(self, name: str, *, unless_active_since: int | None = None) -> str | None:
-        """Move ``name`` to the trash and return the trash id.
-
-        With ``unless_active_since`` (epoch ns) the session is left alone, and
-        None returned, if it was written after that instant: checked under the
-        lock, so ``prune`` never removes a session that a chat just used.
-        """
-        with self._namespace_lock(), self.lock(name):
-            self._require(name)
-            if self._active_since(name, unless_active_since):
-                return None
-            trash_id = new_ulid()
-            folder = ensure_private_dir(self.trash_dir / trash_id)
-            # Transcript first: once it is gone the session is gone.
-            os.rename(self.path(name), folder / f"{name}{TRANSCRIPT}")
-            self._move_files(lambda s: self.path(name, s), lambda s: folder / f"{name}{s}")
-            self.path(name, ".lock").unlink()
-            fsync_dir(self.sessions_dir)
-        return trash_id
-
-    def purge(self, name: str, *, unless_active_since: int | None = None) -> bool:
-        """Remove ``name`` and its files for good; False if it was active (see delete)."""
-        with self._namespace_lock(), self.lock(name):
-            self._require(name)
-            if self._active_since(name, unless_active_since):
-                return False
-            self.path(name).unlink()
-            for suffix in SIDECAR_SUFFIXES:
-                with contextlib.suppress(FileNotFoundError):
-                    self.path(name, suffix).unlink()
-            self.path(name, ".lock").unlink()
-            fsync_dir(self.sessions_dir)
-        return True
 
     def rename(self, old: str, new: str) -> None:
         """Rename ``old`` to ``new`` with all its files, under both locks."""

@@ -1,11 +1,11 @@
-"""The trash of the local backend: list, restore and empty soft-deleted sessions.
+"""The trash of the local backend: delete, list, restore and purge sessions.
 
-A deleted session's files move to ``HOME/trash/ULID/`` (the ULID says when);
-``LocalBackend.delete`` puts them there, this mixin does the rest.
+A deleted session's files move to ``HOME/trash/ULID/`` (the ULID says when).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Callable
@@ -13,15 +13,14 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from sessionctl.errors import SessionExists, SessionNotFound, StoreError
-from sessionctl.fsutil import fsync_dir
-from sessionctl.ids import ulid_time_ms
+from sessionctl.fsutil import ensure_private_dir, fsync_dir
+from sessionctl.ids import new_ulid, ulid_time_ms
 from sessionctl.models import SessionInfo
 from sessionctl.store import transcript
 from sessionctl.store.activity import ActivityLog
 from sessionctl.store.header import message_count, session_info
+from sessionctl.store.layout import SIDECAR_SUFFIXES, TRANSCRIPT
 from sessionctl.timeutil import from_epoch_ns
-
-TRANSCRIPT = ".jsonl"  # the suffix that marks a transcript (layout: local.py)
 
 
 class TrashMixin:
@@ -38,7 +37,48 @@ class TrashMixin:
     path: Callable[..., Path]
     exists: Callable[[str], bool]
     case_twin: Callable[[str], str | None]
+    last_activity: Callable[[str], int]
+    _require: Callable[[str], Path]
     _move_files: Callable[[Callable[[str], Path], Callable[[str], Path]], None]
+
+    def _active_since(self, name: str, cutoff_ns: int | None) -> bool:
+        if cutoff_ns is None:
+            return False
+        return self.last_activity(name) > cutoff_ns
+
+    def delete(self, name: str, *, unless_active_since: int | None = None) -> str | None:
+        """Move ``name`` to the trash and return the trash id.
+
+        With ``unless_active_since`` (epoch ns) the session is left alone, and
+        None returned, if it was written after that instant: checked under the
+        lock, so ``prune`` never removes a session that a chat just used.
+        """
+        with self._namespace_lock(), self.lock(name):
+            self._require(name)
+            if self._active_since(name, unless_active_since):
+                return None
+            trash_id = new_ulid()
+            folder = ensure_private_dir(self.trash_dir / trash_id)
+            # Transcript first: once it is gone the session is gone.
+            os.rename(self.path(name), folder / f"{name}{TRANSCRIPT}")
+            self._move_files(lambda s: self.path(name, s), lambda s: folder / f"{name}{s}")
+            self.path(name, ".lock").unlink()
+            fsync_dir(self.sessions_dir)
+        return trash_id
+
+    def purge(self, name: str, *, unless_active_since: int | None = None) -> bool:
+        """Remove ``name`` and its files for good; False if it was active (see delete)."""
+        with self._namespace_lock(), self.lock(name):
+            self._require(name)
+            if self._active_since(name, unless_active_since):
+                return False
+            self.path(name).unlink()
+            for suffix in SIDECAR_SUFFIXES:
+                with contextlib.suppress(FileNotFoundError):
+                    self.path(name, suffix).unlink()
+            self.path(name, ".lock").unlink()
+            fsync_dir(self.sessions_dir)
+        return True
 
     def deleted(self) -> list[SessionInfo]:
         """Return the sessions in the trash, newest deletion first."""
