@@ -198,3 +198,54 @@ def test_a_log_written_by_0_1_0_without_identity_still_serves_pages(
     listed = _count_listings(monkeypatch)
     ActivityLog(log_path).touch("a", 7)
     assert _pages(store, 1) == [("a", 7), ("b", 6)] and listed == []
+
+
+def test_folds_and_compactions_under_concurrent_appends_lose_nothing(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    monkeypatch.setattr(listing, "FOLD_BYTES", 512)
+    monkeypatch.setattr(activity, "COMPACT_BYTES", 1024)
+    monkeypatch.setattr(activity, "COMPACT_RATIO", 1)
+    writers = 3
+    owned = [[f"w{w}-{i}" for i in range(4)] for w in range(writers)]
+    for names in owned:
+        for name in names:
+            store.session(name).add_message({"role": "user", "content": name})
+    _settle(store)
+    assert len(_pages(store, None)) == writers * 4  # lists once and writes the stamp
+    log = ActivityLog(store.home / LOG_NAME)
+    last: dict[str, int] = {}
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def write(w: int) -> None:
+        for n in range(1, 400):
+            name = owned[w][n % 4]
+            ns = 10**18 + n * 10 + w  # distinct and rising: each name's last line is known
+            log.touch(name, ns)
+            last[name] = ns
+
+    def read() -> None:
+        try:
+            while not stop.is_set():
+                page = store.backend.newest(5)
+                assert page == sorted(page, key=listing.newest_first)
+                assert len({n for n, _ in page}) == len(page) == 5
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    for thread in readers + threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stop.set()
+    for thread in readers:
+        thread.join()
+    assert errors == []
+    assert store.backend.activity_times() == last  # no append lost to a fold or compaction
+    assert _pages(store, 3) == _oracle(store)
+    assert _stamp(store).offset > 0 and log.path.stat().st_size < 8192
