@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -56,6 +57,25 @@ def set_activity(transcript: Path, when: float) -> None:
     os.utime(transcript, (when, when))
     name = transcript.name[: -len(".jsonl")]
     ActivityLog(transcript.parent.parent / LOG_NAME).touch(name, int(when * 1e9))
+
+
+def settle(sessions_dir: Path) -> None:
+    """Make sessions/ look unchanged for a minute, as between two commands of a user."""
+    then = time.time() - 60
+    os.utime(sessions_dir, (then, then))
+
+
+def count_listings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every os.listdir from now on (the directories listed, in order)."""
+    listed: list[str] = []
+    real = os.listdir
+
+    def counting(path: object = ".") -> list[str]:
+        listed.append(str(path))
+        return real(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "listdir", counting)
+    return listed
 
 
 @dataclass

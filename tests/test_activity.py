@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import set_activity
+from conftest import count_listings, set_activity, settle
 
 from sessionctl import Store
 from sessionctl.store import activity, listing
@@ -153,21 +153,7 @@ def test_pages_are_deterministic_when_times_tie_across_the_cut(store: Store) -> 
 
 
 def _settle(store: Store) -> None:
-    """Make sessions/ look unchanged for a minute, as between two commands of a user."""
-    then = time.time() - 60
-    os.utime(store.backend.sessions_dir, (then, then))
-
-
-def _count_listings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    listed: list[str] = []
-    real = os.listdir
-
-    def counting(path: object = ".") -> list[str]:
-        listed.append(str(path))
-        return real(path)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(os, "listdir", counting)
-    return listed
+    settle(store.backend.sessions_dir)
 
 
 def test_an_unchanged_directory_is_not_listed_again(
@@ -179,7 +165,7 @@ def test_an_unchanged_directory_is_not_listed_again(
     _settle(store)
     assert _names(store) == ["b", "a"]  # lists sessions/ and stamps what it found
     assert (store.backend.home / listing.STAMP_NAME).stat().st_mode & 0o777 == 0o600
-    listed = _count_listings(monkeypatch)
+    listed = count_listings(monkeypatch)
     assert _names(store) == ["b", "a"] and listed == []
     store.session("a").add_message({"role": "user", "content": "appending changes no entry"})
     assert _names(store) == ["a", "b"] and listed == []
@@ -198,7 +184,7 @@ def test_files_changed_by_hand_are_seen_through_the_stamp(
     os.utime(copied, (time.time() - 3600, time.time() - 3600))
     _settle(store)
     assert _names(store) == ["logged", "copied"]
-    listed = _count_listings(monkeypatch)
+    listed = count_listings(monkeypatch)
     os.utime(copied, (time.time() + 60, time.time() + 60))  # edited by hand: mtime counts
     assert _names(store) == ["copied", "logged"] and listed == []
     # Now sessionctl writes it (its lock file already exists: no new entry).
@@ -215,7 +201,7 @@ def test_a_lost_log_or_a_bad_stamp_means_listing_again(
         store.session(name).add_message({"role": "user", "content": name})
     _settle(store)
     assert _names(store) == ["b", "a"]
-    listed = _count_listings(monkeypatch)
+    listed = count_listings(monkeypatch)
     (store.backend.home / LOG_NAME).unlink()  # times fall back to mtimes; nobody is lost
     assert sorted(_names(store)) == ["a", "b"] and len(listed) == 1
     for junk in (b"", b"{", b'{"directory": [1, 2]}', b"[]", b'{"directory":"x"}'):

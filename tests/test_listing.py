@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import count_listings, settle
 
 from sessionctl import Store
 from sessionctl.store import activity, listing
@@ -20,21 +21,7 @@ def store(home: Path) -> Store:
 
 
 def _settle(store: Store) -> None:
-    """Make sessions/ look unchanged for a minute, as between two commands of a user."""
-    then = time.time() - 60
-    os.utime(store.backend.sessions_dir, (then, then))
-
-
-def _count_listings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    listed: list[str] = []
-    real = os.listdir
-
-    def counting(path: object = ".") -> list[str]:
-        listed.append(str(path))
-        return real(path)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(os, "listdir", counting)
-    return listed
+    settle(store.backend.sessions_dir)
 
 
 def _oracle(store: Store) -> list[tuple[str, int]]:
@@ -86,7 +73,7 @@ def test_pages_from_the_snapshot_equal_pages_from_scratch(
     first = _stamp(store)
     assert first.unlogged == ("hand-a", "hand-b")
     log = ActivityLog(store.home / LOG_NAME)
-    listed = _count_listings(monkeypatch)
+    listed = count_listings(monkeypatch)
     for step in range(150):
         op = rng.randrange(5)
         if op == 0:
@@ -123,7 +110,7 @@ def test_a_first_page_reads_only_the_top_of_the_snapshot(
     # that goes that far down can notice.
     cut = data.rstrip(b"\n").rfind(b"\n") + 1
     path.write_bytes(data[:cut] + b"x" * (len(data) - cut - 1) + b"\n")
-    listed = _count_listings(monkeypatch)
+    listed = count_listings(monkeypatch)
     assert store.backend.newest(3) == expected[:3] and listed == []
     assert store.backend.newest(None) == expected and len(listed) == 1  # noticed: listed
     path.write_bytes(data[:cut] + b"x" * (len(data) - cut - 1) + b"\n")
@@ -168,7 +155,7 @@ def test_a_stale_or_damaged_snapshot_means_listing_again(
         os.truncate(stamp_path, stamp_path.stat().st_size - 3)
     else:  # two writers' bytes: a longer stamp's end left behind a shorter one
         stamp_path.write_bytes(stamp_path.read_bytes() + b"9 zz\n")
-    listed = _count_listings(monkeypatch)
+    listed = count_listings(monkeypatch)
     assert _pages(store, 2) == _oracle(store)
     assert listed  # listed the directory instead of trusting the stamp
     if change == "log compacted elsewhere":
@@ -195,7 +182,7 @@ def test_a_log_written_by_0_1_0_without_identity_still_serves_pages(
     log_path.write_bytes(b"".join(b"%d %s\n" % (t, n) for t, n in ((5, b"a"), (6, b"b"))))
     _settle(store)
     assert _pages(store, 1) == [("b", 6), ("a", 5)]
-    listed = _count_listings(monkeypatch)
+    listed = count_listings(monkeypatch)
     ActivityLog(log_path).touch("a", 7)
     assert _pages(store, 1) == [("a", 7), ("b", 6)] and listed == []
 
