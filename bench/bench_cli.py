@@ -29,9 +29,9 @@ from common import (
 )
 
 from sessionctl import Store
+from sessionctl.backend.files.transcript import Header, encode
 from sessionctl.ids import new_ulid
 from sessionctl.models import Message
-from sessionctl.store.transcript import Header, encode
 from sessionctl.timeutil import now_iso
 
 WORDS = "the quick brown fox jumps over the lazy dog while we talk about deploys".split()

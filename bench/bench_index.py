@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from sessionctl import embed
-from sessionctl.index import SidecarIndex
+from sessionctl.backend.files.sidecar import SidecarIndex
 
 DIM = 384
 WORDS = (
@@ -263,7 +263,7 @@ CHILD = """
 import sys, time
 t0 = time.perf_counter()
 from sessionctl import embed
-from sessionctl.index import SidecarIndex
+from sessionctl.backend.files.sidecar import SidecarIndex
 from pathlib import Path
 model = embed.get_embedder()
 t1 = time.perf_counter()

@@ -50,9 +50,9 @@ def set_activity(transcript: Path, when: float) -> None:
     """Make a session look last active at ``when``: its mtime and the activity log.
 
     "Last activity" is the last write through sessionctl, recorded in
-    HOME/activity.log (sessionctl/store/activity.py); the mtime is the fallback.
+    HOME/activity.log (sessionctl/backend/files/activity.py); the mtime is the fallback.
     """
-    from sessionctl.store.activity import LOG_NAME, ActivityLog
+    from sessionctl.backend.files.activity import LOG_NAME, ActivityLog
 
     os.utime(transcript, (when, when))
     name = transcript.name[: -len(".jsonl")]

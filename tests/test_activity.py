@@ -11,8 +11,8 @@ import pytest
 from conftest import count_listings, set_activity, settle
 
 from sessionctl import Store
-from sessionctl.store import activity, listing
-from sessionctl.store.activity import LOG_NAME, ActivityLog
+from sessionctl.backend.files import activity, listing
+from sessionctl.backend.files.activity import LOG_NAME, ActivityLog
 
 
 @pytest.fixture

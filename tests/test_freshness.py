@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from sessionctl import Store
+from sessionctl.backend.files.lookup import messages_by_seq
 from sessionctl.service import memory
-from sessionctl.store.lookup import messages_by_seq
 
 
 @pytest.fixture
@@ -121,7 +121,7 @@ def test_the_fast_path_does_not_rehash_an_unchanged_index_file(
 ) -> None:
     import hashlib
 
-    from sessionctl.index import storage
+    from sessionctl.backend.files import storage
 
     work = store.session("work")
     work.add_message({"role": "user", "content": "my favourite colour is blue"})

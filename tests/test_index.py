@@ -15,16 +15,16 @@ import numpy.typing as npt
 import pytest
 
 from sessionctl import embed
+from sessionctl.backend.files import sidecar as sidecar_module
+from sessionctl.backend.files.manifest import Manifest, from_ranges, to_ranges
+from sessionctl.backend.files.sidecar import SidecarIndex
 from sessionctl.errors import EmbeddingError, StoreError
 from sessionctl.index import (
-    SidecarIndex,
     SyncReport,
     merge_hits,
     similarity_to_distance,
     within_threshold,
 )
-from sessionctl.index import sidecar as sidecar_module
-from sessionctl.index.manifest import Manifest, from_ranges, to_ranges
 
 
 class FakeEmbedder:

@@ -18,7 +18,7 @@ CLI_ONLY = ("typer", "rich", "prompt_toolkit")
 # heavy runtime -> the only package directory that may import it
 HEAVY_HOME = {
     "litellm": "llm",
-    "faiss": "index",
+    "faiss": "backend",
     "onnxruntime": "embed",
     "tokenizers": "embed",
 }

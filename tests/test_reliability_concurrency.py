@@ -69,7 +69,7 @@ def _stopped(stop: str, rounds: int, minimum: int = 3) -> bool:
 
 def _track_removals(log: Log) -> None:
     """Log every message a rewrite or drop_last removes (after it returned)."""
-    from sessionctl.store.local import LocalBackend
+    from sessionctl.backend.files.local import LocalBackend
 
     rewrite, drop_last = LocalBackend.rewrite, LocalBackend.drop_last
 
@@ -331,7 +331,7 @@ def read_transcript(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 def assert_index_consistent(home: Path, name: str) -> None:
     """After catch-up the index covers exactly the transcript's seqs, and stays put."""
     from sessionctl import Store
-    from sessionctl.index.manifest import Manifest
+    from sessionctl.backend.files.manifest import Manifest
     from sessionctl.service.memory import catch_up, embedder_for, index_for
 
     store = Store(home)

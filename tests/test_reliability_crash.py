@@ -339,8 +339,8 @@ def zygote() -> None:
 
     use_hash_embedder()
     # Imported once, before any fork.
+    import sessionctl.backend.files.sidecar
     import sessionctl.cli.app
-    import sessionctl.index.sidecar
     from sessionctl import Store
 
     del sessionctl, Store
@@ -615,7 +615,7 @@ def _check_cycle(home: Path, cli: Any, model: Model, log: list[dict[str, Any]], 
 
 
 def _assert_index_consistent(store: Any, name: str, where: str) -> None:
-    from sessionctl.index.manifest import Manifest
+    from sessionctl.backend.files.manifest import Manifest
     from sessionctl.service.memory import catch_up, embedder_for
 
     messages, report = catch_up(store, name, embedder_for(store))
@@ -656,7 +656,7 @@ def _build_baseline(home: Path) -> None:
 
 def _snapshot(home: Path) -> dict[str, Any]:
     from sessionctl import Store
-    from sessionctl.store import transcript
+    from sessionctl.backend.files import transcript
 
     store = Store(home)
     live = {n for n, _ in store.backend.names()}

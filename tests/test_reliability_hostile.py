@@ -40,6 +40,7 @@ from hypothesis.stateful import (
 )
 
 from sessionctl import Store
+from sessionctl.backend.files import transcript
 from sessionctl.errors import (
     InvalidName,
     MessageNotFound,
@@ -48,7 +49,6 @@ from sessionctl.errors import (
     UsageError,
 )
 from sessionctl.names import is_valid_name
-from sessionctl.store import transcript
 
 STRESS = os.environ.get("SESSIONCTL_STRESS", "") not in ("", "0")
 # Set to exercise the fallbacks used where mounting is not allowed (simulated EROFS/ENOSPC).

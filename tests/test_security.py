@@ -347,7 +347,7 @@ def test_no_code_loading_module_is_used_anywhere() -> None:
 
 FORCED_ERROR = """
     import sys
-    from sessionctl.store.local import LocalBackend
+    from sessionctl.backend.files.local import LocalBackend
     from sessionctl.cli.app import main
 
     def broken(self, name, make, *, create):

@@ -36,7 +36,6 @@ from sessionctl.index.hits import (
     within_threshold,
 )
 from sessionctl.index.report import SyncReport
-from sessionctl.index.sidecar import SidecarIndex
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -46,7 +45,6 @@ if TYPE_CHECKING:
 __all__ = [
     "DISTANCE_EPSILON",
     "MessageIndex",
-    "SidecarIndex",
     "SyncReport",
     "merge_hits",
     "similarity_to_distance",

@@ -20,12 +20,17 @@ import json
 import os
 from typing import TYPE_CHECKING, Any
 
+from sessionctl.backend.files.transcript import (
+    as_message,
+    decode_record,
+    is_unfinished,
+    read_header,
+)
 from sessionctl.fsutil import atomic_write
-from sessionctl.store.transcript import as_message, decode_record, is_unfinished, read_header
 
 if TYPE_CHECKING:
+    from sessionctl.backend.files.sidecar import SidecarIndex
     from sessionctl.embed import Embedder
-    from sessionctl.index import SidecarIndex
     from sessionctl.service.store import Store
 
 STAMP_SUFFIX = ".index.stamp"

@@ -19,8 +19,9 @@ from sessionctl.models import Message
 from sessionctl.service.freshness import write_stamp
 
 if TYPE_CHECKING:
+    from sessionctl.backend.files.sidecar import SidecarIndex
     from sessionctl.embed import Embedder
-    from sessionctl.index import SidecarIndex, SyncReport
+    from sessionctl.index import SyncReport
     from sessionctl.service.store import Store
 
 Progress = Callable[[str, int, int], None]
@@ -63,7 +64,7 @@ def embedder_for(store: Store, *, model: str | None = None, threads: int = 1) ->
 
 def index_for(store: Store, name: str) -> SidecarIndex:
     """Return the sidecar index object of session ``name`` (files may not exist yet)."""
-    from sessionctl.index import SidecarIndex
+    from sessionctl.backend.files.sidecar import SidecarIndex
 
     return SidecarIndex.for_session(store.backend.sessions_dir, name)
 
@@ -202,8 +203,8 @@ def _fast_search(
 
     None when a full catch-up is needed (no stamp, a rewrite, a drop, ...).
     """
+    from sessionctl.backend.files.lookup import messages_by_seq
     from sessionctl.service.freshness import fast_catch_up
-    from sessionctl.store.lookup import messages_by_seq
 
     try:
         with store.backend.lock(name):

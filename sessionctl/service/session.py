@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from sessionctl.backend.files.transcript import Header, encode
 from sessionctl.errors import MessageNotFound, SessionNotFound, UsageError
 from sessionctl.ids import new_ulid
 from sessionctl.models import OPTIONAL_FIELDS, Message, SessionInfo, normalize_role
-from sessionctl.store.transcript import Header, encode
 from sessionctl.timeutil import now_iso
 
 if TYPE_CHECKING:

@@ -10,14 +10,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from sessionctl.backend.files.local import LocalBackend
+from sessionctl.backend.files.transcript import Header, Warn
 from sessionctl.config import Settings, load_settings
 from sessionctl.errors import MessageNotFound, SessionNotFound, StoreError, UsageError
 from sessionctl.ids import new_ulid
 from sessionctl.models import Page, SessionInfo
 from sessionctl.names import check_name
 from sessionctl.service.session import Session
-from sessionctl.store.local import LocalBackend
-from sessionctl.store.transcript import Header, Warn
 from sessionctl.timeutil import now_iso, parse_duration
 
 

@@ -11,11 +11,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sessionctl.backend.files.transcript import Header, encode
 from sessionctl.errors import CorruptData, UsageError
 from sessionctl.ids import new_ulid
 from sessionctl.models import FORMAT_NAME, FORMAT_VERSION, OPTIONAL_FIELDS, Message, normalize_role
 from sessionctl.names import check_name, is_valid_name
-from sessionctl.store.transcript import Header, encode
 from sessionctl.timeutil import format_iso, now_iso, parse_iso
 
 if TYPE_CHECKING:

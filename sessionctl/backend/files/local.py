@@ -17,6 +17,13 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from sessionctl.backend.files import listing, transcript
+from sessionctl.backend.files.activity import LOG_NAME, ActivityLog
+from sessionctl.backend.files.base import MakeMessages, Transform
+from sessionctl.backend.files.header import message_count, session_info
+from sessionctl.backend.files.layout import SESSION_SUFFIXES, SIDECAR_SUFFIXES, TRANSCRIPT
+from sessionctl.backend.files.transcript import Header, Warn, encode
+from sessionctl.backend.files.trash import TrashMixin
 from sessionctl.errors import MessageNotFound, SessionExists, SessionNotFound, StoreError
 from sessionctl.fsutil import (
     append_private,
@@ -29,18 +36,11 @@ from sessionctl.fsutil import (
     write_new_private,
 )
 from sessionctl.models import Message, SessionInfo
-from sessionctl.store import listing, transcript
-from sessionctl.store.activity import LOG_NAME, ActivityLog
-from sessionctl.store.base import MakeMessages, Transform
-from sessionctl.store.header import message_count, session_info
-from sessionctl.store.layout import SESSION_SUFFIXES, SIDECAR_SUFFIXES, TRANSCRIPT
-from sessionctl.store.transcript import Header, Warn, encode
-from sessionctl.store.trash import TrashMixin
 from sessionctl.timeutil import from_epoch_ns, now_iso
 
 
 class LocalBackend(TrashMixin):
-    """The file-based :class:`~sessionctl.store.base.Backend`."""
+    """The file-based :class:`~sessionctl.backend.files.base.Backend`."""
 
     def __init__(self, home: Path, warn: Warn | None = None) -> None:
         self.home = home

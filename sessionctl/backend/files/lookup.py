@@ -12,8 +12,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from sessionctl.backend.files.transcript import (
+    as_message,
+    decode_record,
+    open_transcript,
+    tail_state,
+)
 from sessionctl.models import Message
-from sessionctl.store.transcript import as_message, decode_record, open_transcript, tail_state
 
 _CHUNK = 8192
 

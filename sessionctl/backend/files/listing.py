@@ -31,9 +31,9 @@ import os
 import time
 from pathlib import Path
 
+from sessionctl.backend.files.activity import ActivityLog, LogKey, parse_lines
+from sessionctl.backend.files.layout import TRANSCRIPT
 from sessionctl.fsutil import FILE_MODE
-from sessionctl.store.activity import ActivityLog, LogKey, parse_lines
-from sessionctl.store.layout import TRANSCRIPT
 
 STAMP_NAME = "activity.stamp"
 STAMP_VERSION = 2

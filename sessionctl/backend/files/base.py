@@ -1,6 +1,6 @@
 """The storage interface the service layer talks to.
 
-Local files are the default backend (:mod:`sessionctl.store.local`). A shared
+Local files are the default backend (:mod:`sessionctl.backend.files.local`). A shared
 backend (PostgreSQL + pgvector) can implement the same Protocol later, so
 nothing above it may assume files, paths or FAISS.
 """
@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from typing import Protocol
 
+from sessionctl.backend.files.transcript import Header
 from sessionctl.models import Message, SessionInfo
-from sessionctl.store.transcript import Header
 
 # Given the next free seq, build the messages to append (under the lock).
 MakeMessages = Callable[[int], list[Message]]

@@ -12,19 +12,19 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+from sessionctl.backend.files import transcript
+from sessionctl.backend.files.activity import ActivityLog
+from sessionctl.backend.files.header import message_count, session_info
+from sessionctl.backend.files.layout import SIDECAR_SUFFIXES, TRANSCRIPT
 from sessionctl.errors import SessionExists, SessionNotFound, StoreError
 from sessionctl.fsutil import ensure_private_dir, fsync_dir
 from sessionctl.ids import new_ulid, ulid_time_ms
 from sessionctl.models import SessionInfo
-from sessionctl.store import transcript
-from sessionctl.store.activity import ActivityLog
-from sessionctl.store.header import message_count, session_info
-from sessionctl.store.layout import SIDECAR_SUFFIXES, TRANSCRIPT
 from sessionctl.timeutil import from_epoch_ns
 
 
 class TrashMixin:
-    """Trash operations; mixed into :class:`~sessionctl.store.local.LocalBackend`."""
+    """Trash operations; mixed into :class:`~sessionctl.backend.files.local.LocalBackend`."""
 
     trash_dir: Path
     sessions_dir: Path

@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from sessionctl.backend.files.header import Header as Header  # re-exported: it lives in header.py
 from sessionctl.errors import CorruptData, StoreError, UsageError
 from sessionctl.fsutil import FILE_MODE, append_private
 from sessionctl.models import FORMAT_NAME, FORMAT_VERSION, Message
-from sessionctl.store.header import Header as Header  # re-exported: it lives in header.py
 from sessionctl.timeutil import now_iso
 
 Warn = Callable[[str], None]

@@ -26,15 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sessionctl.errors import EmbeddingError
-from sessionctl.fsutil import FILE_MODE, fsync_dir, temp_path_for
-from sessionctl.index.manifest import (
+from sessionctl.backend.files.manifest import (
     FLOAT32_INDEX_TYPE,
     INDEX_TYPE,
     Manifest,
     ManifestError,
     text_digest,
 )
+from sessionctl.errors import EmbeddingError
+from sessionctl.fsutil import FILE_MODE, fsync_dir, temp_path_for
 
 
 @dataclass

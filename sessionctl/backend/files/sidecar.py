@@ -21,12 +21,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sessionctl.errors import EmbeddingError, StoreError
-from sessionctl.fsutil import atomic_write, temp_path_for
-from sessionctl.index.hits import similarity_to_distance, within_threshold
-from sessionctl.index.manifest import Manifest, ManifestError, text_digest
-from sessionctl.index.report import SyncReport
-from sessionctl.index.storage import (
+from sessionctl.backend.files.manifest import Manifest, ManifestError, text_digest
+from sessionctl.backend.files.storage import (
     State,
     add_vectors,
     clear_way,
@@ -38,6 +34,10 @@ from sessionctl.index.storage import (
     verify_file,
     write_index_file,
 )
+from sessionctl.errors import EmbeddingError, StoreError
+from sessionctl.fsutil import atomic_write, temp_path_for
+from sessionctl.index.hits import similarity_to_distance, within_threshold
+from sessionctl.index.report import SyncReport
 
 if TYPE_CHECKING:
     import numpy.typing as npt

@@ -1,0 +1,1 @@
+"""Storage backends behind the :class:`~sessionctl.backend.files.base.Backend` Protocol."""

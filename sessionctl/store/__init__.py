@@ -1,1 +1,0 @@
-"""Storage backends behind the :class:`~sessionctl.store.base.Backend` Protocol."""
