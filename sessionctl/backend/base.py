@@ -64,7 +64,7 @@ class Snapshot(NamedTuple):
 class HeaderPatch(NamedTuple):
     """A change to a header."""
 
-    fields: Mapping[str, Any] = {}  # noqa: RUF012 - "model"/"system": new value (None clears)
+    fields: Mapping[str, Any] = {}  # "model"/"system": new value, None clears
     metadata: Mapping[str, Any] | None = None  # merged shallowly (dict.update)
     unset: tuple[str, ...] = ()  # metadata keys to remove after the merge
 
@@ -175,7 +175,7 @@ class IndexHit(NamedTuple):
     seq: int
     distance: float | None  # cosine distance, None when found by keyword only
     message: Message
-    sources: Mapping[str, Any] = {}  # noqa: RUF012 - per list: rank and score (hybrid)
+    sources: Mapping[str, Any] = {}  # per list: rank and score (hybrid)
 
 
 class SearchFilter(NamedTuple):
@@ -208,7 +208,7 @@ class VectorStore(Protocol):
         *,
         k: int,
         max_distance: float,
-        where: SearchFilter = SearchFilter(),
+        where: SearchFilter | None = None,
         query_text: str | None = None,
         mode: str = "vector",
     ) -> list[IndexHit]:
