@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import Cli, Result, set_activity
@@ -641,3 +643,31 @@ def test_names_that_look_like_sidecars_do_not_collide(cli: Cli, home: Path) -> N
     assert ok(cli("recent", "-s", "c", "--text")).stdout == "I am a.jsonl\n"
     ok(cli("restore", "a"))
     assert ok(cli("recent", "-s", "a", "--text")).stdout == "I am a\n"
+
+
+SGR_CODE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@pytest.mark.parametrize("no_color", ["1", ""], ids=["NO_COLOR", "no NO_COLOR"])
+def test_color_always_colours_a_pipe_and_auto_never_does(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, no_color: str
+) -> None:
+    monkeypatch.setenv("NO_COLOR", no_color)
+    ok(cli("store", "-s", "work", "hello", "hi there"))
+    monkeypatch.setenv("SESSIONCTL_COLOR", "always")  # beats NO_COLOR, as documented
+    listed, shown = ok(cli("list")).stdout, ok(cli("recent", "-s", "work")).stdout
+    assert SGR_CODE.search(listed), listed
+    assert "\x1b[1;36m" in shown and "\x1b[1;32m" in shown, shown  # user cyan, assistant green
+    assert "hi there" in SGR_CODE.sub("", shown)
+    for setting in ("auto", "never"):
+        monkeypatch.setenv("SESSIONCTL_COLOR", setting)
+        assert "\x1b" not in ok(cli("list")).stdout
+        assert ok(cli("recent", "-s", "work")).stdout == "user: hello\nassistant: hi there\n"
+
+
+def test_color_always_reaches_a_real_pipe(sh: Callable[..., Any]) -> None:
+    assert sh("add", "-s", "work", "--role", "user", "hello").returncode == 0
+    forced = sh("recent", "-s", "work", env={"SESSIONCTL_COLOR": "always", "NO_COLOR": "1"})
+    assert forced.returncode == 0 and "\x1b[1;36m" in forced.stdout, forced
+    plain = sh("list", env={"SESSIONCTL_COLOR": "auto"})
+    assert plain.returncode == 0 and "\x1b" not in plain.stdout

@@ -267,3 +267,33 @@ def test_startup_imports_nothing_heavy(home: Path, code: str) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{"PYTHONIOENCODING": "ascii"}, {"LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONIOENCODING": ""}],
+    ids=["PYTHONIOENCODING=ascii", "LC_ALL=C"],
+)
+def test_non_utf8_stdout_escapes_text_and_keeps_json_exact(home: Path, env: dict[str, str]) -> None:
+    content = "café ☕ 日本 😀"
+    Store(home).session("w").add_message({"role": "user", "content": content})
+
+    def run(*args: str) -> bytes:
+        proc = subprocess.run(
+            [sys.executable, "-m", "sessionctl", *args],
+            capture_output=True,
+            env={**_env(home), **env},
+            cwd=REPO,
+            timeout=60,
+        )
+        assert proc.returncode == 0 and b"Error" not in proc.stderr, proc.stderr
+        return proc.stdout
+
+    shown = b"caf\\xe9 \\u2615 \\u65e5\\u672c \\U0001f600"
+    assert run("recent", "-s", "w") == b"user: " + shown + b"\n"
+    assert run("recent", "-s", "w", "--text") == shown + b"\n"
+    assert run("show", "w") == b"user: " + shown + b"\n"
+    for flag in ("--json", "--raw"):
+        data = run("recent", "-s", "w", flag)
+        assert data.isascii() and json.loads(data)[0]["content"] == content
+    assert json.loads(run("show", "w", "--json"))["messages"][0]["content"] == content

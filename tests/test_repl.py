@@ -290,6 +290,20 @@ def test_provider_errors_shown_and_loop_goes_on(llm_server: FakeLLMServer, home:
     assert contents(home, "t") == ["q3", ANSWER]  # failed turns kept nothing
 
 
+def test_answer_cannot_drive_the_terminal(
+    llm_server: FakeLLMServer, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hostile = "Title \x1b]0;pwned\x07 then \x1b[2J and \x9b31m done"
+    llm_server.push(Reply(text=hostile, chunk_size=4))
+    monkeypatch.setenv("SESSIONCTL_COLOR", "always")  # rendered as for a terminal
+    run = drive(llm_server, "hi\r\x04")
+    assert "\x1b[?25l" in run.out  # it was: rich Live hid the cursor
+    for raw in ("\x1b]", "\x1b[2J", "\x9b", "\x07"):
+        assert raw not in run.out, (raw, run.out)
+    assert "\\x1b]0;pwned\\x07" in run.out and "\\x9b31m" in run.out
+    assert contents(home, "t") == ["hi", hostile]  # the transcript keeps it exact
+
+
 # -- a real terminal ---------------------------------------------------------------------
 
 

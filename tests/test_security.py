@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -16,6 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO, Cli
 from llm_server import FakeLLMServer, Reply, llm_server, refused_port
+
+from sessionctl.cli.render import visible_controls
 
 __all__ = ["llm_server"]  # the fixture, re-exported for pytest
 
@@ -425,3 +428,112 @@ def test_search_writes_nothing_outside_the_data_dir(home: Path, tmp_path: Path) 
     """
     _run(code, home, HOME=str(user), XDG_CACHE_HOME="", XDG_DATA_HOME="", XDG_CONFIG_HOME="")
     assert sorted(p.relative_to(user) for p in user.rglob("*")) == []
+
+
+# -- terminal escapes in session text ------------------------------------------------------
+
+# A window title, a screen clear, an OSC 8 link with a spoofed target, an 8-bit CSI, a
+# carriage return that would overwrite the line, a bell, DEL.
+HOSTILE = (
+    "title \x1b]0;pwned\x07 clear \x1b[2J link \x1b]8;;https://evil.example/\x1b\\here"
+    "\x1b]8;;\x1b\\ csi \x9b31m cr \roverwrite del \x7f tab\tok"
+)
+HOSTILE_SHOWN = (
+    "title \\x1b]0;pwned\\x07 clear \\x1b[2J link \\x1b]8;;https://evil.example/\\x1b\\here"
+    "\\x1b]8;;\\x1b\\ csi \\x9b31m cr \\x0doverwrite del \\x7f tab\tok"
+)
+SGR = re.compile(r"\x1b\[[0-9;]*m")  # rich's own styles
+
+
+def _obeyable(screen: str) -> list[str]:
+    """Control characters a terminal would act on, besides rich's SGR styles and line ends."""
+    rest = SGR.sub("", screen).replace("\r\n", "\n")  # the pty turns \n into \r\n
+    return sorted({f"{ord(c):#04x}" for c in rest if c not in "\n\t" and visible_controls(c) != c})
+
+
+def _in_pty(home: Path, *args: str, **env: str) -> str:
+    """Run sessionctl with stdout on a pseudo-terminal; return what the terminal got."""
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sessionctl", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=subprocess.PIPE,
+        env=_env(home, **env),
+        cwd=REPO,
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the child has closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    return b"".join(chunks).decode()
+
+
+def test_session_text_cannot_drive_the_terminal(cli: Cli, home: Path) -> None:
+    assert cli("add", "-s", "w", "--role", "user", HOSTILE).exit_code == 0
+    for args in (["recent", "-s", "w"], ["recent", "-s", "w", "--text"], ["show", "w"]):
+        screen = _in_pty(home, *args, COLUMNS="300")  # wide: no wrapping
+        assert _obeyable(screen) == [], (args, screen)
+        shown = HOSTILE_SHOWN if "--text" in args else HOSTILE_SHOWN.expandtabs(8)  # rich's
+        assert shown in screen.replace("\r\n", "\n"), (args, screen)
+    # JSON on a terminal: C0 escaped by JSON already, DEL and C1 too; the value is the same
+    screen = _in_pty(home, "recent", "-s", "w", "--json")
+    assert _obeyable(screen) == [], screen
+    assert json.loads(screen)[0]["content"] == HOSTILE
+
+
+def test_piped_session_text_stays_byte_exact(home: Path) -> None:
+    from sessionctl import Store
+
+    Store(home=home).session("w").add_message({"role": "user", "content": HOSTILE})
+
+    def piped(*args: str) -> bytes:
+        proc = subprocess.run(
+            [sys.executable, "-m", "sessionctl", *args],
+            capture_output=True,
+            env=_env(home),
+            cwd=REPO,
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    exact = HOSTILE.encode()
+    assert piped("recent", "-s", "w") == b"user: " + exact + b"\n"
+    assert piped("recent", "-s", "w", "--text") == exact + b"\n"
+    assert piped("show", "w") == b"user: " + exact + b"\n"
+    raw = piped("recent", "-s", "w", "--json")
+    assert "\x9b".encode() in raw and json.loads(raw)[0]["content"] == HOSTILE
+
+
+def test_relevant_on_a_terminal_shows_controls(
+    cli: Cli, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert cli("add", "-s", "w", "--role", "user", "deploy " + HOSTILE).exit_code == 0
+    monkeypatch.setenv("SESSIONCTL_COLOR", "always")  # rendered as for a terminal
+    for args in (["-d", "2"], ["-d", "2", "--text"]):
+        result = cli("relevant", "deploy", *args)
+        assert result.exit_code == 0, result.stderr
+        assert _obeyable(result.stdout) == [], (args, result.stdout)
+        assert "\\x1b]0;pwned\\x07" in result.stdout
+    monkeypatch.setenv("SESSIONCTL_COLOR", "auto")  # piped: exact
+    assert cli("relevant", "deploy", "-d", "2", "--text").stdout == "deploy " + HOSTILE + "\n"
+
+
+def test_visible_controls_covers_c0_del_and_c1() -> None:
+    every = "".join(map(chr, range(0xA1)))
+    shown = visible_controls(every)
+    assert [c for c in shown if visible_controls(c) != c] == []
+    assert "\t" in shown and "\n" in shown and "\\x1b" in shown and "\\x9b" in shown
+    assert visible_controls("plain é ☕ text\n") == "plain é ☕ text\n"

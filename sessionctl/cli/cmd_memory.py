@@ -76,7 +76,7 @@ def relevant(
     out = state.out
     if mode == "text":
         for hit in hits:
-            out.line(hit.message.content)
+            out.text(hit.message.content)
     elif mode in ("json", "raw"):
         out.json([hit.to_dict(raw=mode == "raw") for hit in hits])
     else:

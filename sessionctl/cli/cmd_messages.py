@@ -46,7 +46,7 @@ def print_messages(state: State, messages: list[Any], mode: str) -> None:
     out = state.out
     if mode == "text":
         for m in messages:
-            out.line(m.content)
+            out.text(m.content)
     elif mode in ("json", "raw"):
         out.json([m.to_dict(raw=mode == "raw") for m in messages])
     else:

@@ -280,7 +280,7 @@ def meta(
         return
     for key, value in info.metadata.items():
         shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-        state.out.line(f"{key}={shown}")
+        state.out.text(f"{key}={shown}")
 
 
 @commands.command()

@@ -40,7 +40,8 @@ ENVIRONMENT: dict[str, str] = {
     ENV_VARS["context_recent"]: "At most this many recent messages are sent with each prompt.",
     ENV_VARS["context_relevant"]: "At most this many relevant older messages are sent.",
     ENV_VARS["timeout"]: "Seconds to wait for the model provider.",
-    ENV_VARS["color"]: "auto, always or never.",
+    ENV_VARS["color"]: "auto (colour on a terminal, unless NO_COLOR is set), always (colour "
+    "and terminal rendering even on a pipe, for less -R; beats NO_COLOR) or never.",
     CONFIG_ENV: "Path of the configuration file (instead of the platform's).",
     "SESSIONCTL_SESSION": "The session for commands whose -s is optional ({commands}).",
     "NO_COLOR": "When set to any value, no colour (unless color is always).",
@@ -58,6 +59,13 @@ DESCRIPTION = [
     "plain text on stdout and nothing else, with a meaningful exit status.",
     "Every command prints data on stdout and notes and errors on stderr (an error is one "
     "line: sessionctl: error: ...); --json is offered wherever a command prints data.",
+    "On a terminal, text from sessions and models has its control characters shown, not "
+    "obeyed: every C0 control except tab and newline, DEL and every C1 control "
+    "(U+0080-U+009F) is printed as \\xNN, so ESC is \\x1b and an escape sequence cannot set "
+    "the window title, clear the screen or hide a link target. Piped output, --json and "
+    "--raw are the exact text. A stdout whose encoding is not UTF-8 gets backslash "
+    "escapes (\\xe9) for what it cannot hold, and --json there escapes every non-ASCII "
+    "character (\\u00e9), so the JSON value stays exact.",
     "Settings come from, in order of precedence: command-line flags, environment "
     "variables, the configuration file, built-in defaults (see sessionctl config show).",
 ]

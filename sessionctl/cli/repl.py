@@ -86,7 +86,7 @@ class Repl:
         """Print a note for the user (never interpreted as markup)."""
         from rich.text import Text
 
-        self.console.print(Text(text, style=style))
+        self.console.print(Text(self.state.out.display(text), style=style))
 
     def read(self) -> str | None:
         """Return the next input (a whole ``\"\"\"`` block if one starts), None at Ctrl-D."""
@@ -163,7 +163,7 @@ class Repl:
 
             def on_delta(delta: str) -> None:
                 parts.append(delta)
-                live.update(Markdown("".join(parts)))
+                live.update(self.state.out.markdown("".join(parts)))
 
             try:
                 result = run_turn(turn, on_delta)
