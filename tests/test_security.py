@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -537,3 +538,182 @@ def test_visible_controls_covers_c0_del_and_c1() -> None:
     assert [c for c in shown if visible_controls(c) != c] == []
     assert "\t" in shown and "\n" in shown and "\\x1b" in shown and "\\x9b" in shown
     assert visible_controls("plain é ☕ text\n") == "plain é ☕ text\n"
+
+
+# -- modes and ownership of what sessionctl did not create ---------------------------------------
+
+
+@pytest.mark.parametrize("mode", [0o755, 0o1777, 0o750], ids=oct)
+def test_an_existing_home_keeps_its_mode_and_is_warned_about_once(home: Path, mode: int) -> None:
+    from sessionctl import Store
+
+    home.mkdir()
+    home.chmod(mode)
+    warnings: list[str] = []
+    store = Store(home, warn=warnings.append)
+    for text in ("one", "two"):
+        store.session("a").add_message({"role": "user", "content": text})
+    store.delete("a")
+    assert stat.S_IMODE(home.stat().st_mode) == mode  # a 1777 dir keeps its sticky bit
+    for own in ("sessions", "trash"):
+        assert stat.S_IMODE((home / own).stat().st_mode) == 0o700
+    assert len(warnings) == 1 and "open to other users" in warnings[0], warnings
+
+
+def test_a_private_home_and_a_symlinked_homes_target_are_not_touched(
+    home: Path, tmp_path: Path
+) -> None:
+    from sessionctl import Store
+
+    real = tmp_path / "real"
+    real.mkdir(mode=0o711)
+    real.chmod(0o711)
+    home.symlink_to(real)
+    warnings: list[str] = []
+    Store(home, warn=warnings.append).session("a").add_message({"role": "user", "content": "x"})
+    assert stat.S_IMODE(real.stat().st_mode) == 0o711 and len(warnings) == 1
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    warnings.clear()
+    Store(private, warn=warnings.append).session("a").add_message({"role": "user", "content": "x"})
+    assert warnings == []
+
+
+def test_sessionctls_own_directories_are_kept_private(home: Path) -> None:
+    from sessionctl import Store
+
+    (home / "sessions").mkdir(parents=True, mode=0o755)
+    (home / "sessions").chmod(0o755)
+    Store(home).session("a").add_message({"role": "user", "content": "x"})
+    assert stat.S_IMODE((home / "sessions").stat().st_mode) == 0o700
+
+
+def test_sessions_swapped_for_a_link_is_refused_by_a_long_lived_store(
+    home: Path, tmp_path: Path
+) -> None:
+    from sessionctl import Store
+    from sessionctl.errors import StoreError
+
+    store = Store(home)
+    store.session("a").add_message({"role": "user", "content": "first"})
+    elsewhere = tmp_path / "elsewhere"
+    (home / "sessions").rename(elsewhere)
+    target = tmp_path / "target"
+    target.mkdir()
+    (home / "sessions").symlink_to(target)
+    for write in (
+        lambda: store.session("a").add_message({"role": "user", "content": "second"}),
+        lambda: store.session("new").add_message({"role": "user", "content": "x"}),
+    ):
+        with pytest.raises(StoreError, match="symbolic link"):
+            write()
+    assert os.listdir(target) == []
+    assert b"second" not in (elsewhere / "a.jsonl").read_bytes()
+
+
+def test_a_transcript_made_readable_by_others_is_private_again_after_a_write(
+    home: Path,
+) -> None:
+    from sessionctl import Store
+
+    session = Store(home).session("a")
+    session.add_messages([{"role": "user", "content": f"m{i}"} for i in range(3)])
+    path = home / "sessions" / "a.jsonl"
+    for write in (
+        lambda: session.add_message({"role": "user", "content": "x"}),
+        lambda: session.drop(),
+    ):
+        path.chmod(0o644)
+        write()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_another_users_transcript_is_never_written(cli: Cli, home: Path) -> None:
+    from sessionctl import Store
+
+    Store(home).session("a").add_messages([{"role": "user", "content": "m"}] * 2)
+    path = home / "sessions" / "a.jsonl"
+    os.chown(path, 65534, 65534)
+    before = path.read_bytes()
+    for args in (
+        ("add", "-s", "a", "--role", "user", "x"),
+        ("drop", "-s", "a"),
+        ("meta", "a", "k=v"),
+    ):
+        result = cli(*args)
+        assert result.exit_code == 1, (args, result.stderr)
+        assert "belongs to uid 65534" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert path.read_bytes() == before and path.stat().st_uid == 65534
+
+
+# -- temp files of any name; lock files of sessions that do not exist -------------------------
+
+
+def _holding_flock(path: Path) -> subprocess.Popen[str]:
+    code = (
+        "import fcntl, os, sys, time\n"
+        f"fd = os.open({str(path)!r}, os.O_RDWR | os.O_CREAT)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    return proc
+
+
+def _orphan(path: Path) -> Path:
+    path.write_bytes(b"half of a large import")
+    old = time.time() - 3600
+    os.utime(path, (old, old))
+    return path
+
+
+def test_orphaned_temp_files_of_any_name_go_with_the_next_write(home: Path) -> None:
+    from sessionctl import Store
+
+    store = Store(home)
+    for name in ("a", "busy", "gone"):
+        store.session(name).add_message({"role": "user", "content": name})
+    sessions = home / "sessions"
+    orphans = [
+        _orphan(sessions / ".gone.jsonl~.tmp"),  # an import killed: its lock is free
+        _orphan(sessions / ".never.jsonl~.tmp"),  # a create killed before its first line
+        _orphan(home / ".activity.log~0123456789ab.tmp"),  # a compaction killed
+    ]
+    busy = _orphan(sessions / ".busy.jsonl~.tmp")  # its writer is alive: holds busy.lock
+    held_unique = _orphan(home / ".activity.log~ba9876543210.tmp")  # flocked by a live writer
+    fresh = home / ".activity.log~ffffffffffff.tmp"  # just created: maybe not flocked yet
+    fresh.write_bytes(b"")
+    holders = [_holding_flock(sessions / "busy.lock"), _holding_flock(held_unique)]
+    try:
+        Store(home).session("a").add_message({"role": "user", "content": "next write"})
+    finally:
+        for proc in holders:
+            proc.kill()
+            proc.communicate()
+    assert [p for p in orphans if p.exists()] == []
+    assert busy.exists() and held_unique.exists() and fresh.exists()
+    assert not (sessions / "never.lock").exists()  # cleaning left no lock file behind
+    Store(home).session("a").add_message({"role": "user", "content": "writers gone"})
+    assert not busy.exists() and not held_unique.exists()
+
+
+def test_failed_commands_leave_no_lock_file_for_a_session_that_does_not_exist(
+    cli: Cli, home: Path
+) -> None:
+    for name in ("a", "b"):
+        assert cli("add", "-s", name, "--role", "user", "x").exit_code == 0
+    for args in (
+        ("delete", "nosuch"),
+        ("drop", "-s", "nosuch"),
+        ("fork", "a", "b"),
+        ("fork", "a", "B"),
+        ("fork", "nosuch", "c"),
+        ("rename", "nosuch", "d"),
+    ):
+        assert cli(*args).exit_code != 0, args
+    sessions = home / "sessions"
+    assert sorted(p.name for p in sessions.glob("*.lock")) == ["a.lock", "b.lock"]
+    assert cli("delete", "b").exit_code == 0
+    assert sorted(p.name for p in sessions.glob("*.lock")) == ["a.lock"]

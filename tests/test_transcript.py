@@ -437,12 +437,15 @@ def test_huge_multibyte_message_across_read_blocks(store: Store, home: Path, cli
     assert [m["content"] for m in json.loads(result.stdout)] == ["before"]
 
 
-def test_loose_existing_permissions_are_tightened(home: Path, cli: Cli) -> None:
+def test_loose_own_dirs_are_tightened_and_the_users_home_is_left_alone(
+    home: Path, cli: Cli
+) -> None:
     (home / "sessions").mkdir(parents=True)
     os.chmod(home, 0o755)
     os.chmod(home / "sessions", 0o777)
-    assert cli("add", "-s", "w", "--role", "user", "x").exit_code == 0
-    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    result = cli("add", "-s", "w", "--role", "user", "x")
+    assert result.exit_code == 0 and "open to other users (mode 755)" in result.stderr
+    assert stat.S_IMODE(home.stat().st_mode) == 0o755  # the user made it: not ours to change
     assert stat.S_IMODE((home / "sessions").stat().st_mode) == 0o700
 
 
