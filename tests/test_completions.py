@@ -35,8 +35,9 @@ def env(tmp_path: Path, home: Path, cli: Cli) -> dict[str, str]:
     wrapper = bin_dir / "sessionctl"
     wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m sessionctl "$@"\n')
     wrapper.chmod(0o755)
-    for name in ("work", "weekly", "fun"):
+    for name in ("work", "weekly", "fun", "gone"):
         assert cli("store", "-s", name, f"question in {name}", "answer").exit_code == 0
+    assert cli("delete", "gone").exit_code == 0
     return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
 
 
@@ -68,6 +69,7 @@ def test_bash(env: dict[str, str], cli: Cli) -> None:
         "sessionctl recent --js",
         "sessionctl config ",
         "sessionctl config set color ",
+        "sessionctl restore ",
     ]
     lines = [f"source {COMPLETIONS / 'sessionctl.bash'}"]
     for case in cases:
@@ -90,6 +92,7 @@ def test_bash(env: dict[str, str], cli: Cli) -> None:
     assert got["sessionctl recent --js"] == ["--json"]
     assert got["sessionctl config "] == ["path", "set", "show", "unset"]
     assert got["sessionctl config set color "] == ["always", "auto", "never"]
+    assert got["sessionctl restore "] == ["gone"]  # the trash, not the live sessions
 
 
 # Types each line plus TAB into an interactive zsh (in a pty), then ^T, bound
@@ -120,7 +123,9 @@ def test_zsh(env: dict[str, str], cli: Cli, tmp_path: Path) -> None:
         "sessionctl fo": "sessionctl fork ",
         "sessionctl fork wo": "sessionctl fork work ",
         "sessionctl --home config fo": "sessionctl --home config fork ",
-        "sessionctl restore fu": "sessionctl restore fun ",
+        # restore offers the trash, not the live sessions
+        "sessionctl restore fu": "sessionctl restore fu",
+        "sessionctl restore go": "sessionctl restore gone ",
         "sessionctl recent -s we": "sessionctl recent -s weekly ",
         f"sessionctl drop -s solo {only_id[:5]}": f"sessionctl drop -s solo {only_id} ",
         "sessionctl prune --older": "sessionctl prune --older-than ",
@@ -167,6 +172,7 @@ def test_fish(env: dict[str, str], cli: Cli) -> None:
         "sessionctl drop -s work ",  # message ids
         "sessionctl relevant -s ",  # relevant's own module
         "sessionctl chat -s ",  # chat's module
+        "sessionctl restore ",  # the trash
     ],
 )
 def test_completion_imports_nothing_heavy(env: dict[str, str], words: str) -> None:

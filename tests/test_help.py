@@ -42,3 +42,25 @@ def test_help_has_summary_example_and_env_vars(cli: Cli, path: str) -> None:
     for param in cmd.options:
         if param.envvar:
             assert f"[env var: {param.envvar}]" in shown, (path, param.opts)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["config", "sho"], "No such command 'sho'. Did you mean 'show'?"),
+        (["lsit"], "No such command 'lsit'. Did you mean 'list'?"),
+        (["delte", "x"], "No such command 'delte'. Did you mean 'delete'?"),
+        (["recent", "--sesion", "x"], "No such option '--sesion'. Did you mean '--session'?"),
+        # list has no --session, and --json is not close enough to suggest
+        (["list", "--sesion"], "No such option '--sesion'. (see"),
+        (["zzz"], "No such command 'zzz'. (see"),
+    ],
+)
+def test_a_typo_gets_at_most_one_suggestion_the_closest(
+    cli: Cli, args: list[str], message: str
+) -> None:
+    result = cli(*args)
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.count("Did you mean") <= 1
+    assert message in result.stderr

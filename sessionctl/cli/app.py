@@ -12,6 +12,7 @@ from sessionctl import __version__
 from sessionctl.cli.registry import LazyGroup
 from sessionctl.cli.render import Output
 from sessionctl.cli.state import State, debug_enabled
+from sessionctl.cli.suggest import rewrite_unknown
 from sessionctl.errors import ExitCode, SessionctlError
 
 HELP = """Chat with LLMs from the terminal; every conversation is a local session.
@@ -87,10 +88,12 @@ def run(argv: list[str] | None = None, out: Output | None = None) -> int:
             # no_args_is_help: typer has printed the help itself; nothing to add.
             return int(exc.exit_code)
         hint = ""
+        message = exc.format_message()
         ctx = getattr(exc, "ctx", None)
         if ctx is not None and isinstance(exc, _click.exceptions.UsageError):
             hint = f" (see `{ctx.command_path} --help`)"
-        out.error(exc.format_message() + hint)
+            message = rewrite_unknown(exc) or message
+        out.error(message + hint)
         return int(exc.exit_code)
     except (KeyboardInterrupt, _click.exceptions.Abort):
         out.error("interrupted")

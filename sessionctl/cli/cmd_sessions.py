@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from sessionctl.cli.completers import complete_deleted_session
 from sessionctl.cli.options import JsonOpt, RequiredSessionOpt, SessionArg
 from sessionctl.cli.registry import commands
 from sessionctl.cli.render import session_rows
@@ -170,7 +171,17 @@ def delete(
 
 
 @commands.command()
-def restore(ctx: typer.Context, name: SessionArg) -> None:
+def restore(
+    ctx: typer.Context,
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="Name of a deleted session (see `list --deleted`).",
+            autocompletion=complete_deleted_session,
+            show_default=False,
+        ),
+    ],
+) -> None:
     """Bring a deleted session back from the trash.
 
     Example:

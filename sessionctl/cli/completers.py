@@ -37,6 +37,27 @@ def complete_message_id(ctx: Any, incomplete: str) -> list[tuple[str, str]]:
     ]
 
 
+def complete_deleted_session(ctx: Any, incomplete: str) -> list[tuple[str, str]]:
+    """Return ``(name, "deleted WHEN")`` for the sessions in the trash (what ``restore`` takes).
+
+    A name deleted more than once is offered once: ``restore`` brings back its newest deletion.
+    """
+    try:
+        from sessionctl.config import load_settings
+        from sessionctl.service import Store
+
+        home = ctx.find_root().params.get("home")
+        store = Store(settings=load_settings(home=home), warn=_quiet)
+        deleted = store.list_sessions(deleted=True).sessions
+    except Exception:  # a TAB must never print a traceback into the prompt
+        return []
+    offered: dict[str, str] = {}
+    for info in deleted:  # newest deletion first
+        if info.name.startswith(incomplete) and info.name not in offered:
+            offered[info.name] = f"deleted {info.deleted_at}"
+    return sorted(offered.items())
+
+
 def complete_config_key(ctx: Any, incomplete: str) -> list[str]:
     """Return the config.toml keys that start with ``incomplete``."""
     from sessionctl.config import CONFIG_KEYS
