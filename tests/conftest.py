@@ -56,7 +56,7 @@ def set_activity(transcript: Path, when: float) -> None:
 
     os.utime(transcript, (when, when))
     name = transcript.name[: -len(".jsonl")]
-    ActivityLog(transcript.parent.parent / LOG_NAME).touch(name, int(when * 1e9))
+    ActivityLog(transcript.parent.parent / LOG_NAME).touch(name, int(when * 1e9), reset=True)
 
 
 def settle(sessions_dir: Path) -> None:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+import resource
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -106,7 +111,10 @@ LOGS = {
     "line with no name": b"10 \n20 c\n",
     "blank line": b"10 a\n\n20 c\n",
     "non-ASCII name": "10 caf\u00e9\n20 c\n".encode(),
-    "restore wrote an older time last": b"50 a\n60 b\n10 a\n",
+    "a clock went back": b"50 a\n60 b\n10 a\n",
+    "restore reset to an older time": b"50 a\n60 b\n=10 a\n",
+    "write after a reset": b"50 a\n=10 a\n5 a\n20 b\n",
+    "zero time": b"0 a\n20 b\n",
 }
 
 
@@ -118,12 +126,21 @@ def test_fast_log_parse_agrees_with_the_line_by_line_one(tmp_path: Path, case: s
     assert ActivityLog(tmp_path / LOG_NAME).read() == strict
     fast = activity._parse_fast(data)
     assert fast is None or fast == strict
-    if case in ("well formed", "torn last line", "restore wrote an older time last"):
+    if case in ("well formed", "torn last line", "a clock went back"):
         assert fast is not None  # the common shapes never take the slow path
-    if case == "well formed":
-        assert strict == {"a": 30, "b": 20}  # the last line wins
-    if case == "restore wrote an older time last":
-        assert strict == {"a": 10, "b": 60}
+    expected = {
+        "well formed": {"a": 30, "b": 20},
+        # A line written with a clock gone back never makes a session older ...
+        "a clock went back": {"a": 50, "b": 60},
+        # ... but a reset (rename, restore) gives it its older time on purpose,
+        "restore reset to an older time": {"a": 10, "b": 60},
+        # and later writes count from the reset on.
+        "write after a reset": {"a": 10, "b": 20},
+        # A 0 is no time at all: the transcript's mtime counts instead.
+        "zero time": {"b": 20},
+    }
+    if case in expected:
+        assert strict == expected[case]
 
 
 def test_pages_are_deterministic_when_times_tie_across_the_cut(store: Store) -> None:
@@ -134,8 +151,8 @@ def test_pages_are_deterministic_when_times_tie_across_the_cut(store: Store) -> 
     # s0..s2 newest; s3..s6 share one time that a page of 4 must cut (logged in
     # reverse, so log order cannot pass for name order)
     for name in reversed(names):
-        log.touch(name, 2_000 if name in ("s0", "s1", "s2") else 1_000)
-    log.touch("s1", 3_000)
+        log.touch(name, 2_000 if name in ("s0", "s1", "s2") else 1_000, reset=True)
+    log.touch("s1", 3_000, reset=True)
     log.touch("gone", 9_000)  # a logged session that no longer exists
     expected = ["s1", "s0", "s2", "s3", "s4", "s5", "s6"]
     assert _names(store) == expected
@@ -218,3 +235,137 @@ def test_a_directory_changed_just_now_is_not_stamped(store: Store) -> None:
     _settle(store)
     assert _names(store) == ["a"]
     assert (store.backend.home / listing.STAMP_NAME).exists()
+
+
+# -- acknowledged writes are never purged (hardening items 1, 2, 5) -------------------------
+
+DAY = 86400
+
+
+def _sessionctl(*args: str, preexec: Callable[[], None] | None = None, code: str = "") -> str:
+    """Run the real CLI in a child process (``code`` runs first, in that process)."""
+    prog = f"{code}\nfrom sessionctl.cli.app import main\nmain()"
+    done = subprocess.run(
+        [sys.executable, "-c", prog, *args],
+        capture_output=True,
+        text=True,
+        preexec_fn=preexec,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_an_append_the_log_failed_to_record_is_never_purged(store: Store) -> None:
+    """The transcript append succeeds while the activity log's fails (a full disk).
+
+    The fault is real: RLIMIT_FSIZE below the log's size and above the
+    transcript's makes the kernel refuse the log append (EFBIG) and allow the
+    transcript's, as a nearly full disk with slack in the transcript's last block does.
+    """
+    work = store.session("work")
+    work.add_message({"role": "user", "content": "old"})
+    path = store.backend.path("work")
+    set_activity(path, time.time() - 40 * DAY)
+    log = ActivityLog(store.home / LOG_NAME)
+    for i in range(300):  # make the log bigger than the transcript will be
+        log.touch(f"other-{i}", int((time.time() - 40 * DAY) * 1e9))
+    size = log.path.stat().st_size
+    assert path.stat().st_size + 4096 < size
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size - 1, size - 1))
+
+    _sessionctl("add", "-s", "work", "--role", "user", "written seconds ago", preexec=limit)
+    assert log.path.stat().st_size == size  # the log did not record it ...
+    assert log.read()["work"] < (time.time() - 39 * DAY) * 1e9  # ... and still says 40 days
+    dry = json.loads(_sessionctl("prune", "--older-than", "30d", "--dry-run", "--json"))
+    assert "work" not in [s["name"] for s in dry["sessions"]]
+    real = json.loads(_sessionctl("prune", "--older-than", "30d", "--purge", "--json"))
+    assert "work" not in [s["name"] for s in real["sessions"]]
+    assert [m["content"] for m in work.messages] == ["old", "written seconds ago"]
+    # and the API says the same: last activity is the transcript's, not the log's
+    assert store.backend.last_activity("work") > (time.time() - 60) * 1e9
+
+
+SKEW = f"""
+import time
+_real = time.time_ns
+time.time_ns = lambda: _real() - {400 * DAY} * 10**9
+time.time = lambda: time.time_ns() / 1e9
+"""
+
+
+def test_a_clock_gone_back_never_makes_fresh_data_look_old(store: Store) -> None:
+    """A process whose clock is 400 days behind writes one session and deletes another.
+
+    (The skew is patched into that process's time module: the machine's clock
+    cannot be set back here, and the kernel's file times stay right, as they
+    do under libfaketime.)
+    """
+    for name in ("used", "deleted", "stale"):
+        store.session(name).add_message({"role": "user", "content": name})
+    set_activity(store.backend.path("stale"), time.time() - 40 * DAY)
+    _sessionctl("add", "-s", "used", "--role", "user", "a moment ago", code=SKEW)
+    _sessionctl("delete", "deleted", code=SKEW)
+    # The skewed process wrote no older time than the one the log had ...
+    assert store.backend.activity_times()["used"] > (time.time() - 60) * 1e9
+    # ... and even a plain line from a writer that did (0.1.0, a hand edit) loses to the newest.
+    ActivityLog(store.home / LOG_NAME).touch("used", int((time.time() - 400 * DAY) * 1e9))
+    assert store.backend.activity_times()["used"] > (time.time() - 60) * 1e9
+    (deleted,) = store.list_sessions(deleted=True).sessions
+    assert deleted.deleted_at > _iso(time.time() - 60)  # not the ULID's 400-days-old time
+    dry = store.prune("30d", purge=True, dry_run=True)
+    real = store.prune("30d", purge=True)
+    assert [i.name for i in real.sessions] == [i.name for i in dry.sessions] == ["stale"]
+    assert real.trash == dry.trash == []
+    assert sorted(i.name for i in store.list_sessions().sessions) == ["used"]
+    assert [i.name for i in store.list_sessions(deleted=True).sessions] == ["deleted"]
+
+
+def test_a_restore_keeps_its_older_time_even_after_newer_lines(store: Store) -> None:
+    """The reset record: restore gives back the time a session had, not the newest line."""
+    store.session("s").add_message({"role": "user", "content": "x"})
+    set_activity(store.backend.path("s"), time.time() - 40 * DAY)
+    store.delete("s")
+    store.session("s").add_message({"role": "user", "content": "a new s, used now"})
+    store.delete("s")  # the log's newest line for "s" is now
+    store.restore("s", store.list_sessions(deleted=True).sessions[-1].trash_id)
+    assert [m["content"] for m in store.session("s").messages] == ["x"]
+    assert [i.name for i in store.prune("30d", dry_run=True).sessions] == ["s"]
+
+
+def test_prune_dry_run_lists_exactly_what_prune_removes(store: Store) -> None:
+    """Over a mix of ages and log shapes, the dry run and the real run agree (item 5)."""
+    now = time.time()
+    ages = {"fresh": 0, "day": 1, "month": 31, "year": 365, "zero": 50, "behind": 45}
+    ages |= {"copied": 90, "skewed": 0, "renamed": 60, "restored": 70}
+    for name in ages:
+        if name != "copied":
+            store.session(name).add_message({"role": "user", "content": name})
+    for name, days in ages.items():
+        if name != "copied" and days:
+            set_activity(store.backend.path(name), now - days * DAY)
+    log = ActivityLog(store.home / LOG_NAME)
+    log.touch("zero", 0)  # a 0 line: no time at all, the mtime (50 days) counts
+    os.utime(store.backend.path("behind"), None)  # the log is 45 days behind the transcript
+    copied = store.backend.path("copied")  # copied in by hand: only its mtime tells
+    copied.write_bytes(store.backend.path("day").read_bytes())
+    os.utime(copied, (now - 90 * DAY, now - 90 * DAY))
+    log.touch("skewed", int((now - 400 * DAY) * 1e9))  # a writer with a clock far behind
+    store.rename("renamed", "renamed2")
+    store.delete("restored")
+    store.restore("restored")
+    dry = [i.name for i in store.prune("30d", dry_run=True).sessions]
+    real = store.prune("30d")
+    assert [i.name for i in real.sessions] == dry
+    assert real.skipped == []
+    assert sorted(dry) == ["copied", "month", "renamed2", "restored", "year", "zero"]
+    left = sorted(i.name for i in store.list_sessions().sessions)
+    assert left == ["behind", "day", "fresh", "skewed"]
+
+
+def _iso(when: float) -> str:
+    from sessionctl.timeutil import from_epoch_ns
+
+    return from_epoch_ns(int(when * 1e9))

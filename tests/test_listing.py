@@ -79,7 +79,7 @@ def test_pages_from_the_snapshot_equal_pages_from_scratch(
         if op == 0:
             store.session(rng.choice(names)).add_message({"role": "user", "content": "more"})
         elif op == 1:  # ties, older times (as a restore writes) and the hand copies
-            log.touch(rng.choice([*names, "hand-a"]), rng.choice([1_000, 2_000, 3_000]))
+            log.touch(rng.choice([*names, "hand-a"]), rng.choice([1_000, 2_000, 3_000]), reset=True)
         elif op == 2:
             when = time.time() + rng.randrange(-3600, 3600)
             os.utime(store.backend.path("hand-b"), (when, when))  # edited by hand
@@ -211,7 +211,7 @@ def test_folds_and_compactions_under_concurrent_appends_lose_nothing(
         for n in range(1, 400):
             name = owned[w][n % 4]
             ns = 10**18 + n * 10 + w  # distinct and rising: each name's last line is known
-            log.touch(name, ns)
+            log.touch(name, ns, reset=True)
             last[name] = ns
 
     def read() -> None:

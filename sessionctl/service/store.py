@@ -259,6 +259,11 @@ class Store:
         skipped: list[str] = []
         for name, _ in stale:
             try:
+                # The listing's time is a hint; the backend's own check (the later
+                # of the activity log and the transcript) decides, in a dry run too,
+                # so that it lists exactly what the real run removes.
+                if self.backend.last_activity(name) > cutoff_ns:
+                    continue
                 info = self.backend.info(name)
             except SessionNotFound:
                 continue

@@ -3,10 +3,14 @@
 `list --limit 20` over 10,000 sessions must not touch 10,000 files: a stat
 costs 3-5 µs here, 30-50 ms in all, more than the rest of the command. Every
 write through sessionctl appends ``<ns> <name>`` to ``HOME/activity.log``; a
-reader takes the newest time per name. "Last activity" is therefore the last
-write by sessionctl; a session the log does not know (a file copied in by
-hand) falls back to its transcript's mtime. The log is derived data: losing
-it only costs stats until the next writes.
+reader takes the newest time per name, so a line written with a clock that went
+back never makes a session look older than it was. A rename or a restore gives
+a session a time it had before on purpose: it writes ``=<ns> <name>``, a
+*reset* that the times after it start from. A session the log does not know
+(a file copied in by hand, or a ``0`` time) falls back to its transcript's
+mtime. The log is derived data and only a hint: an append it failed to record
+(a full disk) leaves it behind the transcript, so what decides (prune, under
+the session's lock) takes the later of the log and the transcript's mtime.
 
 Appends take a shared flock and compaction an exclusive one, so compaction
 (when the log outgrows its sessions) never loses a concurrent append. The
@@ -18,6 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
+import operator
 import os
 import re
 import time
@@ -32,9 +38,27 @@ LogKey = tuple[int, int, str]  # st_dev, st_ino, identity: which log file this i
 # a reader holding an offset into one log never applies it to another that got
 # the same inode number (a log removed by hand, compacted twice).
 _ID_PREFIX = b"#activity-log "
-_LINE = re.compile(rb"^([0-9]{1,20}) ([^\n]+)\n", re.MULTILINE)
+_LINE = re.compile(rb"^(=?)([0-9]{1,20}) ([^\n]+)\n", re.MULTILINE)
 COMPACT_BYTES = 256 * 1024
 COMPACT_RATIO = 4  # compact when the log is this many times one line per live session
+
+
+class Times(dict[str, int]):
+    """name → last activity (ns) read from some lines of the log.
+
+    ``reset`` names the sessions whose time here starts at a reset record: that
+    time replaces an earlier one instead of competing with it (:func:`merge`).
+    """
+
+    reset: frozenset[str] = frozenset()
+
+
+def merge(base: dict[str, int], later: Times) -> None:
+    """Apply times read from later lines of the log to ``base``, in place."""
+    reset = later.reset
+    get = base.get
+    for name, ns in later.items():
+        base[name] = ns if name in reset else max(get(name, 0), ns)
 
 
 class ActivityLog:
@@ -43,9 +67,19 @@ class ActivityLog:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def touch(self, name: str, ns: int | None = None) -> None:
-        """Record that ``name`` was written now (or at ``ns``). Never fails the write itself."""
-        line = f"{time.time_ns() if ns is None else ns} {name}\n".encode()
+    def touch(
+        self, name: str, ns: int | None = None, *, floor: int = 0, reset: bool = False
+    ) -> bool:
+        """Record that ``name`` was written now (or at ``ns``); False if it could not.
+
+        ``floor`` is a time the new one must not fall below (the transcript's
+        mtime before the write: a clock gone back then still moves forward).
+        ``reset`` records ``ns`` as the session's time even if it is older than
+        what the log had (rename, restore). A failure never fails the write
+        itself: the transcript's mtime still tells (see the module docstring).
+        """
+        when = max(time.time_ns() if ns is None else ns, 0 if reset else floor)
+        line = f"{'=' if reset else ''}{when} {name}\n".encode()
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
         with contextlib.suppress(OSError):
             for _ in range(3):
@@ -61,18 +95,18 @@ class ActivityLog:
                     if st.st_mode & 0o777 != FILE_MODE:
                         os.fchmod(fd, FILE_MODE)  # created under a strict umask
                     if st.st_ino == os.stat(self.path, follow_symlinks=False).st_ino:
-                        os.write(fd, line)  # one small O_APPEND write: never interleaved
-                        return
+                        # One small O_APPEND write: never interleaved. A short
+                        # write (full disk) leaves a torn line that readers skip.
+                        return os.write(fd, line) == len(line)
                 finally:
                     os.close(fd)  # compacted meanwhile: write to the new file
+        return False
 
-    def read(self) -> dict[str, int]:
+    def read(self) -> Times:
         """Return name → last write time (ns) for every name in the log."""
-        return self.read_from(None, 0)[0] or {}
+        return self.read_from(None, 0)[0] or Times()
 
-    def read_from(
-        self, key: LogKey | None, offset: int
-    ) -> tuple[dict[str, int] | None, LogKey, int]:
+    def read_from(self, key: LogKey | None, offset: int) -> tuple[Times | None, LogKey, int]:
         """Return the times written from ``offset`` on, the log's key and where they end.
 
         The key is the log file's ``(st_dev, st_ino, identity)``; with ``key``
@@ -84,7 +118,7 @@ class ActivityLog:
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
         except OSError:
-            return ({} if key is None else None), (0, 0, ""), 0
+            return (Times() if key is None else None), (0, 0, ""), 0
         with os.fdopen(fd, "rb") as f:
             st = os.fstat(fd)
             found = (st.st_dev, st.st_ino, _identity(os.pread(fd, 64, 0)))
@@ -156,18 +190,24 @@ def parse_lines(data: bytes) -> dict[str, int]:
     return times
 
 
-def _parse(data: bytes) -> dict[str, int]:
-    """Parse whole lines (the last line wins: a restore may set an older time on purpose)."""
+def _parse(data: bytes) -> Times:
+    """Parse whole lines: the newest time per name, from its last reset record on.
+
+    A ``0`` time (written by hand, or by a clock at the epoch) is no time at all:
+    the name is left out, so its transcript's mtime counts.
+    """
     if data.startswith(_ID_PREFIX):
         data = data[data.find(b"\n") + 1 :]
-    return _parse_fast(data) or _parse_strict(data)
+    times = _parse_fast(data)
+    return times if times is not None else _parse_strict(data)
 
 
-def _parse_fast(data: bytes) -> dict[str, int] | None:
+def _parse_fast(data: bytes) -> Times | None:
     """Parse a well-formed log with C-level loops only (10k lines: ~2 ms, half the regex's).
 
-    Well-formed: ASCII, every line exactly ``<digits> <name>``. Anything else
-    (a garbled line, a name with a space) returns None for :func:`_parse_strict`.
+    Well-formed: ASCII, every line exactly ``<digits> <name>`` (no reset, no 0
+    time). Anything else (a garbled line, a name with a space, a reset) returns
+    None for :func:`_parse_strict`.
     """
     end = data.rfind(b"\n")
     if end < 0:
@@ -182,9 +222,28 @@ def _parse_fast(data: bytes) -> dict[str, int] | None:
         return None
     if "" in fields:  # "12 \n": a line with no name
         return None
-    return dict(zip(fields[1::2], map(int, times), strict=True))
+    numbers = list(map(int, times))
+    if not all(numbers):
+        return None
+    names = fields[1::2]
+    if all(map(operator.le, numbers, itertools.islice(numbers, 1, None))):
+        return Times(zip(names, numbers, strict=True))  # in time order: the last is the newest
+    # A clock went back somewhere: order by time (stably), so the newest wins.
+    order = sorted(range(len(numbers)), key=numbers.__getitem__)
+    return Times((names[i], numbers[i]) for i in order)
 
 
-def _parse_strict(data: bytes) -> dict[str, int]:
+def _parse_strict(data: bytes) -> Times:
     """Parse line by line; a torn or garbled line never matches."""
-    return {name.decode("utf-8", "replace"): int(ns) for ns, name in _LINE.findall(data)}
+    times = Times()
+    reset: set[str] = set()
+    for mark, digits, raw in _LINE.findall(data):
+        ns, name = int(digits), raw.decode("utf-8", "replace")
+        if mark:
+            times[name] = ns
+            reset.add(name)
+        elif ns:
+            times[name] = max(times.get(name, 0), ns)
+    times = Times((n, t) for n, t in times.items() if t)
+    times.reset = frozenset(n for n in reset if n in times)
+    return times

@@ -31,7 +31,7 @@ import os
 import time
 from pathlib import Path
 
-from sessionctl.backend.files.activity import ActivityLog, LogKey, parse_lines
+from sessionctl.backend.files.activity import ActivityLog, LogKey, Times, merge, parse_lines
 from sessionctl.backend.files.layout import TRANSCRIPT
 from sessionctl.fsutil import FILE_MODE
 
@@ -165,9 +165,7 @@ def write_snapshot(path: Path, snapshot: Snapshot) -> None:
 class _Current:
     """A valid snapshot plus the log lines written since it: the live sessions now."""
 
-    def __init__(
-        self, sessions_dir: Path, snapshot: Snapshot, tail: dict[str, int], end: int
-    ) -> None:
+    def __init__(self, sessions_dir: Path, snapshot: Snapshot, tail: Times, end: int) -> None:
         self.snapshot = snapshot
         self.tail = tail
         self.end = end  # log offset the tail reaches
@@ -180,7 +178,8 @@ class _Current:
     def times(self) -> dict[str, int]:
         """Every live session's last activity (ValueError for a malformed body)."""
         times = self.snapshot.times()
-        times.update(self.overrides)
+        merge(times, self.tail)  # the newest time wins, a reset replaces
+        times.update((n, t) for n, t in self.overrides.items() if n not in self.tail)
         return times
 
     def page(self, limit: int | None, after: tuple[int, str] | None) -> list[Entry]:
@@ -194,6 +193,9 @@ class _Current:
             if after is not None:
                 at = bisect.bisect_right(lines, after, key=_line_key)
                 lines = lines[at:] if limit is None else lines[at : at + limit + skip]
+        # A name in the tail takes its tail time here: writers never record a time
+        # below the transcript's previous mtime (activity.touch's floor), so that
+        # is the newest unless a clock went back across writers (times() merges).
         over = self.overrides
         entries = [e for e in self.snapshot.parse(lines) if e[0] not in over]
         entries += [e for e in over.items() if after is None or newest_first(e) > after]
@@ -204,7 +206,7 @@ class _Current:
         """A new snapshot with the tail folded in (and the log compacted if it outgrew)."""
         snap = self.snapshot
         logged = snap.times()
-        logged.update(self.tail)
+        merge(logged, self.tail)
         unlogged = tuple(n for n in snap.unlogged if n not in self.tail)
         key, offset = snap.log, self.end
         if log.needs_compaction(len(logged) + len(unlogged)):
@@ -294,7 +296,7 @@ def _times_from_listing(sessions_dir: Path, log: ActivityLog) -> dict[str, int]:
         return {}
     directory = (st.st_dev, st.st_ino, st.st_mtime_ns)
     found, key, offset = log.read_from(None, 0)
-    logged = found or {}
+    logged: dict[str, int] = found or {}
     # 10,000 sessions: set operations and C-level maps, no Python loop per name.
     logged_files = list(map(operator.concat, logged, itertools.repeat(TRANSCRIPT)))
     live = dict(itertools.compress(logged.items(), map(files.__contains__, logged_files)))

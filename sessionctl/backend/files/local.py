@@ -196,9 +196,23 @@ class LocalBackend(TrashMixin):
         return listing.newest(self.sessions_dir, self.activity, limit, after)
 
     def last_activity(self, name: str) -> int:
-        """Return ``name``'s last activity in ns (log, else mtime)."""
-        when = self.activity.read().get(name)
-        return when or os.stat(self.path(name), follow_symlinks=False).st_mtime_ns
+        """Return ``name``'s last activity in ns: the later of the log and the transcript's mtime.
+
+        The log alone could be behind: a write it failed to record (full disk)
+        still moved the mtime, and what prune removes must not be newer than this.
+        """
+        try:
+            mtime = os.stat(self.path(name), follow_symlinks=False).st_mtime_ns
+        except FileNotFoundError:
+            raise SessionNotFound(f"no session named {name!r} (see `sessionctl list`)") from None
+        return max(self.activity.read().get(name, 0), mtime)
+
+    def _mtime(self, path: Path) -> int:
+        """The transcript's mtime before a write: the floor of the time the write records."""
+        try:
+            return os.stat(path, follow_symlinks=False).st_mtime_ns
+        except OSError:
+            return 0
 
     def header(self, name: str) -> Header:
         """Return ``name``'s header (line 1 only)."""
@@ -216,7 +230,8 @@ class LocalBackend(TrashMixin):
         try:
             header = transcript.read_header(path)
             state = transcript.tail_state(path)
-            when = activity_ns or self.last_activity(name)
+            mtime = os.stat(path, follow_symlinks=False).st_mtime_ns
+            when = max(activity_ns, mtime) if activity_ns else self.last_activity(name)
         except FileNotFoundError:
             raise SessionNotFound(f"no session named {name!r} (see `sessionctl list`)") from None
         return session_info(name, header, message_count(header, state.last), from_epoch_ns(when))
@@ -302,6 +317,7 @@ class LocalBackend(TrashMixin):
         messages = make(header.next_seq(state.high_seq))
         messages = _numbered(messages, message_count(header, state.last))
         if messages:
+            before = self._mtime(path)
             # Every record but the last says how many follow: a write cut short is
             # recognised and set aside whole, never half of it kept (transcript.py).
             last = len(messages) - 1
@@ -312,7 +328,7 @@ class LocalBackend(TrashMixin):
                     for i, m in enumerate(messages)
                 ),
             )
-            self.activity.touch(name)
+            self.activity.touch(name, floor=before)
         return messages
 
     def drop_last(self, name: str) -> Message:
@@ -330,6 +346,7 @@ class LocalBackend(TrashMixin):
             state = transcript.tail_state(path)
             if state.last is None:
                 raise MessageNotFound(f"session {name!r} has no messages to drop")
+            before = self._mtime(path)
             fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
             try:
                 check_own_file(fd, path)
@@ -354,7 +371,7 @@ class LocalBackend(TrashMixin):
             except OSError as exc:  # disk full: the message is gone, only its seq may return
                 if self.warn is not None:
                     self.warn(f"{path}: dropped, but could not record it ({exc.strerror})")
-            self.activity.touch(name)
+            self.activity.touch(name, floor=before)
             return state.last
 
     def rewrite(self, name: str, transform: Transform) -> tuple[Header, list[Message]]:
@@ -376,8 +393,9 @@ class LocalBackend(TrashMixin):
             header.base_count = len(messages)
             header.updated_at = now_iso()
             data = encode(header.to_record()) + b"".join(encode(m.to_record()) for m in messages)
+            before = self._mtime(path)
             atomic_write(path, data)
-            self.activity.touch(name)
+            self.activity.touch(name, floor=before)
             return header, messages
 
     # -- namespace operations -------------------------------------------
@@ -400,7 +418,7 @@ class LocalBackend(TrashMixin):
                 self._move_files(lambda s: self.path(old, s), lambda s: self.path(new, s))
             self.path(old, ".lock").unlink()
             fsync_dir(self.sessions_dir)
-            self.activity.touch(new, when)  # a rename is not activity
+            self.activity.touch(new, when, reset=True)  # a rename is not activity
 
 
 def _session_of(file: str) -> str | None:

@@ -99,10 +99,11 @@ class TrashMixin:
                     header = transcript.read_header(path)
                     count = message_count(header, transcript.tail_state(path).last)
                     mtime = os.stat(path, follow_symlinks=False).st_mtime_ns
+                    deleted_ns = _deleted_ns(folder, trash_id, mtime)
                 except (OSError, StoreError):
                     continue
                 info = session_info(name, header, count, from_epoch_ns(mtime))
-                found.append(info._replace(deleted_at=_ulid_iso(trash_id), trash_id=trash_id))
+                found.append(info._replace(deleted_at=_iso_or_empty(deleted_ns), trash_id=trash_id))
         return found
 
     def restore(self, name: str, trash_id: str | None = None) -> None:
@@ -125,7 +126,8 @@ class TrashMixin:
             shutil.rmtree(folder, ignore_errors=True)
             fsync_dir(self.sessions_dir)
             # Its activity is what it was when deleted (the transcript's mtime).
-            self.activity.touch(name, os.stat(self.path(name), follow_symlinks=False).st_mtime_ns)
+            when = os.stat(self.path(name), follow_symlinks=False).st_mtime_ns
+            self.activity.touch(name, when, reset=True)
 
     def purge_deleted(self, trash_id: str) -> None:
         """Remove one trash entry for good."""
@@ -143,8 +145,25 @@ def _transcripts_in(folder: Path) -> list[str]:
         return []
 
 
-def _ulid_iso(trash_id: str) -> str:
+def _deleted_ns(folder: Path, trash_id: str, last_write_ns: int) -> int:
+    """When a session was deleted: never earlier than any witness of it.
+
+    The ULID carries the deleting process's clock; the folder's ctime the
+    kernel's (a process with a skewed clock cannot set it, and nothing changes
+    the folder after the delete); the transcript's mtime is its last write,
+    which came before the delete. Taking the latest means a clock that was
+    behind when the session was deleted cannot make it look old enough to purge.
+    """
+    st = os.stat(folder, follow_symlinks=False)
     try:
-        return from_epoch_ns(ulid_time_ms(trash_id) * 1_000_000)
+        ulid_ns = ulid_time_ms(trash_id) * 1_000_000
     except ValueError:
+        ulid_ns = 0
+    return max(ulid_ns, st.st_ctime_ns, st.st_mtime_ns, last_write_ns)
+
+
+def _iso_or_empty(ns: int) -> str:
+    try:
+        return from_epoch_ns(ns)
+    except (ValueError, OverflowError, OSError):
         return ""
