@@ -135,7 +135,7 @@ def search(
     ``sessions``: of the most recently active session) — never another's.
     """
     from sessionctl.index import merge_hits
-    from sessionctl.service.session import check_top_k, roles_filter
+    from sessionctl.service.checks import check_top_k, roles_filter
 
     check_top_k(top_k)
     threshold = check_threshold(distance_threshold)
