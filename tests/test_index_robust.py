@@ -10,12 +10,14 @@ sessions (docs/index.md, "When a session cannot be read").
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Cli
+from conftest import REPO, Cli
 
 from sessionctl import Store
 from sessionctl.backend.files.manifest import ManifestError, from_ranges
@@ -308,3 +310,112 @@ def test_manifest_with_huge_range_is_rebuilt(store: Store, home: Path, cli: Cli)
     assert time.monotonic() - started < 30
     assert "index manifest corrupt (seqs)" in found.stderr
     assert {h["seq"] for h in json.loads(found.stdout)} <= {1, 2}
+
+
+# -- item 4: reindex --all while sessions are deleted or renamed ------------------------
+
+
+def _many(store: Store, names: list[str], per: int = 3) -> None:
+    for name in names:
+        store.session(name).add_messages(
+            [{"role": "user", "content": f"{name} message {i}"} for i in range(per)]
+        )
+
+
+def test_reindex_all_skips_what_vanished_mid_run(store: Store, home: Path) -> None:
+    """Deterministic: the progress callback of the first session deletes one later
+    session and renames another; the rest is reindexed, the renamed one under its new name."""
+    names = [f"s{i}" for i in range(5)]
+    _many(store, names)
+    warned: list[str] = []
+    quiet = Store(home, warn=warned.append)
+    done: list[str] = []
+
+    def progress(name: str, finished: int, total: int) -> None:
+        if not done:
+            quiet.delete("s3")
+            quiet.rename("s4", "zz")
+        done.append(name)
+
+    reports = quiet.reindex(progress=progress)
+    assert [name for name, _ in reports] == ["s0", "s1", "s2", "zz"]
+    assert all(report.added == 3 for _, report in reports)
+    assert warned == [
+        "session 's3' was deleted or renamed during reindex; skipped",
+        "session 's4' was deleted or renamed during reindex; skipped",
+    ]
+    for name in ("s0", "s1", "s2", "zz"):
+        assert _path(home, name, ".faiss").exists() and _path(home, name, ".index.json").exists()
+    assert not any(_path(home, n, s).exists() for n in ("s3", "s4") for s in (".faiss", ".lock"))
+    hits = quiet.get_relevant("zz message 1", sessions=["zz"], top_k=1)
+    assert hits[0]["content"] == "s4 message 1"
+    assert len(warned) == 2  # the renamed session's index was current: no rebuild warning
+
+
+def test_reindex_all_when_a_session_vanishes_before_its_turn(store: Store, home: Path) -> None:
+    _many(store, ["a", "b", "c"])
+    warned: list[str] = []
+    quiet = Store(home, warn=warned.append)
+
+    def progress(name: str, finished: int, total: int) -> None:
+        if name == "a" and quiet.session("c").exists:
+            quiet.delete("c")
+
+    assert [n for n, _ in quiet.reindex(progress=progress)] == ["a", "b"]
+    assert warned == ["session 'c' was deleted or renamed during reindex; skipped"]
+
+
+def test_reindex_by_name_still_fails_when_the_session_is_gone(store: Store, home: Path) -> None:
+    from sessionctl.errors import SessionNotFound
+
+    _many(store, ["a", "b"])
+    with pytest.raises(SessionNotFound):  # checked before any work
+        store.reindex(["a", "nosuch"])
+
+    def progress(name: str, finished: int, total: int) -> None:
+        if store.session("b").exists:
+            store.delete("b")
+
+    with pytest.raises(SessionNotFound):  # named, so its absence is the answer
+        store.reindex(["a", "b"], progress=progress)
+
+
+def test_reindex_all_cli_races_a_delete_and_a_rename(store: Store, home: Path) -> None:
+    """A real `reindex --all` process; while it embeds the first (large) session, this
+    process deletes one later session and renames another. Without the fix: exit 3."""
+    _many(store, ["s0"], per=100)
+    _many(store, ["s1", "s2", "s3", "s4"])
+    store.reindex(["s0"])
+    faiss = _path(home, "s0", ".faiss")
+    assert faiss.exists()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sessionctl", "reindex", "--all"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while faiss.exists():  # reindex deletes s0's index first, then embeds 100 messages
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "reindex never started"
+            time.sleep(0.002)
+        store.delete("s3")
+        store.rename("s4", "t4")
+        renamed_at = time.time()
+        assert not faiss.exists(), "s0 was reindexed before the race could happen"
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    lines = err.splitlines()
+    assert lines[:2] == [
+        WARNING + "session 's3' was deleted or renamed during reindex; skipped",
+        WARNING + "session 's4' was deleted or renamed during reindex; skipped",
+    ]
+    assert len(lines) == 3 and "reindexed 4 session(s), 109 messages" in lines[2]
+    for name in ("s0", "s1", "s2", "t4"):
+        assert _path(home, name, ".faiss").stat().st_mtime >= renamed_at - 1

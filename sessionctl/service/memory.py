@@ -281,8 +281,11 @@ def reindex(
 ) -> list[tuple[str, SyncReport]]:
     """Rebuild the indexes of ``names`` (default: every live session) from their transcripts.
 
-    Every live session (``names`` None) is a best effort: one that cannot be read
-    is skipped with a warning and, once all the others are done, StoreError names it.
+    Every live session (``names`` None) is a best effort. A session deleted or
+    renamed meanwhile is skipped with a warning; after the pass, sessions that
+    appeared meanwhile (a renamed one's new name) are reindexed too, once. One
+    that cannot be read is skipped with a warning and, once all the others are
+    done, StoreError names it.
     """
     every = names is None
     targets = sorted(n for n, _ in store.backend.names()) if every else list(names or ())
@@ -292,14 +295,27 @@ def reindex(
     embedder = embedder_for(store, model=model, threads=max(1, os.cpu_count() or 1))
     reports: list[tuple[str, SyncReport]] = []
     failed: list[str] = []
-    for name in targets:
-        try:
-            reports.append((name, _reindex_one(store, name, embedder, progress)))
-        except Exception as exc:
-            if not every or not _isolable(exc):
-                raise
-            store.warn(skip_warning(name, exc, "reindexed"))
-            failed.append(name)
+    seen = set(targets)
+    for pass_ in range(2):
+        vanished = False
+        for name in targets:
+            try:
+                reports.append((name, _reindex_one(store, name, embedder, progress)))
+            except SessionNotFound:
+                if not every:
+                    raise
+                store.warn(f"session {name!r} was deleted or renamed during reindex; skipped")
+                vanished = True
+            except Exception as exc:
+                if not every or not _isolable(exc):
+                    raise
+                store.warn(skip_warning(name, exc, "reindexed"))
+                failed.append(name)
+        if not vanished or pass_:
+            break
+        # What vanished may live on under a new name: one more pass, over the newcomers.
+        targets = sorted(n for n, _ in store.backend.names() if n not in seen)
+        seen.update(targets)
     if failed:
         raise StoreError(
             f"reindexed {len(reports)} session(s); could not reindex {len(failed)}: "
