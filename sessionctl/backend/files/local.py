@@ -41,7 +41,7 @@ from sessionctl.fsutil import (
     try_exclusive_lock,
     write_new_private,
 )
-from sessionctl.models import Message, SessionInfo
+from sessionctl.models import MAX_SEQ, Message, SessionInfo
 from sessionctl.timeutil import from_epoch_ns, now_iso
 
 
@@ -316,6 +316,12 @@ class LocalBackend(TrashMixin):
         state = transcript.tail_state(path)
         messages = make(header.next_seq(state.high_seq))
         messages = _numbered(messages, message_count(header, state.last))
+        if messages and messages[-1].seq > MAX_SEQ:
+            # No reader would take the record (docs/format.md): refuse to write it.
+            raise StoreError(
+                f"session {name!r} has used every message number (seq {MAX_SEQ}); "
+                "nothing written; continue in a new session"
+            )
         if messages:
             before = self._mtime(path)
             # Every record but the last says how many follow: a write cut short is

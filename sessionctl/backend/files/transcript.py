@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 from sessionctl.backend.files.header import Header as Header  # re-exported: it lives in header.py
 from sessionctl.errors import CorruptData, StoreError, UsageError
 from sessionctl.fsutil import FILE_MODE, append_private
-from sessionctl.models import FORMAT_NAME, FORMAT_VERSION, Message
+from sessionctl.models import FORMAT_NAME, FORMAT_VERSION, MAX_SEQ, Message, is_seq, record_problem
 from sessionctl.timeutil import now_iso
 
 Warn = Callable[[str], None]
@@ -70,13 +70,41 @@ def finish_previous(fd: int, offset: int) -> None:
 
 
 def as_message(record: dict[str, Any] | None) -> Message | None:
+    """The message a record holds; None for any other record or an invalid one."""
     if record is None or record.get("type", "message") != "message":
         return None
+    if record_problem(record) is not None:
+        return None
     try:
-        message = Message.from_record(record)
+        return Message.from_record(record)
     except (KeyError, TypeError, ValueError):
         return None
-    return message if message.seq > 0 else None
+
+
+def tombstone_high(record: dict[str, Any] | None) -> int | None:
+    """The highest seq a valid drop tombstone names; None when ``record`` is none.
+
+    A tombstone whose seq or high is not a valid seq is a malformed line.
+    """
+    if record is None or record.get("type") != "dropped":
+        return None
+    seq, high = record.get("seq"), record.get("high", 0)
+    if not is_seq(seq):
+        return None
+    if is_seq(high):
+        return max(seq, high)
+    return seq if high == 0 and type(high) is int else None
+
+
+def _problem(record: dict[str, Any] | None) -> str:
+    """Why a line that is neither a message nor a tombstone was skipped (for warnings)."""
+    if record is None:
+        return "not a JSON object"
+    if record.get("type") == "dropped":
+        return f"a drop tombstone whose seq or high is not from 1 to {MAX_SEQ}"
+    if record.get("type", "message") != "message":
+        return "unknown record type"
+    return record_problem(record) or "unreadable fields"
 
 
 def parse_header(line: bytes, path: Path) -> Header:
@@ -92,6 +120,13 @@ def parse_header(line: bytes, path: Path) -> Header:
     for key in ("model", "system", "parent", "parent_message"):
         if not isinstance(record.get(key), (str, type(None))):
             raise CorruptData(f"{path}: line 1 has a malformed header field ({key} is not text)")
+    for key in ("base_seq", "base_count"):
+        value = record.get(key)
+        if value is not None and not ((value == 0 and type(value) is int) or is_seq(value)):
+            raise CorruptData(
+                f"{path}: line 1 has a malformed header field "
+                f"({key} is not a whole number from 0 to {MAX_SEQ})"
+            )
     try:
         return Header.from_record(record)
     except (TypeError, ValueError) as exc:  # a hand-edited field of the wrong type
@@ -165,13 +200,20 @@ def scan(path: Path, warn: Warn | None = None) -> Scan:
         if not line.strip():
             continue
         record = decode_record(line)
-        if record is not None and record.get("type") == "dropped":
-            high = max(high, _int(record.get("high")), _int(record.get("seq")))
+        dropped = tombstone_high(record)
+        if dropped is not None:
+            high = max(high, dropped)
             unfinished.clear()
             continue
         message = as_message(record)
         if message is None:
             bad.append((number, line))
+            if warn is not None:
+                why = _problem(record)
+                warn(
+                    f"{path}: line {number} is not a valid message record ({why}); "
+                    "skipped (kept in file)"
+                )
         else:
             messages.append(message)
             high = max(high, message.seq)
@@ -181,9 +223,6 @@ def scan(path: Path, warn: Warn | None = None) -> Scan:
                 unfinished.clear()
     if unfinished:
         del messages[-len(unfinished) :]
-    if warn is not None:
-        for number, _ in bad:
-            warn(f"{path}: line {number} is not a valid message record; skipped (kept in file)")
     return Scan(header, messages, bad, torn, high, tuple(unfinished))
 
 
@@ -240,7 +279,7 @@ def tail(path: Path, k: int, roles: frozenset[str] | None = None) -> list[Messag
         for _, line in _reverse_lines(fd, size):
             record = decode_record(line)
             message = as_message(record)
-            if record is not None and record.get("type") == "dropped":
+            if tombstone_high(record) is not None:
                 at_end = False
             if message is None:
                 continue  # the header, a tombstone, a blank or a corrupt line
@@ -273,8 +312,9 @@ def tail_state(path: Path) -> TailState:
     try:
         for offset, line in _reverse_lines(fd, os.fstat(fd).st_size):
             record = decode_record(line)
-            if record is not None and record.get("type") == "dropped":
-                high = max(high, _int(record.get("high")), _int(record.get("seq")))
+            dropped = tombstone_high(record)
+            if dropped is not None:
+                high = max(high, dropped)
                 at_end = False
                 continue
             message = as_message(record)
@@ -285,10 +325,6 @@ def tail_state(path: Path) -> TailState:
     finally:
         os.close(fd)
     return TailState(None, 0, high)
-
-
-def _int(value: Any) -> int:
-    return value if type(value) is int else 0
 
 
 def tombstone(message: Message, high: int) -> dict[str, Any]:
