@@ -2,6 +2,7 @@
 clear, prune, meta, rename."""
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,7 +12,7 @@ from sessionctl.cli.completers import complete_deleted_session
 from sessionctl.cli.options import JsonOpt, RequiredSessionOpt, SessionArg
 from sessionctl.cli.registry import commands
 from sessionctl.cli.render import session_rows
-from sessionctl.cli.state import State, read_stdin_text
+from sessionctl.cli.state import State
 from sessionctl.errors import UsageError
 
 
@@ -113,7 +114,8 @@ def import_(
 
     state: State = ctx.obj
     if file == "-":
-        data = read_stdin_text().encode()
+        stdin = getattr(sys.stdin, "buffer", None)
+        data = stdin.read() if stdin is not None else sys.stdin.read().encode()
     else:
         try:
             data = Path(file).read_bytes()
