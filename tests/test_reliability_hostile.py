@@ -472,6 +472,79 @@ def test_hostile_from_dict_is_a_usage_error(home: Path, case: str) -> None:
     assert not store.session("imp").exists
 
 
+def _import_measured(home: Path, *args: str, data: bytes = b"") -> tuple[Result, float, int]:
+    """Run `sessionctl import ARGS` in a real process; return it, seconds and peak RSS (KiB)."""
+    probe = (
+        "import resource, subprocess, sys, time\n"
+        "t = time.monotonic()\n"
+        "p = subprocess.run([sys.executable, '-m', 'sessionctl', 'import', *sys.argv[1:]],"
+        " input=sys.stdin.buffer.read(), capture_output=True, timeout=60)\n"
+        "sys.stderr.buffer.write(p.stderr)\n"
+        "print(p.returncode, time.monotonic() - t,"
+        " resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe, *args], input=data, capture_output=True,
+                          env=env_for(home), cwd=REPO, timeout=120)  # fmt: skip
+    code, seconds, rss = done.stdout.split()
+    return Result(int(code), "", done.stderr.decode()), float(seconds), int(rss)
+
+
+LIMITS = {
+    # (input file or "-", stdin bytes, options, words of the error)
+    "dev-zero-default": ("/dev/zero", b"", (), "line 1|longer than 16 MiB|--max-line-bytes"),
+    "dev-zero-small": ("/dev/zero", b"", ("--max-line-bytes", "4K"), "line 1|longer than 4 KiB"),
+    "dev-zero-file-cap": ("/dev/zero", b"", ("--max-bytes", "1M"), "larger than 1 MiB"),
+    "blank-lines": ("-", b"\n" * (9 << 20), ("--max-bytes", "8M"), "larger than 8 MiB"),
+    "open-array": ("-", b"[" + b" " * (3 << 20), ("--max-bytes", "2M"), "larger than 2 MiB"),
+    "long-line": ("-", (IMP_HEADER + "\n" + _line(content="x" * 70_000)).encode(),
+                  ("--max-line-bytes", "64K"), "line 2|longer than 64 KiB"),
+    "long-header": ("-", (IMP_HEADER[:-1] + ',"system":"' + "x" * 5000 + '"}\n').encode(),
+                    ("--max-line-bytes", "4K"), "line 1|longer than 4 KiB"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(LIMITS))
+def test_import_input_limits_fail_fast_in_bounded_memory(home: Path, case: str) -> None:
+    source, data, options, words = LIMITS[case]
+    result, seconds, rss = _import_measured(home, source, "--as", "imp", *options, data=data)
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr.startswith("sessionctl: error: ") and result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr and "nothing imported" in result.stderr
+    for word in words.split("|"):
+        assert word in result.stderr, (word, result.stderr)
+    # measured here: /dev/zero with the default 16 MiB line limit, 0.4 s and ~35 MB
+    assert seconds < 20 and rss < 200_000, (seconds, rss)
+    assert _no_sessions(home)
+
+
+def test_import_limits_can_be_raised_and_documents_are_bounded_by_the_file_cap(
+    home: Path, tmp_path: Path
+) -> None:
+    big = "y" * 70_000
+    line = (IMP_HEADER + "\n" + _line(content=big) + "\n").encode()
+    refused = sh_bytes(home, "import", "-", "--max-line-bytes", "64K", data=line)
+    assert refused.returncode == 2 and b"line 2" in refused.stderr
+    assert sh_bytes(home, "import", "-", "--max-line-bytes", "69K", data=line).returncode == 0
+    assert messages(home, "imp") == [(2, "assistant", big)]
+    # the other formats import does: a JSON document (pretty or on one line) and an
+    # OpenAI messages list, from a file; the line limit does not apply to them
+    pretty = sh_bytes(home, "export", "imp", "--format", "json").stdout
+    compact = json.dumps(json.loads(pretty)).encode()
+    openai = json.dumps([{"role": "user", "content": [{"type": "text", "text": big}]}]).encode()
+    for name, data in (("pretty", pretty), ("compact", compact), ("openai", openai)):
+        path = tmp_path / f"{name}.json"
+        path.write_bytes(data)
+        args = ("import", str(path), "--as", name, "--max-line-bytes", "1K")
+        assert sh_bytes(home, *args).returncode == 0, name
+        assert [c for _, _, c in messages(home, name)] == [big], name
+        over = sh_bytes(home, *args[:4], "--as", name + "2", "--max-bytes", "32K")
+        assert over.returncode == 2 and b"larger than 32 KiB" in over.stderr, name
+    for bad in ("0", "-1", "5X", "1.5M", "", "99999999999999999999"):
+        result = sh_bytes(home, "import", "-", "--as", "z", "--max-bytes", bad, data=line)
+        assert result.returncode == 2 and b"invalid size" in result.stderr, bad
+    assert not Store(home).session("z").exists
+
+
 # -- damaged transcripts ---------------------------------------------------------------------
 
 GOOD = ["first message", "second message", "third message"]

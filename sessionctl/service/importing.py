@@ -9,11 +9,13 @@ The rules are in docs/format.md ("Import").
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
+import sys
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from sessionctl.errors import UsageError
 from sessionctl.ids import new_ulid
@@ -24,6 +26,12 @@ from sessionctl.timeutil import format_iso, now_iso, parse_iso
 # far below what Python's parser can take, so a stored transcript always reads back.
 MAX_DEPTH = 100
 MAX_SEQ = 2**63 - 1  # seqs are int64 in the semantic index
+# Input limits (docs/format.md, "Import"): one JSON line (one message), and the whole input.
+MAX_LINE_BYTES = 16 * 2**20
+MAX_BYTES = 2**30
+_CHUNK = 2**16
+_BOM = b"\xef\xbb\xbf"
+_SIZE = re.compile(r"([0-9]{1,19})\s*([KMG]?)(?:i?B)?", re.IGNORECASE)
 SESSION_KEYS = (
     "created_at", "updated_at", "model", "system", "metadata", "parent", "parent_message",
 )  # fmt: skip
@@ -69,16 +77,19 @@ def show(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def loads(text: str | bytes) -> Any:
-    """Parse one JSON value; NaN/Infinity and nesting Python cannot take are refused."""
-    try:
-        return json.loads(text, parse_constant=_no_constant)
-    except RecursionError:
-        raise Invalid(f"JSON nested more than {MAX_DEPTH} levels deep") from None
-
-
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+
+
+def loads(text: str) -> Any:
+    """Parse one JSON value; NaN/Infinity and nesting Python cannot take are refused."""
+    try:
+        return _DECODER.decode(text)
+    except RecursionError:
+        raise Invalid(f"JSON nested more than {MAX_DEPTH} levels deep") from None
 
 
 def check_json(value: Any, what: str) -> None:
@@ -190,8 +201,10 @@ def _content(value: Any) -> str:
     return "".join(texts)
 
 
-def message_from(record: Any, seq: int) -> Message:
-    """Return the checked Message for one record (raise Invalid naming the field)."""
+def message_from(record: Any, seq: int, now: str | None = None) -> Message:
+    """Return the checked Message for one record (raise Invalid naming the field).
+
+    A message without ``created_at`` gets ``now`` (default: the current time)."""
     if not isinstance(record, Mapping):
         raise Invalid(f"a message must be an object, not {show(record)}")
     kind = record.get("type", "message")
@@ -229,9 +242,9 @@ def message_from(record: Any, seq: int) -> Message:
     return Message(
         id=ident or new_ulid(),
         seq=seq,
-        role=ROLE_ALIASES.get(role, role),
+        role=sys.intern(ROLE_ALIASES.get(role, role)),
         content=_content(record.get("content")),
-        created_at=_time(record, "created_at", "") or now_iso(),
+        created_at=_time(record, "created_at", "") or now or now_iso(),
         usage=usage,
         tool_calls=None if tool_calls is None else [dict(call) for call in tool_calls],
         metadata=metadata,
@@ -259,6 +272,7 @@ def build_messages(records: Iterable[Record], source: str) -> list[Message]:
     they are numbered 1, 2, 3... A mix is refused, as is an id used twice.
     """
     messages: list[Message] = []
+    now = now_iso()  # the import time, for messages without a created_at
     seen: dict[str, str] = {}
     numbered: bool | None = None  # do the messages carry their own seqs?
     last = 0
@@ -273,7 +287,7 @@ def build_messages(records: Iterable[Record], source: str) -> list[Message]:
                 raise Invalid("a seq, but the first message has none: give every message one")
             if seq is not None and seq <= last:
                 raise Invalid(f"seq {seq} must be greater than the one before ({last})")
-            message = message_from(record.value, seq if seq is not None else last + 1)
+            message = message_from(record.value, seq if seq is not None else last + 1, now)
         except Invalid as exc:
             raise refuse(source, record.where, str(exc)) from None
         if message.id in seen:
@@ -292,7 +306,7 @@ class Parsed(NamedTuple):
     """What an import file holds: its session fields and its message records."""
 
     fields: dict[str, Any]
-    records: list[Record]
+    records: Iterable[Record]  # JSON lines: parsed as they are consumed, one line at a time
 
 
 def is_record(value: Any) -> bool:
@@ -321,46 +335,222 @@ def parse_document(value: Any, source: str, where: str = "") -> Parsed:
 def parse_lines(lines: Iterator[tuple[int, bytes]], source: str) -> Parsed:
     """Parse JSON lines: an optional header on the first line, then message records.
 
-    ``lines`` yields (line number, line) without blank lines. A first line that is
-    not a record but a whole JSON document on one line is read as that document.
+    ``lines`` yields (line number, line) without blank lines. The first line is read
+    now; the records are read as they are consumed, so only one line at a time is
+    held as text. A first line that is a whole JSON document is read as that document.
     """
-    fields: dict[str, Any] = {}
-    records: list[Record] = []
-    first = True
     for number, line in lines:
-        where = f"line {number}"
-        try:
-            value = loads(line.decode("utf-8"))
-        except Invalid as exc:
-            raise refuse(source, where, str(exc)) from None
-        except UnicodeDecodeError as exc:
-            raise refuse(source, where, f"not UTF-8 text (byte {exc.start})") from None
-        except ValueError as exc:
-            raise refuse(source, where, f"not valid JSON ({_reason(exc)})") from None
-        if first and not is_record(value):
-            parsed = parse_document(value, source, where)
+        value = _line_value(number, line, source)
+        if not is_record(value):
+            parsed = parse_document(value, source, f"line {number}")
             for extra, _ in lines:
                 raise refuse(source, f"line {extra}", "more data after the JSON document")
             return parsed
+        if value.get("type") != "header":
+            return Parsed({}, _records(itertools.chain([(number, line)], lines), source))
+        try:
+            check_json(value, "the header")
+            fields = session_fields(value)
+        except Invalid as exc:
+            raise refuse(source, f"line {number}", str(exc)) from None
+        return Parsed(fields, _records(lines, source))
+    raise refuse(source, "", "the input is empty")
+
+
+def _records(lines: Iterator[tuple[int, bytes]], source: str) -> Iterator[Record]:
+    for number, line in lines:
+        value = _line_value(number, line, source)
+        where = f"line {number}"
         if not isinstance(value, dict):
             raise refuse(source, where, f"expected a JSON object, not {show(value)}")
         if value.get("type") == "header":
-            if not first:
-                raise refuse(source, where, "a second header; only the first line may be one")
-            try:
-                check_json(value, "the header")
-                fields = session_fields(value)
-            except Invalid as exc:
-                raise refuse(source, where, str(exc)) from None
-        else:
-            records.append(Record(where, value))
-        first = False
-    if first:
-        raise refuse(source, "", "the input is empty")
-    return Parsed(fields, records)
+            raise refuse(source, where, "a second header; only the first line may be one")
+        yield Record(where, value)
+
+
+def _line_value(number: int, line: bytes, source: str) -> Any:
+    where = f"line {number}"
+    try:
+        return loads(line.decode("utf-8"))
+    except Invalid as exc:
+        raise refuse(source, where, str(exc)) from None
+    except UnicodeDecodeError as exc:
+        problem = f"not UTF-8 text (byte {exc.start + 1} of the line)"
+        raise refuse(source, where, problem) from None
+    except ValueError as exc:
+        raise refuse(source, where, f"not valid JSON ({_reason(exc)})") from None
 
 
 def _reason(exc: ValueError) -> str:
+    if isinstance(exc, json.JSONDecodeError) and exc.msg == "Extra data":
+        return "more data after the end of the JSON document"
     if isinstance(exc, json.JSONDecodeError):
         return f"{exc.msg} at column {exc.colno}"
     return str(exc).split(";")[0]
+
+
+# -- reading the input: streamed, within limits ---------------------------------------------
+
+
+class Readable(Protocol):
+    """A binary stream (a file opened ``rb``, ``sys.stdin.buffer``, ``io.BytesIO``)."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+def parse_size(text: str, option: str) -> int:
+    """Return the byte count of ``16M``, ``1G``, ``512K`` or ``1000`` (K = 1024)."""
+    match = _SIZE.fullmatch(text.strip())
+    if not match or int(match.group(1)) < 1:
+        raise UsageError(
+            f"invalid size {text!r} for {option}: use a whole number of bytes above 0,"
+            " or one with K, M or G (like 16M)"
+        )
+    return int(match.group(1)) << 10 * " KMG".index(match.group(2).upper() or " ")
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= scale and count % scale == 0:
+            return f"{count // scale} {unit}"
+    return f"{count} bytes"
+
+
+class _Input:
+    """Chunks of a stream, a BOM at the start skipped, never more than ``max_bytes`` in all."""
+
+    def __init__(self, stream: Readable, source: str, max_bytes: int) -> None:
+        self.stream, self.source, self.max_bytes = stream, source, max_bytes
+        self.total = 0
+
+    def chunk(self) -> bytes:
+        data = self.stream.read(_CHUNK)
+        if self.total == 0 and data.startswith(_BOM):
+            data = data[len(_BOM) :]
+            self.total = len(_BOM)
+        self.total += len(data)
+        if self.total > self.max_bytes:
+            raise refuse(
+                self.source,
+                "",
+                f"the input is larger than {_size(self.max_bytes)} (--max-bytes raises the limit)",
+            )
+        return data
+
+    def rest(self) -> bytes:
+        pieces = []
+        while chunk := self.chunk():
+            pieces.append(chunk)
+        return b"".join(pieces)
+
+
+def _too_long(source: str, number: int, limit: int) -> UsageError:
+    problem = f"longer than {_size(limit)} (--max-line-bytes raises the limit for one line)"
+    return refuse(source, f"line {number}", problem)
+
+
+def _lines(
+    head: bytes, data: _Input, number: int, limit: int, source: str
+) -> Iterator[tuple[int, bytes]]:
+    """Yield (line number, line) for each non-blank line; ``head`` was read already."""
+    pieces: list[bytes] = []  # the start of a line that goes on in the next chunk
+    size = 0
+    chunk = head
+    while chunk:
+        if not pieces and chunk.isspace():  # blank lines cost no Python loop
+            number += chunk.count(b"\n")
+            chunk = data.chunk()
+            continue
+        start = 0
+        while (end := chunk.find(b"\n", start)) >= 0:
+            line = chunk[start:end]
+            if pieces:
+                line = b"".join([*pieces, line])
+                pieces, size = [], 0
+            if len(line) > limit:
+                raise _too_long(source, number, limit)
+            if line.strip():
+                yield number, line
+            number += 1
+            start = end + 1
+        if start < len(chunk):
+            pieces.append(chunk[start:])
+            size += len(chunk) - start
+            if size > limit:
+                raise _too_long(source, number, limit)
+        chunk = data.chunk()
+    if pieces and (line := b"".join(pieces)).strip():
+        yield number, line
+
+
+def read_import(
+    stream: Readable,
+    source: str,
+    *,
+    max_line_bytes: int = MAX_LINE_BYTES,
+    max_bytes: int = MAX_BYTES,
+) -> Parsed:
+    """Parse an import from ``stream``: JSON lines read line by line, or one JSON document.
+
+    No line may be longer than ``max_line_bytes`` and no input longer than
+    ``max_bytes`` (a UsageError as soon as either is passed); a JSON document is
+    read whole, so it is bounded by ``max_bytes`` alone.
+    """
+    data = _Input(stream, source, max_bytes)
+    number = 1  # the line the unread input starts on
+    head = data.chunk()
+    while head and head.isspace():
+        number += head.count(b"\n")
+        head = data.chunk()
+    if not head:
+        raise refuse(source, "", "the input is empty")
+    skip = len(head) - len(head.lstrip())
+    number += head.count(b"\n", 0, skip)
+    head = head[skip:]
+    if head[:1] == b"{":  # JSON lines, or a document whose first line is not a record
+        buffer = bytearray(head)
+        while (end := buffer.find(b"\n")) < 0 and len(buffer) <= max_line_bytes:
+            more = data.chunk()
+            if not more:
+                break
+            buffer += more
+        first = buffer if end < 0 else buffer[:end]
+        head = bytes(buffer)
+        if len(first) <= max_line_bytes and is_record(_value(first)):
+            return parse_lines(_lines(head, data, number, max_line_bytes, source), source)
+    elif head[:1] != b"[":
+        return parse_lines(_lines(head, data, number, max_line_bytes, source), source)
+    return _document(head + data.rest(), source, number, max_line_bytes)
+
+
+def _value(line: bytearray) -> Any:
+    try:
+        return loads(line.decode("utf-8"))
+    except (Invalid, ValueError):
+        return None
+
+
+def _document(data: bytes, source: str, number: int, max_line_bytes: int) -> Parsed:
+    """Parse one JSON document that starts on line ``number``."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = number + data.count(b"\n", 0, exc.start)
+        column = exc.start - data.rfind(b"\n", 0, exc.start)
+        raise refuse(
+            source, f"line {line}", f"not UTF-8 text (byte {column} of the line)"
+        ) from None
+    end = data.find(b"\n")
+    long_first = (end if end >= 0 else len(data)) > max_line_bytes
+    try:
+        value = loads(text)
+    except Invalid as exc:
+        raise refuse(source, "", str(exc)) from None
+    except ValueError as exc:
+        if long_first:  # JSON lines whose first line is too long, not a document
+            raise _too_long(source, number, max_line_bytes) from None
+        where = f"line {number + exc.lineno - 1}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise refuse(source, where, f"not valid JSON ({_reason(exc)})") from None
+    if long_first and is_record(value):
+        raise _too_long(source, number, max_line_bytes)
+    return parse_document(value, source)

@@ -6,8 +6,9 @@ of what is imported are in :mod:`sessionctl.service.importing`.
 
 from __future__ import annotations
 
+import io
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,15 +18,15 @@ from sessionctl.ids import new_ulid
 from sessionctl.models import FORMAT_NAME, FORMAT_VERSION
 from sessionctl.names import check_name, is_valid_name
 from sessionctl.service.importing import (
+    MAX_BYTES,
+    MAX_LINE_BYTES,
     SESSION_KEYS,
     Invalid,
     Parsed,
+    Readable,
     Record,
     build_messages,
-    is_record,
-    loads,
-    parse_document,
-    parse_lines,
+    read_import,
     refuse,
     session_fields,
 )
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
 
 EXPORT_FORMATS = ("jsonl", "json", "markdown")
 _SESSION_KEYS = SESSION_KEYS
-_BOM = b"\xef\xbb\xbf"
 
 
 def session_to_dict(session: Session) -> dict[str, Any]:
@@ -83,21 +83,7 @@ def _markdown(data: dict[str, Any]) -> str:
 
 def parse_import(data: bytes, source: str) -> Parsed:
     """Return the session fields and message records of jsonl, json or an OpenAI messages array."""
-    if data.startswith(_BOM):
-        data = data[len(_BOM) :]
-    if not data.strip():
-        raise refuse(source, "", "the input is empty")
-    stripped = data.strip()
-    if stripped[:1] in (b"[", b"{"):
-        try:
-            whole = loads(stripped.decode("utf-8"))
-        except (Invalid, ValueError):
-            whole = None
-        else:
-            if not is_record(whole):
-                return parse_document(whole, source)
-    numbered = enumerate(data.split(b"\n"), start=1)  # \n only: not U+2028 inside a string
-    return parse_lines(((n, line) for n, line in numbered if line.strip()), source)
+    return read_import(io.BytesIO(data), source)
 
 
 def create_from_dict(
@@ -120,14 +106,25 @@ def create_from_dict(
     return _create(store, target, fields, records, "data")
 
 
-def import_session(store: Store, data: bytes, *, where: str, name: str | None) -> Session:
-    """Create a session from an exported file's bytes (jsonl, json, OpenAI messages).
+def import_session(
+    store: Store,
+    data: bytes | Readable,
+    *,
+    where: str,
+    name: str | None,
+    max_line_bytes: int = MAX_LINE_BYTES,
+    max_bytes: int = MAX_BYTES,
+) -> Session:
+    """Create a session from an exported file (jsonl, json, OpenAI messages): its bytes,
+    or a binary stream read line by line within the limits (docs/format.md, "Import").
 
     ``where`` names the input in errors (a path, or ``-`` for stdin)."""
     if name is not None:
         check_name(name)  # an explicit --as is checked first, even when empty
     source = "stdin" if where == "-" else where
-    fields, records = parse_import(data, source)
+    stream = io.BytesIO(data) if isinstance(data, bytes) else data
+    limits = {"max_line_bytes": max_line_bytes, "max_bytes": max_bytes}
+    fields, records = read_import(stream, source, **limits)
     target = name or fields.get("name")
     if not target and where != "-":
         stem = Path(where).name.split(".")[0]
@@ -138,7 +135,7 @@ def import_session(store: Store, data: bytes, *, where: str, name: str | None) -
 
 
 def _create(
-    store: Store, name: str, fields: Mapping[str, Any], records: list[Record], source: str
+    store: Store, name: str, fields: Mapping[str, Any], records: Iterable[Record], source: str
 ) -> Session:
     session = store.session(name)
     messages = build_messages(records, source)
