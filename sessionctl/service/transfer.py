@@ -22,7 +22,6 @@ from sessionctl.service.importing import (
     MAX_LINE_BYTES,
     SESSION_KEYS,
     Invalid,
-    Parsed,
     Readable,
     Record,
     build_messages,
@@ -37,7 +36,6 @@ if TYPE_CHECKING:
     from sessionctl.service.store import Store
 
 EXPORT_FORMATS = ("jsonl", "json", "markdown")
-_SESSION_KEYS = SESSION_KEYS
 
 
 def session_to_dict(session: Session) -> dict[str, Any]:
@@ -45,7 +43,7 @@ def session_to_dict(session: Session) -> dict[str, Any]:
     scanned = session._backend.scan(session.name)
     header: Header = scanned.header
     out: dict[str, Any] = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "name": session.name}
-    for key in _SESSION_KEYS:
+    for key in SESSION_KEYS:
         out[key] = getattr(header, key)
     out["messages"] = [m.to_dict(raw=True) for m in scanned.messages]
     return out
@@ -79,11 +77,6 @@ def _markdown(data: dict[str, Any]) -> str:
         if m.get("interrupted"):
             lines += ["*(interrupted)*", ""]
     return "\n".join(lines)
-
-
-def parse_import(data: bytes, source: str) -> Parsed:
-    """Return the session fields and message records of jsonl, json or an OpenAI messages array."""
-    return read_import(io.BytesIO(data), source)
 
 
 def create_from_dict(
