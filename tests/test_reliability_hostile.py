@@ -25,6 +25,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -342,6 +343,8 @@ BAD_LINES = {
     "usage-list": (_line(usage=[1]), "usage"),
     "metadata-list": (_line(metadata=[1]), "metadata"),
     "metadata-nan": ('{"role":"user","seq":2,"metadata":{"x":NaN}}', "not valid JSON"),
+    "lone-surrogate": (_line(content="ok \udcff"), "content|surrogate"),
+    "surrogate-key": (_line(metadata={"\ud800": 1}), "metadata|surrogate"),
     "interrupted-text": (_line(interrupted="false"), "interrupted"),
     "interrupted-int": (_line(interrupted=0), "interrupted"),
     "created-at-int": (_line(created_at=5), "created_at"),
@@ -456,6 +459,8 @@ BAD_DICTS: dict[str, tuple[Any, str]] = {
     "name-int": ({"messages": [{"role": "user", "name": 5}]}, "message 1: name"),
     "seq-bool": ({"messages": [{"role": "user", "seq": True}]}, "message 1: seq"),
     "interrupted-text": ({"messages": [{"role": "user", "interrupted": "no"}]}, "interrupted"),
+    "surrogate": ({"messages": [{"role": "user", "content": "\udcff"}]}, "surrogate"),
+    "mappingproxy": ({"messages": [{"role": "user", "x": {"y": MappingProxyType({})}}]}, "JSON"),
     "session-model": ({"model": 5, "messages": []}, "model"),
     "session-version": ({"version": 2, "messages": []}, "newer"),
 }

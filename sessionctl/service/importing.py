@@ -72,8 +72,7 @@ def show(value: Any) -> str:
     if value is None or isinstance(value, bool | float):
         return json.dumps(value)
     if isinstance(value, int):
-        digits = len(str(value)) if abs(value) < 10**60 else None
-        return str(value) if digits is not None else "a number of more than 60 digits"
+        return str(value) if abs(value) < 10**40 else "a number of more than 40 digits"
     return f"a {type(value).__name__}"
 
 
@@ -92,6 +91,18 @@ def loads(text: str) -> Any:
         raise Invalid(f"JSON nested more than {MAX_DEPTH} levels deep") from None
 
 
+def _utf8(text: str, what: str) -> str:
+    """Return ``text``, or raise Invalid when it holds a lone surrogate (``"\\udcff"``)."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise Invalid(
+                f"{what} holds a lone surrogate at character {exc.start + 1}, which is not UTF-8"
+            ) from None
+    return text
+
+
 def check_json(value: Any, what: str) -> None:
     """Raise Invalid unless ``value`` is plain JSON data at most MAX_DEPTH levels deep.
 
@@ -101,7 +112,10 @@ def check_json(value: Any, what: str) -> None:
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        if item is None or isinstance(item, str | bool | int):
+        if isinstance(item, str):
+            _utf8(item, what)
+            continue
+        if item is None or isinstance(item, bool | int):
             continue
         if isinstance(item, float):
             if not math.isfinite(item):
@@ -109,10 +123,11 @@ def check_json(value: Any, what: str) -> None:
             continue
         if depth > MAX_DEPTH:
             raise Invalid(f"{what} is nested more than {MAX_DEPTH} levels deep")
-        if isinstance(item, Mapping):
+        if isinstance(item, dict):
             for key, inner in item.items():
                 if not isinstance(key, str):
                     raise Invalid(f"{what} has a key that is not text ({show(key)})")
+                _utf8(key, what)
                 stack.append((inner, depth + 1))
         elif isinstance(item, list | tuple):
             stack.extend((inner, depth + 1) for inner in item)
@@ -124,7 +139,7 @@ def _text(record: Mapping[str, Any], key: str, what: str) -> str | None:
     value = record.get(key)
     if value is not None and not isinstance(value, str):
         raise Invalid(f"{what}{key} must be text, not {show(value)}")
-    return value
+    return None if value is None else _utf8(value, what + key)
 
 
 def _time(record: Mapping[str, Any], key: str, what: str) -> str | None:
@@ -183,7 +198,7 @@ def session_fields(record: Mapping[str, Any]) -> dict[str, Any]:
 
 def _content(value: Any) -> str:
     if value is None or isinstance(value, str):
-        return value or ""
+        return _utf8(value or "", "content")
     if not isinstance(value, list | tuple):
         raise Invalid(f"content must be text or a list of content parts, not {show(value)}")
     texts = []  # OpenAI content parts: keep the text ones (images are not kept)
@@ -197,7 +212,7 @@ def _content(value: Any) -> str:
             text = part.get("text")
             if not isinstance(text, str):
                 raise Invalid(f"content part {number} text must be text, not {show(text)}")
-            texts.append(text)
+            texts.append(_utf8(text, f"content part {number} text"))
     return "".join(texts)
 
 
@@ -238,7 +253,7 @@ def message_from(record: Any, seq: int, now: str | None = None) -> Message:
     for key, value in extra.items():
         if not isinstance(key, str):
             raise Invalid(f"a message has a key that is not text ({show(key)})")
-        check_json(value, key)
+        check_json(value, _utf8(key, "a key"))
     return Message(
         id=ident or new_ulid(),
         seq=seq,
@@ -349,7 +364,6 @@ def parse_lines(lines: Iterator[tuple[int, bytes]], source: str) -> Parsed:
         if value.get("type") != "header":
             return Parsed({}, _records(itertools.chain([(number, line)], lines), source))
         try:
-            check_json(value, "the header")
             fields = session_fields(value)
         except Invalid as exc:
             raise refuse(source, f"line {number}", str(exc)) from None
