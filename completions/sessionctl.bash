@@ -76,8 +76,8 @@ _sessionctl_spec() {
             args=dynamic ;;
         "import")
             subs=""
-            opts="--as -h --help"
-            valued="--as"
+            opts="--as --max-line-bytes --max-bytes -h --help"
+            valued="--as --max-line-bytes --max-bytes"
             vdynamic=""
             args=files ;;
         "fork")

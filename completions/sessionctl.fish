@@ -29,7 +29,7 @@ function __sessionctl_spec --description 'sessionctl subcommands or valued optio
         case 'valued export'
             printf '%s\n' -f --format
         case 'valued import'
-            printf '%s\n' --as
+            printf '%s\n' --as --max-line-bytes --max-bytes
         case 'valued fork'
             printf '%s\n' --at
         case 'valued meta'
@@ -172,6 +172,8 @@ complete -c sessionctl -n '__sessionctl_at export' -s h -l help -d 'Show this me
 complete -c sessionctl -n '__sessionctl_at export' -f -a '(__sessionctl_dynamic)'
 # sessionctl import
 complete -c sessionctl -n '__sessionctl_at import' -l as -r -f -d 'Name of the new session.'
+complete -c sessionctl -n '__sessionctl_at import' -l max-line-bytes -r -f -d 'Refuse a JSON line (one message) longer than this: bytes, or K, M, G.'
+complete -c sessionctl -n '__sessionctl_at import' -l max-bytes -r -f -d 'Refuse input longer than this in all: bytes, or K, M, G.'
 complete -c sessionctl -n '__sessionctl_at import' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at import' -F
 # sessionctl fork

@@ -1,8 +1,9 @@
 """Commands on whole sessions: list, show, export, import, fork, delete, restore,
 clear, prune, meta, rename."""
 
+import io
 import json
-from pathlib import Path
+import sys
 from typing import Annotated, Any
 
 import typer
@@ -11,7 +12,7 @@ from sessionctl.cli.completers import complete_deleted_session
 from sessionctl.cli.options import JsonOpt, RequiredSessionOpt, SessionArg
 from sessionctl.cli.registry import commands
 from sessionctl.cli.render import session_rows
-from sessionctl.cli.state import State, read_stdin_text
+from sessionctl.cli.state import State
 from sessionctl.errors import UsageError
 
 
@@ -102,21 +103,47 @@ def import_(
         ),
     ],
     as_: Annotated[str | None, typer.Option("--as", help="Name of the new session.")] = None,
+    max_line_bytes: Annotated[
+        str,
+        typer.Option(
+            "--max-line-bytes",
+            metavar="SIZE",
+            help="Refuse a JSON line (one message) longer than this: bytes, or K, M, G.",
+        ),
+    ] = "16M",
+    max_bytes: Annotated[
+        str,
+        typer.Option(
+            "--max-bytes",
+            metavar="SIZE",
+            help="Refuse input longer than this in all: bytes, or K, M, G.",
+        ),
+    ] = "1G",
 ) -> None:
     """Create a session from an exported file (or stdin); print its name.
+
+    JSON lines are read one at a time; every field is checked before anything
+    is written, and bad input is refused naming the line (exit 2).
 
     Example:
 
         sessionctl export work | sessionctl import - --as work-copy
     """
+    from sessionctl.service.importing import parse_size
     from sessionctl.service.transfer import import_session
 
     state: State = ctx.obj
+    limits = {
+        "max_line_bytes": parse_size(max_line_bytes, "--max-line-bytes"),
+        "max_bytes": parse_size(max_bytes, "--max-bytes"),
+    }
     if file == "-":
-        data = read_stdin_text().encode()
+        stdin = getattr(sys.stdin, "buffer", None)
+        source = stdin if stdin is not None else io.BytesIO(sys.stdin.read().encode())
+        session = import_session(state.store(), source, where=file, name=as_, **limits)
     else:
         try:
-            data = Path(file).read_bytes()
+            stream = open(file, "rb")  # noqa: SIM115 - closed below, after the import
         except FileNotFoundError:
             from sessionctl.errors import NotFound
 
@@ -125,7 +152,8 @@ def import_(
             raise UsageError(
                 f"{file} is a directory; give a file exported by `sessionctl export`"
             ) from None
-    session = import_session(state.store(), data, where=file, name=as_)
+        with stream:
+            session = import_session(state.store(), stream, where=file, name=as_, **limits)
     state.out.line(session.name)
 
 

@@ -22,7 +22,10 @@ RELEASE_DATE = "2026-11-21"
 EXIT_STATUS: dict[ExitCode, str] = {
     ExitCode.OK: "Success.",
     ExitCode.RUNTIME: "Runtime error: I/O, data that could not be handled, a name already taken.",
-    ExitCode.USAGE: "Usage error: bad option, invalid name, bad number or duration, bad setting.",
+    ExitCode.USAGE: (
+        "Usage error: bad option, invalid name, bad number or duration, bad setting,"
+        " an import file that is not valid."
+    ),
     ExitCode.NOT_FOUND: "Not found: no such session or message.",
     ExitCode.PROVIDER: "Model provider error: authentication, network, rate limit, timeout.",
     ExitCode.INTERRUPTED: "Interrupted (Ctrl-C); what was already saved is kept.",
