@@ -11,6 +11,9 @@ from sessionctl.cli.registry import commands
 from sessionctl.cli.state import State
 from sessionctl.errors import UsageError
 
+# Below this many columns for the content, `relevant` shows its hits stacked, not as a table.
+MIN_CONTENT = 20
+
 SessionsOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -52,7 +55,8 @@ def relevant(
 ) -> None:
     """Find past messages by meaning, across all sessions unless -s is given.
 
-    Results are sorted by cosine distance (ties by session, then order).
+    Results are sorted by cosine distance (ties by session, then order). On a
+    terminal too narrow for a readable table they are shown one under another.
 
     Example:
 
@@ -80,6 +84,7 @@ def relevant(
     elif mode in ("json", "raw"):
         out.json([hit.to_dict(raw=mode == "raw") for hit in hits])
     else:
+        headers = ["distance", "session", "seq", "role", "content"]
         rows = [
             [
                 "-" if h.distance is None else f"{h.distance:.3f}",
@@ -90,8 +95,11 @@ def relevant(
             ]
             for h in hits
         ]
-        if rows:
-            out.table(["distance", "session", "seq", "role", "content"], rows)
+        if rows and out.is_terminal() and out.room(headers, rows, "content") < MIN_CONTENT:
+            # too narrow for a readable content column: one record after another
+            out.stacked([(f"{d}  {s}  #{seq} {r}", c) for d, s, seq, r, c in rows])
+        elif rows:
+            out.table(headers, rows, keep=["session"])
         elif not hits:
             out.info("nothing close enough (raise --distance-threshold, or use --fall-back)")
 

@@ -10,7 +10,7 @@ import typer
 from sessionctl.cli.completers import complete_deleted_session
 from sessionctl.cli.options import JsonOpt, RequiredSessionOpt, SessionArg
 from sessionctl.cli.registry import commands
-from sessionctl.cli.render import session_rows
+from sessionctl.cli.render import session_table
 from sessionctl.cli.state import State, read_stdin_text
 from sessionctl.errors import UsageError
 
@@ -28,7 +28,8 @@ def list_sessions(
     """List sessions, most recently active first.
 
     When a page is cut by --limit, the cursor for the next page is printed on
-    stderr (and as next_cursor with --json).
+    stderr (and as next_cursor with --json). On a narrow terminal the name is
+    never cut: the time, then parent, model, date and count give way first.
 
     Example:
 
@@ -42,11 +43,10 @@ def list_sessions(
         )
         return
     if page.sessions:
-        when = "deleted" if deleted else "last active"
-        headers = ["name", "messages", when + " (UTC)", "model", "parent"]
-        state.out.table(headers, session_rows(page.sessions, deleted=deleted))
+        headers, rows, narrower = session_table(page.sessions, deleted=deleted)
+        state.out.table(headers, rows, keep=["name"], narrower=narrower)
     if page.next_cursor:
-        state.out.info(f"more: sessionctl list --cursor {page.next_cursor}")
+        state.out.more("sessionctl list --cursor", page.next_cursor)
 
 
 @commands.command()
