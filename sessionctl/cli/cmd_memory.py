@@ -5,8 +5,8 @@ from typing import Annotated, Any
 
 import typer
 
-from sessionctl.cli.cmd_messages import RoleFilterOpt, pick_output
-from sessionctl.cli.options import JsonOpt, complete_session
+from sessionctl.cli.cmd_messages import RoleFilterOpt, TextOpt, pick_output
+from sessionctl.cli.options import JsonOpt, NullOpt, complete_session
 from sessionctl.cli.registry import commands
 from sessionctl.cli.state import State
 from sessionctl.errors import UsageError
@@ -49,7 +49,8 @@ def relevant(
         ),
     ] = False,
     role: RoleFilterOpt = None,
-    text: Annotated[bool, typer.Option("--text", help="Print only the contents.")] = False,
+    text: TextOpt = False,
+    null: NullOpt = False,
     json_: JsonOpt = False,
     raw: Annotated[bool, typer.Option("--raw", help="JSON with every stored field.")] = False,
 ) -> None:
@@ -57,6 +58,7 @@ def relevant(
 
     Results are sorted by cosine distance (ties by session, then order). On a
     terminal too narrow for a readable table they are shown one under another.
+    -0 prints the contents (as --text), each ended by a NUL byte.
 
     Example:
 
@@ -65,7 +67,7 @@ def relevant(
     from sessionctl.service.memory import search
 
     state: State = ctx.obj
-    mode = pick_output(text=text, json_=json_, raw=raw)
+    mode = pick_output(text=text, json_=json_, raw=raw, null=null)
     if distance_threshold is not None and not 0 <= distance_threshold <= 2:
         raise UsageError(f"--distance-threshold must be from 0 to 2, got {distance_threshold}")
     hits = search(
@@ -78,9 +80,9 @@ def relevant(
         role=role,
     )
     out = state.out
-    if mode == "text":
+    if mode == "text" or (null and mode == "human"):
         for hit in hits:
-            out.text(hit.message.content)
+            out.text(hit.message.content, end="\0" if null else "\n")
     elif mode in ("json", "raw"):
         out.json([hit.to_dict(raw=mode == "raw") for hit in hits])
     else:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from sessionctl.cli.completers import complete_deleted_session
-from sessionctl.cli.options import JsonOpt, RequiredSessionOpt, SessionArg
+from sessionctl.cli.options import JsonOpt, NullOpt, RequiredSessionOpt, SessionArg
 from sessionctl.cli.registry import commands
 from sessionctl.cli.render import session_table
 from sessionctl.cli.state import State, read_stdin_text
@@ -50,14 +50,23 @@ def list_sessions(
 
 
 @commands.command()
-def show(ctx: typer.Context, name: SessionArg, json_: JsonOpt = False) -> None:
+def show(
+    ctx: typer.Context, name: SessionArg, null: NullOpt = False, json_: JsonOpt = False
+) -> None:
     """Show a whole session: its settings and every message.
+
+    Piped, each message is one `role: text` line, and a message that spans lines
+    spans lines there too; -0 ends each message with a NUL byte instead, and
+    --json (or `export`) keeps every field.
 
     Example:
 
         sessionctl show work | less
     """
+    from sessionctl.cli.cmd_messages import pick_output
+
     state: State = ctx.obj
+    pick_output(text=False, json_=json_, raw=False, null=null)
     session = state.store().existing(name)
     if json_:
         state.out.json(session.to_dict())
@@ -67,7 +76,7 @@ def show(ctx: typer.Context, name: SessionArg, json_: JsonOpt = False) -> None:
         f"{info.name}: {info.messages} messages, model {info.model or '-'}"
         + (f", forked from {info.parent}" if info.parent else "")
     )
-    state.out.messages(session.get_messages())
+    state.out.messages(session.get_messages(), null=null)
 
 
 @commands.command()

@@ -149,9 +149,13 @@ class Output:
         """Write one line of data to stdout (escaped only where its encoding fails)."""
         self.stdout.write(encodable(text, self.stdout) + "\n")
 
-    def text(self, text: str) -> None:
-        """Write one line of session or model text to stdout, safe for a terminal."""
-        self.stdout.write(self.display(text) + "\n")
+    def text(self, text: str, end: str = "\n") -> None:
+        """Write one record of session or model text to stdout, safe for a terminal.
+
+        ``end`` ends it: a newline, or NUL for ``-0`` (a message's own newlines then
+        stay inside its record).
+        """
+        self.stdout.write(self.display(text) + end)
 
     def json(self, value: Any) -> None:
         """Write ``value`` as pretty JSON (stable key order as given) to stdout.
@@ -265,11 +269,14 @@ class Output:
             console.print(Text(self.display(head), style="bold" if self.use_color() else ""))
             console.print(Padding(Text(self.display(body)), (0, 0, 0, 2)))
 
-    def messages(self, messages: Sequence[Message], *, session: str | None = None) -> None:
-        """Render messages for a person: role headers on a terminal, ``role: text`` when piped."""
-        if not self.is_terminal():
+    def messages(
+        self, messages: Sequence[Message], *, session: str | None = None, null: bool = False
+    ) -> None:
+        """Render messages for a person: role headers on a terminal, ``role: text`` when
+        piped; with ``null`` always ``role: text`` records, each ended by NUL."""
+        if null or not self.is_terminal():
             for m in messages:
-                self.text(f"{m.role}: {m.content}")
+                self.text(f"{m.role}: {m.content}", end="\0" if null else "\n")
             return
         from rich.text import Text
 
