@@ -229,11 +229,12 @@ def prune(
 ) -> None:
     """Remove sessions with no activity for a while (cron-safe, never prompts).
 
-    Prints each removed session's name (with --dry-run: what would go).
+    Prints each removed session's name (with --dry-run: what would go). Cron's
+    PATH is short: give sessionctl's full path (`command -v sessionctl`).
 
     Example (crontab):
 
-        0 3 * * * sessionctl prune --older-than 30d
+        0 3 * * * $HOME/.local/bin/sessionctl prune --older-than 30d
     """
     state: State = ctx.obj
     report = state.store().prune(older_than, dry_run=dry_run, purge=purge)
