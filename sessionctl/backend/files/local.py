@@ -4,6 +4,7 @@
     HOME/sessions/NAME.lock         per-session write lock
     HOME/sessions/NAME.faiss        semantic index (derived) + NAME.index.json manifest
     HOME/sessions/NAME.rejects      lines set aside because they could not be parsed
+                                    (created the first time one is)
     HOME/trash/ULID/NAME.*          a soft-deleted session
     HOME/.store.lock                namespace lock: create, delete, restore, rename
 
@@ -252,7 +253,7 @@ class LocalBackend(TrashMixin):
         try:
             path = self._require(name)
             transcript.read_header(path)  # refuse a newer format or a file that is no session
-            return transcript.tail(path, k, roles)
+            return transcript.tail(path, k, roles, self.warn)
         except FileNotFoundError:
             raise SessionNotFound(f"no session named {name!r} (see `sessionctl list`)") from None
 

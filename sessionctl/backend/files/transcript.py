@@ -226,6 +226,34 @@ def scan(path: Path, warn: Warn | None = None) -> Scan:
     return Scan(header, messages, bad, torn, high, tuple(unfinished))
 
 
+def skipped_warning(path: Path, number: int) -> str:
+    """The one-line warning for a line a reader skipped because it is not a record."""
+    return (
+        f"{path}: line {number} is not a valid message record; skipped (kept in the file"
+        f" until a write sets it aside in {path.stem}.rejects)"
+    )
+
+
+def unreadable(record: dict[str, Any] | None) -> bool:
+    """True for a line that is no record at all, or a message record that cannot be
+    read; False for any other record (the header, a tombstone, a kind not known here)."""
+    if record is None:
+        return True
+    return record.get("type", "message") == "message" and as_message(record) is None
+
+
+def _line_number(fd: int, offset: int) -> int:
+    """The 1-based number of the line that starts at ``offset`` (reads what is before it)."""
+    count, pos = 0, 0
+    while pos < offset:
+        chunk = os.pread(fd, min(_BLOCK, offset - pos), pos)
+        if not chunk:
+            break
+        count += chunk.count(b"\n")
+        pos += len(chunk)
+    return count + 1
+
+
 def _reverse_lines(fd: int, size: int) -> Iterator[tuple[int, bytes]]:
     """Yield (offset, line) from the end of the file backwards, the torn tail excluded.
 
@@ -267,21 +295,30 @@ def _reverse_lines(fd: int, size: int) -> Iterator[tuple[int, bytes]]:
         yield 0, rest
 
 
-def tail(path: Path, k: int, roles: frozenset[str] | None = None) -> list[Message]:
-    """Return the last ``k`` messages (oldest first) by seeking from the end of the file."""
+def tail(
+    path: Path, k: int, roles: frozenset[str] | None = None, warn: Warn | None = None
+) -> list[Message]:
+    """Return the last ``k`` messages (oldest first) by seeking from the end of the file.
+
+    A line that is not a record, among those read, is skipped and reported to ``warn``
+    by its line number, as a full read does.
+    """
     if k <= 0:
         return []
     fd = open_transcript(path)
     try:
         size = os.fstat(fd).st_size
         found: list[Message] = []
+        bad: list[int] = []  # offsets of lines that are not records
         at_end = True  # skipping the records of an unfinished write
-        for _, line in _reverse_lines(fd, size):
+        for offset, line in _reverse_lines(fd, size):
             record = decode_record(line)
             message = as_message(record)
             if tombstone_high(record) is not None:
                 at_end = False
             if message is None:
+                if offset and line.strip() and not (record and record.get("type") == "dropped"):
+                    bad.append(offset)
                 continue  # the header, a tombstone, a blank or a corrupt line
             if at_end and is_unfinished(record):
                 continue
@@ -290,6 +327,9 @@ def tail(path: Path, k: int, roles: frozenset[str] | None = None) -> list[Messag
                 found.append(message)
                 if len(found) >= k:
                     break
+        if warn is not None:
+            for offset in reversed(bad):
+                warn(skipped_warning(path, _line_number(fd, offset)))
     finally:
         os.close(fd)
     found.reverse()
@@ -344,12 +384,14 @@ def tombstone(message: Message, high: int) -> dict[str, Any]:
 
 def repair_tail(path: Path, rejects: Path, warn: Warn | None) -> None:
     """Under the write lock: end the file on a newline, setting a torn last line aside,
-    and set aside the records of a multi-message write that was cut short."""
+    set aside unreadable lines after the last record (an append would bury them in the
+    middle), and the records of a multi-message write that was cut short."""
     fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
     try:
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
             _repair_torn(fd, size, path, rejects, warn)
+        _repair_junk(fd, path, rejects, warn)
         _repair_unfinished(fd, path, rejects, warn)
     finally:
         os.close(fd)
@@ -374,6 +416,34 @@ def _repair_torn(fd: int, size: int, path: Path, rejects: Path, warn: Warn | Non
         if warn is not None:
             warn(f"{path}: set aside a torn last line from an interrupted write")
     os.fsync(fd)
+
+
+def _repair_junk(fd: int, path: Path, rejects: Path, warn: Warn | None) -> None:
+    """Set aside the unreadable lines that end the file (after its last record)."""
+    size = os.fstat(fd).st_size
+    start = None
+    for offset, line in _reverse_lines(fd, size):
+        if not line.strip():
+            continue
+        if offset == 0 or not unreadable(decode_record(line)):
+            break
+        start = offset
+    if start is None:
+        return
+    first = _line_number(fd, start)
+    segment = os.pread(fd, size - start, start)
+    junk = [(first + i, line) for i, line in enumerate(segment.split(b"\n")) if line.strip()]
+    set_aside(rejects, list(junk), "unreadable line (at the end, before a write)")
+    os.ftruncate(fd, start)
+    os.fsync(fd)
+    if warn is not None:
+        last = junk[-1][0]
+        what = (
+            f"line {first} is not a valid message record"
+            if last == first
+            else f"lines {first}-{last} are not valid message records"
+        )
+        warn(f"{path}: {what}; set aside in {rejects.name}")
 
 
 def _repair_unfinished(fd: int, path: Path, rejects: Path, warn: Warn | None) -> None:
