@@ -73,6 +73,7 @@ def relevant(
         fall_back=fall_back,
         role=role,
     )
+    state.note_if_no_data()
     out = state.out
     if mode == "text":
         for hit in hits:
@@ -130,6 +131,7 @@ def reindex(
     else:
         reports = store.reindex(names, model=model)
     elapsed = time.perf_counter() - started
+    state.note_if_no_data()
     total = sum(r.added for _, r in reports)
     rate = total / elapsed if elapsed > 0 else 0.0
     state.out.info(

@@ -36,6 +36,7 @@ def list_sessions(
     """
     state: State = ctx.obj
     page = state.store().list_sessions(limit=limit, cursor=cursor, deleted=deleted)
+    state.note_if_no_data()
     if json_:
         state.out.json(
             {"sessions": [i.to_dict() for i in page.sessions], "next_cursor": page.next_cursor}
@@ -228,6 +229,7 @@ def prune(
     """
     state: State = ctx.obj
     report = state.store().prune(older_than, dry_run=dry_run, purge=purge)
+    state.note_if_no_data()
     if json_:
         state.out.json(
             {

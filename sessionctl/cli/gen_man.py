@@ -29,7 +29,8 @@ EXIT_STATUS: dict[ExitCode, str] = {
 }
 
 ENVIRONMENT: dict[str, str] = {
-    ENV_VARS["home"]: "Data directory (as --home).",
+    ENV_VARS["home"]: "Data directory (as --home). A relative path is made absolute against "
+    "the directory sessionctl starts in.",
     ENV_VARS["model"]: "Default model, a litellm model name such as gpt-4o-mini, "
     "openai/NAME (any OpenAI-compatible server) or anthropic/claude-3-5-haiku-latest.",
     ENV_VARS["api_base"]: "Base URL of an OpenAI-compatible server, such as "
@@ -42,7 +43,8 @@ ENVIRONMENT: dict[str, str] = {
     ENV_VARS["timeout"]: "Seconds to wait for the model provider.",
     ENV_VARS["color"]: "auto (colour on a terminal, unless NO_COLOR is set), always (colour "
     "and terminal rendering even on a pipe, for less -R; beats NO_COLOR) or never.",
-    CONFIG_ENV: "Path of the configuration file (instead of the platform's).",
+    CONFIG_ENV: "Path of the configuration file (instead of the platform's); a relative "
+    "path is made absolute against the directory sessionctl starts in.",
     "SESSIONCTL_SESSION": "The session for commands whose -s is optional ({commands}).",
     "NO_COLOR": "When set to any value, no colour (unless color is always).",
     DEBUG_ENV: "Set to 1 to print a traceback with errors.",
