@@ -106,3 +106,184 @@ def test_an_existing_empty_store_gets_no_note(cli: Cli, home: Path) -> None:
     ok(cli("delete", "work", "--purge"))
     assert "no data" not in ok(cli("list")).stderr
     assert ok(cli("list")).stdout == ""
+
+
+# -- 23: one session, named as an argument or with -s -------------------------------------
+
+
+def ids(result: Result) -> list[str]:
+    return ok(result).stdout.split()
+
+
+def contents(cli: Cli, name: str) -> list[str]:
+    return [m["content"] for m in json.loads(ok(cli("recent", name, "-k", "99", "--json")).stdout)]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["show", "--json"],
+        ["export"],
+        ["meta", "--json"],
+        ["recent", "--text"],
+        ["reindex"],
+        ["clear"],
+        ["delete", "--purge"],
+    ],
+    ids=lambda c: c[0],
+)
+def test_a_session_argument_or_s_means_the_same(cli: Cli, command: list[str]) -> None:
+    outputs = []
+    for how in (["work"], ["-s", "work"], ["--session", "work"], ["work", "-s", "work"]):
+        for name in ("work", "other"):
+            cli("delete", name, "--purge")
+            ok(cli("store", name, f"q-{name}", f"a-{name}"))
+        result = ok(cli(command[0], *how, *command[1:]))
+        assert contents(cli, "other") == ["q-other", "a-other"]  # never the other session
+        outputs.append(result.stdout)
+        if command[0] in ("clear", "delete"):
+            assert "'work'" in result.stderr
+    if command[0] in ("meta", "recent", "clear", "delete"):
+        assert outputs[1:] == outputs[:1] * 3  # (show and export carry fresh ids)
+    refused = usage_error(cli(command[0], "work", "-s", "other", *command[1:]), "once")
+    assert "'work'" in refused and "'other'" in refused
+
+
+def test_clear_scratch_works_and_two_names_are_refused(sh: object) -> None:
+    run = sh  # the real CLI in a subprocess
+    assert run("store", "scratch", "q", "a").returncode == 0  # type: ignore[operator]
+    done = run("clear", "scratch")  # type: ignore[operator]
+    assert (done.returncode, done.stdout) == (0, "")
+    assert "cleared 2 messages from 'scratch'" in done.stderr
+    refused = run("clear", "scratch", "-s", "work")  # type: ignore[operator]
+    assert refused.returncode == 2
+    assert refused.stderr == (
+        f"{ERROR}two sessions given, 'scratch' and -s 'work': name the session once\n"
+    )
+    missing = run("clear")  # type: ignore[operator]
+    assert missing.returncode == 2
+    assert "`sessionctl clear NAME` or `sessionctl clear -s NAME`" in missing.stderr
+
+
+def test_drop_takes_the_session_first_and_with_s_a_lone_id(cli: Cli) -> None:
+    first, second, third, fourth = (
+        ids(cli("add", "work", "--role", "user", t))[0] for t in ("a", "b", "c", "d")
+    )
+    assert ids(cli("drop", "work")) == [fourth]  # the last one
+    assert ids(cli("drop", "work", first)) == [first]
+    assert ids(cli("drop", "-s", "work", second)) == [second]  # with -s: the ID
+    assert ids(cli("drop", "-s", "work", "work", third)) == [third]  # same name twice: fine
+    assert contents(cli, "work") == []
+    ok(cli("add", "work", "--role", "user", "e"))
+    usage_error(cli("drop", "-s", "other", "work", "ID"), "two sessions")
+    assert contents(cli, "work") == ["e"]
+
+
+def test_add_one_argument_is_always_the_text(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    ok(cli("add", "notes", "--role", "user", "two args: session, text"))
+    ok(cli("add", "-s", "notes", "--role", "user", "with -s: the text"))
+    ok(cli("add", "-s", "notes", "--role", "user", input="piped\n"))
+    assert contents(cli, "notes") == ["two args: session, text", "with -s: the text", "piped"]
+    # without -s (or the variable) a lone argument is still the text: no session given
+    usage_error(cli("add", "--role", "user", "notes", input="x\n"), "no session given", "-s NAME")
+    monkeypatch.setenv("SESSIONCTL_SESSION", "notes")
+    ok(cli("add", "--role", "user", "from the variable"))
+    ok(cli("add", "other", "--role", "user", "an argument beats the variable"))
+    assert contents(cli, "notes")[-1] == "from the variable"
+    assert contents(cli, "other") == ["an argument beats the variable"]
+    usage_error(cli("add", "a", "b", "--role", "user", "-s", "notes"), "two sessions")
+
+
+def test_store_three_arguments_start_with_the_session(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ok(cli("store", "pair", "P1", "R1"))
+    ok(cli("store", "-s", "pair", "P2", "R2"))
+    assert contents(cli, "pair") == ["P1", "R1", "P2", "R2"]
+    usage_error(cli("store", "P", "R"), "no session given", "PROMPT RESPONSE")
+    usage_error(cli("store", "pair", "P"), "no session given")  # two: PROMPT RESPONSE
+    usage_error(cli("store", "pair"), "PROMPT", "RESPONSE")
+    monkeypatch.setenv("SESSIONCTL_SESSION", "pair")
+    ok(cli("store", "P3", "R3"))
+    assert contents(cli, "pair")[-2:] == ["P3", "R3"]
+
+
+def test_fork_and_rename_take_the_source_with_s_too(cli: Cli) -> None:
+    ok(cli("store", "work", "q", "a"))
+    assert ok(cli("fork", "work", "alt")).stdout == "alt\n"
+    assert ok(cli("fork", "-s", "work", "alt2")).stdout == "alt2\n"
+    ok(cli("rename", "alt", "alt3"))
+    ok(cli("rename", "-s", "alt2", "alt4"))
+    listed = [s["name"] for s in json.loads(ok(cli("list", "--json")).stdout)["sessions"]]
+    assert sorted(listed) == ["alt3", "alt4", "work"]
+    usage_error(cli("fork", "-s", "work"), "new session's name")
+    usage_error(cli("rename", "-s", "work"), "NEW")
+    usage_error(cli("fork", "work", "x", "-s", "alt3"), "two sessions")
+    usage_error(cli("fork", "x"), "no session given", "SOURCE NEW")
+
+
+def test_restore_takes_a_deleted_name_both_ways(cli: Cli) -> None:
+    ok(cli("store", "a", "q", "a"))
+    ok(cli("store", "b", "q", "a"))
+    ok(cli("delete", "a"))
+    ok(cli("delete", "-s", "b"))
+    ok(cli("restore", "a"))
+    ok(cli("restore", "-s", "b"))
+    assert len(json.loads(ok(cli("list", "--json")).stdout)["sessions"]) == 2
+
+
+def test_meta_tells_assignments_from_the_session_by_their_equals_sign(cli: Cli) -> None:
+    ok(cli("store", "work", "q", "a"))
+    assert ok(cli("meta", "-s", "work", "a=1", "b=x")).stdout == "a=1\nb=x\n"
+    assert ok(cli("meta", "work", "c=true")).stdout == "a=1\nb=x\nc=true\n"
+    assert json.loads(ok(cli("meta", "--json", "-s", "work")).stdout) == {
+        "a": 1,
+        "b": "x",
+        "c": True,
+    }
+
+
+READS_THE_VARIABLE = [
+    ["show", "--json"],
+    ["export"],
+    ["meta", "--json"],
+    ["recent", "--json"],
+    ["add", "--role", "user", "text"],
+    ["store", "p", "r"],
+    ["fork", "copy"],
+]
+NEVER_READS_IT = [["clear"], ["delete"], ["drop"], ["rename", "new"], ["restore"], ["reindex"]]
+
+
+@pytest.mark.parametrize("command", READS_THE_VARIABLE, ids=lambda c: c[0])
+def test_sessionctl_session_fills_in_for_reading_and_adding(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    ok(cli("store", "work", "q", "a"))
+    monkeypatch.setenv("SESSIONCTL_SESSION", "work")
+    ok(cli(*command))
+    if command[0] == "fork":
+        assert contents(cli, "copy") == ["q", "a"]
+
+
+@pytest.mark.parametrize("command", NEVER_READS_IT, ids=lambda c: c[0])
+def test_sessionctl_session_never_picks_what_is_removed_or_moved(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    ok(cli("store", "work", "q", "a"))
+    monkeypatch.setenv("SESSIONCTL_SESSION", "work")
+    usage_error(cli(*command), "no session given")
+    assert "SESSIONCTL_SESSION" not in cli(*command).stderr
+    assert contents(cli, "work") == ["q", "a"]
+
+
+def test_help_shows_both_ways_and_the_variable_only_where_read(cli: Cli) -> None:
+    for command in ("show", "recent", "add", "store", "meta", "export", "fork"):
+        assert "SESSIONCTL_SESSION" in ok(cli(command, "--help")).stdout, command
+    for command in ("clear", "delete", "drop", "rename", "restore", "reindex"):
+        text = ok(cli(command, "--help")).stdout
+        assert "SESSIONCTL_SESSION" not in text and "--session" in text, command
+    assert "Usage: sessionctl store [OPTIONS] [SESSION] PROMPT RESPONSE" in (
+        ok(cli("store", "--help")).stdout
+    )
+    assert "Usage: sessionctl fork [OPTIONS] [SOURCE] NEW" in ok(cli("fork", "--help")).stdout

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 import typer
 
 from sessionctl.cli.cmd_messages import RoleFilterOpt, pick_output
-from sessionctl.cli.options import JsonOpt, complete_session
+from sessionctl.cli.options import JsonOpt, complete_session, optional_session, session_option
 from sessionctl.cli.registry import commands
 from sessionctl.cli.state import State
 from sessionctl.errors import UsageError
@@ -102,7 +102,15 @@ def reindex(
     ctx: typer.Context,
     name: Annotated[
         str | None,
-        typer.Argument(help="Session to rebuild.", autocompletion=complete_session),
+        typer.Argument(
+            metavar="[SESSION]",
+            help="Session to rebuild (or -s NAME).",
+            autocompletion=complete_session,
+            show_default=False,
+        ),
+    ] = None,
+    session: Annotated[
+        str | None, session_option("Session to rebuild (instead of SESSION).", env=False)
     ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Rebuild every live session.")] = False,
     model: Annotated[
@@ -121,8 +129,14 @@ def reindex(
         sessionctl reindex --all
     """
     state: State = ctx.obj
-    if (name is None) == (not all_):
-        raise UsageError("give a session NAME or --all (not both)")
+    name = optional_session(ctx, name, session)
+    if name is None and not all_:
+        raise UsageError(
+            "no session given: `sessionctl reindex NAME`, `sessionctl reindex -s NAME`"
+            " or `sessionctl reindex --all`"
+        )
+    if name is not None and all_:
+        raise UsageError("give a session or --all, not both")
     store = state.store()
     names = None if name is None else [name]
     started = time.perf_counter()

@@ -8,7 +8,15 @@ from typing import Annotated, Any
 import typer
 
 from sessionctl.cli.completers import complete_deleted_session
-from sessionctl.cli.options import JsonOpt, RequiredSessionOpt, SessionArg
+from sessionctl.cli.options import (
+    ExplicitSessionOpt,
+    JsonOpt,
+    SessionArg,
+    SessionOpt,
+    complete_session,
+    pick_session,
+    session_option,
+)
 from sessionctl.cli.registry import commands
 from sessionctl.cli.render import session_rows
 from sessionctl.cli.state import State, read_stdin_text
@@ -51,7 +59,12 @@ def list_sessions(
 
 
 @commands.command()
-def show(ctx: typer.Context, name: SessionArg, json_: JsonOpt = False) -> None:
+def show(
+    ctx: typer.Context,
+    name: SessionArg = None,
+    session: SessionOpt = None,
+    json_: JsonOpt = False,
+) -> None:
     """Show a whole session: its settings and every message.
 
     Example:
@@ -59,22 +72,23 @@ def show(ctx: typer.Context, name: SessionArg, json_: JsonOpt = False) -> None:
         sessionctl show work | less
     """
     state: State = ctx.obj
-    session = state.store().existing(name)
+    session_ = state.store().existing(pick_session(ctx, name, session))
     if json_:
-        state.out.json(session.to_dict())
+        state.out.json(session_.to_dict())
         return
-    info = session.info()
+    info = session_.info()
     state.out.info(
         f"{info.name}: {info.messages} messages, model {info.model or '-'}"
         + (f", forked from {info.parent}" if info.parent else "")
     )
-    state.out.messages(session.get_messages())
+    state.out.messages(session_.get_messages())
 
 
 @commands.command()
 def export(
     ctx: typer.Context,
-    name: SessionArg,
+    name: SessionArg = None,
+    session: SessionOpt = None,
     format_: Annotated[
         str, typer.Option("--format", "-f", help="jsonl (lossless), json or markdown.")
     ] = "jsonl",
@@ -90,7 +104,8 @@ def export(
     from sessionctl.service.transfer import export_session
 
     state: State = ctx.obj
-    state.out.stdout.write(export_session(state.store().existing(name), format_))
+    target = state.store().existing(pick_session(ctx, name, session))
+    state.out.stdout.write(export_session(target, format_))
 
 
 @commands.command(name="import")
@@ -133,8 +148,21 @@ def import_(
 @commands.command()
 def fork(
     ctx: typer.Context,
-    source: SessionArg,
-    new: Annotated[str, typer.Argument(help="Name of the new session.")],
+    source: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[SOURCE]",
+            help="Session to copy (or -s SOURCE; a lone argument is NEW).",
+            autocompletion=complete_session,
+            show_default=False,
+        ),
+    ] = None,
+    new: Annotated[
+        str | None, typer.Argument(metavar="NEW", help="Name of the new session.")
+    ] = None,
+    session: Annotated[
+        str | None, session_option("Session to copy (instead of SOURCE).", env=True)
+    ] = None,
     at: Annotated[
         str | None, typer.Option("--at", help="Copy up to and including this message id.")
     ] = None,
@@ -146,13 +174,19 @@ def fork(
         sessionctl fork work work-alt --at 01J9Z3K8W6Q2V5R7T1X4Y8B0CD
     """
     state: State = ctx.obj
-    state.out.line(state.store().fork(source, new, at=at).name)
+    if new is None:  # `fork -s work NEW`: the one argument is the new name
+        source, new = None, source
+    if new is None:
+        raise UsageError("give the new session's name: `sessionctl fork SOURCE NEW`")
+    name = pick_session(ctx, source, session, label="SOURCE", rest="NEW")
+    state.out.line(state.store().fork(name, new, at=at).name)
 
 
 @commands.command()
 def delete(
     ctx: typer.Context,
-    name: SessionArg,
+    name: SessionArg = None,
+    session: ExplicitSessionOpt = None,
     purge: Annotated[
         bool, typer.Option("--purge", help="Remove for good, skip the trash.")
     ] = False,
@@ -164,6 +198,7 @@ def delete(
         sessionctl delete scratch && sessionctl restore scratch
     """
     state: State = ctx.obj
+    name = pick_session(ctx, name, session)
     state.store().delete(name, purge=purge)
     if purge:
         state.out.info(f"removed {name!r} for good")
@@ -175,13 +210,22 @@ def delete(
 def restore(
     ctx: typer.Context,
     name: Annotated[
-        str,
+        str | None,
         typer.Argument(
-            help="Name of a deleted session (see `list --deleted`).",
+            metavar="[SESSION]",
+            help="Name of a deleted session (see `list --deleted`), or -s NAME.",
             autocompletion=complete_deleted_session,
             show_default=False,
         ),
-    ],
+    ] = None,
+    session: Annotated[
+        str | None,
+        session_option(
+            "Deleted session (instead of SESSION).",
+            env=False,
+            completer=complete_deleted_session,
+        ),
+    ] = None,
 ) -> None:
     """Bring a deleted session back from the trash.
 
@@ -190,21 +234,23 @@ def restore(
         sessionctl list --deleted && sessionctl restore scratch
     """
     state: State = ctx.obj
+    name = pick_session(ctx, name, session)
     state.store().restore(name)
     state.out.info(f"restored {name!r}")
 
 
 @commands.command()
-def clear(ctx: typer.Context, session: RequiredSessionOpt) -> None:
+def clear(ctx: typer.Context, name: SessionArg = None, session: ExplicitSessionOpt = None) -> None:
     """Remove every message of one session (its settings stay).
 
     Example:
 
-        sessionctl clear -s scratch
+        sessionctl clear scratch
     """
     state: State = ctx.obj
-    removed = state.store().existing(session).clear()
-    state.out.info(f"cleared {removed} messages from {session!r}")
+    name = pick_session(ctx, name, session)
+    removed = state.store().existing(name).clear()
+    state.out.info(f"cleared {removed} messages from {name!r}")
 
 
 @commands.command()
@@ -265,11 +311,12 @@ def _parse_assignment(item: str) -> tuple[str, Any]:
 @commands.command()
 def meta(
     ctx: typer.Context,
-    name: SessionArg,
+    name: SessionArg = None,
     assignments: Annotated[
         list[str] | None,
         typer.Argument(metavar="[KEY=VALUE]...", help="Set keys (JSON values or text)."),
     ] = None,
+    session: SessionOpt = None,
     unset: Annotated[
         list[str] | None, typer.Option("--unset", help="Remove a key (repeatable).")
     ] = None,
@@ -278,16 +325,21 @@ def meta(
     """Show or merge a session's metadata (keys not named are kept).
 
     VALUE is parsed as JSON when it is valid JSON (3, true, [1,2]), else kept as text.
+    A session name never contains "=", so `meta -s work KEY=VALUE` works too.
 
     Example:
 
         sessionctl meta work project=apollo priority=2 --unset draft
     """
     state: State = ctx.obj
-    session = state.store().existing(name)
-    values = dict(_parse_assignment(a) for a in assignments or [])
+    items = list(assignments or [])
+    if name is not None and "=" in name:  # `meta -s work k=v`: a name has no "="
+        items.insert(0, name)
+        name = None
+    target = state.store().existing(pick_session(ctx, name, session))
+    values = dict(_parse_assignment(a) for a in items)
     changing = bool(values or unset)
-    info = session.update(metadata=values, unset=unset or []) if changing else session.info()
+    info = target.update(metadata=values, unset=unset or []) if changing else target.info()
     if json_:
         state.out.json(info.metadata)
         return
@@ -299,8 +351,19 @@ def meta(
 @commands.command()
 def rename(
     ctx: typer.Context,
-    old: SessionArg,
-    new: Annotated[str, typer.Argument(help="New name.")],
+    old: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[OLD]",
+            help="Session to rename (or -s OLD; a lone argument is NEW).",
+            autocompletion=complete_session,
+            show_default=False,
+        ),
+    ] = None,
+    new: Annotated[str | None, typer.Argument(metavar="NEW", help="New name.")] = None,
+    session: Annotated[
+        str | None, session_option("Session to rename (instead of OLD).", env=False)
+    ] = None,
 ) -> None:
     """Rename a session and all its files.
 
@@ -309,5 +372,10 @@ def rename(
         sessionctl rename scratch project-x
     """
     state: State = ctx.obj
+    if new is None:  # `rename -s old NEW`: the one argument is the new name
+        old, new = None, old
+    if new is None:
+        raise UsageError("give the NEW name: `sessionctl rename OLD NEW`")
+    old = pick_session(ctx, old, session, label="OLD", rest="NEW")
     state.store().rename(old, new)
     state.out.info(f"renamed {old!r} to {new!r}")

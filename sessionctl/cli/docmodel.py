@@ -15,6 +15,8 @@ import typer
 import typer.main
 import typer.utils
 
+from sessionctl.cli.registry import is_checked_argument
+
 PROG = "sessionctl"
 # a docstring paragraph that starts the example ("Example:", "Example (crontab):")
 _EXAMPLE_HEAD = re.compile(r"^Examples?\b.*:$")
@@ -162,7 +164,7 @@ def _param(param: Any, arg_help: dict[str, str]) -> ParamDoc:
         help=help_text,
         envvar=envvar,
         default=default,
-        required=bool(param.required),
+        required=bool(param.required) or is_checked_argument(param),
         repeatable=bool(param.multiple) or (is_argument and param.nargs == -1),
         completion=_completion(param),
         is_argument=is_argument,

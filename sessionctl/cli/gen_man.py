@@ -45,7 +45,10 @@ ENVIRONMENT: dict[str, str] = {
     "and terminal rendering even on a pipe, for less -R; beats NO_COLOR) or never.",
     CONFIG_ENV: "Path of the configuration file (instead of the platform's); a relative "
     "path is made absolute against the directory sessionctl starts in.",
-    "SESSIONCTL_SESSION": "The session for commands whose -s is optional ({commands}).",
+    "SESSIONCTL_SESSION": "The session when none is named, for the commands that read a "
+    "session or add to it ({commands}). Commands that remove or move something (clear, "
+    "delete, drop, rename, restore, reindex) never read it: a variable exported for one job "
+    "must not choose what they remove.",
     "NO_COLOR": "When set to any value, no colour (unless color is always).",
     DEBUG_ENV: "Set to 1 to print a traceback with errors.",
     "OPENAI_API_KEY, ANTHROPIC_API_KEY, ...": "API keys are read from the provider's own "

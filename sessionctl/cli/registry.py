@@ -13,6 +13,7 @@ first) on every call, 1.2 ms of the 1.9 ms it takes to build ``list``.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from typing import Any
 
 import typer
@@ -69,10 +70,44 @@ class LazyGroup(TyperGroup):
             importlib.import_module(COMMAND_MODULES[cmd_name])
             for info in commands.registered_commands:
                 if command_name(info) == cmd_name:
-                    self.commands[cmd_name] = typer.main.get_command_from_info(
-                        info,
-                        pretty_exceptions_short=True,
-                        rich_markup_mode=typer.core.DEFAULT_MARKUP_MODE,
-                    )
+                    self.commands[cmd_name] = build_command(info)
                     break
         return self.commands.get(cmd_name)
+
+
+def build_command(info: Any) -> Any:
+    """Return the click command of a registered Typer command, as help should show it."""
+    cmd = typer.main.get_command_from_info(
+        info, pretty_exceptions_short=True, rich_markup_mode=typer.core.DEFAULT_MARKUP_MODE
+    )
+    params: list[Any] = cmd.params
+    for param in params:
+        if is_checked_argument(param):
+            # Typer brackets every optional argument; this one is required, only
+            # not by click (the command shifts arguments when -s is given).
+            param.make_metavar = _shown_as(str(param.metavar))
+    return cmd
+
+
+def _shown_as(metavar: str) -> Callable[..., str]:
+    def make_metavar(*_args: Any, **_kwargs: Any) -> str:
+        return metavar
+
+    return make_metavar
+
+
+def is_checked_argument(param: Any) -> bool:
+    """True for an argument click treats as optional that the command itself requires.
+
+    Such an argument is declared with a metavar without brackets (``NEW``,
+    ``PROMPT``): ``fork -s work NEW`` and ``fork work NEW`` give NEW in different
+    places, so click cannot require it and the command checks it after
+    sorting its arguments out.
+    """
+    metavar = getattr(param, "metavar", None)
+    return (
+        param.param_type_name == "argument"
+        and not param.required
+        and bool(metavar)
+        and not str(metavar).startswith("[")
+    )

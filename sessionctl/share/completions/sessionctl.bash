@@ -25,19 +25,19 @@ _sessionctl_spec() {
             opts="-s --session -k --top-k -r --role --text --json --raw -h --help"
             valued="-s --session -k --top-k -r --role"
             vdynamic="-s --session"
-            args=none ;;
+            args=dynamic ;;
         "add")
             subs=""
-            opts="-s --session -r --role --model --name --tool-call-id --metadata -h --help"
-            valued="-s --session -r --role --model --name --tool-call-id --metadata"
+            opts="-r --role -s --session --model --name --tool-call-id --metadata -h --help"
+            valued="-r --role -s --session --model --name --tool-call-id --metadata"
             vdynamic="-s --session"
-            args=none ;;
+            args=dynamic ;;
         "store")
             subs=""
             opts="-s --session --model -h --help"
             valued="-s --session --model"
             vdynamic="-s --session"
-            args=none ;;
+            args=dynamic ;;
         "drop")
             subs=""
             opts="-s --session -h --help"
@@ -52,9 +52,9 @@ _sessionctl_spec() {
             args=none ;;
         "reindex")
             subs=""
-            opts="--all --model -h --help"
-            valued="--model"
-            vdynamic=""
+            opts="-s --session --all --model -h --help"
+            valued="-s --session --model"
+            vdynamic="-s --session"
             args=dynamic ;;
         "list")
             subs=""
@@ -64,15 +64,15 @@ _sessionctl_spec() {
             args=none ;;
         "show")
             subs=""
-            opts="--json -h --help"
-            valued=""
-            vdynamic=""
+            opts="-s --session --json -h --help"
+            valued="-s --session"
+            vdynamic="-s --session"
             args=dynamic ;;
         "export")
             subs=""
-            opts="-f --format -h --help"
-            valued="-f --format"
-            vdynamic=""
+            opts="-s --session -f --format -h --help"
+            valued="-s --session -f --format"
+            vdynamic="-s --session"
             args=dynamic ;;
         "import")
             subs=""
@@ -82,39 +82,39 @@ _sessionctl_spec() {
             args=files ;;
         "fork")
             subs=""
-            opts="--at -h --help"
-            valued="--at"
-            vdynamic=""
+            opts="-s --session --at -h --help"
+            valued="-s --session --at"
+            vdynamic="-s --session"
             args=dynamic ;;
         "rename")
             subs=""
-            opts="-h --help"
-            valued=""
-            vdynamic=""
+            opts="-s --session -h --help"
+            valued="-s --session"
+            vdynamic="-s --session"
             args=dynamic ;;
         "meta")
             subs=""
-            opts="--unset --json -h --help"
-            valued="--unset"
-            vdynamic=""
+            opts="-s --session --unset --json -h --help"
+            valued="-s --session --unset"
+            vdynamic="-s --session"
             args=dynamic ;;
         "clear")
             subs=""
             opts="-s --session -h --help"
             valued="-s --session"
             vdynamic="-s --session"
-            args=none ;;
+            args=dynamic ;;
         "delete")
             subs=""
-            opts="--purge -h --help"
-            valued=""
-            vdynamic=""
+            opts="-s --session --purge -h --help"
+            valued="-s --session"
+            vdynamic="-s --session"
             args=dynamic ;;
         "restore")
             subs=""
-            opts="-h --help"
-            valued=""
-            vdynamic=""
+            opts="-s --session -h --help"
+            valued="-s --session"
+            vdynamic="-s --session"
             args=dynamic ;;
         "prune")
             subs=""
