@@ -287,3 +287,23 @@ def test_help_shows_both_ways_and_the_variable_only_where_read(cli: Cli) -> None
         ok(cli("store", "--help")).stdout
     )
     assert "Usage: sessionctl fork [OPTIONS] [SOURCE] NEW" in ok(cli("fork", "--help")).stdout
+
+
+# -- 24: say which session was used when the user did not name it ---------------------------
+
+
+def test_recent_without_a_session_says_which_it_used_on_stderr(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ok(cli("store", "older", "q1", "a1"))
+    ok(cli("store", "newer", "q2", "a2"))
+    plain = ok(cli("recent", "--text"))
+    assert (plain.stdout, plain.stderr) == ("q2\na2\n", "sessionctl: session: newer\n")
+    as_json = ok(cli("recent", "--json"))
+    assert [m["content"] for m in json.loads(as_json.stdout)] == ["q2", "a2"]
+    assert as_json.stderr == "sessionctl: session: newer\n"
+    for named in (["older"], ["-s", "older"]):
+        assert ok(cli("recent", *named, "--text")).stderr == ""
+    monkeypatch.setenv("SESSIONCTL_SESSION", "older")  # chosen by the user, if not here
+    assert ok(cli("recent", "--text")).stdout == "q1\na1\n"
+    assert ok(cli("recent", "--text")).stderr == ""

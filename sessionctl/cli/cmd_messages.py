@@ -68,7 +68,7 @@ def recent(
         typer.Argument(
             metavar="[SESSION]",
             help="Session name (or -s NAME; default: SESSIONCTL_SESSION, else the most"
-            " recently active session).",
+            " recently active session, named on stderr).",
             autocompletion=complete_session,
             show_default=False,
         ),
@@ -88,7 +88,10 @@ def recent(
     """
     state: State = ctx.obj
     mode = pick_output(text=text, json_=json_, raw=raw)
-    target = resolve_session(state, optional_session(ctx, name, session))
+    named = optional_session(ctx, name, session)
+    target = resolve_session(state, named)
+    if named is None:  # the most recently active one: say which (stderr, so --json stays data)
+        state.out.info(f"session: {target.name}")
     messages = target.recent_messages(k, role=role)
     print_messages(state, messages, mode)
 
