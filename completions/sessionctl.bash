@@ -24,13 +24,13 @@ _sessionctl_spec() {
             subs=""
             opts="-s --session -k --top-k -r --role --text --json --raw -h --help"
             valued="-s --session -k --top-k -r --role"
-            vdynamic="-s --session"
+            vdynamic="-s --session -r --role"
             args=dynamic ;;
         "add")
             subs=""
             opts="-r --role -s --session --model --name --tool-call-id --metadata -h --help"
             valued="-r --role -s --session --model --name --tool-call-id --metadata"
-            vdynamic="-s --session"
+            vdynamic="-r --role -s --session"
             args=dynamic ;;
         "store")
             subs=""
@@ -48,7 +48,7 @@ _sessionctl_spec() {
             subs=""
             opts="-s --session -k --top-k -d --distance-threshold --fall-back -r --role --text --json --raw -h --help"
             valued="-s --session -k --top-k -d --distance-threshold -r --role"
-            vdynamic="-s --session"
+            vdynamic="-s --session -r --role"
             args=none ;;
         "reindex")
             subs=""
@@ -72,7 +72,7 @@ _sessionctl_spec() {
             subs=""
             opts="-s --session -f --format -h --help"
             valued="-s --session -f --format"
-            vdynamic="-s --session"
+            vdynamic="-s --session -f --format"
             args=dynamic ;;
         "import")
             subs=""

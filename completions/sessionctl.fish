@@ -123,14 +123,14 @@ complete -c sessionctl -n '__sessionctl_at chat' -f
 # sessionctl recent
 complete -c sessionctl -n '__sessionctl_at recent' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (instead of SESSION).'
 complete -c sessionctl -n '__sessionctl_at recent' -s k -l top-k -r -f -d 'How many messages.'
-complete -c sessionctl -n '__sessionctl_at recent' -s r -l role -r -f -d 'Only messages of this role (repeatable).'
+complete -c sessionctl -n '__sessionctl_at recent' -s r -l role -r -f -a '(__sessionctl_dynamic)' -d 'Only messages of this role (repeatable).'
 complete -c sessionctl -n '__sessionctl_at recent' -l text -d 'Print only the contents.'
 complete -c sessionctl -n '__sessionctl_at recent' -l json -d 'Print JSON.'
 complete -c sessionctl -n '__sessionctl_at recent' -l raw -d 'Print JSON with every stored field.'
 complete -c sessionctl -n '__sessionctl_at recent' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at recent' -f -a '(__sessionctl_dynamic)'
 # sessionctl add
-complete -c sessionctl -n '__sessionctl_at add' -s r -l role -r -f -d 'system, user, assistant (or llm), tool.'
+complete -c sessionctl -n '__sessionctl_at add' -s r -l role -r -f -a '(__sessionctl_dynamic)' -d 'Who wrote it (llm means assistant).'
 complete -c sessionctl -n '__sessionctl_at add' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (instead of SESSION).'
 complete -c sessionctl -n '__sessionctl_at add' -l model -r -f -d 'Model that wrote it.'
 complete -c sessionctl -n '__sessionctl_at add' -l name -r -f -d 'Author/tool name.'
@@ -152,7 +152,7 @@ complete -c sessionctl -n '__sessionctl_at relevant' -s s -l session -r -f -a '(
 complete -c sessionctl -n '__sessionctl_at relevant' -s k -l top-k -r -f -d 'At most K messages.'
 complete -c sessionctl -n '__sessionctl_at relevant' -s d -l distance-threshold -r -f -d 'Keep hits with cosine distance <= D (0-2; 0.3 = similarity >= 0.7). Default: the model\'s (0.70 for MiniLM).'
 complete -c sessionctl -n '__sessionctl_at relevant' -l fall-back -d 'Nothing close enough: show the same session\'s recent messages.'
-complete -c sessionctl -n '__sessionctl_at relevant' -s r -l role -r -f -d 'Only messages of this role (repeatable).'
+complete -c sessionctl -n '__sessionctl_at relevant' -s r -l role -r -f -a '(__sessionctl_dynamic)' -d 'Only messages of this role (repeatable).'
 complete -c sessionctl -n '__sessionctl_at relevant' -l text -d 'Print only the contents.'
 complete -c sessionctl -n '__sessionctl_at relevant' -l json -d 'Print JSON.'
 complete -c sessionctl -n '__sessionctl_at relevant' -l raw -d 'JSON with every stored field.'
@@ -178,7 +178,7 @@ complete -c sessionctl -n '__sessionctl_at show' -s h -l help -d 'Show this mess
 complete -c sessionctl -n '__sessionctl_at show' -f -a '(__sessionctl_dynamic)'
 # sessionctl export
 complete -c sessionctl -n '__sessionctl_at export' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (instead of SESSION).'
-complete -c sessionctl -n '__sessionctl_at export' -s f -l format -r -f -d 'jsonl (lossless), json or markdown.'
+complete -c sessionctl -n '__sessionctl_at export' -s f -l format -r -f -a '(__sessionctl_dynamic)' -d 'jsonl (lossless), json or markdown (md).'
 complete -c sessionctl -n '__sessionctl_at export' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at export' -f -a '(__sessionctl_dynamic)'
 # sessionctl import

@@ -307,3 +307,120 @@ def test_recent_without_a_session_says_which_it_used_on_stderr(
     monkeypatch.setenv("SESSIONCTL_SESSION", "older")  # chosen by the user, if not here
     assert ok(cli("recent", "--text")).stdout == "q1\na1\n"
     assert ok(cli("recent", "--text")).stderr == ""
+
+
+# -- 26: choices, one reindex bar, Ctrl-C, help examples ---------------------------------------
+
+
+def test_export_format_and_role_are_choices(cli: Cli) -> None:
+    ok(cli("store", "work", "q", "a"))
+    markdown = ok(cli("export", "work", "--format", "markdown")).stdout
+    assert (
+        markdown.startswith("# work") and ok(cli("export", "work", "-f", "md")).stdout == markdown
+    )
+    usage_error(cli("export", "work", "--format", "xml"), "'xml'", "'jsonl'", "'md'")
+    assert ok(cli("recent", "work", "-r", "llm", "--text")).stdout == "a\n"  # llm: assistant
+    for command in (["recent", "work"], ["relevant", "q"], ["add", "work", "x"]):
+        usage_error(cli(*command, "--role", "wizard"), "'wizard'", "'assistant'")
+
+
+def test_the_choices_are_the_service_s() -> None:
+    from sessionctl.cli.options import ExportFormat, Role
+    from sessionctl.models import ROLE_ALIASES, ROLES
+    from sessionctl.service.transfer import EXPORT_ALIASES, EXPORT_FORMATS
+
+    assert [r.value for r in Role] == [*ROLES, *ROLE_ALIASES]
+    assert [f.value for f in ExportFormat] == [*EXPORT_FORMATS, *EXPORT_ALIASES]
+
+
+def run_on_a_terminal(
+    args: list[str], *, interrupt_after: bytes | None = None, timeout: float = 60
+) -> tuple[int, bytes]:
+    """Run the CLI with stdin/stdout/stderr on a pty; optionally Ctrl-C it once
+    ``interrupt_after`` has been printed. Return its exit status and everything it wrote."""
+    import pty
+    import select
+    import signal
+    import time
+
+    main, child = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sessionctl", *args],
+        stdin=child,
+        stdout=child,
+        stderr=child,
+        env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "100"},
+        cwd=REPO,
+    )
+    os.close(child)
+    out = b""
+    sent = False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([main], [], [], 0.1)
+        if ready:
+            try:
+                data = os.read(main, 65536)
+            except OSError:  # the child closed the pty
+                break
+            if not data:
+                break
+            out += data
+        if interrupt_after is not None and not sent and interrupt_after in out:
+            proc.send_signal(signal.SIGINT)
+            sent = True
+    os.close(main)
+    return proc.wait(timeout=timeout), out
+
+
+def last_line(out: bytes) -> str:
+    """The last line a terminal shows of ``out`` (escape sequences and redraws dropped)."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.decode())
+    lines = [part for line in text.split("\n") for part in line.split("\r") if part.strip()]
+    return lines[-1] if lines else ""
+
+
+def many_sessions(count: int, messages: int) -> None:
+    store = Store()
+    for i in range(count):
+        batch = [{"role": "user", "content": f"note {j} of session {i}"} for j in range(messages)]
+        store.session(f"s{i:03d}").add_messages(batch)
+
+
+def test_reindex_all_shows_one_overall_bar(home: Path) -> None:
+    many_sessions(40, 3)
+    code, out = run_on_a_terminal(["reindex", "--all"])
+    assert code == 0, out
+    text = out.decode()
+    assert "reindexing" in text and "/40" in text and "sessions" in text  # one bar, of 40
+    # a display of one line never moves the cursor up, except once to clear it at the end
+    # (a bar per session redrew 40 lines with 39 cursor-ups each time)
+    assert out.count(b"\x1b[1A") <= 1
+    assert last_line(out).startswith("sessionctl: reindexed 40 session(s)")
+
+
+def test_ctrl_c_in_reindex_exits_130_saying_interrupted_not_error(home: Path) -> None:
+    many_sessions(150, 10)
+    code, out = run_on_a_terminal(["reindex", "--all"], interrupt_after=b"/150")
+    last = last_line(out)
+    assert code == 130, out
+    assert last.startswith("sessionctl: interrupted after ") and "of 150 session(s)" in last
+    assert "error" not in last and "Traceback" not in out.decode()
+
+
+def test_every_help_example_is_indented_the_same(cli: Cli) -> None:
+    from sessionctl.cli.docmodel import command_tree
+
+    for command in command_tree().walk():
+        if not command.example:
+            continue
+        lines = ok(cli(*command.path, "--help")).stdout.splitlines()
+        head = next(
+            i for i, line in enumerate(lines) if line.strip() == command.example_title + ":"
+        )
+        example = next(line for line in lines[head + 1 :] if line.strip())
+        indent = len(example) - len(example.lstrip())
+        heading = len(lines[head]) - len(lines[head].lstrip())
+        assert indent - heading == 4, (command.name, lines[head], example)

@@ -10,21 +10,17 @@ from sessionctl.cli.completers import complete_message_id, complete_session_or_i
 from sessionctl.cli.options import (
     ExplicitSessionOpt,
     JsonOpt,
+    Role,
+    RoleFilterOpt,
     SessionOpt,
     complete_session,
     optional_session,
     pick_session,
+    role_values,
 )
 from sessionctl.cli.registry import commands
 from sessionctl.cli.state import State, read_stdin_text
 from sessionctl.errors import SessionNotFound, UsageError
-
-RoleFilterOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--role", "-r", help="Only messages of this role (repeatable).", show_default=False
-    ),
-]
 
 
 def pick_output(*, text: bool, json_: bool, raw: bool) -> str:
@@ -92,7 +88,7 @@ def recent(
     target = resolve_session(state, named)
     if named is None:  # the most recently active one: say which (stderr, so --json stays data)
         state.out.info(f"session: {target.name}")
-    messages = target.recent_messages(k, role=role)
+    messages = target.recent_messages(k, role=role_values(role))
     print_messages(state, messages, mode)
 
 
@@ -119,9 +115,7 @@ def _parse_metadata(raw: str | None) -> dict[str, Any] | None:
 @commands.command()
 def add(
     ctx: typer.Context,
-    role: Annotated[
-        str, typer.Option("--role", "-r", help="system, user, assistant (or llm), tool.")
-    ],
+    role: Annotated[Role, typer.Option("--role", "-r", help="Who wrote it (llm means assistant).")],
     name_: Annotated[
         str | None,
         typer.Argument(
@@ -153,7 +147,7 @@ def add(
     if text is None and name_ is not None:  # `add -s notes TEXT`: one argument is the text
         name_, text = None, name_
     session_name = pick_session(ctx, name_, session, rest="[TEXT]")
-    message: dict[str, Any] = {"role": role, "content": None}
+    message: dict[str, Any] = {"role": role.value, "content": None}
     for key, value in (("model", model), ("name", name), ("tool_call_id", tool_call_id)):
         if value is not None:
             message[key] = value
@@ -163,7 +157,7 @@ def add(
     target = state.store().session(session_name)
     from sessionctl.models import normalize_role
 
-    normalize_role(role)  # a bad role fails before stdin is read
+    normalize_role(role.value)  # a bad role fails before stdin is read
     message["content"] = _text_or_stdin(text)
     state.out.line(target.add_message(message).id)
 

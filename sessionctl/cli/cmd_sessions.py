@@ -10,6 +10,7 @@ import typer
 from sessionctl.cli.completers import complete_deleted_session
 from sessionctl.cli.options import (
     ExplicitSessionOpt,
+    ExportFormat,
     JsonOpt,
     SessionArg,
     SessionOpt,
@@ -90,8 +91,9 @@ def export(
     name: SessionArg = None,
     session: SessionOpt = None,
     format_: Annotated[
-        str, typer.Option("--format", "-f", help="jsonl (lossless), json or markdown.")
-    ] = "jsonl",
+        ExportFormat,
+        typer.Option("--format", "-f", help="jsonl (lossless), json or markdown (md)."),
+    ] = ExportFormat.jsonl,
 ) -> None:
     """Write a whole session to stdout.
 
@@ -105,7 +107,7 @@ def export(
 
     state: State = ctx.obj
     target = state.store().existing(pick_session(ctx, name, session))
-    state.out.stdout.write(export_session(target, format_))
+    state.out.stdout.write(export_session(target, format_.value))
 
 
 @commands.command(name="import")

@@ -15,11 +15,9 @@ import typer
 import typer.main
 import typer.utils
 
-from sessionctl.cli.registry import is_checked_argument
+from sessionctl.cli.registry import EXAMPLE_HEAD, is_checked_argument
 
 PROG = "sessionctl"
-# a docstring paragraph that starts the example ("Example:", "Example (crontab):")
-_EXAMPLE_HEAD = re.compile(r"^Examples?\b.*:$")
 
 
 class ParamDoc(NamedTuple):
@@ -115,7 +113,7 @@ def split_help(text: str) -> tuple[str, list[str], str, list[str]]:
     title = ""
     example: list[str] = []
     for i, para in enumerate(paragraphs[1:], start=1):
-        if _EXAMPLE_HEAD.match(para.strip()):
+        if EXAMPLE_HEAD.match(para.strip()):
             title = para.strip()[:-1]
             block = "\n\n".join(paragraphs[i + 1 :])
             example = inspect.cleandoc(block).splitlines() if block.strip() else []

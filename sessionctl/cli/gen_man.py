@@ -25,7 +25,8 @@ EXIT_STATUS: dict[ExitCode, str] = {
     ExitCode.USAGE: "Usage error: bad option, invalid name, bad number or duration, bad setting.",
     ExitCode.NOT_FOUND: "Not found: no such session or message.",
     ExitCode.PROVIDER: "Model provider error: authentication, network, rate limit, timeout.",
-    ExitCode.INTERRUPTED: "Interrupted (Ctrl-C); what was already saved is kept.",
+    ExitCode.INTERRUPTED: "Interrupted (Ctrl-C); what was already saved is kept. Not an "
+    "error: the one line on stderr is sessionctl: interrupted, and what was kept.",
 }
 
 ENVIRONMENT: dict[str, str] = {

@@ -1,5 +1,6 @@
 """Options shared by several commands, and session-name completion."""
 
+import enum
 import os
 from typing import Annotated, Any
 
@@ -64,6 +65,38 @@ SessionArg = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+class Role(str, enum.Enum):
+    """What --role takes: models.ROLES and their aliases (llm is assistant)."""
+
+    system = "system"
+    user = "user"
+    assistant = "assistant"
+    tool = "tool"
+    llm = "llm"
+
+
+class ExportFormat(str, enum.Enum):
+    """What ``export --format`` takes: transfer.EXPORT_FORMATS and md (markdown)."""
+
+    jsonl = "jsonl"
+    json = "json"
+    markdown = "markdown"
+    md = "md"
+
+
+RoleFilterOpt = Annotated[
+    list[Role] | None,
+    typer.Option(
+        "--role", "-r", help="Only messages of this role (repeatable).", show_default=False
+    ),
+]
+
+
+def role_values(roles: list[Role] | None) -> list[str] | None:
+    """Return the --role choices as plain strings (None: every role)."""
+    return None if roles is None else [r.value for r in roles]
 
 
 def optional_session(ctx: typer.Context, positional: str | None, option: str | None) -> str | None:

@@ -237,19 +237,29 @@ def reindex(
     *,
     model: str | None = None,
     progress: Progress | None = None,
+    sessions_done: Callable[[int, int], None] | None = None,
 ) -> list[tuple[str, SyncReport]]:
-    """Rebuild the indexes of ``names`` (default: every live session) from their transcripts."""
+    """Rebuild the indexes of ``names`` (default: every live session) from their transcripts.
+
+    ``progress(name, done, total)`` follows the messages of the session being
+    embedded; ``sessions_done(done, total)`` is called with 0 before the first
+    session and after each one (for one overall progress bar).
+    """
     targets = list(names) if names is not None else sorted(n for n, _ in store.backend.names())
     for name in targets:
         store.existing(name)
     embedder = embedder_for(store, model=model, threads=max(1, os.cpu_count() or 1))
     reports = []
+    if sessions_done is not None:
+        sessions_done(0, len(targets))
     for name in targets:
         index = index_for(store, name)
         with store.backend.lock(name):
             index.delete()
         _, report = catch_up(store, name, embedder, progress=_per_session(progress, name))
         reports.append((name, report))
+        if sessions_done is not None:
+            sessions_done(len(reports), len(targets))
     return reports
 
 

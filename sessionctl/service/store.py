@@ -233,11 +233,16 @@ class Store:
         *,
         model: str | None = None,
         progress: Callable[[str, int, int], None] | None = None,
+        sessions_done: Callable[[int, int], None] | None = None,
     ) -> list[tuple[str, Any]]:
-        """Rebuild the semantic index of ``names`` (default: every live session)."""
+        """Rebuild the semantic index of ``names`` (default: every live session).
+
+        ``progress(name, done, total)`` reports messages embedded in the current
+        session, ``sessions_done(done, total)`` sessions finished (0 first).
+        """
         from sessionctl.service.memory import reindex
 
-        return reindex(self, names, model=model, progress=progress)
+        return reindex(self, names, model=model, progress=progress, sessions_done=sessions_done)
 
     def prune(
         self,
