@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from conftest import REPO, Cli, Result
 from sessionctl import Store
 
 ERROR = "sessionctl: error: "
+Sh = Callable[..., "subprocess.CompletedProcess[str]"]
 
 
 def ok(result: Result) -> Result:
@@ -149,18 +151,17 @@ def test_a_session_argument_or_s_means_the_same(cli: Cli, command: list[str]) ->
     assert "'work'" in refused and "'other'" in refused
 
 
-def test_clear_scratch_works_and_two_names_are_refused(sh: object) -> None:
-    run = sh  # the real CLI in a subprocess
-    assert run("store", "scratch", "q", "a").returncode == 0  # type: ignore[operator]
-    done = run("clear", "scratch")  # type: ignore[operator]
+def test_clear_scratch_works_and_two_names_are_refused(sh: Sh) -> None:
+    assert sh("store", "scratch", "q", "a").returncode == 0
+    done = sh("clear", "scratch")  # the real CLI in a subprocess
     assert (done.returncode, done.stdout) == (0, "")
     assert "cleared 2 messages from 'scratch'" in done.stderr
-    refused = run("clear", "scratch", "-s", "work")  # type: ignore[operator]
+    refused = sh("clear", "scratch", "-s", "work")
     assert refused.returncode == 2
     assert refused.stderr == (
         f"{ERROR}two sessions given, 'scratch' and -s 'work': name the session once\n"
     )
-    missing = run("clear")  # type: ignore[operator]
+    missing = sh("clear")
     assert missing.returncode == 2
     assert "`sessionctl clear NAME` or `sessionctl clear -s NAME`" in missing.stderr
 

@@ -154,10 +154,7 @@ def add(
     meta = _parse_metadata(metadata)
     if meta is not None:
         message["metadata"] = meta
-    target = state.store().session(session_name)
-    from sessionctl.models import normalize_role
-
-    normalize_role(role.value)  # a bad role fails before stdin is read
+    target = state.store().session(session_name)  # a bad name fails before stdin is read
     message["content"] = _text_or_stdin(text)
     state.out.line(target.add_message(message).id)
 
