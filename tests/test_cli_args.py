@@ -34,39 +34,28 @@ def usage_error(result: Result, *needles: str) -> str:
     return lines[0]
 
 
-def run_in(cwd: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """The real CLI in a subprocess started in ``cwd`` (where a relative path points)."""
-    full = {**os.environ, **env, "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", "sessionctl", *args],
-        capture_output=True,
-        text=True,
-        env=full,
-        cwd=cwd,
-        timeout=60,
-    )
-
-
 # -- 22: the home and the config path are absolute ----------------------------------------
 
 
-def test_relative_home_and_config_are_resolved_once_and_shown_resolved(tmp_path: Path) -> None:
+def test_relative_home_and_config_are_resolved_once_and_shown_resolved(
+    sh: Sh, tmp_path: Path
+) -> None:
     work = tmp_path / "work"
     work.mkdir()
     env = {"SESSIONCTL_HOME": "data", "SESSIONCTL_CONFIG": "conf/config.toml"}
-    done = run_in(work, "config", "show", "--json", env=env)
+    done = sh("config", "show", "--json", env=env, cwd=work)
     assert done.returncode == 0, done.stderr
     shown = json.loads(done.stdout)
     assert shown["settings"]["home"]["value"] == str(work / "data")
     assert shown["config_path"] == str(work / "conf" / "config.toml")
-    table = run_in(work, "config", "show", env=env)
+    table = sh("config", "show", env=env, cwd=work)
     assert any(
         line.split()[:2] == ["home", str(work / "data")] for line in table.stdout.split("\n")
     )
     assert f"config file: {work / 'conf' / 'config.toml'}" in table.stderr
-    assert run_in(work, "config", "path", "home", env=env).stdout == f"{work / 'data'}\n"
-    assert run_in(work, "config", "path", env=env).stdout == f"{work / 'conf' / 'config.toml'}\n"
-    flag = run_in(work, "--home", "elsewhere", "config", "path", "home", env={})
+    assert sh("config", "path", "home", env=env, cwd=work).stdout == f"{work / 'data'}\n"
+    assert sh("config", "path", env=env, cwd=work).stdout == f"{work / 'conf' / 'config.toml'}\n"
+    flag = sh("--home", "elsewhere", "config", "path", "home", env={}, cwd=work)
     assert flag.stdout == f"{work / 'elsewhere'}\n"
 
 

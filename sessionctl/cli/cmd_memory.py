@@ -13,6 +13,7 @@ from sessionctl.cli.options import (
     complete_session,
     optional_session,
     role_values,
+    session_argument,
     session_option,
 )
 from sessionctl.cli.registry import commands
@@ -110,12 +111,7 @@ def reindex(
     ctx: typer.Context,
     name: Annotated[
         str | None,
-        typer.Argument(
-            metavar="[SESSION]",
-            help="Session to rebuild (or -s NAME).",
-            autocompletion=complete_session,
-            show_default=False,
-        ),
+        session_argument("Session to rebuild (or -s NAME)."),
     ] = None,
     session: Annotated[
         str | None, session_option("Session to rebuild (instead of SESSION).", env=False)

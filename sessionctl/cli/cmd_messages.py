@@ -13,10 +13,10 @@ from sessionctl.cli.options import (
     Role,
     RoleFilterOpt,
     SessionOpt,
-    complete_session,
     optional_session,
     pick_session,
     role_values,
+    session_argument,
 )
 from sessionctl.cli.registry import commands
 from sessionctl.cli.state import State, read_stdin_text
@@ -61,12 +61,9 @@ def recent(
     ctx: typer.Context,
     name: Annotated[
         str | None,
-        typer.Argument(
-            metavar="[SESSION]",
-            help="Session name (or -s NAME; default: SESSIONCTL_SESSION, else the most"
-            " recently active session, named on stderr).",
-            autocompletion=complete_session,
-            show_default=False,
+        session_argument(
+            "Session name (or -s NAME; default: SESSIONCTL_SESSION, else the most"
+            " recently active session, named on stderr)."
         ),
     ] = None,
     session: SessionOpt = None,
@@ -118,12 +115,7 @@ def add(
     role: Annotated[Role, typer.Option("--role", "-r", help="Who wrote it (llm means assistant).")],
     name_: Annotated[
         str | None,
-        typer.Argument(
-            metavar="[SESSION]",
-            help="Session name, before TEXT (or -s NAME); a lone argument is the TEXT.",
-            autocompletion=complete_session,
-            show_default=False,
-        ),
+        session_argument("Session name, before TEXT (or -s NAME); a lone argument is the TEXT."),
     ] = None,
     text: Annotated[
         str | None, typer.Argument(metavar="[TEXT]", help="Message text (default: stdin).")
@@ -164,12 +156,7 @@ def store_pair(
     ctx: typer.Context,
     name: Annotated[
         str | None,
-        typer.Argument(
-            metavar="[SESSION]",
-            help="Session name, before PROMPT (or -s NAME).",
-            autocompletion=complete_session,
-            show_default=False,
-        ),
+        session_argument("Session name, before PROMPT (or -s NAME)."),
     ] = None,
     prompt: Annotated[
         str | None, typer.Argument(metavar="PROMPT", help="The user's prompt.")
@@ -207,11 +194,9 @@ def drop(
     ctx: typer.Context,
     name: Annotated[
         str | None,
-        typer.Argument(
-            metavar="[SESSION]",
-            help="Session name (or -s NAME; then a lone argument is the ID).",
-            autocompletion=complete_session_or_id,
-            show_default=False,
+        session_argument(
+            "Session name (or -s NAME; then a lone argument is the ID).",
+            completer=complete_session_or_id,
         ),
     ] = None,
     message_id: Annotated[

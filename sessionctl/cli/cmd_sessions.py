@@ -14,8 +14,8 @@ from sessionctl.cli.options import (
     JsonOpt,
     SessionArg,
     SessionOpt,
-    complete_session,
     pick_session,
+    session_argument,
     session_option,
 )
 from sessionctl.cli.registry import commands
@@ -152,11 +152,8 @@ def fork(
     ctx: typer.Context,
     source: Annotated[
         str | None,
-        typer.Argument(
-            metavar="[SOURCE]",
-            help="Session to copy (or -s SOURCE; a lone argument is NEW).",
-            autocompletion=complete_session,
-            show_default=False,
+        session_argument(
+            "Session to copy (or -s SOURCE; a lone argument is NEW).", metavar="[SOURCE]"
         ),
     ] = None,
     new: Annotated[
@@ -213,11 +210,9 @@ def restore(
     ctx: typer.Context,
     name: Annotated[
         str | None,
-        typer.Argument(
-            metavar="[SESSION]",
-            help="Name of a deleted session (see `list --deleted`), or -s NAME.",
-            autocompletion=complete_deleted_session,
-            show_default=False,
+        session_argument(
+            "Name of a deleted session (see `list --deleted`), or -s NAME.",
+            completer=complete_deleted_session,
         ),
     ] = None,
     session: Annotated[
@@ -355,12 +350,7 @@ def rename(
     ctx: typer.Context,
     old: Annotated[
         str | None,
-        typer.Argument(
-            metavar="[OLD]",
-            help="Session to rename (or -s OLD; a lone argument is NEW).",
-            autocompletion=complete_session,
-            show_default=False,
-        ),
+        session_argument("Session to rename (or -s OLD; a lone argument is NEW).", metavar="[OLD]"),
     ] = None,
     new: Annotated[str | None, typer.Argument(metavar="NEW", help="New name.")] = None,
     session: Annotated[

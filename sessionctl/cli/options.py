@@ -55,15 +55,18 @@ SessionOpt = Annotated[str | None, session_option("Session name (instead of SESS
 ExplicitSessionOpt = Annotated[
     str | None, session_option("Session name (instead of SESSION).", env=False)
 ]
-SessionArg = Annotated[
-    str | None,
-    typer.Argument(
-        metavar="[SESSION]",
-        help="Session name (or -s NAME).",
-        autocompletion=complete_session,
-        show_default=False,
-    ),
-]
+
+
+def session_argument(
+    help_text: str, *, metavar: str = "[SESSION]", completer: Any = complete_session
+) -> Any:
+    """The optional SESSION argument that stands for ``-s NAME`` (see :func:`pick_session`)."""
+    return typer.Argument(
+        metavar=metavar, help=help_text, autocompletion=completer, show_default=False
+    )
+
+
+SessionArg = Annotated[str | None, session_argument("Session name (or -s NAME).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
