@@ -165,9 +165,14 @@ def test_continue_most_recent(cli: Cli, llm_server: FakeLLMServer, home: Path) -
     time.sleep(0.02)
     ok(cli("chat", "-s", "newer", *direct(llm_server), "second"))
     r = ok(cli("chat", "-c", *direct(llm_server), "third"))
-    assert r.stderr == ""
+    assert r.stderr == "sessionctl: session: newer\n"  # -c says which one it took
     assert [m["content"] for m in sent(llm_server)] == ["second", ANSWER, "third"]
     assert len(records(home, "newer")) == 4 and len(records(home, "older")) == 2
+    as_json = ok(cli("chat", "-c", "--json", *direct(llm_server), "fourth"))
+    assert json.loads(as_json.stdout)["session"] == "newer"  # stdout: the object alone
+    assert as_json.stderr == "sessionctl: session: newer\n"
+    named = ok(cli("chat", "-s", "newer", *direct(llm_server), "fifth"))
+    assert named.stderr == ""  # named by the user: nothing to say
 
 
 def test_env_defaults_yield_to_session_memory_and_continue(
