@@ -289,7 +289,8 @@ def test_provider_errors_shown_and_loop_goes_on(llm_server: FakeLLMServer, home:
     errors = [line for line in run.out.splitlines() if line.startswith("error: ")]
     assert len(errors) == 2, run.out
     assert "cut\nerror: " in run.out, run.out  # what was shown, then the error on its own line
-    assert contents(home, "t") == ["q3", ANSWER]  # failed turns kept nothing
+    # the 401 kept nothing; the answer cut off mid-stream kept its prompt and what was shown
+    assert contents(home, "t") == ["q2", "cut ", "q3", ANSWER]
 
 
 def test_answer_cannot_drive_the_terminal(
