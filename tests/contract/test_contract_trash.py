@@ -197,6 +197,32 @@ def test_prune_keeps_what_was_written_after_the_cutoff(store: Store, tick: Tick)
     assert _names(store.prune(timedelta(hours=1), now=after_a + HOUR).sessions) == ["a"]
 
 
+_WRITES: dict[str, Callable[[Any], object]] = {
+    "add_message": lambda s: s.add_message(_user("late")),
+    "store": lambda s: s.store("late q", "late a"),
+    "drop last": lambda s: s.drop(),
+    "drop by id": lambda s: s.drop(s.messages[0]["id"]),
+    "clear": lambda s: s.clear(),
+    "update metadata": lambda s: s.update(metadata={"late": True}),
+    "update system": lambda s: s.update(system="late"),
+}
+
+
+@pytest.mark.parametrize("write", sorted(_WRITES))
+def test_last_activity_is_never_older_than_the_newest_write(
+    store: Store, tick: Tick, write: str
+) -> None:
+    store.session("old").store("q", "a")
+    store.session("older-still").add_message(_user("x"))
+    store.session("old").store("q2", "a2")
+    cutoff = tick()
+    _WRITES[write](store.session("old"))
+    assert _live(store)[0] == "old"
+    report = store.prune("1h", now=cutoff + HOUR)
+    assert _names(report.sessions) == ["older-still"]
+    assert _live(store) == ["old"]
+
+
 def test_rename_is_not_activity(store: Store, tick: Tick) -> None:
     store.session("before").store("q", "a")
     cutoff = tick()
