@@ -362,3 +362,83 @@ def test_clear_a_missing_session_is_session_not_found(store: Store) -> None:
     with pytest.raises(SessionNotFound):
         store.session("ghost").clear()
     assert not store.session("ghost").exists
+
+
+@pytest.mark.parametrize("move", ["rename", "delete and restore"])
+def test_seq_never_reused_after_the_session_moves(store: Store, move: str) -> None:
+    work = store.session("work")
+    work.add_messages([_user("1"), _user("2"), _user("3")])
+    work.drop()
+    if move == "rename":
+        store.rename("work", "moved")
+        work = store.session("moved")
+    else:
+        store.delete("work")
+        work = store.restore("work")
+    assert work.add_message(_user("next")).seq == 4
+
+
+def test_concurrent_appends_and_drops_never_hand_out_a_seq_twice(store: Store) -> None:
+    store.session("work").add_message(_user("seed"))
+    handed: list[list[int]] = [[], []]
+    errors: list[BaseException] = []
+    start = threading.Barrier(3)
+
+    def append(w: int) -> None:
+        try:
+            start.wait()
+            for i in range(25):
+                handed[w] += [
+                    m.seq for m in store.session("work").add_messages([_user(f"{w}{i}")] * 2)
+                ]
+        except BaseException as exc:
+            errors.append(exc)
+
+    def drop() -> None:
+        try:
+            start.wait()
+            for _ in range(25):
+                try:
+                    store.session("work").drop()
+                except MessageNotFound:
+                    pass  # emptied by the drops: allowed, and the contract's error
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=append, args=(w,)) for w in (0, 1)]
+    threads.append(threading.Thread(target=drop))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    every = handed[0] + handed[1]
+    assert len(every) == 100 and len(set(every)) == 100  # no seq handed out twice
+    left = _seqs(store, "work")
+    assert left == sorted(set(left)) and set(left) <= {1, *every}
+    assert store.session("work").add_message(_user("last")).seq == max(every) + 1
+
+
+def test_racing_first_writes_create_one_session_with_every_message(
+    store: Store, reopen: Reopen
+) -> None:
+    writers = 6
+    start = threading.Barrier(writers)
+    errors: list[BaseException] = []
+
+    def write(w: int) -> None:
+        try:
+            own = reopen(store)
+            start.wait()
+            own.session("fresh").add_messages([_user(f"w{w} a"), _user(f"w{w} b")])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert [i.name for i in store.list_sessions().sessions] == ["fresh"]
+    assert _seqs(store, "fresh") == list(range(1, 2 * writers + 1))
