@@ -6,6 +6,7 @@
 - ``to_dict`` / ``from_dict`` round-trip a session exactly (only ``name`` and
   ``updated_at`` may differ), also into another store of the same backend.
 - ``.messages`` is never silently capped (RedisVL caps at 10 or 1000).
+- ``rename`` moves the whole session (messages, settings, search) or nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from sessionctl import SessionExists, Store, UsageError
+from sessionctl import SessionExists, SessionNotFound, Store, UsageError
 
 if TYPE_CHECKING:
     from tests.contract.conftest import Backend
@@ -273,3 +274,30 @@ def test_messages_are_never_silently_capped(store: Store, reopen: Reopen) -> Non
     assert again.get_recent(top_k=5000, as_text=True) == [f"m{i}" for i in range(1500)]
     assert len(again.to_dict()["messages"]) == 1500
     assert len(store.fork("work", "alt").messages) == 1500
+
+
+# -- rename -----------------------------------------------------------------------------
+def test_rename_moves_the_whole_session(store: Store, reopen: Reopen) -> None:
+    data = _rich(store)
+    assert store.get_relevant("first", sessions=["work"], top_k=1)  # indexed under the old name
+    renamed = store.rename("work", "renamed")
+    got = reopen(store).session("renamed").to_dict()
+    assert got["name"] == "renamed"
+    _same_but_name(got, data)
+    assert not store.session("work").exists
+    hits = store.get_relevant("first 🙂", top_k=10, distance_threshold=2.0)
+    assert {h["session"] for h in hits if isinstance(h, dict)} == {"renamed"}
+    assert renamed.add_message(_user("next")).seq == 7
+
+
+def test_rename_onto_a_taken_name_or_from_nothing_changes_nothing(store: Store) -> None:
+    store.session("a").add_message(_user("a"))
+    store.session("b").add_message(_user("b"))
+    before = {n: store.session(n).to_dict() for n in ("a", "b")}
+    for target in ("b", "B"):
+        with pytest.raises(SessionExists):
+            store.rename("a", target)
+    with pytest.raises(SessionNotFound):
+        store.rename("ghost", "c")
+    assert {n: store.session(n).to_dict() for n in ("a", "b")} == before
+    assert sorted(i.name for i in store.list_sessions().sessions) == ["a", "b"]
