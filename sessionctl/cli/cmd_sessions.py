@@ -59,15 +59,18 @@ def show(ctx: typer.Context, name: SessionArg, json_: JsonOpt = False) -> None:
     """
     state: State = ctx.obj
     session = state.store().existing(name)
-    if json_:
-        state.out.json(session.to_dict())
+    if json_:  # streamed: one message in memory at a time, whatever the session's size
+        from sessionctl.service.transfer import session_stream
+
+        head, messages = session_stream(session)
+        state.out.json_streamed(head, "messages", messages)
         return
     info = session.info()
     state.out.info(
         f"{info.name}: {info.messages} messages, model {info.model or '-'}"
         + (f", forked from {info.parent}" if info.parent else "")
     )
-    state.out.messages(session.get_messages())
+    state.out.messages(session.iter_messages())
 
 
 @commands.command()
@@ -86,10 +89,11 @@ def export(
 
         sessionctl export work > work.jsonl
     """
-    from sessionctl.service.transfer import export_session
+    from sessionctl.service.transfer import export_chunks
 
     state: State = ctx.obj
-    state.out.stdout.write(export_session(state.store().existing(name), format_))
+    for chunk in export_chunks(state.store().existing(name), format_):  # constant memory
+        state.out.stdout.write(chunk)
 
 
 @commands.command(name="import")

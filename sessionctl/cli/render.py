@@ -15,7 +15,7 @@ import codecs
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
@@ -140,6 +140,16 @@ class Output:
             data = data.translate(_JSON_ESCAPED)
         self.stdout.write(data + "\n")
 
+    def json_streamed(self, head: dict[str, Any], key: str, items: Iterable[Any]) -> None:
+        """Write ``{**head, key: [...items]}`` as :meth:`json` would, one item at a time."""
+        from sessionctl.service.transfer import json_chunks
+
+        unicode = _is_unicode(self.stdout)
+        escape = unicode and self.is_terminal()
+        for chunk in json_chunks(head, key, items, ensure_ascii=not unicode):
+            self.stdout.write(chunk.translate(_JSON_ESCAPED) if escape else chunk)
+        self.stdout.write("\n")
+
     # -- messages for the user -----------------------------------------------
     def error(self, message: str) -> None:
         """Write ``sessionctl: error: message`` as one line to stderr."""
@@ -177,7 +187,7 @@ class Output:
         for row in [list(headers), *rows]:
             self.line("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
-    def messages(self, messages: Sequence[Message], *, session: str | None = None) -> None:
+    def messages(self, messages: Iterable[Message], *, session: str | None = None) -> None:
         """Render messages for a person: role headers on a terminal, ``role: text`` when piped."""
         if not self.is_terminal():
             for m in messages:
