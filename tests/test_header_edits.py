@@ -272,3 +272,55 @@ def test_drop_by_id_is_one_streamed_pass_that_keeps_counts_and_seqs(home: Path, 
     assert new.seq == 7  # seqs are never reused
     missing = cli("drop", "-s", "work", "NOPE")
     assert missing.exit_code != 0 and "no message with id 'NOPE'" in missing.stderr
+
+
+def test_drop_by_id_renumbers_positions_keeps_unknown_keys_and_finishes_batches(
+    home: Path,
+) -> None:
+    store = _seed(home, n=3)
+    session = store.session("work")
+    path = _path(home, "work")
+    with open(path, "ab") as f:  # a newer sessionctl's record: a key after "pos"
+        record = Message("X4", 4, "user", "m3", "2026-01-01T00:00:00Z", pos=4).to_record()
+        f.write(encode({**record, "future": {"pos": 9}}))
+    _, answer = session.store("prompt", "answer")  # a batch: the first says "more"
+    first = session.get_messages()[0]
+    session.drop(answer.id)  # the batch's last: the record left must not look unfinished
+    records = [json.loads(line) for line in path.read_bytes().splitlines()[1:]]
+    assert [r["pos"] for r in records] == [1, 2, 3, 4, 5]
+    assert [r["content"] for r in records] == ["m0", "m1", "m2", "m3", "prompt"]
+    assert "more" not in records[-1] and records[3]["future"] == {"pos": 9}
+    assert [m.content for m in session.get_messages()][-1] == "prompt"
+    session.drop(first.id)
+    records = [json.loads(line) for line in path.read_bytes().splitlines()[1:]]
+    assert [r["pos"] for r in records] == [1, 2, 3, 4]
+    assert records[2]["future"] == {"pos": 9} and session.info().messages == 4
+    assert (
+        session.header.base_seq == 6
+        and session.add_message({"role": "user", "content": "n"}).seq == 7
+    )
+
+
+def test_a_failed_overwrite_of_line_1_leaves_the_old_header(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An I/O error (it cannot be produced for real here) after the journal append:
+    the edit is rolled back, the command fails, nothing is left behind."""
+    store = _seed(home)
+    store.session("work").update(metadata={"k": "old"})
+    path = _path(home, "work")
+    before = path.read_bytes()
+    real = os.pwrite
+    failed: list[int] = []
+
+    def pwrite(fd: int, data: bytes, offset: int) -> int:
+        if offset == 0 and b'"new"' in data and not failed:
+            failed.append(1)
+            raise OSError(5, "Input/output error")
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    with pytest.raises(OSError):
+        store.session("work").update(metadata={"k": "new"})
+    assert path.read_bytes() == before
+    assert store.session("work").header.metadata["k"] == "old"

@@ -519,8 +519,15 @@ def edit_header(path: Path, rejects: Path, warn: Warn | None, change: HeaderChan
         size = os.fstat(fd).st_size
         journal = encode({"header": header.to_record(), "type": JOURNAL})
         append_private(path, journal)  # all or nothing, fsynced: the edit is committed
-        os.pwrite(fd, padded, 0)
-        os.fsync(fd)
+        try:
+            os.pwrite(fd, padded, 0)
+            os.fsync(fd)
+        except BaseException:  # an I/O error, Ctrl-C: back to the old header, then fail
+            os.pwrite(fd, line, 0)
+            os.fsync(fd)
+            os.ftruncate(fd, size)
+            os.fsync(fd)
+            raise
         os.ftruncate(fd, size)
         os.fsync(fd)
         return header
@@ -803,9 +810,15 @@ def rewrite(
                     dropped = message or as_message(record)
                     continue
                 count += 1
-                if message is None and record.get("pos") == count and "more" not in record:
-                    out.write(line + b"\n")  # as it was: no need to encode it again
-                    continue
+                if message is None and "more" not in record:  # as sessionctl wrote it
+                    pos = record.get("pos")
+                    if pos == count:
+                        out.write(line + b"\n")  # as it was: no need to encode it again
+                        continue
+                    old = b',"pos":%d}' % pos if type(pos) is int else b"-"
+                    if line.endswith(old):  # pos is the last key: renumber it in the bytes
+                        out.write(line[: -len(old)] + b',"pos":%d}\n' % count)
+                        continue
                 message = message or as_message(record)
                 assert message is not None
                 out.write(encode(message._replace(pos=count).to_record()))
