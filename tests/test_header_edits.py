@@ -324,3 +324,39 @@ def test_a_failed_overwrite_of_line_1_leaves_the_old_header(
         store.session("work").update(metadata={"k": "new"})
     assert path.read_bytes() == before
     assert store.session("work").header.metadata["k"] == "old"
+
+
+def test_recent_with_a_role_filter_over_many_blocks_matches_a_full_read(home: Path) -> None:
+    """Blocks of other roles are passed over unparsed; what they cannot rule out (a
+    hand-written record, a role in metadata) is parsed: the result is a full read's."""
+    store = Store(home)
+    session = store.session("big")
+    batch = [
+        {"role": ("user", "assistant")[i % 2], "content": f"c{i} " + "w" * 60} for i in range(3000)
+    ]
+    batch[10] = {"role": "system", "content": "early system"}
+    batch[1500] = {"role": "user", "content": "nested", "metadata": {"role": "system"}}
+    batch[2000] = {"role": "tool", "content": "a tool"}
+    batch[2500] = {"role": "system", "content": "escaped \x1b here"}  # written as \u001b
+    session.add_messages(batch)
+    path = _path(home, "big")
+    with open(path, "ab") as f:  # hand-written, not compact: must still be found
+        f.write(
+            b'{"type": "message", "id": "H1", "seq": 5000, "role": "system", "content": "hand"}\n'
+        )
+    session.add_messages([{"role": "user", "content": f"late {i}"} for i in range(2000)])
+    everything = session.get_messages()
+    for roles, k in (
+        (["system"], 1),
+        (["system"], 5),
+        (["tool"], 3),
+        (["llm"], 4),
+        (["tool", "system"], 9),
+    ):
+        expected = [
+            m.content
+            for m in everything
+            if m.role in {("assistant" if r == "llm" else r) for r in roles}
+        ][-k:]
+        got = session.get_recent(top_k=k, role=roles, as_text=True)
+        assert got == expected, (roles, k)

@@ -316,11 +316,15 @@ def scan(path: Path, warn: Warn | None = None) -> Scan:
     return Scan(header, messages, bad, torn, high, tuple(unfinished))
 
 
-def _reverse_lines(fd: int, size: int) -> Iterator[tuple[int, bytes]]:
+def _reverse_lines(
+    fd: int, size: int, skip: Callable[[bytes, int, int], bool] | None = None
+) -> Iterator[tuple[int, bytes]]:
     """Yield (offset, line) from the end of the file backwards, the torn tail excluded.
 
     Linear in what it reads, also for a line of many blocks (a 10 MB message): the
-    pieces of a line are joined once, when its start is found.
+    pieces of a line are joined once, when its start is found. ``skip(block, start,
+    end)`` may pass over the whole lines ``block[start:end]`` holds without their
+    being split and yielded.
     """
     pos = size
     carry: list[bytes] = []  # later pieces of a line that starts before ``pos``, last first
@@ -334,6 +338,13 @@ def _reverse_lines(fd: int, size: int) -> Iterator[tuple[int, bytes]]:
         if b"\n" not in chunk:
             carry.append(chunk)
             continue
+        if skip is not None and not first:
+            start, end = chunk.find(b"\n") + 1, chunk.rfind(b"\n")
+            if start < end and skip(chunk, start, end):
+                carry.append(chunk[end + 1 :])
+                yield pos + end + 1, b"".join(reversed(carry))  # the line after the block's
+                carry = [chunk[: start - 1]]
+                continue
         parts = chunk.split(b"\n")
         carry.append(parts[-1])
         last = b"".join(reversed(carry))  # the line that starts after this chunk's last newline
@@ -366,7 +377,23 @@ def tail(path: Path, k: int, roles: frozenset[str] | None = None) -> list[Messag
         size = os.fstat(fd).st_size
         found: list[Message] = []
         at_end = True  # skipping the records of an unfinished write
-        for _, line in _reverse_lines(fd, size):
+        skip = None
+        if roles is not None:
+            names = [*roles, *(a for a, r in ROLE_ALIASES.items() if r in roles)]
+            wanted = [b'"%s"' % name.encode() for name in names]
+
+            def skip(block: bytes, start: int, end: int) -> bool:
+                """Lines in which no JSON string is a wanted role name: names are plain
+                letters, so without a ``\\u`` escape such a string shows as the name in
+                quotes (``"system"``; a quote inside a string is ``\\"``). Exact, and no
+                line is parsed; a block where one shows is read line by line."""
+                return (
+                    not at_end
+                    and block.find(b"\\u", start, end) < 0
+                    and all(block.find(w, start, end) < 0 for w in wanted)
+                )
+
+        for _, line in _reverse_lines(fd, size, skip):
             if roles is not None and not at_end:
                 match = _ROLE_OF.match(line)
                 if (
