@@ -92,8 +92,7 @@ def export(
     from sessionctl.service.transfer import export_chunks
 
     state: State = ctx.obj
-    for chunk in export_chunks(state.store().existing(name), format_):  # constant memory
-        state.out.stdout.write(chunk)
+    state.out.write_chunks(export_chunks(state.store().existing(name), format_))  # streamed
 
 
 @commands.command(name="import")

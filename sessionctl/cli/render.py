@@ -145,10 +145,23 @@ class Output:
         from sessionctl.service.transfer import json_chunks
 
         unicode = _is_unicode(self.stdout)
-        escape = unicode and self.is_terminal()
-        for chunk in json_chunks(head, key, items, ensure_ascii=not unicode):
-            self.stdout.write(chunk.translate(_JSON_ESCAPED) if escape else chunk)
+        chunks = json_chunks(head, key, items, ensure_ascii=not unicode)
+        if unicode and self.is_terminal():
+            chunks = (chunk.translate(_JSON_ESCAPED) for chunk in chunks)
+        self.write_chunks(chunks)
         self.stdout.write("\n")
+
+    def write_chunks(self, chunks: Iterable[str]) -> None:
+        """Write many small pieces of data to stdout, joined into writes of ~256 KB."""
+        batch: list[str] = []
+        size = 0
+        for chunk in chunks:
+            batch.append(chunk)
+            size += len(chunk)
+            if size >= 256 * 1024:
+                self.stdout.write("".join(batch))
+                batch, size = [], 0
+        self.stdout.write("".join(batch))
 
     # -- messages for the user -----------------------------------------------
     def error(self, message: str) -> None:
@@ -189,9 +202,12 @@ class Output:
 
     def messages(self, messages: Iterable[Message], *, session: str | None = None) -> None:
         """Render messages for a person: role headers on a terminal, ``role: text`` when piped."""
-        if not self.is_terminal():
-            for m in messages:
-                self.text(f"{m.role}: {m.content}")
+        if not self.is_terminal():  # exact text (see display), written in big pieces
+            stream, unicode = self.stdout, _is_unicode(self.stdout)
+            self.write_chunks(
+                (text if unicode else encodable(text, stream)) + "\n"
+                for text in (f"{m.role}: {m.content}" for m in messages)
+            )
             return
         from rich.text import Text
 
