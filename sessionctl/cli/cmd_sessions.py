@@ -84,15 +84,18 @@ def show(
     state: State = ctx.obj
     pick_output(text=False, json_=json_, raw=False, null=null)
     session_ = state.store().existing(pick_session(ctx, name, session))
-    if json_:
-        state.out.json(session_.to_dict())
+    if json_:  # streamed: one message in memory at a time, whatever the session's size
+        from sessionctl.service.transfer import session_stream
+
+        head, messages = session_stream(session_)
+        state.out.json_streamed(head, "messages", messages)
         return
     info = session_.info()
     state.out.info(
         f"{info.name}: {info.messages} messages, model {info.model or '-'}"
         + (f", forked from {info.parent}" if info.parent else "")
     )
-    state.out.messages(session_.get_messages(), null=null)
+    state.out.messages(session_.iter_messages(), null=null)
 
 
 @commands.command()
@@ -113,11 +116,11 @@ def export(
 
         sessionctl export work > work.jsonl
     """
-    from sessionctl.service.transfer import export_session
+    from sessionctl.service.transfer import export_chunks
 
     state: State = ctx.obj
     target = state.store().existing(pick_session(ctx, name, session))
-    state.out.stdout.write(export_session(target, format_.value))
+    state.out.write_chunks(export_chunks(target, format_.value))  # streamed
 
 
 @commands.command(name="import")

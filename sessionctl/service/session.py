@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sessionctl.backend.files.transcript import Header, encode
-from sessionctl.errors import MessageNotFound, SessionNotFound, UsageError
+from sessionctl.errors import SessionNotFound, UsageError
 from sessionctl.ids import new_ulid
 from sessionctl.models import OPTIONAL_FIELDS, Message, SessionInfo, normalize_role
 from sessionctl.service.checks import check_top_k, roles_filter
@@ -158,20 +158,9 @@ class Session:
             last = self._backend.drop_last(self.name)
             self._store._after_removal(self.name, [last.seq])
             return last  # type: ignore[no-any-return]
-        dropped: list[Message] = []
-
-        def transform(header: Header, messages: list[Message]) -> tuple[Header, list[Message]]:
-            if not messages:
-                raise MessageNotFound(f"session {self.name!r} has no messages to drop")
-            index = next((i for i, m in enumerate(messages) if m.id == id), -1)
-            if index < 0:
-                raise MessageNotFound(f"no message with id {id!r} in session {self.name!r}")
-            dropped.append(messages[index])
-            return header, messages[:index] + messages[index + 1 :]
-
-        self._backend.rewrite(self.name, transform)
-        self._store._after_removal(self.name, [dropped[0].seq])
-        return dropped[0]
+        dropped: Message = self._backend.drop(self.name, id)  # one streamed pass
+        self._store._after_removal(self.name, [dropped.seq])
+        return dropped
 
     def clear(self) -> int:
         """Remove every message of this session only (settings stay); return how many."""
@@ -211,7 +200,13 @@ class Session:
         if not self.exists:
             self._store._create_empty(self.name)
 
-        def transform(header: Header, messages: list[Message]) -> tuple[Header, list[Message]]:
+        def change(header: Header) -> bool:
+            unchanged = (
+                (model is None or model == header.model)
+                and (system is None or (system or None) == header.system)
+                and all(header.metadata.get(k, object()) == v for k, v in (metadata or {}).items())
+                and not any(k in header.metadata for k in unset)
+            )
             if model is not None:
                 header.model = model
             if system is not None:
@@ -220,17 +215,11 @@ class Session:
                 header.metadata.update(metadata)
             for key in unset:
                 header.metadata.pop(key, None)
-            return header, messages
+            return not unchanged
 
         header = self._backend.header(self.name)
-        unchanged = (
-            (model is None or model == header.model)
-            and (system is None or (system or None) == header.system)
-            and all(header.metadata.get(k, object()) == v for k, v in (metadata or {}).items())
-            and not any(k in header.metadata for k in unset)
-        )
-        if not unchanged:
-            self._backend.rewrite(self.name, transform)
+        if change(header):  # checked without the lock first: an unchanged header is not locked
+            self._backend.update_header(self.name, change)  # in place, never the messages
         return self.info()
 
     # -- reading -----------------------------------------------------------
@@ -246,6 +235,10 @@ class Session:
     def get_messages(self) -> list[Message]:
         """Return every message as :class:`Message` objects, in seq order."""
         return list(self._backend.messages(self.name))
+
+    def iter_messages(self) -> Iterator[Message]:
+        """Every message in seq order, read as they are consumed (constant memory)."""
+        return iter(self._backend.iter_messages(self.name))
 
     @property
     def messages(self) -> list[dict[str, Any]]:

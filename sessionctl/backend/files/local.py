@@ -284,7 +284,7 @@ class LocalBackend(TrashMixin):
         messages = _numbered(messages)
         header.base_seq = max((m.seq for m in messages), default=0)
         header.base_count = len(messages)
-        data = encode(header.to_record()) + b"".join(encode(m.to_record()) for m in messages)
+        data = transcript.encode_header(header) + b"".join(encode(m.to_record()) for m in messages)
         target = self.path(name)
         tmp = temp_path_for(target)
         try:
@@ -369,7 +369,8 @@ class LocalBackend(TrashMixin):
                     (None, line)
                     for line in after.split(b"\n")[1:]
                     if line.strip()
-                    and (transcript.decode_record(line) or {}).get("type") != "dropped"
+                    and (transcript.decode_record(line) or {}).get("type")
+                    not in ("dropped", transcript.JOURNAL)
                 ]
                 transcript.set_aside(self.path(name, ".rejects"), junk, "corrupt line (drop)")
                 transcript.finish_previous(fd, state.last_offset)
@@ -384,6 +385,44 @@ class LocalBackend(TrashMixin):
                     self.warn(f"{path}: dropped, but could not record it ({exc.strerror})")
             self.activity.touch(name, floor=before)
             return state.last
+
+    def update_header(self, name: str, change: transcript.HeaderChange) -> Header:
+        """Apply ``change`` to ``name``'s header in place: O(1) in the number of messages
+        (one streamed rewrite when the header outgrows line 1's reserve)."""
+        self._require(name)
+        with self.lock(name):
+            path = self._require(name)
+            transcript.read_header(path)  # a newer format is refused before any repair
+            before = self._mtime(path)
+            header = transcript.edit_header(path, self.path(name, ".rejects"), self.warn, change)
+            if os.stat(path, follow_symlinks=False).st_mtime_ns != before:
+                self.activity.touch(name, floor=before)
+            return header
+
+    def drop(self, name: str, message_id: str) -> Message:
+        """Remove message ``message_id``: one streamed pass into a temp file, constant memory."""
+        self._require(name)
+        with self.lock(name):
+            path = self._require(name)
+            transcript.read_header(path)
+            before = self._mtime(path)
+            result = transcript.rewrite(
+                path, self.path(name, ".rejects"), self.warn, lambda h: h, drop_id=message_id
+            )
+            self.activity.touch(name, floor=before)
+            assert result.dropped is not None
+            return result.dropped
+
+    def stream(self, name: str) -> transcript.Stream:
+        """Open ``name`` for one pass: its header, then its messages in constant memory."""
+        try:
+            return transcript.stream(self._require(name), self.warn)
+        except FileNotFoundError:
+            raise SessionNotFound(f"no session named {name!r} (see `sessionctl list`)") from None
+
+    def iter_messages(self, name: str) -> Iterator[Message]:
+        """Every message of ``name`` in order, in constant memory."""
+        return self.stream(name).messages
 
     def rewrite(self, name: str, transform: Transform) -> tuple[Header, list[Message]]:
         """Replace ``name``'s transcript with ``transform(header, messages)`` atomically."""
@@ -403,7 +442,8 @@ class LocalBackend(TrashMixin):
             header.base_seq = max(header.base_seq, scanned.high_seq)
             header.base_count = len(messages)
             header.updated_at = now_iso()
-            data = encode(header.to_record()) + b"".join(encode(m.to_record()) for m in messages)
+            data = transcript.encode_header(header)
+            data += b"".join(encode(m.to_record()) for m in messages)
             before = self._mtime(path)
             atomic_write(path, data)
             self.activity.touch(name, floor=before)
