@@ -26,6 +26,8 @@ def test_rewrite_keeps_weights_int8(model_bytes: bytes) -> None:
     # table's Cast+Mul chain is gone, and the file is about the int8 size.
     assert b"inner.embeddings.word_embeddings.weight_cast" not in out
     assert len(out) < len(model_bytes) * 1.2
+    # The exported erf GELU (Div, Erf, Add, Mul, Mul) is one com.microsoft Gelu.
+    assert out.count(b"Gelu") >= 6
     assert b"".join(graph.quantised_graph_pieces(model_bytes)) == out
 
 

@@ -218,6 +218,58 @@ class _Dequant:
     consumers: list[_Node] = field(default_factory=list)
 
 
+def _scalar(inits: dict[str, _Tensor], name: str) -> float | None:
+    tensor = inits.get(name)
+    if tensor is None or tensor.data_type != _FLOAT or tensor.raw is None or len(tensor.raw) != 4:
+        return None
+    return float(memoryview(tensor.raw).cast("f")[0])
+
+
+def _only_reader(readers: dict[str, list[_Node]], name: str, op: str) -> _Node | None:
+    found = readers.get(name, [])
+    return found[0] if len(found) == 1 and found[0].op == op else None
+
+
+def _bias_add(
+    name: str, n: int, readers: dict[str, list[_Node]], inits: dict[str, _Tensor]
+) -> tuple[_Node, str] | None:
+    """The ``Add(name, bias[n])`` that alone reads ``name``, and the bias's name."""
+    add = _only_reader(readers, name, "Add")
+    if add is None or len(add.inputs) != 2:
+        return None
+    other = add.inputs[1] if add.inputs[0] == name else add.inputs[0]
+    bias = inits.get(other)
+    if bias is None or bias.data_type != _FLOAT or bias.dims != (n,):
+        return None
+    return add, other
+
+
+def _erf_gelu(
+    div: _Node, readers: dict[str, list[_Node]], inits: dict[str, _Tensor], uses: dict[str, int]
+) -> list[_Node] | None:
+    """``x * (0.5 * (erf(x / sqrt 2) + 1))`` as exported: its five nodes, or None.
+
+    ``com.microsoft.Gelu`` computes the same exact (erf) GELU in one pass.
+    """
+    if div.op != "Div" or len(div.inputs) != 2:
+        return None
+    x = div.inputs[0]
+    root2 = _scalar(inits, div.inputs[1])
+    if root2 is None or abs(root2 - 2**0.5) > 1e-6 or uses.get(x) != 2:
+        return None
+    erf = _only_reader(readers, div.outputs[0], "Erf")
+    plus = _only_reader(readers, erf.outputs[0], "Add") if erf else None
+    half = _only_reader(readers, plus.outputs[0], "Mul") if plus else None
+    times = _only_reader(readers, half.outputs[0], "Mul") if half else None
+    if erf is None or plus is None or half is None or times is None:
+        return None
+    one = [_scalar(inits, i) for i in plus.inputs if i != erf.outputs[0]]
+    halves = [_scalar(inits, i) for i in half.inputs if i != plus.outputs[0]]
+    if one != [1.0] or halves != [0.5] or sorted(times.inputs) != sorted([x, half.outputs[0]]):
+        return None
+    return [div, erf, plus, half, times]
+
+
 def quantised_graph(model: bytes) -> bytes:
     """The model with its int8 weights run as int8 (see the module docstring)."""
     return b"".join(quantised_graph_pieces(model))
@@ -246,9 +298,11 @@ def quantised_graph_pieces(model: bytes) -> list[bytes | memoryview]:
 
     producer = {out: node for node in nodes for out in node.outputs}
     uses: dict[str, int] = {}
+    readers: dict[str, list[_Node]] = {}
     for node in nodes:
         for name in node.inputs:
             uses[name] = uses.get(name, 0) + 1
+            readers.setdefault(name, []).append(node)
     chains: dict[str, _Dequant] = {}
     for node in nodes:
         if node.op != "Mul" or len(node.inputs) != 2:
@@ -300,10 +354,17 @@ def quantised_graph_pieces(model: bytes) -> list[bytes | memoryview]:
                 _int_attr("block_size", BLOCK_SIZE),
                 _int_attr("accuracy_level", ACCURACY_LEVEL),
             ]
+            inputs, outputs = [user.inputs[0], bname, sname], user.outputs
+            bias = _bias_add(user.outputs[0], n, readers, inits)
+            if bias is not None:  # MatMulNBits adds it (input 5) in the same pass
+                add, bias_name = bias
+                inputs += ["", "", bias_name]
+                outputs = add.outputs
+                replaced[id(add)] = b""
             replaced[id(user)] = _node(
                 "MatMulNBits",
-                [user.inputs[0], bname, sname],
-                user.outputs,
+                inputs,
+                outputs,
                 f"{user.name}_nbits",
                 domain=MS_DOMAIN,
                 attrs=attrs,
@@ -351,6 +412,14 @@ def quantised_graph_pieces(model: bytes) -> list[bytes | memoryview]:
             f"({matmuls} projections, {gathers} embedding tables matched)"
         )
 
+    for node in nodes:
+        gelu = _erf_gelu(node, readers, inits, uses)
+        if gelu is not None:
+            for part in gelu:
+                replaced[id(part)] = b""
+            replaced[id(gelu[-1])] = _node(
+                "Gelu", [node.inputs[0]], gelu[-1].outputs, f"{node.name}_gelu", domain=MS_DOMAIN
+            )
     pieces: list[bytes | memoryview] = [replaced.get(id(node), node.encoded) for node in nodes]
     pieces += other
     pieces += [t.encoded for name, t in inits.items() if name not in dropped_inits]
