@@ -40,18 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import REPO, TempHome, bench_env, precompile
-
-#: The same words bench_index.py draws its chat messages from.
-WORDS = (
-    "the a my our your this that project meeting deadline report budget team client server "
-    "database deploy release bug fix test review code python function error log memory disk "
-    "tomorrow today yesterday week month morning evening please could would should need want "
-    "think know remember forgot send email call schedule update document plan idea question "
-    "answer because while after before about with without from into over under again still "
-    "really quite very just also only even maybe probably definitely colour garden dinner "
-    "holiday flight hotel train ticket price cost pay invoice order delivery weather rain sun"
-).split()
+from common import REPO, WORDS, TempHome, bench_env, precompile
 
 #: sessionctl 0.1's way of running the model, for the same-run baseline.
 LEGACY = '''
