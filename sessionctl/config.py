@@ -27,6 +27,7 @@ ENV_VARS: dict[str, str] = {
     "system": "SESSIONCTL_SYSTEM",
     "context_recent": "SESSIONCTL_CONTEXT_RECENT",
     "context_relevant": "SESSIONCTL_CONTEXT_RELEVANT",
+    "context_window": "SESSIONCTL_CONTEXT_WINDOW",
     "timeout": "SESSIONCTL_TIMEOUT",
     "color": "SESSIONCTL_COLOR",
 }
@@ -44,6 +45,7 @@ class Settings(NamedTuple):
     system: str | None = None
     context_recent: int | None = None
     context_relevant: int = 3
+    context_window: int | None = None  # None: the model's, from litellm's model map
     timeout: float = 120.0
     color: str = "auto"
     debug: bool = False
@@ -64,6 +66,13 @@ def _non_negative_int(key: str, value: Any) -> int:
         raise UsageError(f"setting {key!r} must be a whole number, got {value!r}") from None
     if number < 0:
         raise UsageError(f"setting {key!r} must be 0 or more, got {number}")
+    return number
+
+
+def _positive_int(key: str, value: Any) -> int:
+    number = _non_negative_int(key, value)
+    if number == 0:
+        raise UsageError(f"setting {key!r} must be 1 or more, got 0")
     return number
 
 
@@ -97,6 +106,7 @@ CONFIG_KEYS: dict[str, Callable[[str, Any], Any]] = {
     "system": _text,
     "context_recent": _non_negative_int,
     "context_relevant": _non_negative_int,
+    "context_window": _positive_int,
     "timeout": _positive_float,
     "color": _color,
 }

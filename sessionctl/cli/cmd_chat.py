@@ -70,6 +70,18 @@ def chat(
     no_context: Annotated[
         bool, typer.Option("--no-context", help="Send only the system prompt and this prompt.")
     ] = False,
+    context_window: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="The model's context window in tokens (default: litellm's model map, else 8192).",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Send a prompt even if it alone exceeds the window."),
+    ] = False,
     show_context: Annotated[
         bool, typer.Option("--show-context", help="Print what would be sent, send nothing.")
     ] = False,
@@ -109,6 +121,8 @@ def chat(
         context_recent=context_recent,
         context_relevant=context_relevant,
         no_context=no_context,
+        context_window=context_window,
+        force=force,
     )
     interactive = prompt is None and _stdin_is_tty()
     if interactive and not (show_context or json_):
@@ -159,6 +173,16 @@ def _one_shot_prompt(prompt: str | None) -> str:
     return text
 
 
+def oversized_warning(turn: Any) -> str:
+    """What --force says when it sends a prompt bigger than the window."""
+    ctx = turn.context
+    return (
+        f"sending a prompt of about {ctx.token_estimate} tokens to {turn.model} "
+        f"({ctx.context_window}-token window) because of --force: the server may cut or "
+        "refuse it, and later turns will not carry it"
+    )
+
+
 def print_context(state: State, turn: Any) -> None:
     """Print exactly what a turn would send, and its token count."""
     ctx = turn.context
@@ -186,6 +210,8 @@ def _one_shot(
     if show_context:
         print_context(state, turn)
         return
+    if turn.context.oversized:
+        state.out.warn(oversized_warning(turn))
     out = state.out.stdout
     wrote: list[bool] = []
 

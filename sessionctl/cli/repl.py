@@ -156,8 +156,11 @@ class Repl:
         from rich.live import Live
         from rich.markdown import Markdown
 
+        from sessionctl.cli.cmd_chat import oversized_warning
         from sessionctl.service.chat import run_turn
 
+        if turn.context.oversized:
+            self.say(f"warning: {oversized_warning(turn)}", style="yellow")
         parts: list[str] = []
         with Live(Markdown(""), console=self.console, refresh_per_second=12) as live:
 

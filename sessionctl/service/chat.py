@@ -40,6 +40,8 @@ class ChatOptions(NamedTuple):
     no_context: bool = False
     timeout: float | None = None
     via_litellm: bool = False
+    context_window: int | None = None  # overrides the model's (and the setting's)
+    force: bool = False  # send a prompt that alone exceeds the window
 
 
 class PreparedTurn(NamedTuple):
@@ -105,7 +107,7 @@ def prepare_turn(store: Store, session: Session, prompt: str, opts: ChatOptions)
         # assemble() applies --context-recent itself: it must see the older history
         # too, or it cannot tell that the history does not fit (and adds no relevant).
         history = session.recent_messages(HISTORY_WINDOW)
-    window = llm.context_window(model)
+    window = opts.context_window or settings.context_window or llm.context_window(model)
 
     def count(messages: Any) -> int:
         return llm.count_tokens(model, messages)
@@ -123,6 +125,7 @@ def prepare_turn(store: Store, session: Session, prompt: str, opts: ChatOptions)
             no_context=opts.no_context,
             count=count,
             model=model,
+            force=opts.force,
         )
 
     context = build([])

@@ -16,8 +16,8 @@ _sessionctl_spec() {
             args=none ;;
         "chat")
             subs=""
-            opts="-s --session -c --continue -m --model --system --temperature --max-tokens --api-base --no-stream --json --context-recent --context-relevant --no-context --show-context -h --help"
-            valued="-s --session -m --model --system --temperature --max-tokens --api-base --context-recent --context-relevant"
+            opts="-s --session -c --continue -m --model --system --temperature --max-tokens --api-base --no-stream --json --context-recent --context-relevant --no-context --context-window --force --show-context -h --help"
+            valued="-s --session -m --model --system --temperature --max-tokens --api-base --context-recent --context-relevant --context-window"
             vdynamic="-s --session"
             args=none ;;
         "recent")
