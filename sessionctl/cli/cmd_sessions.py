@@ -1,17 +1,28 @@
 """Commands on whole sessions: list, show, export, import, fork, delete, restore,
 clear, prune, meta, rename."""
 
+import io
 import json
-from pathlib import Path
+import sys
 from typing import Annotated, Any
 
 import typer
 
 from sessionctl.cli.completers import complete_deleted_session
-from sessionctl.cli.options import JsonOpt, RequiredSessionOpt, SessionArg
+from sessionctl.cli.options import (
+    ExplicitSessionOpt,
+    ExportFormat,
+    JsonOpt,
+    NullOpt,
+    SessionArg,
+    SessionOpt,
+    pick_session,
+    session_argument,
+    session_option,
+)
 from sessionctl.cli.registry import commands
-from sessionctl.cli.render import session_rows
-from sessionctl.cli.state import State, read_stdin_text
+from sessionctl.cli.render import session_table
+from sessionctl.cli.state import State
 from sessionctl.errors import UsageError
 
 
@@ -28,7 +39,8 @@ def list_sessions(
     """List sessions, most recently active first.
 
     When a page is cut by --limit, the cursor for the next page is printed on
-    stderr (and as next_cursor with --json).
+    stderr (and as next_cursor with --json). On a narrow terminal the name is
+    never cut: the time, then parent, model, date and count give way first.
 
     Example:
 
@@ -36,47 +48,62 @@ def list_sessions(
     """
     state: State = ctx.obj
     page = state.store().list_sessions(limit=limit, cursor=cursor, deleted=deleted)
+    state.note_if_no_data()
     if json_:
         state.out.json(
             {"sessions": [i.to_dict() for i in page.sessions], "next_cursor": page.next_cursor}
         )
         return
     if page.sessions:
-        when = "deleted" if deleted else "last active"
-        headers = ["name", "messages", when + " (UTC)", "model", "parent"]
-        state.out.table(headers, session_rows(page.sessions, deleted=deleted))
+        headers, rows, narrower = session_table(page.sessions, deleted=deleted)
+        state.out.table(headers, rows, keep=["name"], narrower=narrower)
     if page.next_cursor:
-        state.out.info(f"more: sessionctl list --cursor {page.next_cursor}")
+        state.out.more("sessionctl list --cursor", page.next_cursor)
 
 
 @commands.command()
-def show(ctx: typer.Context, name: SessionArg, json_: JsonOpt = False) -> None:
+def show(
+    ctx: typer.Context,
+    name: SessionArg = None,
+    session: SessionOpt = None,
+    null: NullOpt = False,
+    json_: JsonOpt = False,
+) -> None:
     """Show a whole session: its settings and every message.
+
+    Piped, each message is one `role: text` line, and a message that spans lines
+    spans lines there too; -0 ends each message with a NUL byte instead, and
+    --json (or `export`) keeps every field.
 
     Example:
 
         sessionctl show work | less
     """
+    from sessionctl.cli.cmd_messages import pick_output
+
     state: State = ctx.obj
-    session = state.store().existing(name)
+    pick_output(text=False, json_=json_, raw=False, null=null)
+    session_ = state.store().existing(pick_session(ctx, name, session))
     if json_:
-        state.out.json(session.to_dict())
+        state.out.json(session_.to_dict())
         return
-    info = session.info()
+    info = session_.info()
     state.out.info(
         f"{info.name}: {info.messages} messages, model {info.model or '-'}"
         + (f", forked from {info.parent}" if info.parent else "")
     )
-    state.out.messages(session.get_messages())
+    state.out.messages(session_.get_messages(), null=null)
 
 
 @commands.command()
 def export(
     ctx: typer.Context,
-    name: SessionArg,
+    name: SessionArg = None,
+    session: SessionOpt = None,
     format_: Annotated[
-        str, typer.Option("--format", "-f", help="jsonl (lossless), json or markdown.")
-    ] = "jsonl",
+        ExportFormat,
+        typer.Option("--format", "-f", help="jsonl (lossless), json or markdown (md)."),
+    ] = ExportFormat.jsonl,
 ) -> None:
     """Write a whole session to stdout.
 
@@ -89,7 +116,8 @@ def export(
     from sessionctl.service.transfer import export_session
 
     state: State = ctx.obj
-    state.out.stdout.write(export_session(state.store().existing(name), format_))
+    target = state.store().existing(pick_session(ctx, name, session))
+    state.out.stdout.write(export_session(target, format_.value))
 
 
 @commands.command(name="import")
@@ -102,21 +130,47 @@ def import_(
         ),
     ],
     as_: Annotated[str | None, typer.Option("--as", help="Name of the new session.")] = None,
+    max_line_bytes: Annotated[
+        str,
+        typer.Option(
+            "--max-line-bytes",
+            metavar="SIZE",
+            help="Refuse a JSON line (one message) longer than this: bytes, or K, M, G.",
+        ),
+    ] = "16M",
+    max_bytes: Annotated[
+        str,
+        typer.Option(
+            "--max-bytes",
+            metavar="SIZE",
+            help="Refuse input longer than this in all: bytes, or K, M, G.",
+        ),
+    ] = "1G",
 ) -> None:
     """Create a session from an exported file (or stdin); print its name.
+
+    JSON lines are read one at a time; every field is checked before anything
+    is written, and bad input is refused naming the line (exit 2).
 
     Example:
 
         sessionctl export work | sessionctl import - --as work-copy
     """
+    from sessionctl.service.importing import parse_size
     from sessionctl.service.transfer import import_session
 
     state: State = ctx.obj
+    limits = {
+        "max_line_bytes": parse_size(max_line_bytes, "--max-line-bytes"),
+        "max_bytes": parse_size(max_bytes, "--max-bytes"),
+    }
     if file == "-":
-        data = read_stdin_text().encode()
+        stdin = getattr(sys.stdin, "buffer", None)
+        source = stdin if stdin is not None else io.BytesIO(sys.stdin.read().encode())
+        session = import_session(state.store(), source, where=file, name=as_, **limits)
     else:
         try:
-            data = Path(file).read_bytes()
+            stream = open(file, "rb")  # noqa: SIM115 - closed below, after the import
         except FileNotFoundError:
             from sessionctl.errors import NotFound
 
@@ -125,15 +179,26 @@ def import_(
             raise UsageError(
                 f"{file} is a directory; give a file exported by `sessionctl export`"
             ) from None
-    session = import_session(state.store(), data, where=file, name=as_)
+        with stream:
+            session = import_session(state.store(), stream, where=file, name=as_, **limits)
     state.out.line(session.name)
 
 
 @commands.command()
 def fork(
     ctx: typer.Context,
-    source: SessionArg,
-    new: Annotated[str, typer.Argument(help="Name of the new session.")],
+    source: Annotated[
+        str | None,
+        session_argument(
+            "Session to copy (or -s SOURCE; a lone argument is NEW).", metavar="[SOURCE]"
+        ),
+    ] = None,
+    new: Annotated[
+        str | None, typer.Argument(metavar="NEW", help="Name of the new session.")
+    ] = None,
+    session: Annotated[
+        str | None, session_option("Session to copy (instead of SOURCE).", env=True)
+    ] = None,
     at: Annotated[
         str | None, typer.Option("--at", help="Copy up to and including this message id.")
     ] = None,
@@ -145,13 +210,19 @@ def fork(
         sessionctl fork work work-alt --at 01J9Z3K8W6Q2V5R7T1X4Y8B0CD
     """
     state: State = ctx.obj
-    state.out.line(state.store().fork(source, new, at=at).name)
+    if new is None:  # `fork -s work NEW`: the one argument is the new name
+        source, new = None, source
+    if new is None:
+        raise UsageError("give the new session's name: `sessionctl fork SOURCE NEW`")
+    name = pick_session(ctx, source, session, label="SOURCE", rest="NEW")
+    state.out.line(state.store().fork(name, new, at=at).name)
 
 
 @commands.command()
 def delete(
     ctx: typer.Context,
-    name: SessionArg,
+    name: SessionArg = None,
+    session: ExplicitSessionOpt = None,
     purge: Annotated[
         bool, typer.Option("--purge", help="Remove for good, skip the trash.")
     ] = False,
@@ -163,6 +234,7 @@ def delete(
         sessionctl delete scratch && sessionctl restore scratch
     """
     state: State = ctx.obj
+    name = pick_session(ctx, name, session)
     state.store().delete(name, purge=purge)
     if purge:
         state.out.info(f"removed {name!r} for good")
@@ -174,13 +246,20 @@ def delete(
 def restore(
     ctx: typer.Context,
     name: Annotated[
-        str,
-        typer.Argument(
-            help="Name of a deleted session (see `list --deleted`).",
-            autocompletion=complete_deleted_session,
-            show_default=False,
+        str | None,
+        session_argument(
+            "Name of a deleted session (see `list --deleted`), or -s NAME.",
+            completer=complete_deleted_session,
         ),
-    ],
+    ] = None,
+    session: Annotated[
+        str | None,
+        session_option(
+            "Deleted session (instead of SESSION).",
+            env=False,
+            completer=complete_deleted_session,
+        ),
+    ] = None,
 ) -> None:
     """Bring a deleted session back from the trash.
 
@@ -189,21 +268,23 @@ def restore(
         sessionctl list --deleted && sessionctl restore scratch
     """
     state: State = ctx.obj
+    name = pick_session(ctx, name, session)
     state.store().restore(name)
     state.out.info(f"restored {name!r}")
 
 
 @commands.command()
-def clear(ctx: typer.Context, session: RequiredSessionOpt) -> None:
+def clear(ctx: typer.Context, name: SessionArg = None, session: ExplicitSessionOpt = None) -> None:
     """Remove every message of one session (its settings stay).
 
     Example:
 
-        sessionctl clear -s scratch
+        sessionctl clear scratch
     """
     state: State = ctx.obj
-    removed = state.store().existing(session).clear()
-    state.out.info(f"cleared {removed} messages from {session!r}")
+    name = pick_session(ctx, name, session)
+    removed = state.store().existing(name).clear()
+    state.out.info(f"cleared {removed} messages from {name!r}")
 
 
 @commands.command()
@@ -220,14 +301,16 @@ def prune(
 ) -> None:
     """Remove sessions with no activity for a while (cron-safe, never prompts).
 
-    Prints each removed session's name (with --dry-run: what would go).
+    Prints each removed session's name (with --dry-run: what would go). Cron's
+    PATH is short: give sessionctl's full path (`command -v sessionctl`).
 
     Example (crontab):
 
-        0 3 * * * sessionctl prune --older-than 30d
+        0 3 * * * $HOME/.local/bin/sessionctl prune --older-than 30d
     """
     state: State = ctx.obj
     report = state.store().prune(older_than, dry_run=dry_run, purge=purge)
+    state.note_if_no_data()
     if json_:
         state.out.json(
             {
@@ -263,11 +346,12 @@ def _parse_assignment(item: str) -> tuple[str, Any]:
 @commands.command()
 def meta(
     ctx: typer.Context,
-    name: SessionArg,
+    name: SessionArg = None,
     assignments: Annotated[
         list[str] | None,
         typer.Argument(metavar="[KEY=VALUE]...", help="Set keys (JSON values or text)."),
     ] = None,
+    session: SessionOpt = None,
     unset: Annotated[
         list[str] | None, typer.Option("--unset", help="Remove a key (repeatable).")
     ] = None,
@@ -276,16 +360,21 @@ def meta(
     """Show or merge a session's metadata (keys not named are kept).
 
     VALUE is parsed as JSON when it is valid JSON (3, true, [1,2]), else kept as text.
+    A session name never contains "=", so `meta -s work KEY=VALUE` works too.
 
     Example:
 
         sessionctl meta work project=apollo priority=2 --unset draft
     """
     state: State = ctx.obj
-    session = state.store().existing(name)
-    values = dict(_parse_assignment(a) for a in assignments or [])
+    items = list(assignments or [])
+    if name is not None and "=" in name:  # `meta -s work k=v`: a name has no "="
+        items.insert(0, name)
+        name = None
+    target = state.store().existing(pick_session(ctx, name, session))
+    values = dict(_parse_assignment(a) for a in items)
     changing = bool(values or unset)
-    info = session.update(metadata=values, unset=unset or []) if changing else session.info()
+    info = target.update(metadata=values, unset=unset or []) if changing else target.info()
     if json_:
         state.out.json(info.metadata)
         return
@@ -297,8 +386,14 @@ def meta(
 @commands.command()
 def rename(
     ctx: typer.Context,
-    old: SessionArg,
-    new: Annotated[str, typer.Argument(help="New name.")],
+    old: Annotated[
+        str | None,
+        session_argument("Session to rename (or -s OLD; a lone argument is NEW).", metavar="[OLD]"),
+    ] = None,
+    new: Annotated[str | None, typer.Argument(metavar="NEW", help="New name.")] = None,
+    session: Annotated[
+        str | None, session_option("Session to rename (instead of OLD).", env=False)
+    ] = None,
 ) -> None:
     """Rename a session and all its files.
 
@@ -307,5 +402,10 @@ def rename(
         sessionctl rename scratch project-x
     """
     state: State = ctx.obj
+    if new is None:  # `rename -s old NEW`: the one argument is the new name
+        old, new = None, old
+    if new is None:
+        raise UsageError("give the NEW name: `sessionctl rename OLD NEW`")
+    old = pick_session(ctx, old, session, label="OLD", rest="NEW")
     state.store().rename(old, new)
     state.out.info(f"renamed {old!r} to {new!r}")

@@ -22,14 +22,19 @@ RELEASE_DATE = "2026-11-21"
 EXIT_STATUS: dict[ExitCode, str] = {
     ExitCode.OK: "Success.",
     ExitCode.RUNTIME: "Runtime error: I/O, data that could not be handled, a name already taken.",
-    ExitCode.USAGE: "Usage error: bad option, invalid name, bad number or duration, bad setting.",
+    ExitCode.USAGE: (
+        "Usage error: bad option, invalid name, bad number or duration, bad setting,"
+        " an import file that is not valid."
+    ),
     ExitCode.NOT_FOUND: "Not found: no such session or message.",
     ExitCode.PROVIDER: "Model provider error: authentication, network, rate limit, timeout.",
-    ExitCode.INTERRUPTED: "Interrupted (Ctrl-C); what was already saved is kept.",
+    ExitCode.INTERRUPTED: "Interrupted (Ctrl-C); what was already saved is kept. Not an "
+    "error: the one line on stderr is sessionctl: interrupted, and what was kept.",
 }
 
 ENVIRONMENT: dict[str, str] = {
-    ENV_VARS["home"]: "Data directory (as --home).",
+    ENV_VARS["home"]: "Data directory (as --home). A relative path is made absolute against "
+    "the directory sessionctl starts in.",
     ENV_VARS["model"]: "Default model, a litellm model name such as gpt-4o-mini, "
     "openai/NAME (any OpenAI-compatible server) or anthropic/claude-3-5-haiku-latest.",
     ENV_VARS["api_base"]: "Base URL of an OpenAI-compatible server, such as "
@@ -44,8 +49,12 @@ ENVIRONMENT: dict[str, str] = {
     ENV_VARS["timeout"]: "Seconds to wait for the model provider.",
     ENV_VARS["color"]: "auto (colour on a terminal, unless NO_COLOR is set), always (colour "
     "and terminal rendering even on a pipe, for less -R; beats NO_COLOR) or never.",
-    CONFIG_ENV: "Path of the configuration file (instead of the platform's).",
-    "SESSIONCTL_SESSION": "The session for commands whose -s is optional ({commands}).",
+    CONFIG_ENV: "Path of the configuration file (instead of the platform's); a relative "
+    "path is made absolute against the directory sessionctl starts in.",
+    "SESSIONCTL_SESSION": "The session when none is named, for the commands that read a "
+    "session or add to it ({commands}). Commands that remove or move something (clear, "
+    "delete, drop, rename, restore, reindex) never read it: a variable exported for one job "
+    "must not choose what they remove.",
     "NO_COLOR": "When set to any value, no colour (unless color is always).",
     DEBUG_ENV: "Set to 1 to print a traceback with errors.",
     "OPENAI_API_KEY, ANTHROPIC_API_KEY, ...": "API keys are read from the provider's own "
@@ -89,7 +98,14 @@ FILES: list[tuple[str, str]] = [
         "derived, rebuilt when missing or stale (sessionctl reindex).",
     ),
     ("sessions/NAME.lock", "The session's write lock."),
-    ("sessions/NAME.rejects", "Lines set aside because they could not be parsed."),
+    (
+        "sessions/NAME.rejects",
+        "Lines set aside because they could not be parsed, each with its line number "
+        "and the reason; created the first time one is. Until then such a line is "
+        "skipped and reported on stderr by line number; the next write sets it "
+        "aside when it ends the transcript, the next rewrite (drop ID, clear, meta) "
+        "when it is in the middle.",
+    ),
     ("trash/ULID/", "Soft-deleted sessions (sessionctl restore brings them back)."),
     ("history", "The interactive chat's input history."),
     (
@@ -136,8 +152,9 @@ EXAMPLES: list[tuple[str, list[str]]] = [
         ["sessionctl fork work work-alt && sessionctl chat -s work-alt"],
     ),
     (
-        "Clean up from cron every night (crontab -e):",
-        ["0 3 * * * sessionctl prune --older-than 30d --purge"],
+        "Clean up from cron every night (crontab -e; cron's PATH is short, so give "
+        "the full path that command -v sessionctl prints):",
+        ["0 3 * * * $HOME/.local/bin/sessionctl prune --older-than 30d --purge"],
     ),
 ]
 
