@@ -117,7 +117,7 @@ complete -c sessionctl -n '__sessionctl_at chat' -l json -d 'Print one JSON obje
 complete -c sessionctl -n '__sessionctl_at chat' -l context-recent -r -f -d 'At most N recent messages.'
 complete -c sessionctl -n '__sessionctl_at chat' -l context-relevant -r -f -d 'At most K relevant older messages.'
 complete -c sessionctl -n '__sessionctl_at chat' -l no-context -d 'Send only the system prompt and this prompt.'
-complete -c sessionctl -n '__sessionctl_at chat' -l context-window -r -f -d 'The model\'s context window in tokens (default: litellm\'s model map, else 8192).'
+complete -c sessionctl -n '__sessionctl_at chat' -l context-window -r -f -d 'The model\'s context window in tokens (default: what an --api-base server reports, else litellm\'s model map, else 8192).'
 complete -c sessionctl -n '__sessionctl_at chat' -l force -d 'Send a prompt even if it alone exceeds the window.'
 complete -c sessionctl -n '__sessionctl_at chat' -l show-context -d 'Print what would be sent, send nothing.'
 complete -c sessionctl -n '__sessionctl_at chat' -s h -l help -d 'Show this message and exit.'

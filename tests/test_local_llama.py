@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import stat
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+from llm_server import refused_port
 from local_llama import LlamaServer, llama, llama_session
 
 __all__ = ["llama", "llama_session"]
@@ -25,3 +28,54 @@ def test_one_shot_answer_streams_from_the_real_server(llama: LlamaServer, sh: Sh
     out = json.loads(done.stdout)
     assert out["session"] == "t"
     assert out["usage"]["prompt_tokens"] > 0
+
+
+def _show(sh: Sh, llama: LlamaServer, *extra: str, env: dict[str, str] | None = None) -> dict:  # type: ignore[type-arg]
+    done = sh(
+        "chat", "-s", "w", "-m", llama.alias, "--api-base", llama.api_base, "--show-context",
+        *extra, "hello", env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout))
+
+
+def test_window_is_learned_from_the_server_and_cached(
+    llama: LlamaServer, sh: Sh, home: Path
+) -> None:
+    shown = _show(sh, llama)
+    assert shown["context_window"] == llama.window == 2048
+    assert shown["context_window_source"] == f"server {llama.api_base}"
+    facts = home / "server-facts.json"
+    assert stat.S_IMODE(facts.stat().st_mode) == 0o600
+    cached = json.loads(facts.read_text())
+    (key,) = cached
+    assert cached[key]["value"] == 2048
+    # Within the TTL the cache answers (the server is not asked again).
+    cached[key]["value"] = 3000
+    facts.write_text(json.dumps(cached))
+    assert _show(sh, llama)["context_window"] == 3000
+    # Expired: asked again.
+    cached[key]["at"] -= 3600
+    facts.write_text(json.dumps(cached))
+    assert _show(sh, llama)["context_window"] == 2048
+
+
+def test_explicit_window_beats_the_server(llama: LlamaServer, sh: Sh) -> None:
+    shown = _show(sh, llama, "--context-window", "1024")
+    assert (shown["context_window"], shown["context_window_source"]) == (1024, "--context-window")
+    shown = _show(sh, llama, env={"SESSIONCTL_CONTEXT_WINDOW": "1500"})
+    assert (shown["context_window"], shown["context_window_source"]) == (
+        1500,
+        "SESSIONCTL_CONTEXT_WINDOW",
+    )
+
+
+def test_a_server_that_says_nothing_leaves_the_default(sh: Sh) -> None:
+    done = sh(
+        "chat", "-s", "w", "-m", "local-thing", "--api-base", f"http://127.0.0.1:{refused_port()}/v1",
+        "--show-context", "hello",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)
+    assert shown["context_window"] == 8192
+    assert shown["context_window_source"].startswith("default 8192")

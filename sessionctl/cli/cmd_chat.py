@@ -74,7 +74,8 @@ def chat(
         int | None,
         typer.Option(
             min=1,
-            help="The model's context window in tokens (default: litellm's model map, else 8192).",
+            help="The model's context window in tokens (default: what an --api-base server "
+            "reports, else litellm's model map, else 8192).",
             show_default=False,
         ),
     ] = None,
@@ -197,6 +198,7 @@ def print_context(state: State, turn: Any) -> None:
             "tokens": ctx.token_estimate,
             "budget": ctx.budget,
             "context_window": ctx.context_window,
+            "context_window_source": turn.window_source,
             "recent_seqs": ctx.included_recent,
             "relevant_seqs": ctx.included_relevant,
             "messages": ctx.messages,

@@ -20,14 +20,14 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["count_tokens", "estimate_tokens"]
+__all__ = ["count_tokens", "estimate_tokens", "message_text"]
 
 PER_MESSAGE = 4  # role + separators, as in OpenAI's accounting (3) plus slack
 PER_REQUEST = 3  # the reply priming
 _TIKTOKEN_URL = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
 
 
-def _message_text(message: Mapping[str, Any]) -> str:
+def message_text(message: Mapping[str, Any]) -> str:
     parts: list[str] = []
     content = message.get("content")
     if isinstance(content, str):
@@ -47,7 +47,7 @@ def estimate_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
     """A cheap, deliberately high token estimate for ``messages`` (no tokenizer)."""
     total = PER_REQUEST
     for message in messages:
-        total += PER_MESSAGE + -(-len(_message_text(message).encode("utf-8")) // 3)
+        total += PER_MESSAGE + -(-len(message_text(message).encode("utf-8")) // 3)
     return total
 
 
@@ -59,7 +59,7 @@ def count_tokens(model: str, messages: Sequence[Mapping[str, Any]]) -> int:
         return estimate_tokens(messages)
     total = 0
     for message in messages:
-        total += 3 + len(encoding.encode(_message_text(message), disallowed_special=()))
+        total += 3 + len(encoding.encode(message_text(message), disallowed_special=()))
         if message.get("name"):
             total += 1
     if not own:

@@ -53,6 +53,104 @@ class PreparedTurn(NamedTuple):
     system: str | None
     context: AssembledContext
     request: ChatRequest
+    window_source: str = "default"  # where context.context_window came from
+
+
+# How long a window a server reported is trusted (a server restarted with another -c
+# is seen within this time).
+WINDOW_TTL_S = 600.0
+
+
+def context_window_for(
+    store: Store, model: str, api_base: str | None, override: int | None = None
+) -> tuple[int | None, str]:
+    """The context window for ``model`` and where it came from.
+
+    Precedence: ``override`` (--context-window) > the ``context_window`` setting
+    (SESSIONCTL_CONTEXT_WINDOW or config) > what the server at an explicit ``api_base``
+    reports (cached per api-base and model for :data:`WINDOW_TTL_S`) > litellm's model
+    table > unknown (``None``: the default is used).
+    """
+    import os
+
+    from sessionctl import llm
+
+    if override:
+        return override, "--context-window"
+    settings = store.settings
+    if settings.context_window:
+        where = (
+            "SESSIONCTL_CONTEXT_WINDOW"
+            if os.environ.get("SESSIONCTL_CONTEXT_WINDOW")
+            else ("config context_window")
+        )
+        return settings.context_window, where
+    if api_base:
+        found = _server_window(store, model, api_base)
+        if found is not None:
+            return found, f"server {api_base}"
+    table = llm.context_window(model)
+    if table is not None:
+        return table, "litellm model table"
+    return None, f"default {llm.DEFAULT_CONTEXT_WINDOW} (unknown model)"
+
+
+# Template tokens around one message's content (Gemma: "<start_of_turn>user\n" …
+# "<end_of_turn>\n" is 5; ChatML-style templates are 4-5) and around a request
+# (BOS + the generation prompt), kept slightly above what the templates measured.
+EXACT_PER_MESSAGE = 6
+EXACT_PER_REQUEST = 4
+
+
+def _tokenizer(api_base: str | None, model: str) -> Any:
+    """A /tokenize client for an explicit server (one per turn, counts cached)."""
+    if not api_base:
+        return None
+    from sessionctl.llm.server import Tokenizer
+
+    key = (api_base.strip(), model)
+    found = _TOKENIZERS.get(key)
+    if found is None:
+        found = _TOKENIZERS[key] = Tokenizer(api_base, model)
+    return found
+
+
+_TOKENIZERS: dict[tuple[str, str], Any] = {}  # per process: the REPL reuses the counts
+
+
+def _server_count(tokenizer: Any, messages: Any) -> int | None:
+    from sessionctl.llm.tokens import message_text
+
+    total = EXACT_PER_REQUEST
+    for message in messages:
+        n = tokenizer.count(message_text(message))
+        if n is None:
+            return None
+        total += n + EXACT_PER_MESSAGE
+    return total
+
+
+def _server_window(store: Store, model: str, api_base: str) -> int | None:
+    from sessionctl.llm.server import probe_window
+
+    key = f"window {api_base.strip().rstrip('/')} {model}"
+    facts = store.backend.read_facts()
+    entry = facts.get(key)
+    now = time.time()
+    if isinstance(entry, dict):
+        at, value = entry.get("at"), entry.get("value")
+        if isinstance(at, (int, float)) and 0 <= now - at < WINDOW_TTL_S:
+            return value if isinstance(value, int) and value > 0 else None
+    value = probe_window(api_base, model)
+    fresh = {
+        k: v
+        for k, v in facts.items()
+        if isinstance(v, dict) and isinstance(v.get("at"), (int, float))
+        and 0 <= now - v["at"] < WINDOW_TTL_S
+    }  # fmt: skip
+    fresh[key] = {"at": now, "value": value}
+    store.backend.write_facts(fresh)
+    return value
 
 
 class TurnResult(NamedTuple):
@@ -107,9 +205,16 @@ def prepare_turn(store: Store, session: Session, prompt: str, opts: ChatOptions)
         # assemble() applies --context-recent itself: it must see the older history
         # too, or it cannot tell that the history does not fit (and adds no relevant).
         history = session.recent_messages(HISTORY_WINDOW)
-    window = opts.context_window or settings.context_window or llm.context_window(model)
+    api_base = opts.api_base or settings.api_base
+    window, window_source = context_window_for(store, model, api_base, opts.context_window)
+
+    tokenizer = _tokenizer(api_base, model)
 
     def count(messages: Any) -> int:
+        if tokenizer is not None:
+            exact = _server_count(tokenizer, messages)
+            if exact is not None:
+                return exact
         return llm.count_tokens(model, messages)
 
     def build(relevant: list[Message]) -> AssembledContext:
@@ -144,14 +249,14 @@ def prepare_turn(store: Store, session: Session, prompt: str, opts: ChatOptions)
     request = llm.ChatRequest(
         model=model,
         messages=context.messages,
-        api_base=opts.api_base or settings.api_base,
+        api_base=api_base,
         temperature=opts.temperature,
         max_tokens=opts.max_tokens,
         timeout=opts.timeout or settings.timeout,
         stream=opts.stream,
         via_litellm=opts.via_litellm,
     )
-    return PreparedTurn(session, prompt, model, system, context, request)
+    return PreparedTurn(session, prompt, model, system, context, request, window_source)
 
 
 def run_turn(turn: PreparedTurn, on_delta: Callable[[str], None] | None = None) -> TurnResult:
