@@ -279,6 +279,7 @@ def test_default_estimate_is_conservative_for_prose():
     messages = [{"role": "user", "content": "The quick brown fox jumps over the lazy dog. " * 40}]
     # ~10 tokens per sentence with real tokenizers; the estimate must be above that
     assert estimate_tokens(messages) > 400
-    # window 3000 - 750 reserved: 2 x 4000 bytes (~1337 tokens each) cannot both fit
-    ctx = assemble("hello", hist("a" * 4000, "b" * 4000), context_window=3000)
+    # window 3000 - 750 reserved: 2 x 800 words of 4 letters (~1600 tokens each by the
+    # estimate: 1 per 3 letters) cannot both fit
+    ctx = assemble("hello", hist("abcd " * 800, "efgh " * 800), context_window=3000)
     assert ctx.included_recent == [2]

@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 from llm_server import refused_port
 from local_llama import LlamaServer, llama, llama_session
+from token_samples import samples
+
+from sessionctl.llm.tokens import estimate_text
 
 __all__ = ["llama", "llama_session"]
 
@@ -79,3 +82,30 @@ def test_a_server_that_says_nothing_leaves_the_default(sh: Sh) -> None:
     shown = json.loads(done.stdout)
     assert shown["context_window"] == 8192
     assert shown["context_window_source"].startswith("default 8192")
+
+
+def test_estimate_is_an_upper_bound_of_gemmas_tokenizer(llama: LlamaServer) -> None:
+    for name, text in samples().items():
+        assert estimate_text(text) >= llama.tokenize(text), name
+
+
+def test_near_the_window_the_server_counts_exactly(llama: LlamaServer, sh: Sh, home: Path) -> None:
+    from sessionctl.service.store import Store
+
+    numbers = " ".join(str(i * 7919 % 100000) for i in range(120))  # ~700 Gemma tokens
+    session = Store(home).session("big")
+    session.add_messages(
+        [{"role": "user", "content": numbers}, {"role": "assistant", "content": numbers}]
+    )
+    shown = _show(sh, llama, env={})
+    assert shown["exact"] is False  # nothing near the window: the estimate suffices
+    done = sh(
+        "chat", "-s", "big", "-m", llama.alias, "--api-base", llama.api_base, "--show-context",
+        "hello",
+    )  # fmt: skip
+    shown = json.loads(done.stdout)
+    assert shown["exact"] is True
+    exact = sum(llama.tokenize(m["content"]) for m in shown["messages"])
+    # the server's count of the contents, plus the template's few tokens per message
+    assert exact < shown["tokens"] <= exact + 10 * len(shown["messages"]) + 4
+    assert shown["tokens"] <= shown["budget"]

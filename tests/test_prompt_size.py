@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from conftest import Cli
 from llm_server import FakeLLMServer, llm_server
@@ -21,6 +22,11 @@ MEGABYTE = ("lorem ipsum dolor sit amet " * 40 + "\n") * 960  # ~1 MB of text
 
 def direct(server: FakeLLMServer) -> list[str]:
     return ["--api-base", server.base_url, "-m", "test-model"]
+
+
+def chats(server: FakeLLMServer) -> list[Any]:
+    """The chat calls the server got (counting tokens with /tokenize sends no chat)."""
+    return [r for r in server.requests if r.path.endswith("/chat/completions")]
 
 
 def test_megabyte_prompt_is_refused_with_exit_2(
@@ -38,7 +44,7 @@ def test_megabyte_prompt_is_refused_with_exit_2(
     assert "8192-token context window" in error and "test-model" in error
     assert "--force" in error and "--context-window" in error
     assert "Traceback" not in r.stderr and r.stdout == ""
-    assert llm_server.requests == []  # nothing was sent
+    assert chats(llm_server) == []  # nothing was sent
     assert not (home / "sessions" / "big.jsonl").exists()  # nothing was written
 
 
@@ -46,8 +52,8 @@ def test_force_sends_it_with_a_warning(sh: Sh, llm_server: FakeLLMServer, home: 
     r = sh("chat", "-s", "big", *direct(llm_server), "--force", input=MEGABYTE)
     assert r.returncode == 0, r.stderr
     assert "warning: sending a prompt of about" in r.stderr and "--force" in r.stderr
-    assert len(llm_server.requests) == 1
-    assert llm_server.requests[0].body["messages"][-1]["content"] == MEGABYTE.rstrip("\n")
+    assert len(chats(llm_server)) == 1
+    assert chats(llm_server)[0].body["messages"][-1]["content"] == MEGABYTE.rstrip("\n")
 
 
 def test_a_larger_context_window_lets_it_through_without_warning(
@@ -55,10 +61,10 @@ def test_a_larger_context_window_lets_it_through_without_warning(
 ) -> None:
     prompt = "word " * 20_000  # ~33k estimated tokens: over 8,192, under 1,000,000
     refused = cli("chat", "-s", "w", *direct(llm_server), prompt)
-    assert refused.exit_code == 2 and not llm_server.requests
+    assert refused.exit_code == 2 and not chats(llm_server)
     r = cli("chat", "-s", "w", *direct(llm_server), "--context-window", "1000000", prompt)
     assert r.exit_code == 0, r.stderr
-    assert "warning" not in r.stderr and len(llm_server.requests) == 1
+    assert "warning" not in r.stderr and len(chats(llm_server)) == 1
 
 
 def test_context_window_setting_in_config(cli: Cli, llm_server: FakeLLMServer) -> None:
@@ -86,4 +92,4 @@ def test_repl_turn_is_refused_too(cli: Cli, llm_server: FakeLLMServer, home: Pat
         assert "--force" in exc.message
     else:
         raise AssertionError("not refused")
-    assert not session.exists and not llm_server.requests
+    assert not session.exists and not chats(llm_server)

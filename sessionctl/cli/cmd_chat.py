@@ -197,6 +197,7 @@ def print_context(state: State, turn: Any) -> None:
             "api_base": turn.request.api_base,
             "tokens": ctx.token_estimate,
             "budget": ctx.budget,
+            "exact": ctx.exact,
             "context_window": ctx.context_window,
             "context_window_source": turn.window_source,
             "recent_seqs": ctx.included_recent,
@@ -227,7 +228,7 @@ def _one_shot(
             out.flush()
 
     try:
-        result = run_turn(turn, on_delta)
+        result = run_turn(turn, on_delta, state.out.warn)
     finally:
         if wrote:
             out.write("\n")

@@ -207,7 +207,7 @@ class Repl:
                 live.update(self.state.out.markdown("".join(parts)))
 
             try:
-                result = run_turn(turn, on_delta)
+                result = run_turn(turn, on_delta, self.state.out.warn)
             except Interrupted:
                 live.stop()
                 self._end_line()

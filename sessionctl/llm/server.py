@@ -24,6 +24,9 @@ from urllib.parse import SplitResult, urlsplit
 __all__ = ["Tokenizer", "probe_window", "server_root"]
 
 PROBE_TIMEOUT = 3.0
+# Longer texts are not sent to be counted (the caller's estimate decides): such a text
+# alone is far beyond any local window, and a megabyte prompt is not uploaded to learn it.
+MAX_TOKENIZE_CHARS = 256 * 1024
 
 
 def server_root(api_base: str) -> SplitResult:
@@ -159,7 +162,7 @@ class Tokenizer:
 
     def count(self, text: str) -> int | None:
         """Tokens of ``text`` by the server's tokenizer, or None when it cannot say."""
-        if self.available is False:
+        if self.available is False or len(text) > MAX_TOKENIZE_CHARS:
             return None
         key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
         if key in self._cache:

@@ -54,6 +54,8 @@ class PreparedTurn(NamedTuple):
     context: AssembledContext
     request: ChatRequest
     window_source: str = "default"  # where context.context_window came from
+    store: Store | None = None  # to re-assemble it (trim and retry on an overflow)
+    opts: ChatOptions | None = None
 
 
 # How long a window a server reported is trusted (a server restarted with another -c
@@ -256,18 +258,67 @@ def prepare_turn(store: Store, session: Session, prompt: str, opts: ChatOptions)
         stream=opts.stream,
         via_litellm=opts.via_litellm,
     )
-    return PreparedTurn(session, prompt, model, system, context, request, window_source)
+    return PreparedTurn(
+        session, prompt, model, system, context, request, window_source, store, opts
+    )
 
 
-def run_turn(turn: PreparedTurn, on_delta: Callable[[str], None] | None = None) -> TurnResult:
+def trimmed_turn(turn: PreparedTurn, exc: ProviderError) -> PreparedTurn | None:
+    """``turn`` re-assembled to fit the window an overflow error reported, or None.
+
+    The new window is the one the server reported (else ours); when the server also
+    said how many tokens it counted and that is more than we measured, the window is
+    scaled down by that ratio, so that our count of the trimmed turn fits its count.
+    """
+    window = getattr(exc, "window", None)
+    requested = getattr(exc, "requested", None)
+    if turn.store is None or turn.opts is None or (window is None and requested is None):
+        return None
+    ours = turn.context.token_estimate
+    target = window or turn.context.context_window
+    if isinstance(requested, int) and requested > ours > 0:
+        target = int(target * ours / requested)
+    elif window is None or window >= turn.context.context_window:
+        target = int(turn.context.context_window * 0.8)  # we were off; by an unknown amount
+    target = max(1, target - 16)  # a little slack for the template's tokens
+    opts = turn.opts._replace(context_window=target)
+    retry = prepare_turn(turn.store, turn.session, turn.prompt, opts)
+    if len(retry.context.messages) >= len(turn.context.messages) and (
+        retry.context.token_estimate >= ours
+    ):
+        return None  # nothing left to trim: a retry would fail the same way
+    return retry._replace(window_source=f"reported by the server on overflow ({window})")
+
+
+def run_turn(
+    turn: PreparedTurn,
+    on_delta: Callable[[str], None] | None = None,
+    on_notice: Callable[[str], None] | None = None,
+) -> TurnResult:
     """Send ``turn``, stream deltas to ``on_delta``, then record prompt and answer.
 
-    Provider errors propagate and append nothing. On Ctrl-C the prompt and the
-    partial answer are saved (marked interrupted) and :class:`Interrupted` is raised.
+    Provider errors propagate and append nothing. When the server refuses the turn as
+    too long for its window, the turn is trimmed to the size it reported and sent once
+    more (``on_notice`` is told); a second refusal propagates. On Ctrl-C the prompt and
+    the partial answer are saved (marked interrupted) and :class:`Interrupted` is raised.
     """
     from sessionctl import llm
 
-    stream = llm.chat(turn.request)
+    try:
+        stream = llm.chat(turn.request)
+    except llm.ContextTooLong as exc:
+        retry = trimmed_turn(turn, exc)
+        if retry is None:
+            raise
+        if on_notice is not None:
+            ctx = retry.context
+            on_notice(
+                f"the server refused {turn.context.token_estimate} tokens as too long "
+                f"({exc}); retrying once with {len(ctx.messages)} messages, about "
+                f"{ctx.token_estimate} tokens for a {ctx.context_window}-token window"
+            )
+        turn = retry
+        stream = llm.chat(turn.request)
     with stream:
         try:
             for delta in stream:
