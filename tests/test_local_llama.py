@@ -109,3 +109,60 @@ def test_near_the_window_the_server_counts_exactly(llama: LlamaServer, sh: Sh, h
     # the server's count of the contents, plus the template's few tokens per message
     assert exact < shown["tokens"] <= exact + 10 * len(shown["messages"]) + 4
     assert shown["tokens"] <= shown["budget"]
+
+
+def _long_session(home: Path, name: str, turns: int = 30) -> None:
+    from sessionctl.service.store import Store
+
+    session = Store(home).session(name)
+    batch: list[dict[str, str]] = []
+    for i in range(turns):
+        batch.append({"role": "user", "content": f"question {i}: " + "lorem ipsum dolor " * 20})
+        batch.append({"role": "assistant", "content": f"answer {i}: " + "sit amet consec " * 20})
+    session.add_messages(batch)
+
+
+def test_a_session_far_larger_than_the_window_is_trimmed(
+    llama: LlamaServer, sh: Sh, home: Path
+) -> None:
+    _long_session(home, "long")  # ~60 x 90 tokens: about 3 windows
+    args = ("-s", "long", "-m", llama.alias, "--api-base", llama.api_base, "--max-tokens", "8")
+    done = sh("chat", *args, "--json", "what was question 3?")
+    assert done.returncode == 0, done.stderr
+    assert "retrying" not in done.stderr
+    out = json.loads(done.stdout)
+    assert 0 < out["usage"]["prompt_tokens"] <= llama.window - 8
+
+
+def test_a_wrong_larger_window_overflows_then_is_trimmed_and_retried(
+    llama: LlamaServer, sh: Sh, home: Path
+) -> None:
+    _long_session(home, "over")
+    args = ("-s", "over", "-m", llama.alias, "--api-base", llama.api_base, "--max-tokens", "8")
+    done = sh("chat", *args, "--context-window", "16384", "--json", "and question 4?")
+    assert done.returncode == 0, done.stderr
+    notice = [line for line in done.stderr.splitlines() if "retrying once" in line]
+    assert len(notice) == 1, done.stderr
+    assert "2048" in notice[0]
+    out = json.loads(done.stdout)
+    assert out["usage"]["prompt_tokens"] <= llama.window
+    shown = sh("show", "over", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert (
+        shown.stdout.count('"role": "assistant"') + shown.stdout.count('"role":"assistant"') >= 31
+    )
+
+
+def test_an_overflow_that_trimming_cannot_fix_is_exit_4(
+    llama: LlamaServer, sh: Sh, home: Path
+) -> None:
+    # The prompt alone is beyond the real window; --force sends it, the server refuses,
+    # nothing is left to trim: exit 4, nothing written.
+    prompt = " ".join(str(i) for i in range(2000))
+    done = sh(
+        "chat", "-s", "huge", "-m", llama.alias, "--api-base", llama.api_base,
+        "--context-window", "100000", prompt,
+    )  # fmt: skip
+    assert done.returncode == 4, done.stderr
+    assert "too long" in done.stderr or "context" in done.stderr
+    assert not (home / "sessions" / "huge.jsonl").exists()

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sessionctl.errors import Interrupted, ProviderError, UsageError
+from sessionctl.errors import Interrupted, PromptTooLarge, ProviderError, UsageError
 from sessionctl.models import Message
 
 if TYPE_CHECKING:
@@ -282,7 +282,10 @@ def trimmed_turn(turn: PreparedTurn, exc: ProviderError) -> PreparedTurn | None:
         target = int(turn.context.context_window * 0.8)  # we were off; by an unknown amount
     target = max(1, target - 16)  # a little slack for the template's tokens
     opts = turn.opts._replace(context_window=target)
-    retry = prepare_turn(turn.store, turn.session, turn.prompt, opts)
+    try:
+        retry = prepare_turn(turn.store, turn.session, turn.prompt, opts)
+    except PromptTooLarge:
+        return None  # the prompt alone does not fit: the server's refusal stands
     if len(retry.context.messages) >= len(turn.context.messages) and (
         retry.context.token_estimate >= ours
     ):
