@@ -11,7 +11,7 @@ function __sessionctl_spec --description 'sessionctl subcommands or valued optio
         case 'valued '
             printf '%s\n' --home
         case 'valued chat'
-            printf '%s\n' -s --session -m --model --system --temperature --max-tokens --api-base --context-recent --context-relevant --context-window
+            printf '%s\n' -s --session -m --model --system --temperature --max-tokens --api-base --context-recent --context-relevant --context-window --via
         case 'valued recent'
             printf '%s\n' -s --session -k --top-k -r --role
         case 'valued add'
@@ -119,6 +119,7 @@ complete -c sessionctl -n '__sessionctl_at chat' -l context-relevant -r -f -d 'A
 complete -c sessionctl -n '__sessionctl_at chat' -l no-context -d 'Send only the system prompt and this prompt.'
 complete -c sessionctl -n '__sessionctl_at chat' -l context-window -r -f -d 'The model\'s context window in tokens (default: what an --api-base server reports, else litellm\'s model map, else 8192).'
 complete -c sessionctl -n '__sessionctl_at chat' -l force -d 'Send a prompt even if it alone exceeds the window.'
+complete -c sessionctl -n '__sessionctl_at chat' -l via -r -f -a '(__sessionctl_dynamic)' -d 'Provider route: auto (direct HTTP when it serves the model), litellm or direct.'
 complete -c sessionctl -n '__sessionctl_at chat' -l show-context -d 'Print what would be sent, send nothing.'
 complete -c sessionctl -n '__sessionctl_at chat' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at chat' -f

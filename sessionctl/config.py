@@ -17,6 +17,7 @@ from sessionctl.errors import UsageError
 DEFAULT_MODEL = "gpt-4o-mini"
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 COLOR_CHOICES = ("auto", "always", "never")
+VIA_CHOICES = ("auto", "litellm", "direct")
 
 # setting name -> environment variable
 ENV_VARS: dict[str, str] = {
@@ -29,6 +30,7 @@ ENV_VARS: dict[str, str] = {
     "context_relevant": "SESSIONCTL_CONTEXT_RELEVANT",
     "context_window": "SESSIONCTL_CONTEXT_WINDOW",
     "timeout": "SESSIONCTL_TIMEOUT",
+    "via": "SESSIONCTL_VIA",
     "color": "SESSIONCTL_COLOR",
 }
 CONFIG_ENV = "SESSIONCTL_CONFIG"
@@ -47,6 +49,7 @@ class Settings(NamedTuple):
     context_relevant: int = 3
     context_window: int | None = None  # None: the model's, from litellm's model map
     timeout: float = 120.0
+    via: str = "auto"  # auto, litellm or direct: the provider route
     color: str = "auto"
     debug: bool = False
     no_color: bool = False
@@ -98,6 +101,12 @@ def _color(key: str, value: Any) -> str:
     return str(value)
 
 
+def _via(key: str, value: Any) -> str:
+    if value not in VIA_CHOICES:
+        raise UsageError(f"setting {key!r} must be one of {', '.join(VIA_CHOICES)}")
+    return str(value)
+
+
 # settings that config.toml may hold, with their validators
 CONFIG_KEYS: dict[str, Callable[[str, Any], Any]] = {
     "model": _text,
@@ -108,6 +117,7 @@ CONFIG_KEYS: dict[str, Callable[[str, Any], Any]] = {
     "context_relevant": _non_negative_int,
     "context_window": _positive_int,
     "timeout": _positive_float,
+    "via": _via,
     "color": _color,
 }
 

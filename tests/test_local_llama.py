@@ -7,6 +7,7 @@ import stat
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from llm_server import refused_port
@@ -40,6 +41,15 @@ def _show(sh: Sh, llama: LlamaServer, *extra: str, env: dict[str, str] | None = 
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     return dict(json.loads(done.stdout))
+
+
+def _show_model(sh: Sh, llama: LlamaServer, *args: str, env: dict[str, str] | None = None) -> Any:
+    done = sh(
+        "chat", "-s", "w", "--api-base", llama.api_base, "--show-context", *args, "hello",
+        env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
 
 
 def test_window_is_learned_from_the_server_and_cached(
@@ -166,3 +176,48 @@ def test_an_overflow_that_trimming_cannot_fix_is_exit_4(
     assert done.returncode == 4, done.stderr
     assert "too long" in done.stderr or "context" in done.stderr
     assert not (home / "sessions" / "huge.jsonl").exists()
+
+
+def test_via_forces_the_route(llama: LlamaServer, sh: Sh) -> None:
+    def via(*args: str, env: dict[str, str] | None = None) -> str:
+        return str(_show_model(sh, llama, *args, env=env)["via"])
+
+    assert via("-m", "gemma3") == "direct"
+    assert via("-m", "gemma3", "--via", "litellm") == "litellm"
+    assert via("-m", "hosted_vllm/gemma3") == "litellm"
+    assert via("-m", "hosted_vllm/gemma3", "--via", "direct") == "direct"
+    assert via("-m", "hosted_vllm/gemma3", env={"SESSIONCTL_VIA": "direct"}) == "direct"
+    done = sh(
+        "chat", "-s", "v", "-m", "hosted_vllm/gemma3", "--api-base", llama.api_base,
+        "--via", "direct", "--max-tokens", "4", "--json", "hi",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["usage"]["completion_tokens"] > 0
+
+
+def test_litellm_route_exits_right_after_the_answer(llama: LlamaServer, home: Path) -> None:
+    import os
+    import sys
+    import time
+
+    from conftest import REPO
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    argv = [
+        sys.executable, "-m", "sessionctl", "chat", "-s", "l", "-m", "openai/gemma3",
+        "--api-base", llama.api_base, "--via", "litellm", "--max-tokens", "4", "hi",
+    ]  # fmt: skip
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        out = b""
+        answered = time.monotonic()
+        while chunk := proc.stdout.read1(65536):  # the last chunk ends the answer's line
+            out += chunk
+            answered = time.monotonic()
+        proc.wait(timeout=60)
+        after = time.monotonic() - answered
+        err = proc.stderr.read().decode()
+    assert proc.returncode == 0, err
+    assert out.strip()
+    assert after < 1.0, f"{after:.2f} s between the answer and the exit"
+    assert (home / "sessions" / "l.jsonl").exists()

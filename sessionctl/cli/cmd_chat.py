@@ -3,6 +3,7 @@
 import sys
 from typing import Annotated, Any
 
+import click
 import typer
 
 from sessionctl.cli.options import complete_session
@@ -83,6 +84,16 @@ def chat(
         bool,
         typer.Option("--force", help="Send a prompt even if it alone exceeds the window."),
     ] = False,
+    via: Annotated[
+        str | None,
+        typer.Option(
+            "--via",
+            envvar="SESSIONCTL_VIA",
+            click_type=click.Choice(["auto", "litellm", "direct"]),
+            help="Provider route: auto (direct HTTP when it serves the model), litellm or direct.",
+            show_default=False,
+        ),
+    ] = None,
     show_context: Annotated[
         bool, typer.Option("--show-context", help="Print what would be sent, send nothing.")
     ] = False,
@@ -125,6 +136,7 @@ def chat(
         no_context=no_context,
         context_window=context_window,
         force=force,
+        via=via,
     )
     interactive = prompt is None and _stdin_is_tty()
     if interactive and not (show_context or json_):
@@ -189,12 +201,15 @@ def oversized_warning(turn: Any) -> str:
 
 def print_context(state: State, turn: Any) -> None:
     """Print exactly what a turn would send, and its token count."""
+    from sessionctl import llm
+
     ctx = turn.context
     state.out.json(
         {
             "session": turn.session.name,
             "model": turn.model,
             "api_base": turn.request.api_base,
+            "via": "direct" if llm.uses_direct_path(turn.request) else "litellm",
             "tokens": ctx.token_estimate,
             "budget": ctx.budget,
             "exact": ctx.exact,

@@ -125,9 +125,13 @@ def _proxy_applies(url: SplitResult) -> bool:
 
 
 def direct_target(
-    model: str, api_base: str | None, *, via_litellm: bool = False
+    model: str, api_base: str | None, *, via_litellm: bool = False, via_direct: bool = False
 ) -> DirectTarget | None:
-    """The direct-path target for a request, or None when it must go through litellm."""
+    """The direct-path target for a request, or None when it must go through litellm.
+
+    ``via_direct`` (``--via direct``) takes the direct path whatever the name says: a
+    provider prefix (``hosted_vllm/``, ``openai/``, …) is dropped and proxies are not
+    consulted; the URL must still be http(s)."""
     if via_litellm or not model:
         return None
     base = (
@@ -140,6 +144,9 @@ def direct_target(
     if url.scheme not in ("http", "https") or not url.hostname:
         return None  # litellm reports what is wrong with it
     official = _is_official(url)
+    if via_direct:
+        name = model.split("/", 1)[1] if "/" in model else model
+        return DirectTarget(url=url, model=name, official=official) if name else None
     if model.startswith("openai/"):
         name = model.removeprefix("openai/")
         if not name:

@@ -16,7 +16,8 @@ class ChatRequest:
     """One chat completion call. Settings come from the caller, never from sessionctl's env.
 
     ``api_key`` is never shown in ``repr``. ``via_litellm`` forces the litellm path even
-    when the direct path would qualify. ``retries`` bounds re-sends before the first byte
+    when the direct path would qualify; ``via_direct`` forces the direct path (the
+    name's provider prefix, if any, is dropped). ``retries`` bounds re-sends before the first byte
     of an answer (connection refused, 429, 5xx); a stream is never retried once it started.
     """
 
@@ -30,6 +31,7 @@ class ChatRequest:
     stream: bool = True
     retries: int = 2
     via_litellm: bool = False
+    via_direct: bool = False  # the direct path even for a provider-prefixed name
 
 
 @dataclass

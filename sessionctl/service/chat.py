@@ -40,6 +40,7 @@ class ChatOptions(NamedTuple):
     no_context: bool = False
     timeout: float | None = None
     via_litellm: bool = False
+    via: str | None = None  # auto, litellm or direct (None: the setting's)
     context_window: int | None = None  # overrides the model's (and the setting's)
     force: bool = False  # send a prompt that alone exceeds the window
 
@@ -248,6 +249,7 @@ def prepare_turn(store: Store, session: Session, prompt: str, opts: ChatOptions)
         ][:relevant_limit]
         if found:
             context = build(found)
+    via = opts.via or settings.via
     request = llm.ChatRequest(
         model=model,
         messages=context.messages,
@@ -256,7 +258,8 @@ def prepare_turn(store: Store, session: Session, prompt: str, opts: ChatOptions)
         max_tokens=opts.max_tokens,
         timeout=opts.timeout or settings.timeout,
         stream=opts.stream,
-        via_litellm=opts.via_litellm,
+        via_litellm=opts.via_litellm or via == "litellm",
+        via_direct=via == "direct",
     )
     return PreparedTurn(
         session, prompt, model, system, context, request, window_source, store, opts
