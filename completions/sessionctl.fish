@@ -7,7 +7,7 @@
 function __sessionctl_spec --description 'sessionctl subcommands or valued options'
     switch "$argv[1] $argv[2..-1]"
         case 'subs '
-            printf '%s\n' chat recent add store drop relevant reindex list show export import fork rename meta clear delete restore prune config
+            printf '%s\n' chat recent add store drop relevant reindex list show export import fork rename meta clear delete restore prune config stats
         case 'valued '
             printf '%s\n' --home
         case 'valued chat'
@@ -48,6 +48,8 @@ function __sessionctl_spec --description 'sessionctl subcommands or valued optio
             printf '%s\n' --older-than
         case 'subs config'
             printf '%s\n' path show set unset
+        case 'valued stats'
+            printf '%s\n' -s --session --since --by
     end
 end
 
@@ -99,6 +101,7 @@ complete -c sessionctl -n '__sessionctl_at' -f -a delete -d 'Move a session to t
 complete -c sessionctl -n '__sessionctl_at' -f -a restore -d 'Bring a deleted session back from the trash.'
 complete -c sessionctl -n '__sessionctl_at' -f -a prune -d 'Remove sessions with no activity for a while (cron-safe, never prompts).'
 complete -c sessionctl -n '__sessionctl_at' -f -a config -d 'Show where settings come from, and edit config.toml.'
+complete -c sessionctl -n '__sessionctl_at' -f -a stats -d 'Sum the answers\' tokens, latency and cost (USD, where litellm\'s table knows the model).'
 complete -c sessionctl -n '__sessionctl_at' -l home -r -F -d 'Data directory (default: the platform\'s user data dir).'
 complete -c sessionctl -n '__sessionctl_at' -l version -d 'Print the version.'
 complete -c sessionctl -n '__sessionctl_at' -l install-completion -d 'Install completion for the current shell.'
@@ -247,3 +250,10 @@ complete -c sessionctl -n '__sessionctl_at config set' -f -a '(__sessionctl_dyna
 # sessionctl config unset
 complete -c sessionctl -n '__sessionctl_at config unset' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at config unset' -f -a '(__sessionctl_dynamic)'
+# sessionctl stats
+complete -c sessionctl -n '__sessionctl_at stats' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (instead of SESSION).'
+complete -c sessionctl -n '__sessionctl_at stats' -l since -r -f -d 'Only answers since: 30d, 12h, 2w, or a date (2026-11-01).'
+complete -c sessionctl -n '__sessionctl_at stats' -l by -r -f -a '(__sessionctl_dynamic)' -d 'Group by session, model or day.'
+complete -c sessionctl -n '__sessionctl_at stats' -l json -d 'Print one JSON object.'
+complete -c sessionctl -n '__sessionctl_at stats' -s h -l help -d 'Show this message and exit.'
+complete -c sessionctl -n '__sessionctl_at stats' -f

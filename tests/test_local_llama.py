@@ -221,3 +221,22 @@ def test_litellm_route_exits_right_after_the_answer(llama: LlamaServer, home: Pa
     assert out.strip()
     assert after < 1.0, f"{after:.2f} s between the answer and the exit"
     assert (home / "sessions" / "l.jsonl").exists()
+
+
+def test_usage_is_recorded_and_stats_sum_it(llama: LlamaServer, sh: Sh, home: Path) -> None:
+    from sessionctl.service.store import Store
+
+    args = ("-s", "u", "-m", llama.alias, "--api-base", llama.api_base, "--max-tokens", "4")
+    for prompt in ("one", "two"):
+        done = sh("chat", *args, prompt)
+        assert done.returncode == 0, done.stderr
+    answers = [m for m in Store(home).session("u").get_messages() if m.role == "assistant"]
+    for m in answers:
+        assert m.usage is not None
+        assert m.usage["input_tokens"] > 0 and 0 < m.usage["output_tokens"] <= 4
+        assert m.usage["latency_s"] >= m.usage["ttft_s"] > 0
+        assert m.usage["cost_usd"] is None  # not in litellm's price table
+    report = json.loads(sh("stats", "--json").stdout)
+    assert report["total"]["answers"] == 2
+    assert report["total"]["input_tokens"] == sum(m.usage["input_tokens"] for m in answers)  # type: ignore[index]
+    assert report["total"]["cost_usd"] is None and report["total"]["cost_unknown"] == 2

@@ -3,10 +3,9 @@
 import sys
 from typing import Annotated, Any
 
-import click
 import typer
 
-from sessionctl.cli.options import complete_session
+from sessionctl.cli.options import Via, complete_session
 from sessionctl.cli.registry import commands
 from sessionctl.cli.state import State, read_stdin_text
 from sessionctl.errors import SessionNotFound, UsageError
@@ -85,11 +84,10 @@ def chat(
         typer.Option("--force", help="Send a prompt even if it alone exceeds the window."),
     ] = False,
     via: Annotated[
-        str | None,
+        Via | None,
         typer.Option(
             "--via",
             envvar="SESSIONCTL_VIA",
-            click_type=click.Choice(["auto", "litellm", "direct"]),
             help="Provider route: auto (direct HTTP when it serves the model), litellm or direct.",
             show_default=False,
         ),
@@ -136,7 +134,7 @@ def chat(
         no_context=no_context,
         context_window=context_window,
         force=force,
-        via=via,
+        via=via.value if via is not None else None,
     )
     interactive = prompt is None and _stdin_is_tty()
     if interactive and not (show_context or json_):

@@ -36,6 +36,7 @@ __all__ = [
     "OPENAI_DEFAULT_BASE",
     "DirectTarget",
     "context_window",
+    "cost_usd",
     "direct_target",
     "model_info",
 ]
@@ -95,6 +96,34 @@ def context_window(model: str) -> int | None:
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
     return None
+
+
+def cost_usd(model: str, usage: dict[str, Any] | None) -> float | None:
+    """The price of one call in USD per litellm's price table, or None when unknown.
+
+    None (never 0) when the model is not in the table, has no prices, or the usage
+    lacks token counts. Cached prompt tokens are priced at the cache-read price when
+    the table has one.
+    """
+    entry = model_info(model)
+    if entry is None or not usage:
+        return None
+
+    def number(value: Any) -> float | None:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return float(value) if ok else None
+
+    prompt = number(usage.get("prompt_tokens", usage.get("input_tokens")))
+    completion = number(usage.get("completion_tokens", usage.get("output_tokens")))
+    price_in = number(entry.get("input_cost_per_token"))
+    price_out = number(entry.get("output_cost_per_token"))
+    if prompt is None or completion is None or price_in is None or price_out is None:
+        return None
+    cached = min(number(usage.get("cached_tokens")) or 0.0, prompt)
+    price_cached = number(entry.get("cache_read_input_token_cost"))
+    if price_cached is None:
+        price_cached = price_in
+    return (prompt - cached) * price_in + cached * price_cached + completion * price_out
 
 
 @dataclass(frozen=True)

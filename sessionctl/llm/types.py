@@ -172,7 +172,8 @@ class ChatStream:
 
 
 def clean_usage(usage: Any) -> dict[str, int] | None:
-    """The integer counters of a usage object (nested details dropped)."""
+    """The integer counters of a usage object; of the nested details only the cached
+    prompt tokens are kept, as ``cached_tokens`` (OpenAI, llama.cpp, vLLM)."""
     if not isinstance(usage, dict):
         return None
     out = {
@@ -180,6 +181,11 @@ def clean_usage(usage: Any) -> dict[str, int] | None:
         for k, v in usage.items()
         if isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
     }
+    details = usage.get("prompt_tokens_details")
+    if isinstance(details, dict):
+        cached = details.get("cached_tokens")
+        if isinstance(cached, int) and not isinstance(cached, bool):
+            out["cached_tokens"] = cached
     return out or None
 
 

@@ -310,6 +310,7 @@ def run_turn(
     """
     from sessionctl import llm
 
+    started = time.monotonic()
     try:
         stream = llm.chat(turn.request)
     except llm.ContextTooLong as exc:
@@ -325,9 +326,12 @@ def run_turn(
             )
         turn = retry
         stream = llm.chat(turn.request)
+    first: list[float] = []
     with stream:
         try:
             for delta in stream:
+                if not first and delta:
+                    first.append(time.monotonic())
                 if on_delta is not None:
                     on_delta(delta)
         except KeyboardInterrupt:
@@ -343,9 +347,29 @@ def run_turn(
             _record(turn, stream.partial_text, turn.model, None, interrupted=True)
             raise _saved(exc, turn.session.name) from None
         answer = stream.result
-    return _record(
-        turn, answer.content, answer.model or turn.model, answer.usage, interrupted=False
-    )
+    usage = measured_usage(turn.model, answer.usage, started, first[0] if first else None)
+    return _record(turn, answer.content, answer.model or turn.model, usage, interrupted=False)
+
+
+def measured_usage(
+    model: str, usage: dict[str, Any] | None, started: float, first: float | None
+) -> dict[str, Any]:
+    """What an answer's ``usage`` records: the provider's counters (``input_tokens``,
+    ``output_tokens``, ``cached_tokens`` where given, and the raw ones), ``latency_s``
+    (request to last byte), ``ttft_s`` (to the first text) and ``cost_usd`` (litellm's
+    price table; None when it does not know the model, never 0 for unknown)."""
+    from sessionctl.llm.models import cost_usd
+
+    out: dict[str, Any] = dict(usage or {})
+    if "prompt_tokens" in out:
+        out.setdefault("input_tokens", out["prompt_tokens"])
+    if "completion_tokens" in out:
+        out.setdefault("output_tokens", out["completion_tokens"])
+    now = time.monotonic()
+    out["latency_s"] = round(now - started, 3)
+    out["ttft_s"] = round(first - started, 3) if first is not None else None
+    out["cost_usd"] = cost_usd(model, usage)
+    return out
 
 
 def _saved(exc: ProviderError, name: str) -> ProviderError:

@@ -9,7 +9,7 @@ _sessionctl_spec() {
     # Set subs, opts, valued, vdynamic and args for the command path $1.
     case "$1" in
         "")
-            subs="chat recent add store drop relevant reindex list show export import fork rename meta clear delete restore prune config"
+            subs="chat recent add store drop relevant reindex list show export import fork rename meta clear delete restore prune config stats"
             opts="--home --version --install-completion --show-completion -h --help"
             valued="--home"
             vdynamic=""
@@ -152,6 +152,12 @@ _sessionctl_spec() {
             valued=""
             vdynamic=""
             args=dynamic ;;
+        "stats")
+            subs=""
+            opts="-s --session --since --by --json -h --help"
+            valued="-s --session --since --by"
+            vdynamic="-s --session --by"
+            args=none ;;
         *) subs="" opts="" valued="" vdynamic="" args=none ;;
     esac
 }
