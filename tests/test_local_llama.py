@@ -240,3 +240,22 @@ def test_usage_is_recorded_and_stats_sum_it(llama: LlamaServer, sh: Sh, home: Pa
     assert report["total"]["answers"] == 2
     assert report["total"]["input_tokens"] == sum(m.usage["input_tokens"] for m in answers)  # type: ignore[index]
     assert report["total"]["cost_usd"] is None and report["total"]["cost_unknown"] == 2
+
+
+def test_an_overflow_corrects_a_wrong_cached_window(llama: LlamaServer, sh: Sh, home: Path) -> None:
+    # As if the server had been restarted with a smaller -c within the cache's TTL.
+    assert _show(sh, llama)["context_window"] == 2048
+    facts = home / "server-facts.json"
+    cached = json.loads(facts.read_text())
+    (key,) = cached
+    cached[key]["value"] = 16384
+    facts.write_text(json.dumps(cached))
+    _long_session(home, "w")
+    done = sh(
+        "chat", "-s", "w", "-m", llama.alias, "--api-base", llama.api_base,
+        "--max-tokens", "4", "--context-relevant", "0", "again",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "retrying once" in done.stderr
+    assert json.loads(facts.read_text())[key]["value"] == 2048
+    assert _show(sh, llama)["context_window_source"] == f"server {llama.api_base}"

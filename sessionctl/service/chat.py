@@ -133,18 +133,28 @@ def _server_count(tokenizer: Any, messages: Any) -> int | None:
     return total
 
 
+def _window_key(api_base: str, model: str) -> str:
+    return f"window {api_base.strip().rstrip('/')} {model}"
+
+
 def _server_window(store: Store, model: str, api_base: str) -> int | None:
     from sessionctl.llm.server import probe_window
 
-    key = f"window {api_base.strip().rstrip('/')} {model}"
-    facts = store.backend.read_facts()
-    entry = facts.get(key)
-    now = time.time()
+    entry = store.backend.read_facts().get(_window_key(api_base, model))
     if isinstance(entry, dict):
         at, value = entry.get("at"), entry.get("value")
-        if isinstance(at, (int, float)) and 0 <= now - at < WINDOW_TTL_S:
+        if isinstance(at, (int, float)) and 0 <= time.time() - at < WINDOW_TTL_S:
             return value if isinstance(value, int) and value > 0 else None
     value = probe_window(api_base, model)
+    remember_window(store, model, api_base, value)
+    return value
+
+
+def remember_window(store: Store, model: str, api_base: str, value: int | None) -> None:
+    """Cache the window the server at ``api_base`` has for ``model`` (None: unknown)."""
+    key = _window_key(api_base, model)
+    facts = store.backend.read_facts()
+    now = time.time()
     fresh = {
         k: v
         for k, v in facts.items()
@@ -153,7 +163,6 @@ def _server_window(store: Store, model: str, api_base: str) -> int | None:
     }  # fmt: skip
     fresh[key] = {"at": now, "value": value}
     store.backend.write_facts(fresh)
-    return value
 
 
 class TurnResult(NamedTuple):
@@ -284,6 +293,9 @@ def trimmed_turn(turn: PreparedTurn, exc: ProviderError) -> PreparedTurn | None:
     elif window is None or window >= turn.context.context_window:
         target = int(turn.context.context_window * 0.8)  # we were off; by an unknown amount
     target = max(1, target - 16)  # a little slack for the template's tokens
+    api_base = turn.request.api_base
+    if isinstance(window, int) and window > 0 and api_base:
+        remember_window(turn.store, turn.model, api_base, window)  # the next turns fit too
     opts = turn.opts._replace(context_window=target)
     try:
         retry = prepare_turn(turn.store, turn.session, turn.prompt, opts)
