@@ -9,7 +9,7 @@ _sessionctl_spec() {
     # Set subs, opts, valued, vdynamic and args for the command path $1.
     case "$1" in
         "")
-            subs="chat recent add store drop relevant reindex list show export import fork rename meta clear delete restore prune config stats"
+            subs="chat recent add store drop relevant reindex list show export import fork rename meta clear delete restore prune config stats compact"
             opts="--home --version --install-completion --show-completion -h --help"
             valued="--home"
             vdynamic=""
@@ -158,6 +158,12 @@ _sessionctl_spec() {
             valued="-s --session --since --by"
             vdynamic="-s --session --by"
             args=none ;;
+        "compact")
+            subs=""
+            opts="-s --session --keep-last -m --model --api-base --via --json -h --help"
+            valued="-s --session --keep-last -m --model --api-base --via"
+            vdynamic="-s --session --via"
+            args=dynamic ;;
         *) subs="" opts="" valued="" vdynamic="" args=none ;;
     esac
 }

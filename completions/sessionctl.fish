@@ -7,7 +7,7 @@
 function __sessionctl_spec --description 'sessionctl subcommands or valued options'
     switch "$argv[1] $argv[2..-1]"
         case 'subs '
-            printf '%s\n' chat recent add store drop relevant reindex list show export import fork rename meta clear delete restore prune config stats
+            printf '%s\n' chat recent add store drop relevant reindex list show export import fork rename meta clear delete restore prune config stats compact
         case 'valued '
             printf '%s\n' --home
         case 'valued chat'
@@ -50,6 +50,8 @@ function __sessionctl_spec --description 'sessionctl subcommands or valued optio
             printf '%s\n' path show set unset
         case 'valued stats'
             printf '%s\n' -s --session --since --by
+        case 'valued compact'
+            printf '%s\n' -s --session --keep-last -m --model --api-base --via
     end
 end
 
@@ -102,6 +104,7 @@ complete -c sessionctl -n '__sessionctl_at' -f -a restore -d 'Bring a deleted se
 complete -c sessionctl -n '__sessionctl_at' -f -a prune -d 'Remove sessions with no activity for a while (cron-safe, never prompts).'
 complete -c sessionctl -n '__sessionctl_at' -f -a config -d 'Show where settings come from, and edit config.toml.'
 complete -c sessionctl -n '__sessionctl_at' -f -a stats -d 'Sum the answers\' tokens, latency and cost (USD, where litellm\'s table knows the model).'
+complete -c sessionctl -n '__sessionctl_at' -f -a compact -d 'Ask the model for a summary of older turns and append it as one record.'
 complete -c sessionctl -n '__sessionctl_at' -l home -r -F -d 'Data directory (default: the platform\'s user data dir).'
 complete -c sessionctl -n '__sessionctl_at' -l version -d 'Print the version.'
 complete -c sessionctl -n '__sessionctl_at' -l install-completion -d 'Install completion for the current shell.'
@@ -257,3 +260,12 @@ complete -c sessionctl -n '__sessionctl_at stats' -l by -r -f -a '(__sessionctl_
 complete -c sessionctl -n '__sessionctl_at stats' -l json -d 'Print one JSON object.'
 complete -c sessionctl -n '__sessionctl_at stats' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at stats' -f
+# sessionctl compact
+complete -c sessionctl -n '__sessionctl_at compact' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (instead of SESSION).'
+complete -c sessionctl -n '__sessionctl_at compact' -l keep-last -r -f -d 'Messages left out of the summary.'
+complete -c sessionctl -n '__sessionctl_at compact' -s m -l model -r -f -d 'Model that writes it (default: the session\'s).'
+complete -c sessionctl -n '__sessionctl_at compact' -l api-base -r -f -d 'OpenAI-compatible server URL.'
+complete -c sessionctl -n '__sessionctl_at compact' -l via -r -f -a '(__sessionctl_dynamic)' -d 'Provider route.'
+complete -c sessionctl -n '__sessionctl_at compact' -l json -d 'Print JSON.'
+complete -c sessionctl -n '__sessionctl_at compact' -s h -l help -d 'Show this message and exit.'
+complete -c sessionctl -n '__sessionctl_at compact' -f -a '(__sessionctl_dynamic)'

@@ -259,3 +259,40 @@ def test_an_overflow_corrects_a_wrong_cached_window(llama: LlamaServer, sh: Sh, 
     assert "retrying once" in done.stderr
     assert json.loads(facts.read_text())[key]["value"] == 2048
     assert _show(sh, llama)["context_window_source"] == f"server {llama.api_base}"
+
+
+def test_compact_appends_a_summary_and_chat_uses_it(llama: LlamaServer, sh: Sh, home: Path) -> None:
+    from sessionctl.service.compact import summary_range
+    from sessionctl.service.store import Store
+
+    _long_session(home, "c", turns=20)  # 40 messages, about 1.5 windows
+    before = Store(home).session("c").get_messages()
+    base = ("-m", llama.alias, "--api-base", llama.api_base)
+    done = sh("compact", "c", *base, "--keep-last", "6", "--json")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["covers"] == {"from": 1, "to": 34} and out["role"] == "system"
+    after = Store(home).session("c").get_messages()
+    assert after[: len(before)] == before  # nothing rewritten
+    assert summary_range(after[-1]) == (1, 34)
+    shown = json.loads(
+        sh("chat", "-s", "c", *base, "--context-relevant", "0", "--show-context", "x").stdout
+    )
+    system = shown["messages"][0]
+    assert system["role"] == "system" and "messages 1-34" in system["content"]
+    assert shown["recent_seqs"] and min(shown["recent_seqs"]) > 34
+    assert all("summary" not in str(m.get("metadata")) for m in shown["messages"])
+    done = sh("chat", "-s", "c", *base, "--max-tokens", "4", "--context-relevant", "0", "next")
+    assert done.returncode == 0, done.stderr
+    # nothing more to summarise: a usage error, nothing written
+    again = sh("compact", "c", *base, "--keep-last", "100")
+    assert again.returncode == 2 and "nothing to compact" in again.stderr
+
+
+def test_a_failed_compaction_writes_nothing(sh: Sh, home: Path) -> None:
+    _long_session(home, "f", turns=10)
+    size = (home / "sessions" / "f.jsonl").stat().st_size
+    dead = f"http://127.0.0.1:{refused_port()}/v1"
+    done = sh("compact", "f", "-m", "gemma3", "--api-base", dead, "--keep-last", "2")
+    assert done.returncode == 4, done.stderr
+    assert (home / "sessions" / "f.jsonl").stat().st_size == size

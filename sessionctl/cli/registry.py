@@ -50,6 +50,7 @@ COMMAND_MODULES: dict[str, str] = {
     "prune": "sessionctl.cli.cmd_sessions",
     "config": "sessionctl.cli.cmd_config",
     "stats": "sessionctl.cli.cmd_stats",
+    "compact": "sessionctl.cli.cmd_compact",
 }
 
 

@@ -217,6 +217,10 @@ def prepare_turn(store: Store, session: Session, prompt: str, opts: ChatOptions)
         # assemble() applies --context-recent itself: it must see the older history
         # too, or it cannot tell that the history does not fit (and adds no relevant).
         history = session.recent_messages(HISTORY_WINDOW)
+    from sessionctl.service.compact import split_summaries, summary_range
+
+    history, summary = split_summaries(history)
+    sent_system = system
     api_base = opts.api_base or settings.api_base
     window, window_source = context_window_for(store, model, api_base, opts.context_window)
 
@@ -233,7 +237,7 @@ def prepare_turn(store: Store, session: Session, prompt: str, opts: ChatOptions)
         return assemble(
             prompt,
             history,
-            system=system,
+            system=sent_system,
             relevant=relevant,
             context_window=window,
             max_tokens=opts.max_tokens,
@@ -246,7 +250,22 @@ def prepare_turn(store: Store, session: Session, prompt: str, opts: ChatOptions)
         )
 
     context = build([])
+    full = history
+    if summary is not None and len(context.included_recent) < len(history):
+        # The history does not fit: the latest summary stands in for what it covers.
+        span = summary_range(summary)
+        assert span is not None
+        note = f"Summary of the earlier conversation (messages {span[0]}-{span[1]}):\n"
+        sent_system = f"{system}\n\n{note}{summary.content}" if system else note + summary.content
+        history = [m for m in full if m.seq > span[1]]
+        try:
+            context = build([])
+        except PromptTooLarge:  # the summary itself does not fit: go without it
+            sent_system, history = system, full
+            context = build([])
     total = session.info().messages if session.exists else 0
+    if summary is not None:
+        total = len(history)
     if not opts.no_context and relevant_limit and len(context.included_recent) < total:
         # The window does not hold the whole history: bring back older messages
         # close in meaning to the prompt (the index catches up first if needed).
@@ -254,7 +273,7 @@ def prepare_turn(store: Store, session: Session, prompt: str, opts: ChatOptions)
         found = [
             m
             for m in session.relevant_messages(prompt, top_k=relevant_limit + len(recent_seqs))
-            if m.seq not in recent_seqs
+            if m.seq not in recent_seqs and summary_range(m) is None
         ][:relevant_limit]
         if found:
             context = build(found)
