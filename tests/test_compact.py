@@ -49,3 +49,18 @@ def test_the_summary_is_sent_only_when_the_history_does_not_fit(
         cli("chat", "-s", "s", *base, "--context-window", "100", "--show-context", "x").stdout
     )
     assert "They counted messages." in small["messages"][0]["content"]
+
+
+def test_auto_compact_after_an_answer(cli: Cli, llm_server: FakeLLMServer, home: Path) -> None:
+    session = Store(home).session("a")
+    session.add_messages([{"role": "user", "content": f"note {i} " * 5} for i in range(30)])
+    base = ("-m", "local-thing", "--api-base", llm_server.base_url, "--context-window", "400")
+    r = cli("chat", "-s", "a", *base, "--auto-compact", "hi")
+    assert r.exit_code == 0, r.stderr
+    assert "auto-compact: summarised messages 1-" in r.stderr
+    last = session.get_messages()[-1]
+    assert summary_range(last) is not None
+    # under the share: nothing more
+    count = len(session.get_messages())
+    r = cli("chat", "-s", "a", *base[:-2], "--context-window", "100000", "--auto-compact", "hi")
+    assert r.exit_code == 0 and len(session.get_messages()) == count + 2

@@ -92,6 +92,14 @@ def chat(
             show_default=False,
         ),
     ] = None,
+    auto_compact: Annotated[
+        bool,
+        typer.Option(
+            "--auto-compact",
+            envvar="SESSIONCTL_AUTO_COMPACT",
+            help="After an answer, compact when the history passes 3/4 of the window.",
+        ),
+    ] = False,
     show_context: Annotated[
         bool, typer.Option("--show-context", help="Print what would be sent, send nothing.")
     ] = False,
@@ -145,7 +153,9 @@ def chat(
         return
     text = _one_shot_prompt(prompt)
     target = _target(state, session, continue_, announce=True)
-    _one_shot(state, target, text, opts, as_json=json_, show_context=show_context)
+    _one_shot(
+        state, target, text, opts, as_json=json_, show_context=show_context, compact=auto_compact
+    )
 
 
 def _from_env(ctx: typer.Context, name: str) -> bool:
@@ -220,8 +230,31 @@ def print_context(state: State, turn: Any) -> None:
     )
 
 
+def after_turn(state: State, turn: Any) -> None:
+    """--auto-compact: compact when the history passes its share (a failure only warns:
+    the answer is saved)."""
+    from sessionctl.errors import SessionctlError
+    from sessionctl.service.compact import auto_compact, summary_range
+
+    try:
+        written = auto_compact(state.store(), turn)
+    except SessionctlError as exc:
+        state.out.warn(f"auto-compact failed, nothing was written: {exc}")
+        return
+    if written is not None:
+        span = summary_range(written)
+        state.out.info(f"auto-compact: summarised messages {span[0]}-{span[1]}" if span else "")
+
+
 def _one_shot(
-    state: State, target: Any, prompt: str, opts: Any, *, as_json: bool, show_context: bool
+    state: State,
+    target: Any,
+    prompt: str,
+    opts: Any,
+    *,
+    as_json: bool,
+    show_context: bool,
+    compact: bool = False,
 ) -> None:
     from sessionctl.service.chat import prepare_turn, run_turn
 
@@ -246,6 +279,8 @@ def _one_shot(
         if wrote:
             out.write("\n")
             out.flush()
+    if compact:
+        after_turn(state, turn)
     if as_json:
         state.out.json(
             {

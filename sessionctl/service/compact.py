@@ -10,7 +10,7 @@ turn's history does not fit, the latest summary stands in for the messages it co
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sessionctl.errors import Interrupted, UsageError
 
@@ -77,6 +77,26 @@ def _cut(messages: list[Message], keep_last: int) -> int:
             continue
         break
     return cut
+
+
+AUTO_SHARE = 0.75  # chat --auto-compact: compact once the history passes this share
+
+
+def auto_compact(store: Store, turn: Any, share: float = AUTO_SHARE) -> Message | None:
+    """After a turn: compact when the history not yet summarised passes ``share`` of the
+    window (estimated), keeping the last :data:`DEFAULT_KEEP_LAST`; else None."""
+    from sessionctl.llm.tokens import estimate_tokens
+    from sessionctl.service.chat import HISTORY_WINDOW
+
+    session = turn.session
+    plain, latest = split_summaries(session.recent_messages(HISTORY_WINDOW))
+    done_to = summary_range(latest)[1] if latest is not None else 0  # type: ignore[index]
+    open_part = [m.to_chat() for m in plain if m.seq > done_to]
+    if estimate_tokens(open_part) <= share * turn.context.context_window:
+        return None
+    if len(open_part) <= DEFAULT_KEEP_LAST:
+        return None
+    return compact(store, session, turn.opts, keep_last=DEFAULT_KEEP_LAST)
 
 
 def compact(

@@ -16,7 +16,7 @@ _sessionctl_spec() {
             args=none ;;
         "chat")
             subs=""
-            opts="-s --session -c --continue -m --model --system --temperature --max-tokens --api-base --no-stream --json --context-recent --context-relevant --no-context --context-window --force --via --show-context -h --help"
+            opts="-s --session -c --continue -m --model --system --temperature --max-tokens --api-base --no-stream --json --context-recent --context-relevant --no-context --context-window --force --via --auto-compact --show-context -h --help"
             valued="-s --session -m --model --system --temperature --max-tokens --api-base --context-recent --context-relevant --context-window --via"
             vdynamic="-s --session --via"
             args=none ;;

@@ -126,6 +126,7 @@ complete -c sessionctl -n '__sessionctl_at chat' -l no-context -d 'Send only the
 complete -c sessionctl -n '__sessionctl_at chat' -l context-window -r -f -d 'The model\'s context window in tokens (default: what an --api-base server reports, else litellm\'s model map, else 8192).'
 complete -c sessionctl -n '__sessionctl_at chat' -l force -d 'Send a prompt even if it alone exceeds the window.'
 complete -c sessionctl -n '__sessionctl_at chat' -l via -r -f -a '(__sessionctl_dynamic)' -d 'Provider route: auto (direct HTTP when it serves the model), litellm or direct.'
+complete -c sessionctl -n '__sessionctl_at chat' -l auto-compact -d 'After an answer, compact when the history passes 3/4 of the window.'
 complete -c sessionctl -n '__sessionctl_at chat' -l show-context -d 'Print what would be sent, send nothing.'
 complete -c sessionctl -n '__sessionctl_at chat' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at chat' -f
