@@ -296,3 +296,39 @@ def test_a_failed_compaction_writes_nothing(sh: Sh, home: Path) -> None:
     done = sh("compact", "f", "-m", "gemma3", "--api-base", dead, "--keep-last", "2")
     assert done.returncode == 4, done.stderr
     assert (home / "sessions" / "f.jsonl").stat().st_size == size
+
+
+def test_killing_the_server_mid_answer_keeps_the_partial_answer(
+    llama: LlamaServer, tmp_path: Path, home: Path
+) -> None:
+    import os
+    import sys
+
+    from conftest import REPO
+    from local_llama import start_server, stop_server
+
+    from sessionctl.service.store import Store
+
+    (tmp_path / "own").mkdir()
+    own = start_server(tmp_path / "own")  # not the shared one: this one is killed
+    try:
+        argv = [
+            sys.executable, "-m", "sessionctl", "chat", "-s", "k", "-m", own.alias,
+            "--api-base", own.api_base, "--max-tokens", "400", "Count from one to a hundred.",
+        ]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        with subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+        ) as proc:
+            assert proc.stdout is not None and proc.stderr is not None
+            first = proc.stdout.read1(1)  # the answer has started
+            own.process.kill()
+            proc.wait(timeout=60)
+            err = proc.stderr.read().decode()
+    finally:
+        stop_server(own)
+    assert first
+    assert proc.returncode == 4, err
+    assert "partial answer was saved" in err
+    answer = Store(home).session("k").get_messages()[-1]
+    assert answer.role == "assistant" and answer.interrupted and answer.content
