@@ -9,16 +9,16 @@ _sessionctl_spec() {
     # Set subs, opts, valued, vdynamic and args for the command path $1.
     case "$1" in
         "")
-            subs="chat recent add store drop relevant reindex list show export import fork rename meta clear delete restore prune config"
+            subs="chat recent add store drop relevant reindex list show export import fork rename meta clear delete restore prune config stats compact"
             opts="--home --version --install-completion --show-completion -h --help"
             valued="--home"
             vdynamic=""
             args=none ;;
         "chat")
             subs=""
-            opts="-s --session -c --continue -m --model --system --temperature --max-tokens --api-base --no-stream --json --context-recent --context-relevant --no-context --show-context -h --help"
-            valued="-s --session -m --model --system --temperature --max-tokens --api-base --context-recent --context-relevant"
-            vdynamic="-s --session"
+            opts="-s --session -c --continue -m --model --system --temperature --max-tokens --api-base --no-stream --json --context-recent --context-relevant --no-context --context-window --force --via --auto-compact --show-context -h --help"
+            valued="-s --session -m --model --system --temperature --max-tokens --api-base --context-recent --context-relevant --context-window --via"
+            vdynamic="-s --session --via"
             args=none ;;
         "recent")
             subs=""
@@ -151,6 +151,18 @@ _sessionctl_spec() {
             opts="-h --help"
             valued=""
             vdynamic=""
+            args=dynamic ;;
+        "stats")
+            subs=""
+            opts="-s --session --since --by --json -h --help"
+            valued="-s --session --since --by"
+            vdynamic="-s --session --by"
+            args=none ;;
+        "compact")
+            subs=""
+            opts="-s --session --keep-last -m --model --api-base --via --json -h --help"
+            valued="-s --session --keep-last -m --model --api-base --via"
+            vdynamic="-s --session --via"
             args=dynamic ;;
         *) subs="" opts="" valued="" vdynamic="" args=none ;;
     esac

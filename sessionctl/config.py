@@ -17,6 +17,7 @@ from sessionctl.errors import UsageError
 DEFAULT_MODEL = "gpt-4o-mini"
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 COLOR_CHOICES = ("auto", "always", "never")
+VIA_CHOICES = ("auto", "litellm", "direct")
 
 # setting name -> environment variable
 ENV_VARS: dict[str, str] = {
@@ -27,7 +28,9 @@ ENV_VARS: dict[str, str] = {
     "system": "SESSIONCTL_SYSTEM",
     "context_recent": "SESSIONCTL_CONTEXT_RECENT",
     "context_relevant": "SESSIONCTL_CONTEXT_RELEVANT",
+    "context_window": "SESSIONCTL_CONTEXT_WINDOW",
     "timeout": "SESSIONCTL_TIMEOUT",
+    "via": "SESSIONCTL_VIA",
     "color": "SESSIONCTL_COLOR",
 }
 CONFIG_ENV = "SESSIONCTL_CONFIG"
@@ -44,7 +47,9 @@ class Settings(NamedTuple):
     system: str | None = None
     context_recent: int | None = None
     context_relevant: int = 3
+    context_window: int | None = None  # None: the model's, from litellm's model map
     timeout: float = 120.0
+    via: str = "auto"  # auto, litellm or direct: the provider route
     color: str = "auto"
     debug: bool = False
     no_color: bool = False
@@ -64,6 +69,13 @@ def _non_negative_int(key: str, value: Any) -> int:
         raise UsageError(f"setting {key!r} must be a whole number, got {value!r}") from None
     if number < 0:
         raise UsageError(f"setting {key!r} must be 0 or more, got {number}")
+    return number
+
+
+def _positive_int(key: str, value: Any) -> int:
+    number = _non_negative_int(key, value)
+    if number == 0:
+        raise UsageError(f"setting {key!r} must be 1 or more, got 0")
     return number
 
 
@@ -89,6 +101,12 @@ def _color(key: str, value: Any) -> str:
     return str(value)
 
 
+def _via(key: str, value: Any) -> str:
+    if value not in VIA_CHOICES:
+        raise UsageError(f"setting {key!r} must be one of {', '.join(VIA_CHOICES)}")
+    return str(value)
+
+
 # settings that config.toml may hold, with their validators
 CONFIG_KEYS: dict[str, Callable[[str, Any], Any]] = {
     "model": _text,
@@ -97,7 +115,9 @@ CONFIG_KEYS: dict[str, Callable[[str, Any], Any]] = {
     "system": _text,
     "context_recent": _non_negative_int,
     "context_relevant": _non_negative_int,
+    "context_window": _positive_int,
     "timeout": _positive_float,
+    "via": _via,
     "color": _color,
 }
 

@@ -136,11 +136,14 @@ def test_no_stream(cli: Cli, llm_server: FakeLLMServer, home: Path) -> None:
     assert r.stdout == "whole answer\n"
     body = llm_server.requests[-1].body
     assert (body["stream"], body["temperature"], body["max_tokens"]) == (False, 0.5, 99)
-    assert records(home, "ns")[-1]["usage"] == {
-        "prompt_tokens": 3,
-        "completion_tokens": 2,
-        "total_tokens": 5,
-    }
+    assert (
+        records(home, "ns")[-1]["usage"].items()
+        >= {
+            "prompt_tokens": 3,
+            "completion_tokens": 2,
+            "total_tokens": 5,
+        }.items()
+    )
 
 
 def test_stream_chunks_assembled(cli: Cli, llm_server: FakeLLMServer, home: Path) -> None:
@@ -252,7 +255,8 @@ def test_usage_and_answering_model_recorded(cli: Cli, llm_server: FakeLLMServer)
     raw = json.loads(ok(cli("recent", "-s", "u", "--raw")).stdout)
     assert raw[-1]["role"] == "assistant" and raw[-1]["content"] == "ok"
     assert raw[-1]["model"] == "served-model-x"
-    assert raw[-1]["usage"] == usage
+    assert usage.items() <= raw[-1]["usage"].items()  # the provider's, plus what was measured
+    assert raw[-1]["usage"]["cost_usd"] is None and raw[-1]["usage"]["latency_s"] >= 0
     assert "interrupted" not in raw[-1] or raw[-1]["interrupted"] is False
 
 

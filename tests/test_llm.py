@@ -143,9 +143,10 @@ def test_token_counting():
     assert 5 <= exact <= 12
     prose = [{"role": "user", "content": "The quick brown fox jumps over the lazy dog. " * 50}]
     assert count_tokens("gpt-4o", prose) < estimate_tokens(prose)
-    # unknown models: cl100k_base plus a margin, still below the rough estimate for prose
+    # unknown models: cl100k_base plus a margin, but never below the estimate (an
+    # upper bound for the tokenizers measured: their real one is unknown)
     assert count_tokens("openai/test-model", prose) > count_tokens("gpt-4", prose)
-    assert count_tokens("openai/test-model", prose) < estimate_tokens(prose)
+    assert count_tokens("openai/test-model", prose) == estimate_tokens(prose)
 
 
 def test_request_repr_hides_the_key():

@@ -44,7 +44,12 @@ ENVIRONMENT: dict[str, str] = {
     ENV_VARS["system"]: "Default system prompt for new sessions.",
     ENV_VARS["context_recent"]: "At most this many recent messages are sent with each prompt.",
     ENV_VARS["context_relevant"]: "At most this many relevant older messages are sent.",
+    ENV_VARS["context_window"]: "The model's context window in tokens (default: what an "
+    "api_base server reports, else litellm's model map, else 8192); a prompt that alone "
+    "exceeds it is refused unless --force.",
     ENV_VARS["timeout"]: "Seconds to wait for the model provider.",
+    ENV_VARS["via"]: "auto (the direct HTTP path when it serves the model, else litellm), "
+    "litellm or direct: force the provider route.",
     ENV_VARS["color"]: "auto (colour on a terminal, unless NO_COLOR is set), always (colour "
     "and terminal rendering even on a pipe, for less -R; beats NO_COLOR) or never.",
     CONFIG_ENV: "Path of the configuration file (instead of the platform's); a relative "
@@ -110,7 +115,8 @@ FILES: list[tuple[str, str]] = [
         "~/.config/sessionctl/config.toml",
         "Settings (the platform's user config directory, "
         "or SESSIONCTL_CONFIG): model, api_base, system, embedding_model, context_recent, "
-        "context_relevant, timeout, color. Edit it with sessionctl config set.",
+        "context_relevant, context_window, timeout, via, color. Edit it with sessionctl "
+        "config set.",
     ),
 ]
 

@@ -89,6 +89,22 @@ class Role(str, enum.Enum):
     llm = "llm"
 
 
+class Via(str, enum.Enum):
+    """What ``chat --via`` takes (config.VIA_CHOICES)."""
+
+    auto = "auto"
+    litellm = "litellm"
+    direct = "direct"
+
+
+class StatsBy(str, enum.Enum):
+    """What ``stats --by`` takes."""
+
+    session = "session"
+    model = "model"
+    day = "day"
+
+
 class ExportFormat(str, enum.Enum):
     """What ``export --format`` takes: transfer.EXPORT_FORMATS and md (markdown)."""
 

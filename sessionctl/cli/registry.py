@@ -49,6 +49,8 @@ COMMAND_MODULES: dict[str, str] = {
     "restore": "sessionctl.cli.cmd_sessions",
     "prune": "sessionctl.cli.cmd_sessions",
     "config": "sessionctl.cli.cmd_config",
+    "stats": "sessionctl.cli.cmd_stats",
+    "compact": "sessionctl.cli.cmd_compact",
 }
 
 

@@ -191,8 +191,11 @@ class Repl:
         from rich.live import Live
         from rich.markdown import Markdown
 
+        from sessionctl.cli.cmd_chat import oversized_warning
         from sessionctl.service.chat import run_turn
 
+        if turn.context.oversized:
+            self.say(f"warning: {oversized_warning(turn)}", style="yellow")
         parts: list[str] = []
         with (
             _no_echo(sys.stdin),
@@ -204,7 +207,7 @@ class Repl:
                 live.update(self.state.out.markdown("".join(parts)))
 
             try:
-                result = run_turn(turn, on_delta)
+                result = run_turn(turn, on_delta, self.state.out.warn)
             except Interrupted:
                 live.stop()
                 self._end_line()

@@ -136,7 +136,8 @@ class SlashCommands:
         ctx = turn.context
         self.repl.say(
             f"model {turn.model} · {ctx.token_estimate} tokens of {ctx.budget} "
-            f"(window {ctx.context_window}) · {len(ctx.included_recent)} recent, "
+            f"(window {ctx.context_window}, from {turn.window_source}) · "
+            f"{len(ctx.included_recent)} recent, "
             f"{len(ctx.included_relevant)} relevant, {ctx.dropped} left out",
             style="bold",
         )

@@ -36,6 +36,7 @@ __all__ = [
     "OPENAI_DEFAULT_BASE",
     "DirectTarget",
     "context_window",
+    "cost_usd",
     "direct_target",
     "model_info",
 ]
@@ -97,6 +98,34 @@ def context_window(model: str) -> int | None:
     return None
 
 
+def cost_usd(model: str, usage: dict[str, Any] | None) -> float | None:
+    """The price of one call in USD per litellm's price table, or None when unknown.
+
+    None (never 0) when the model is not in the table, has no prices, or the usage
+    lacks token counts. Cached prompt tokens are priced at the cache-read price when
+    the table has one.
+    """
+    entry = model_info(model)
+    if entry is None or not usage:
+        return None
+
+    def number(value: Any) -> float | None:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return float(value) if ok else None
+
+    prompt = number(usage.get("prompt_tokens", usage.get("input_tokens")))
+    completion = number(usage.get("completion_tokens", usage.get("output_tokens")))
+    price_in = number(entry.get("input_cost_per_token"))
+    price_out = number(entry.get("output_cost_per_token"))
+    if prompt is None or completion is None or price_in is None or price_out is None:
+        return None
+    cached = min(number(usage.get("cached_tokens")) or 0.0, prompt)
+    price_cached = number(entry.get("cache_read_input_token_cost"))
+    if price_cached is None:
+        price_cached = price_in
+    return (prompt - cached) * price_in + cached * price_cached + completion * price_out
+
+
 @dataclass(frozen=True)
 class DirectTarget:
     """Where and as what a direct-path request goes."""
@@ -125,9 +154,13 @@ def _proxy_applies(url: SplitResult) -> bool:
 
 
 def direct_target(
-    model: str, api_base: str | None, *, via_litellm: bool = False
+    model: str, api_base: str | None, *, via_litellm: bool = False, via_direct: bool = False
 ) -> DirectTarget | None:
-    """The direct-path target for a request, or None when it must go through litellm."""
+    """The direct-path target for a request, or None when it must go through litellm.
+
+    ``via_direct`` (``--via direct``) takes the direct path whatever the name says: a
+    provider prefix (``hosted_vllm/``, ``openai/``, …) is dropped and proxies are not
+    consulted; the URL must still be http(s)."""
     if via_litellm or not model:
         return None
     base = (
@@ -140,6 +173,9 @@ def direct_target(
     if url.scheme not in ("http", "https") or not url.hostname:
         return None  # litellm reports what is wrong with it
     official = _is_official(url)
+    if via_direct:
+        name = model.split("/", 1)[1] if "/" in model else model
+        return DirectTarget(url=url, model=name, official=official) if name else None
     if model.startswith("openai/"):
         name = model.removeprefix("openai/")
         if not name:

@@ -7,6 +7,7 @@
                                     (created the first time one is)
     HOME/trash/ULID/NAME.*          a soft-deleted session
     HOME/.store.lock                namespace lock: create, delete, restore, rename
+    HOME/server-facts.json          what model servers said (windows), a cache with a TTL
 
 Lock order is always namespace, then session. Readers take no lock.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from sessionctl.backend.files import listing, transcript
@@ -45,6 +46,8 @@ from sessionctl.fsutil import (
 from sessionctl.models import MAX_SEQ, Message, SessionInfo
 from sessionctl.timeutil import from_epoch_ns, now_iso
 
+FACTS = "server-facts.json"
+
 
 class LocalBackend(TrashMixin):
     """The file-based :class:`~sessionctl.backend.files.base.Backend`."""
@@ -57,6 +60,27 @@ class LocalBackend(TrashMixin):
         self.activity = ActivityLog(home / LOG_NAME)
         self._warned_home = False
         self._swept = False
+
+    # -- a small cache of server facts -----------------------------------
+    def read_facts(self) -> dict[str, object]:
+        """The server-facts cache (``{}`` when absent or unreadable: it is only a cache)."""
+        import json
+
+        try:
+            data = json.loads((self.home / FACTS).read_bytes())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def write_facts(self, facts: Mapping[str, object]) -> None:
+        """Replace the server-facts cache (0600); a failure to write is ignored."""
+        import json
+
+        try:
+            self._ensure_dirs()
+            atomic_write(self.home / FACTS, json.dumps(facts).encode(), unique=True)
+        except OSError:
+            pass
 
     # -- paths and locks -------------------------------------------------
     def path(self, name: str, suffix: str = TRANSCRIPT) -> Path:

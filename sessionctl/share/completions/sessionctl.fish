@@ -7,11 +7,11 @@
 function __sessionctl_spec --description 'sessionctl subcommands or valued options'
     switch "$argv[1] $argv[2..-1]"
         case 'subs '
-            printf '%s\n' chat recent add store drop relevant reindex list show export import fork rename meta clear delete restore prune config
+            printf '%s\n' chat recent add store drop relevant reindex list show export import fork rename meta clear delete restore prune config stats compact
         case 'valued '
             printf '%s\n' --home
         case 'valued chat'
-            printf '%s\n' -s --session -m --model --system --temperature --max-tokens --api-base --context-recent --context-relevant
+            printf '%s\n' -s --session -m --model --system --temperature --max-tokens --api-base --context-recent --context-relevant --context-window --via
         case 'valued recent'
             printf '%s\n' -s --session -k --top-k -r --role
         case 'valued add'
@@ -48,6 +48,10 @@ function __sessionctl_spec --description 'sessionctl subcommands or valued optio
             printf '%s\n' --older-than
         case 'subs config'
             printf '%s\n' path show set unset
+        case 'valued stats'
+            printf '%s\n' -s --session --since --by
+        case 'valued compact'
+            printf '%s\n' -s --session --keep-last -m --model --api-base --via
     end
 end
 
@@ -99,6 +103,8 @@ complete -c sessionctl -n '__sessionctl_at' -f -a delete -d 'Move a session to t
 complete -c sessionctl -n '__sessionctl_at' -f -a restore -d 'Bring a deleted session back from the trash.'
 complete -c sessionctl -n '__sessionctl_at' -f -a prune -d 'Remove sessions with no activity for a while (cron-safe, never prompts).'
 complete -c sessionctl -n '__sessionctl_at' -f -a config -d 'Show where settings come from, and edit config.toml.'
+complete -c sessionctl -n '__sessionctl_at' -f -a stats -d 'Sum the answers\' tokens, latency and cost (USD, where litellm\'s table knows the model).'
+complete -c sessionctl -n '__sessionctl_at' -f -a compact -d 'Ask the model for a summary of older turns and append it as one record.'
 complete -c sessionctl -n '__sessionctl_at' -l home -r -F -d 'Data directory (default: the platform\'s user data dir).'
 complete -c sessionctl -n '__sessionctl_at' -l version -d 'Print the version.'
 complete -c sessionctl -n '__sessionctl_at' -l install-completion -d 'Install completion for the current shell.'
@@ -117,6 +123,10 @@ complete -c sessionctl -n '__sessionctl_at chat' -l json -d 'Print one JSON obje
 complete -c sessionctl -n '__sessionctl_at chat' -l context-recent -r -f -d 'At most N recent messages.'
 complete -c sessionctl -n '__sessionctl_at chat' -l context-relevant -r -f -d 'At most K relevant older messages.'
 complete -c sessionctl -n '__sessionctl_at chat' -l no-context -d 'Send only the system prompt and this prompt.'
+complete -c sessionctl -n '__sessionctl_at chat' -l context-window -r -f -d 'The model\'s context window in tokens (default: what an --api-base server reports, else litellm\'s model map, else 8192).'
+complete -c sessionctl -n '__sessionctl_at chat' -l force -d 'Send a prompt even if it alone exceeds the window.'
+complete -c sessionctl -n '__sessionctl_at chat' -l via -r -f -a '(__sessionctl_dynamic)' -d 'Provider route: auto (direct HTTP when it serves the model), litellm or direct.'
+complete -c sessionctl -n '__sessionctl_at chat' -l auto-compact -d 'After an answer, compact when the history passes 3/4 of the window.'
 complete -c sessionctl -n '__sessionctl_at chat' -l show-context -d 'Print what would be sent, send nothing.'
 complete -c sessionctl -n '__sessionctl_at chat' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at chat' -f
@@ -244,3 +254,19 @@ complete -c sessionctl -n '__sessionctl_at config set' -f -a '(__sessionctl_dyna
 # sessionctl config unset
 complete -c sessionctl -n '__sessionctl_at config unset' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at config unset' -f -a '(__sessionctl_dynamic)'
+# sessionctl stats
+complete -c sessionctl -n '__sessionctl_at stats' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (instead of SESSION).'
+complete -c sessionctl -n '__sessionctl_at stats' -l since -r -f -d 'Only answers since: 30d, 12h, 2w, or a date (2026-11-01).'
+complete -c sessionctl -n '__sessionctl_at stats' -l by -r -f -a '(__sessionctl_dynamic)' -d 'Group by session, model or day.'
+complete -c sessionctl -n '__sessionctl_at stats' -l json -d 'Print one JSON object.'
+complete -c sessionctl -n '__sessionctl_at stats' -s h -l help -d 'Show this message and exit.'
+complete -c sessionctl -n '__sessionctl_at stats' -f
+# sessionctl compact
+complete -c sessionctl -n '__sessionctl_at compact' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (instead of SESSION).'
+complete -c sessionctl -n '__sessionctl_at compact' -l keep-last -r -f -d 'Messages left out of the summary.'
+complete -c sessionctl -n '__sessionctl_at compact' -s m -l model -r -f -d 'Model that writes it (default: the session\'s).'
+complete -c sessionctl -n '__sessionctl_at compact' -l api-base -r -f -d 'OpenAI-compatible server URL.'
+complete -c sessionctl -n '__sessionctl_at compact' -l via -r -f -a '(__sessionctl_dynamic)' -d 'Provider route.'
+complete -c sessionctl -n '__sessionctl_at compact' -l json -d 'Print JSON.'
+complete -c sessionctl -n '__sessionctl_at compact' -s h -l help -d 'Show this message and exit.'
+complete -c sessionctl -n '__sessionctl_at compact' -f -a '(__sessionctl_dynamic)'
