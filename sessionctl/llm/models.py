@@ -38,6 +38,7 @@ __all__ = [
     "context_window",
     "direct_target",
     "model_info",
+    "model_table",
 ]
 
 DEFAULT_CONTEXT_WINDOW = 8192
@@ -71,6 +72,15 @@ def _model_map() -> dict[str, dict[str, Any]]:
     if not isinstance(data, dict):
         return {}
     return {k: v for k, v in data.items() if isinstance(v, dict) and k != "sample_spec"}
+
+
+def model_table() -> dict[str, dict[str, Any]]:
+    """litellm's whole model map (name -> entry), read from its package, never the network.
+
+    The same file litellm itself loads with ``LITELLM_LOCAL_MODEL_COST_MAP=True``;
+    empty when litellm is not installed.
+    """
+    return dict(_model_map())
 
 
 def model_info(model: str) -> dict[str, Any] | None:
