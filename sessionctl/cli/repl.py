@@ -114,9 +114,8 @@ class Repl:
     def run(self) -> None:
         """Loop until /exit or Ctrl-D."""
         from sessionctl import llm
-        from sessionctl.service.chat import prepare_turn
-
         from sessionctl.cli.banner import banner_lines
+        from sessionctl.service.chat import prepare_turn
 
         for line, style in banner_lines(self.session.name, self.current_model(), self.api_base()):
             self.say(line, style=style)
