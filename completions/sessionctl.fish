@@ -7,7 +7,7 @@
 function __sessionctl_spec --description 'sessionctl subcommands or valued options'
     switch "$argv[1] $argv[2..-1]"
         case 'subs '
-            printf '%s\n' chat recent add store drop relevant reindex list show export import fork rename meta clear delete restore prune config stats compact
+            printf '%s\n' chat recent add store drop relevant reindex list show export import fork rename meta clear delete restore prune config stats compact models
         case 'valued '
             printf '%s\n' --home
         case 'valued chat'
@@ -47,11 +47,13 @@ function __sessionctl_spec --description 'sessionctl subcommands or valued optio
         case 'valued prune'
             printf '%s\n' --older-than
         case 'subs config'
-            printf '%s\n' path show set unset
+            printf '%s\n' path show get set unset
         case 'valued stats'
             printf '%s\n' -s --session --since --by
         case 'valued compact'
             printf '%s\n' -s --session --keep-last -m --model --api-base --via
+        case 'valued models'
+            printf '%s\n' -p --provider
     end
 end
 
@@ -105,6 +107,7 @@ complete -c sessionctl -n '__sessionctl_at' -f -a prune -d 'Remove sessions with
 complete -c sessionctl -n '__sessionctl_at' -f -a config -d 'Show where settings come from, and edit config.toml.'
 complete -c sessionctl -n '__sessionctl_at' -f -a stats -d 'Sum the answers\' tokens, latency and cost (USD, where litellm\'s table knows the model).'
 complete -c sessionctl -n '__sessionctl_at' -f -a compact -d 'Ask the model for a summary of older turns and append it as one record.'
+complete -c sessionctl -n '__sessionctl_at' -f -a models -d 'List the default and configured models, and the providers and models litellm knows.'
 complete -c sessionctl -n '__sessionctl_at' -l home -r -F -d 'Data directory (default: the platform\'s user data dir).'
 complete -c sessionctl -n '__sessionctl_at' -l version -d 'Print the version.'
 complete -c sessionctl -n '__sessionctl_at' -l install-completion -d 'Install completion for the current shell.'
@@ -238,6 +241,7 @@ complete -c sessionctl -n '__sessionctl_at prune' -f
 # sessionctl config
 complete -c sessionctl -n '__sessionctl_at config' -f -a path -d 'Print where sessionctl reads settings, keeps data, or installed its shell files.'
 complete -c sessionctl -n '__sessionctl_at config' -f -a show -d 'Print every setting\'s effective value and where it came from (flag, env, file, default).'
+complete -c sessionctl -n '__sessionctl_at config' -f -a get -d 'Print one setting\'s effective value on stdout and where it came from on stderr.'
 complete -c sessionctl -n '__sessionctl_at config' -f -a set -d 'Write one setting to config.toml (created 0600 if missing; comments are kept).'
 complete -c sessionctl -n '__sessionctl_at config' -f -a unset -d 'Remove one setting from config.toml (back to the built-in default).'
 complete -c sessionctl -n '__sessionctl_at config' -s h -l help -d 'Show this message and exit.'
@@ -248,6 +252,10 @@ complete -c sessionctl -n '__sessionctl_at config path' -f -a '(__sessionctl_dyn
 complete -c sessionctl -n '__sessionctl_at config show' -l json -d 'Print JSON.'
 complete -c sessionctl -n '__sessionctl_at config show' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at config show' -f
+# sessionctl config get
+complete -c sessionctl -n '__sessionctl_at config get' -l json -d 'Print JSON.'
+complete -c sessionctl -n '__sessionctl_at config get' -s h -l help -d 'Show this message and exit.'
+complete -c sessionctl -n '__sessionctl_at config get' -f -a '(__sessionctl_dynamic)'
 # sessionctl config set
 complete -c sessionctl -n '__sessionctl_at config set' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at config set' -f -a '(__sessionctl_dynamic)'
@@ -270,3 +278,8 @@ complete -c sessionctl -n '__sessionctl_at compact' -l via -r -f -a '(__sessionc
 complete -c sessionctl -n '__sessionctl_at compact' -l json -d 'Print JSON.'
 complete -c sessionctl -n '__sessionctl_at compact' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at compact' -f -a '(__sessionctl_dynamic)'
+# sessionctl models
+complete -c sessionctl -n '__sessionctl_at models' -s p -l provider -r -f -d 'List this provider\'s models (e.g. openai, anthropic, ollama).'
+complete -c sessionctl -n '__sessionctl_at models' -l json -d 'Print JSON.'
+complete -c sessionctl -n '__sessionctl_at models' -s h -l help -d 'Show this message and exit.'
+complete -c sessionctl -n '__sessionctl_at models' -f

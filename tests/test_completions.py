@@ -100,7 +100,7 @@ def test_bash(env: dict[str, str], cli: Cli) -> None:
     assert got["sessionctl export work -f m"] == ["markdown", "md"]  # not file names
     assert got["sessionctl recent -r "] == ["assistant", "llm", "system", "tool", "user"]
     assert got["sessionctl recent --js"] == ["--json"]
-    assert got["sessionctl config "] == ["path", "set", "show", "unset"]
+    assert got["sessionctl config "] == ["get", "path", "set", "show", "unset"]
     assert got["sessionctl config set color "] == ["always", "auto", "never"]
     assert got["sessionctl restore "] == ["gone"]  # the trash, not the live sessions
 
@@ -171,7 +171,7 @@ def test_fish(env: dict[str, str], cli: Cli) -> None:
     assert got["sessionctl --home config fo"] == ["fork"]
     assert first_id in got["sessionctl drop -s weekly "]
     assert {"--limit", "--cursor", "--deleted", "--json"} <= set(got["sessionctl list --"])
-    assert got["sessionctl config "] == ["path", "set", "show", "unset"]
+    assert got["sessionctl config "] == ["get", "path", "set", "show", "unset"]
 
 
 @pytest.mark.parametrize(

@@ -142,6 +142,15 @@ def main(argv: list[str] | None = None) -> NoReturn:
     for name in ("stdout", "stderr"):
         if getattr(sys, name) is None:
             setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115
+    if argv is None:
+        from sessionctl.cli.fasthelp import print_top_help
+
+        try:
+            if print_top_help(sys.argv[1:]):  # `--help` as typer prints it, pre-rendered
+                sys.exit(0)
+        except BrokenPipeError:  # `sessionctl --help | head`
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
     code = run(argv)
     try:
         sys.stdout.flush()

@@ -51,6 +51,7 @@ COMMAND_MODULES: dict[str, str] = {
     "config": "sessionctl.cli.cmd_config",
     "stats": "sessionctl.cli.cmd_stats",
     "compact": "sessionctl.cli.cmd_compact",
+    "models": "sessionctl.cli.cmd_models",
 }
 
 

@@ -149,9 +149,11 @@ class Repl:
     def run(self) -> None:
         """Loop until /exit or Ctrl-D."""
         from sessionctl import llm
+        from sessionctl.cli.banner import banner_lines
         from sessionctl.service.chat import prepare_turn
 
-        self.say(f"session {self.session.name} · /help for commands · Ctrl-D to exit")
+        for line, style in banner_lines(self.session.name, self.current_model(), self.api_base()):
+            self.say(line, style=style)
         # Start importing litellm now if this model needs it: the prompt shows meanwhile.
         probe = llm.ChatRequest(model=self.current_model(), messages=[], api_base=self.api_base())
         llm.preload(probe)

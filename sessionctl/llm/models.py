@@ -38,7 +38,9 @@ __all__ = [
     "context_window",
     "cost_usd",
     "direct_target",
+    "missing_api_key",
     "model_info",
+    "model_table",
 ]
 
 DEFAULT_CONTEXT_WINDOW = 8192
@@ -72,6 +74,15 @@ def _model_map() -> dict[str, dict[str, Any]]:
     if not isinstance(data, dict):
         return {}
     return {k: v for k, v in data.items() if isinstance(v, dict) and k != "sample_spec"}
+
+
+def model_table() -> dict[str, dict[str, Any]]:
+    """litellm's whole model map (name -> entry), read from its package, never the network.
+
+    The same file litellm itself loads with ``LITELLM_LOCAL_MODEL_COST_MAP=True``;
+    empty when litellm is not installed.
+    """
+    return dict(_model_map())
 
 
 def model_info(model: str) -> dict[str, Any] | None:
@@ -196,3 +207,47 @@ def direct_target(
     if _proxy_applies(url):
         return None
     return DirectTarget(url=url, model=name, official=official)
+
+
+# Providers whose models always need a key, and the variables litellm reads it from.
+KEY_ENV_VARS: dict[str, tuple[str, ...]] = {
+    "openai": ("OPENAI_API_KEY",),
+    "anthropic": ("ANTHROPIC_API_KEY",),
+    "gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+    "mistral": ("MISTRAL_API_KEY",),
+    "groq": ("GROQ_API_KEY",),
+    "deepseek": ("DEEPSEEK_API_KEY",),
+    "xai": ("XAI_API_KEY",),
+    "openrouter": ("OPENROUTER_API_KEY",),
+    "cohere": ("COHERE_API_KEY",),
+    "cohere_chat": ("COHERE_API_KEY",),
+}
+
+
+def missing_api_key(model: str, api_base: str | None) -> str | None:
+    """The environment variable ``model`` needs for its API key when none is set, else None.
+
+    None too when an ``api_base`` is given (a local server needs no key) or when the
+    provider is one sessionctl cannot judge (Ollama, Bedrock, Vertex, …: litellm's
+    own checks apply when the first message is sent).
+    """
+    if api_base:
+        return None
+    target = direct_target(model, None)
+    if target is not None:
+        if not target.official or os.environ.get("OPENAI_API_KEY"):
+            return None
+        return "OPENAI_API_KEY"
+    if "/" in model:
+        provider = model.partition("/")[0]
+    else:
+        info = model_info(model)
+        provider = str(info.get("litellm_provider", "")) if info else ""
+    if provider == "openai" and (
+        os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_BASE")
+    ):
+        return None
+    names = KEY_ENV_VARS.get(provider)
+    if not names or any(os.environ.get(n) for n in names):
+        return None
+    return names[0]

@@ -9,7 +9,7 @@ _sessionctl_spec() {
     # Set subs, opts, valued, vdynamic and args for the command path $1.
     case "$1" in
         "")
-            subs="chat recent add store drop relevant reindex list show export import fork rename meta clear delete restore prune config stats compact"
+            subs="chat recent add store drop relevant reindex list show export import fork rename meta clear delete restore prune config stats compact models"
             opts="--home --version --install-completion --show-completion -h --help"
             valued="--home"
             vdynamic=""
@@ -123,7 +123,7 @@ _sessionctl_spec() {
             vdynamic=""
             args=none ;;
         "config")
-            subs="path show set unset"
+            subs="path show get set unset"
             opts="-h --help"
             valued=""
             vdynamic=""
@@ -140,6 +140,12 @@ _sessionctl_spec() {
             valued=""
             vdynamic=""
             args=none ;;
+        "config get")
+            subs=""
+            opts="--json -h --help"
+            valued=""
+            vdynamic=""
+            args=dynamic ;;
         "config set")
             subs=""
             opts="-h --help"
@@ -164,6 +170,12 @@ _sessionctl_spec() {
             valued="-s --session --keep-last -m --model --api-base --via"
             vdynamic="-s --session --via"
             args=dynamic ;;
+        "models")
+            subs=""
+            opts="-p --provider --json -h --help"
+            valued="-p --provider"
+            vdynamic=""
+            args=none ;;
         *) subs="" opts="" valued="" vdynamic="" args=none ;;
     esac
 }
