@@ -6,6 +6,7 @@
     HOME/sessions/NAME.rejects      lines set aside because they could not be parsed
     HOME/trash/ULID/NAME.*          a soft-deleted session
     HOME/.store.lock                namespace lock: create, delete, restore, rename
+    HOME/index/                     the store-wide vector index (derived; vectors/)
 
 Lock order is always namespace, then session. Readers take no lock.
 """
@@ -17,6 +18,7 @@ import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sessionctl.backend.files import listing, transcript
 from sessionctl.backend.files.activity import LOG_NAME, ActivityLog
@@ -44,6 +46,9 @@ from sessionctl.fsutil import (
 from sessionctl.models import Message, SessionInfo
 from sessionctl.timeutil import from_epoch_ns, now_iso
 
+if TYPE_CHECKING:
+    from sessionctl.backend.files.vectors import StoreIndex
+
 
 class LocalBackend(TrashMixin):
     """The file-based :class:`~sessionctl.backend.files.base.Backend`."""
@@ -56,6 +61,16 @@ class LocalBackend(TrashMixin):
         self.activity = ActivityLog(home / LOG_NAME)
         self._warned_home = False
         self._swept = False
+        self._vectors: StoreIndex | None = None
+
+    @property
+    def vectors(self) -> StoreIndex:
+        """The store-wide vector index (``HOME/index/``; faiss is imported only to search)."""
+        if self._vectors is None:
+            from sessionctl.backend.files.vectors import StoreIndex
+
+            self._vectors = StoreIndex(self)
+        return self._vectors
 
     # -- paths and locks -------------------------------------------------
     def path(self, name: str, suffix: str = TRANSCRIPT) -> Path:

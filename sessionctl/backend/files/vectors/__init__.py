@@ -272,7 +272,7 @@ class StoreIndex:
                 except FileNotFoundError:
                     continue  # deleted while we looked
                 except StoreError as exc:
-                    if strict and len(wanted) == 1:
+                    if strict:
                         raise
                     self._warn(f"skipped: {exc}")
                     continue
