@@ -7,7 +7,7 @@ pays for it. NamedTuples are immutable, typed, and ~5x cheaper to define.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeGuard
 
 from sessionctl.errors import UsageError
 
@@ -20,6 +20,49 @@ FORMAT_VERSION = 1
 OPTIONAL_FIELDS = ("model", "usage", "tool_call_id", "tool_calls", "name", "metadata")
 # Fields of a message that a model needs to replay the conversation.
 REPLAY_FIELDS = ("tool_call_id", "tool_calls", "name")
+# A seq is an int from 1 to MAX_SEQ: the index stores it as a signed 64-bit vector id.
+MAX_SEQ = 2**63 - 1
+
+
+def is_seq(value: object) -> TypeGuard[int]:
+    """True for a valid message seq: an int (not a bool) from 1 to :data:`MAX_SEQ`."""
+    return type(value) is int and 1 <= value <= MAX_SEQ
+
+
+# What each message field of a transcript record may hold (None: the key may be absent).
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "content": (str, type(None)),
+    "created_at": (str,),
+    "model": (str, type(None)),
+    "usage": (dict, type(None)),
+    "tool_call_id": (str, type(None)),
+    "tool_calls": (list, type(None)),
+    "name": (str, type(None)),
+    "metadata": (dict, type(None)),
+    "interrupted": (bool,),
+}
+
+
+def record_problem(record: dict[str, Any]) -> str | None:
+    """Why a transcript message record is not a valid message, or None when it is.
+
+    Readers treat such a record like any unparsable line: skipped with a warning,
+    set aside (never lost) by the next rewrite.
+    """
+    seq = record.get("seq")
+    if "seq" not in record:
+        return "no seq"
+    if not is_seq(seq):
+        return f"seq is not a whole number from 1 to {MAX_SEQ}"
+    ident = record.get("id")
+    if type(ident) is not str or not ident:
+        return "id is not a non-empty string"
+    if record.get("role") not in ROLES:
+        return f"role is not one of {', '.join(ROLES)}"
+    for key, kinds in _FIELD_TYPES.items():
+        if key in record and type(record[key]) not in kinds:
+            return f"{key} has the wrong type"
+    return None
 
 
 def normalize_role(role: str) -> str:
@@ -94,7 +137,7 @@ class Message(NamedTuple):
             metadata=record.get("metadata"),
             interrupted=bool(record.get("interrupted", False)),
             extra={k: v for k, v in record.items() if k not in known} or None,
-            pos=pos if type(pos := record.get("pos")) is int and pos > 0 else 0,
+            pos=pos if is_seq(pos := record.get("pos")) else 0,
         )
 
     def to_dict(self, *, raw: bool = False) -> dict[str, Any]:

@@ -345,11 +345,11 @@ def test_import_openai_messages_shape(cli: Cli, home: Path, tmp_path: Path) -> N
         "null",
     ],
 )
-def test_import_bad_input_is_runtime_error_and_creates_nothing(
+def test_import_bad_input_is_a_usage_error_and_creates_nothing(
     cli: Cli, home: Path, payload: str
 ) -> None:
     result = cli("import", "-", "--as", "target", input=payload)
-    fails(result, 1)
+    fails(result, 2, "nothing imported")
     assert not transcript(home, "target").exists()
     assert listed(cli) == []
 

@@ -72,7 +72,11 @@ def test_man_page_covers_every_command_option_code_and_variable() -> None:
     examples = plain.split(".SH EXAMPLES")[1]
     assert "sessionctl chat -s work" in examples
     assert "| sessionctl chat" in examples
-    assert "0 3 * * * sessionctl prune" in examples
+    # cron's PATH is short: every crontab line gives the full path, as README does
+    assert "0 3 * * * $HOME/.local/bin/sessionctl prune --older-than 30d --purge" in examples
+    assert "* * * sessionctl" not in plain
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "0 3 * * * $HOME/.local/bin/sessionctl prune --older-than 30d --purge" in readme
 
 
 def test_man_page_renders_without_warnings_in_groff() -> None:

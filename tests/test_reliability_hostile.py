@@ -25,6 +25,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -311,6 +312,242 @@ def test_any_text_round_trips_through_add_recent_export_import(contents: list[st
         copy = import_session(store, data, where="-", name="copy")
         assert [m.content for m in copy.get_messages()] == contents
         assert copy.to_dict()["messages"] == session.to_dict()["messages"]
+
+
+# -- hostile imports --------------------------------------------------------------------------
+
+IMP_HEADER = '{"type":"header","format":"sessionctl-transcript","version":1,"name":"imp"}'
+IMP_GOOD = '{"type":"message","id":"01A","seq":1,"role":"user","content":"hi"}'
+
+
+def _line(**fields: Any) -> str:
+    record = {"type": "message", "id": "01B", "seq": 2, "role": "assistant", "content": "ok"}
+    record.update(fields)
+    return json.dumps(record)
+
+
+# (the third line of a JSON-lines import, words the error must have)
+BAD_LINES = {
+    "deep-nesting": ('{"role":"user","metadata":' + "[" * 50_000 + "]" * 50_000 + "}", "nested"),
+    "nested-101": (_line(metadata={"a": json.loads("[" * 100 + "]" * 100)}), "nested"),
+    "part-text-int": (_line(content=[{"type": "text", "text": 5}]), "content part 1 text"),
+    "part-text-null": (_line(content=[{"text": None}]), "content part 1 text"),
+    "part-not-object": (_line(content=["hi"]), "content part 1"),
+    "content-int": (_line(content=5), "content"),
+    "name-int": (_line(name=5), "name must be text"),
+    "name-list": (_line(name=["a"]), "name must be text"),
+    "model-int": (_line(model=5), "model must be text"),
+    "tool-call-id-list": (_line(tool_call_id=[1]), "tool_call_id"),
+    "tool-calls-text": (_line(tool_calls="f()"), "tool_calls"),
+    "tool-calls-ints": (_line(tool_calls=[1]), "tool_calls"),
+    "usage-list": (_line(usage=[1]), "usage"),
+    "metadata-list": (_line(metadata=[1]), "metadata"),
+    "metadata-nan": ('{"role":"user","seq":2,"metadata":{"x":NaN}}', "not valid JSON"),
+    "lone-surrogate": (_line(content="ok \udcff"), "content|surrogate"),
+    "surrogate-key": (_line(metadata={"\ud800": 1}), "metadata|surrogate"),
+    "interrupted-text": (_line(interrupted="false"), "interrupted"),
+    "interrupted-int": (_line(interrupted=0), "interrupted"),
+    "created-at-int": (_line(created_at=5), "created_at"),
+    "created-at-text": (_line(created_at="yesterday"), "created_at"),
+    "role-int": (_line(role=5), "role"),
+    "no-role": ('{"seq":2,"content":"x"}', "role"),
+    "type-bogus": (_line(type="note"), "type"),
+    "id-int": (_line(id=7), "id"),
+    "id-space": (_line(id="a b"), "id"),
+    "id-duplicate": (_line(id="01A"), "used twice"),
+    "seq-bool": (_line(seq=True), "seq"),
+    "seq-zero": (_line(seq=0), "seq"),
+    "seq-float": (_line(seq=2.0), "seq"),
+    "seq-text": (_line(seq="2"), "seq"),
+    "seq-2**63": (_line(seq=2**63), "seq"),
+    "seq-10**400": (_line(seq=10**400), "seq"),
+    "seq-not-rising": (_line(seq=1), "seq"),
+    "seq-missing": ('{"role":"user","content":"x"}', "seq"),
+    "second-header": (IMP_HEADER, "second header"),
+    "not-an-object": ("[1]", "object"),
+    "not-json": ('{"role": "user", broken', "not valid JSON"),
+    "not-utf8": ('{"role":"user","content":"\xff"}', "UTF-8"),
+}
+
+
+def _no_sessions(home: Path) -> bool:
+    return not list((home / "sessions").glob("*.jsonl")) if (home / "sessions").exists() else True
+
+
+@pytest.mark.parametrize("case", list(BAD_LINES))
+def test_hostile_import_lines_are_refused_by_line(home: Path, case: str) -> None:
+    bad, words = BAD_LINES[case]
+    data = "\n".join([IMP_HEADER, IMP_GOOD, bad, _line(id="01C", seq=3)]).encode()
+    if case == "not-utf8":
+        data = data.replace("\xff".encode(), b"\xff")
+    result = sh_bytes(home, "import", "-", data=data)
+    err = result.stderr.decode()
+    assert result.returncode == 2, err
+    assert err.startswith("sessionctl: error: stdin: line 3: ") and err.count("\n") == 1, err
+    assert "nothing imported" in err and "internal error" not in err
+    for word in words.split("|"):
+        assert word.lower() in err.lower(), (word, err)
+    assert _no_sessions(home)
+
+
+def _header(old: str, new: str) -> str:
+    return IMP_HEADER.replace(old, new) + "\n" + IMP_GOOD
+
+
+BAD_DOCUMENTS = {
+    "deep-array": ("[" * 100_000 + "]" * 100_000, "nested"),
+    "header-version-true": (_header('"version":1', '"version":true'), "version"),
+    "header-version-0": (_header('"version":1', '"version":0'), "version"),
+    "header-format": (_header("sessionctl-transcript", "other"), "format"),
+    "header-created-at": (IMP_HEADER[:-1] + ',"created_at":5}\n' + IMP_GOOD, "session created_at"),
+    "header-name-list": (_header('"imp"', '["a"]'), "name"),
+    "header-metadata": (IMP_HEADER[:-1] + ',"metadata":[1]}\n' + IMP_GOOD, "session metadata"),
+    "document-name-int": ('{"name": 5, "messages": []}', "name"),
+    "document-created-at": ('{"created_at": "soon", "messages": []}', "created_at"),
+    "document-version-true": ('{"version": true, "messages": []}', "version"),
+    "document-message": ('{"messages": [{"role": "user"}, {"role": "user", "name": 5}]}',
+                         "message 2: name"),
+    "array-message": ('[{"role": "user", "content": [{"text": null}]}]', "message 1: content"),
+    "array-seq-2**63": (f'[{{"role": "user", "seq": {2**63}}}]', "message 1: seq"),
+    "document-extra-data": ('[{"role": "user"}]\n[{"role": "user"}]', "line 2"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(BAD_DOCUMENTS))
+def test_hostile_import_documents_and_headers_are_refused(home: Path, case: str) -> None:
+    data, words = BAD_DOCUMENTS[case]
+    result = sh_bytes(home, "import", "-", "--as", "imp", data=data.encode())
+    err = result.stderr.decode()
+    assert result.returncode == 2, err
+    assert err.startswith("sessionctl: error: stdin: ") and err.count("\n") == 1, err
+    assert "nothing imported" in err and "internal error" not in err
+    assert words.lower() in err.lower(), (words, err)
+    assert _no_sessions(home)
+
+
+def test_import_strips_a_bom_and_keeps_ids_seqs_and_big_seqs(home: Path) -> None:
+    parts = [{"type": "text", "text": "a"}, {"type": "image_url", "image_url": {"url": "x"}},
+             {"type": "text", "text": "b"}]  # fmt: skip
+    top = _line(id="01C", seq=2**63 - 1, interrupted=True, content=parts)
+    data = b"\xef\xbb\xbf" + "\n".join([IMP_HEADER, IMP_GOOD, top, ""]).encode()
+    result = sh_bytes(home, "import", "-", data=data)
+    assert result.returncode == 0 and result.stdout == b"imp\n", result.stderr
+    got = Store(home).session("imp").get_messages()
+    assert [(m.id, m.seq, m.content, m.interrupted) for m in got] == [
+        ("01A", 1, "hi", False), ("01C", 2**63 - 1, "ab", True)]  # fmt: skip
+    doc = b"\xef\xbb\xbf" + json.dumps([{"role": "user", "content": None}]).encode()
+    assert sh_bytes(home, "import", "-", "--as", "doc", data=doc).returncode == 0
+    assert messages(home, "doc") == [(1, "user", "")]
+
+
+class _Weird:
+    pass
+
+
+def _cyclic() -> dict[str, Any]:
+    loop: dict[str, Any] = {}
+    loop["self"] = loop
+    return loop
+
+
+BAD_DICTS: dict[str, tuple[Any, str]] = {
+    "cyclic-metadata": ({"messages": [{"role": "user", "metadata": _cyclic()}]}, "nested"),
+    "set-metadata": ({"messages": [{"role": "user", "metadata": {"s": {1}}}]}, "not JSON"),
+    "object-extra": ({"messages": [{"role": "user", "x": _Weird()}]}, "not JSON"),
+    "nan-usage": ({"messages": [{"role": "user", "usage": {"t": float("nan")}}]}, "not JSON"),
+    "int-key": ({"messages": [{"role": "user", "metadata": {1: 2}}]}, "key"),
+    "name-int": ({"messages": [{"role": "user", "name": 5}]}, "message 1: name"),
+    "seq-bool": ({"messages": [{"role": "user", "seq": True}]}, "message 1: seq"),
+    "interrupted-text": ({"messages": [{"role": "user", "interrupted": "no"}]}, "interrupted"),
+    "surrogate": ({"messages": [{"role": "user", "content": "\udcff"}]}, "surrogate"),
+    "mappingproxy": ({"messages": [{"role": "user", "x": {"y": MappingProxyType({})}}]}, "JSON"),
+    "session-model": ({"model": 5, "messages": []}, "model"),
+    "session-version": ({"version": 2, "messages": []}, "newer"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_DICTS))
+def test_hostile_from_dict_is_a_usage_error(home: Path, case: str) -> None:
+    data, words = BAD_DICTS[case]
+    store = Store(home)
+    with pytest.raises(UsageError) as caught:
+        store.from_dict(data, name="imp")
+    assert words.lower() in str(caught.value).lower() and "\n" not in str(caught.value)
+    assert caught.value.exit_code == 2
+    assert not store.session("imp").exists
+
+
+def _import_measured(home: Path, *args: str, data: bytes = b"") -> tuple[Result, float, int]:
+    """Run `sessionctl import ARGS` in a real process; return it, seconds and peak RSS (KiB)."""
+    probe = (
+        "import resource, subprocess, sys, time\n"
+        "t = time.monotonic()\n"
+        "p = subprocess.run([sys.executable, '-m', 'sessionctl', 'import', *sys.argv[1:]],"
+        " input=sys.stdin.buffer.read(), capture_output=True, timeout=60)\n"
+        "sys.stderr.buffer.write(p.stderr)\n"
+        "print(p.returncode, time.monotonic() - t,"
+        " resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe, *args], input=data, capture_output=True,
+                          env=env_for(home), cwd=REPO, timeout=120)  # fmt: skip
+    code, seconds, rss = done.stdout.split()
+    return Result(int(code), "", done.stderr.decode()), float(seconds), int(rss)
+
+
+LIMITS = {
+    # (input file or "-", stdin bytes, options, words of the error)
+    "dev-zero-default": ("/dev/zero", b"", (), "line 1|longer than 16 MiB|--max-line-bytes"),
+    "dev-zero-small": ("/dev/zero", b"", ("--max-line-bytes", "4K"), "line 1|longer than 4 KiB"),
+    "dev-zero-file-cap": ("/dev/zero", b"", ("--max-bytes", "1M"), "larger than 1 MiB"),
+    "blank-lines": ("-", b"\n" * (9 << 20), ("--max-bytes", "8M"), "larger than 8 MiB"),
+    "open-array": ("-", b"[" + b" " * (3 << 20), ("--max-bytes", "2M"), "larger than 2 MiB"),
+    "long-line": ("-", (IMP_HEADER + "\n" + _line(content="x" * 70_000)).encode(),
+                  ("--max-line-bytes", "64K"), "line 2|longer than 64 KiB"),
+    "long-header": ("-", (IMP_HEADER[:-1] + ',"system":"' + "x" * 5000 + '"}\n').encode(),
+                    ("--max-line-bytes", "4K"), "line 1|longer than 4 KiB"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(LIMITS))
+def test_import_input_limits_fail_fast_in_bounded_memory(home: Path, case: str) -> None:
+    source, data, options, words = LIMITS[case]
+    result, seconds, rss = _import_measured(home, source, "--as", "imp", *options, data=data)
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr.startswith("sessionctl: error: ") and result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr and "nothing imported" in result.stderr
+    for word in words.split("|"):
+        assert word in result.stderr, (word, result.stderr)
+    # measured here: /dev/zero with the default 16 MiB line limit, 0.4 s and ~35 MB
+    assert seconds < 20 and rss < 200_000, (seconds, rss)
+    assert _no_sessions(home)
+
+
+def test_import_limits_can_be_raised_and_documents_are_bounded_by_the_file_cap(
+    home: Path, tmp_path: Path
+) -> None:
+    big = "y" * 70_000
+    line = (IMP_HEADER + "\n" + _line(content=big) + "\n").encode()
+    refused = sh_bytes(home, "import", "-", "--max-line-bytes", "64K", data=line)
+    assert refused.returncode == 2 and b"line 2" in refused.stderr
+    assert sh_bytes(home, "import", "-", "--max-line-bytes", "69K", data=line).returncode == 0
+    assert messages(home, "imp") == [(2, "assistant", big)]
+    # the other formats import does: a JSON document (pretty or on one line) and an
+    # OpenAI messages list, from a file; the line limit does not apply to them
+    pretty = sh_bytes(home, "export", "imp", "--format", "json").stdout
+    compact = json.dumps(json.loads(pretty)).encode()
+    openai = json.dumps([{"role": "user", "content": [{"type": "text", "text": big}]}]).encode()
+    for name, data in (("pretty", pretty), ("compact", compact), ("openai", openai)):
+        path = tmp_path / f"{name}.json"
+        path.write_bytes(data)
+        args = ("import", str(path), "--as", name, "--max-line-bytes", "1K")
+        assert sh_bytes(home, *args).returncode == 0, name
+        assert [c for _, _, c in messages(home, name)] == [big], name
+        over = sh_bytes(home, *args[:4], "--as", name + "2", "--max-bytes", "32K")
+        assert over.returncode == 2 and b"larger than 32 KiB" in over.stderr, name
+    for bad in ("0", "-1", "5X", "1.5M", "", "99999999999999999999"):
+        result = sh_bytes(home, "import", "-", "--as", "z", "--max-bytes", bad, data=line)
+        assert result.returncode == 2 and b"invalid size" in result.stderr, bad
+    assert not Store(home).session("z").exists
 
 
 # -- damaged transcripts ---------------------------------------------------------------------

@@ -337,9 +337,8 @@ class Tmux:
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=10)
 
 
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
-def test_real_terminal_in_tmux(llm_server: FakeLLMServer, home: Path) -> None:
-    llm_server.push(Reply(text="The answer is **forty-two**.", chunk_size=4, chunk_delay=0.02))
+def chat_in_tmux(tmux: Tmux, server: FakeLLMServer) -> None:
+    """Start ``sessionctl chat -s t`` in ``tmux`` (100x30) and wait for its prompt."""
     keep = (
         "PATH",
         "HOME",
@@ -355,16 +354,25 @@ def test_real_terminal_in_tmux(llm_server: FakeLLMServer, home: Path) -> None:
     env = " ".join(f"{k}={shlex.quote(os.environ[k])}" for k in keep if k in os.environ)
     chat = (
         f"{shlex.quote(sys.executable)} -m sessionctl chat -s t "
-        f"--api-base {llm_server.base_url} -m test-model"
+        f"--api-base {server.base_url} -m test-model"
     )
     # The shell must outlive a Ctrl-C (a trap, not an ignore: the child resets it).
     script = (
         f'trap : INT; cd {shlex.quote(str(REPO))} && env {env} {chat}; echo "EXIT=$?"; sleep 60'
     )
+    tmux("new-session", "-d", "-s", "t", "-x", "100", "-y", "30", "sh", "-c", script)
+    tmux.wait_for("\nt>")  # capture-pane drops the trailing space
+
+
+needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+
+
+@needs_tmux
+def test_real_terminal_in_tmux(llm_server: FakeLLMServer, home: Path) -> None:
+    llm_server.push(Reply(text="The answer is **forty-two**.", chunk_size=4, chunk_delay=0.02))
     tmux = Tmux()
     try:
-        tmux("new-session", "-d", "-s", "t", "-x", "100", "-y", "30", "sh", "-c", script)
-        tmux.wait_for("\nt>")  # capture-pane drops the trailing space
+        chat_in_tmux(tmux, llm_server)
         tmux("send-keys", "-t", "t", "What is the answer?", "Enter")
         screen = tmux.wait_for("The answer is forty-two.")
         tmux.wait_for("test-model-0613")
@@ -387,3 +395,34 @@ def test_real_terminal_in_tmux(llm_server: FakeLLMServer, home: Path) -> None:
         "Tell me more",
     ]
     assert rec[3]["interrupted"] is True and rec[3]["content"].startswith("Slow start")
+
+
+@needs_tmux
+def test_ctrl_c_in_tmux_shows_the_partial_answer_once(
+    llm_server: FakeLLMServer, home: Path
+) -> None:
+    """rich pads the live answer's lines to the full width; the terminal's echoed ``^C``
+    used to wrap the cursor onto the next line, and the final redraw then printed the
+    answer's first line twice (4 of 4 tries)."""
+    chunks = ["First line of it.\n\n", "Second line here.\n\n", *["tick "] * 100]
+    llm_server.push(Reply(chunks=chunks, chunk_delay=0.1))
+    tmux = Tmux()
+    try:
+        chat_in_tmux(tmux, llm_server)
+        tmux("send-keys", "-t", "t", "Tell me", "Enter")
+        tmux.wait_for("tick tick")
+        tmux("send-keys", "-t", "t", "C-c")
+        screen = tmux.wait_for("answer interrupted; what you saw was saved)\nt>")
+        assert screen.count("First line of it.") == 1, screen
+        assert screen.count("Second line here.") == 1, screen
+        assert "^C" not in screen, screen
+        # the terminal echoes again at the prompt
+        tmux("send-keys", "-t", "t", "typed after")
+        tmux.wait_for("t> typed after")
+        tmux("send-keys", "-t", "t", "C-u", "C-d")
+        assert "EXIT=0" in tmux.wait_for("EXIT="), tmux.screen()
+    finally:
+        tmux.kill()
+    rec = records(home, "t")
+    assert rec[1]["interrupted"] is True
+    assert rec[1]["content"].startswith("First line of it.\n\nSecond line here.\n\ntick")

@@ -325,7 +325,7 @@ def test_import_never_executes_anything(cli: Cli, home: Path, tmp_path: Path) ->
     bomb = tmp_path / "bomb.pkl"
     bomb.write_bytes(pickle.dumps({"messages": texts}))
     result = cli("import", str(bomb), "--as", "bomb")
-    assert result.exit_code == 1 and len(result.stderr.splitlines()) == 1
+    assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1
     assert not canary.exists()
 
 

@@ -8,8 +8,9 @@ Rules for implementers:
 - Names are already validated by the caller (``sessionctl.names.check_name``).
 - Every write is atomic: a failure leaves the old state, never half a write.
 - seq is per session, strictly increasing and never reused (a dropped
-  message's seq stays burnt); a multi-message append is all or nothing and
-  contiguous.
+  message's seq stays burnt; the file backend's one exception is a drop of the
+  last message cut by a crash before its tombstone, docs/format.md); a
+  multi-message append is all or nothing and contiguous.
 - Nothing here exposes paths, file descriptors, locks, FAISS or SQL.
 - Errors are the exceptions of :mod:`sessionctl.errors` (SessionNotFound,
   MessageNotFound, SessionExists, StoreError, ...), never OSError or a driver's.

@@ -5,11 +5,14 @@ from typing import Annotated, Any
 
 import typer
 
-from sessionctl.cli.cmd_messages import RoleFilterOpt, pick_output
-from sessionctl.cli.options import JsonOpt, complete_session
+from sessionctl.cli.cmd_messages import RoleFilterOpt, TextOpt, pick_output
+from sessionctl.cli.options import JsonOpt, NullOpt, complete_session
 from sessionctl.cli.registry import commands
 from sessionctl.cli.state import State
 from sessionctl.errors import UsageError
+
+# Below this many columns for the content, `relevant` shows its hits stacked, not as a table.
+MIN_CONTENT = 20
 
 SessionsOpt = Annotated[
     list[str] | None,
@@ -46,13 +49,16 @@ def relevant(
         ),
     ] = False,
     role: RoleFilterOpt = None,
-    text: Annotated[bool, typer.Option("--text", help="Print only the contents.")] = False,
+    text: TextOpt = False,
+    null: NullOpt = False,
     json_: JsonOpt = False,
     raw: Annotated[bool, typer.Option("--raw", help="JSON with every stored field.")] = False,
 ) -> None:
     """Find past messages by meaning, across all sessions unless -s is given.
 
-    Results are sorted by cosine distance (ties by session, then order).
+    Results are sorted by cosine distance (ties by session, then order). On a
+    terminal too narrow for a readable table they are shown one under another.
+    -0 prints the contents (as --text), each ended by a NUL byte.
 
     Example:
 
@@ -61,7 +67,7 @@ def relevant(
     from sessionctl.service.memory import search
 
     state: State = ctx.obj
-    mode = pick_output(text=text, json_=json_, raw=raw)
+    mode = pick_output(text=text, json_=json_, raw=raw, null=null)
     if distance_threshold is not None and not 0 <= distance_threshold <= 2:
         raise UsageError(f"--distance-threshold must be from 0 to 2, got {distance_threshold}")
     hits = search(
@@ -74,12 +80,13 @@ def relevant(
         role=role,
     )
     out = state.out
-    if mode == "text":
+    if mode == "text" or (null and mode == "human"):
         for hit in hits:
-            out.text(hit.message.content)
+            out.text(hit.message.content, end="\0" if null else "\n")
     elif mode in ("json", "raw"):
         out.json([hit.to_dict(raw=mode == "raw") for hit in hits])
     else:
+        headers = ["distance", "session", "seq", "role", "content"]
         rows = [
             [
                 "-" if h.distance is None else f"{h.distance:.3f}",
@@ -90,8 +97,11 @@ def relevant(
             ]
             for h in hits
         ]
-        if rows:
-            out.table(["distance", "session", "seq", "role", "content"], rows)
+        if rows and out.is_terminal() and out.room(headers, rows, "content") < MIN_CONTENT:
+            # too narrow for a readable content column: one record after another
+            out.stacked([(f"{d}  {s}  #{seq} {r}", c) for d, s, seq, r, c in rows])
+        elif rows:
+            out.table(headers, rows, keep=["session"])
         elif not hits:
             out.info("nothing close enough (raise --distance-threshold, or use --fall-back)")
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from sessionctl.cli.completers import complete_message_id
-from sessionctl.cli.options import JsonOpt, RequiredSessionOpt, SessionOpt
+from sessionctl.cli.options import JsonOpt, NullOpt, RequiredSessionOpt, SessionOpt
 from sessionctl.cli.registry import commands
 from sessionctl.cli.state import State, read_stdin_text
 from sessionctl.errors import SessionNotFound, UsageError
@@ -20,12 +20,26 @@ RoleFilterOpt = Annotated[
 ]
 
 
-def pick_output(*, text: bool, json_: bool, raw: bool) -> str:
-    """Return the one output mode chosen, or raise UsageError when several are."""
+def pick_output(*, text: bool, json_: bool, raw: bool, null: bool = False) -> str:
+    """Return the one output mode chosen, or raise UsageError when several are
+    (or when ``-0`` comes with JSON, which has its own boundaries)."""
     chosen = [name for name, on in (("text", text), ("json", json_), ("raw", raw)) if on]
     if len(chosen) > 1:
         raise UsageError(f"choose one of --{', --'.join(chosen)}")
-    return chosen[0] if chosen else "human"
+    mode = chosen[0] if chosen else "human"
+    if null and mode in ("json", "raw"):
+        raise UsageError(f"-0 separates text records; --{mode} is one JSON array, drop -0")
+    return mode
+
+
+TextOpt = Annotated[
+    bool,
+    typer.Option(
+        "--text",
+        help="Print only the contents, one message per line (a message's own newlines "
+        "are kept: use -0 or --json when messages may span lines).",
+    ),
+]
 
 
 def resolve_session(state: State, name: str | None) -> Any:
@@ -41,16 +55,16 @@ def resolve_session(state: State, name: str | None) -> Any:
     return latest
 
 
-def print_messages(state: State, messages: list[Any], mode: str) -> None:
-    """Render messages as text, JSON, raw JSON or for a person."""
+def print_messages(state: State, messages: list[Any], mode: str, *, null: bool = False) -> None:
+    """Render messages as text, JSON, raw JSON or for a person; ``null``: NUL-ended."""
     out = state.out
     if mode == "text":
         for m in messages:
-            out.text(m.content)
+            out.text(m.content, end="\0" if null else "\n")
     elif mode in ("json", "raw"):
         out.json([m.to_dict(raw=mode == "raw") for m in messages])
     else:
-        out.messages(messages)
+        out.messages(messages, null=null)
 
 
 @commands.command()
@@ -59,21 +73,27 @@ def recent(
     session: SessionOpt = None,
     k: Annotated[int, typer.Option("-k", "--top-k", min=0, help="How many messages.")] = 5,
     role: RoleFilterOpt = None,
-    text: Annotated[bool, typer.Option("--text", help="Print only the contents.")] = False,
+    text: TextOpt = False,
+    null: NullOpt = False,
     json_: JsonOpt = False,
     raw: Annotated[bool, typer.Option("--raw", help="Print JSON with every stored field.")] = False,
 ) -> None:
     """Show the last K messages of a session, oldest first.
 
+    Piped, each message is one `role: text` line (--text: the text only); a
+    message that spans lines spans lines there too. For scripts use --json (one
+    JSON array; every field) or -0 (each message ends with a NUL byte).
+
     Example:
 
         sessionctl recent -s work -k 10 --json | jq -r '.[].content'
+        sessionctl recent -s work --text -0 | xargs -0 -n1 printf '[%s]\\n'
     """
     state: State = ctx.obj
-    mode = pick_output(text=text, json_=json_, raw=raw)
+    mode = pick_output(text=text, json_=json_, raw=raw, null=null)
     target = resolve_session(state, session)
     messages = target.recent_messages(k, role=role)
-    print_messages(state, messages, mode)
+    print_messages(state, messages, mode, null=null)
 
 
 def _text_or_stdin(text: str | None) -> str:

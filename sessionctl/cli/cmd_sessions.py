@@ -1,17 +1,18 @@
 """Commands on whole sessions: list, show, export, import, fork, delete, restore,
 clear, prune, meta, rename."""
 
+import io
 import json
-from pathlib import Path
+import sys
 from typing import Annotated, Any
 
 import typer
 
 from sessionctl.cli.completers import complete_deleted_session
-from sessionctl.cli.options import JsonOpt, RequiredSessionOpt, SessionArg
+from sessionctl.cli.options import JsonOpt, NullOpt, RequiredSessionOpt, SessionArg
 from sessionctl.cli.registry import commands
-from sessionctl.cli.render import session_rows
-from sessionctl.cli.state import State, read_stdin_text
+from sessionctl.cli.render import session_table
+from sessionctl.cli.state import State
 from sessionctl.errors import UsageError
 
 
@@ -28,7 +29,8 @@ def list_sessions(
     """List sessions, most recently active first.
 
     When a page is cut by --limit, the cursor for the next page is printed on
-    stderr (and as next_cursor with --json).
+    stderr (and as next_cursor with --json). On a narrow terminal the name is
+    never cut: the time, then parent, model, date and count give way first.
 
     Example:
 
@@ -42,22 +44,30 @@ def list_sessions(
         )
         return
     if page.sessions:
-        when = "deleted" if deleted else "last active"
-        headers = ["name", "messages", when + " (UTC)", "model", "parent"]
-        state.out.table(headers, session_rows(page.sessions, deleted=deleted))
+        headers, rows, narrower = session_table(page.sessions, deleted=deleted)
+        state.out.table(headers, rows, keep=["name"], narrower=narrower)
     if page.next_cursor:
-        state.out.info(f"more: sessionctl list --cursor {page.next_cursor}")
+        state.out.more("sessionctl list --cursor", page.next_cursor)
 
 
 @commands.command()
-def show(ctx: typer.Context, name: SessionArg, json_: JsonOpt = False) -> None:
+def show(
+    ctx: typer.Context, name: SessionArg, null: NullOpt = False, json_: JsonOpt = False
+) -> None:
     """Show a whole session: its settings and every message.
+
+    Piped, each message is one `role: text` line, and a message that spans lines
+    spans lines there too; -0 ends each message with a NUL byte instead, and
+    --json (or `export`) keeps every field.
 
     Example:
 
         sessionctl show work | less
     """
+    from sessionctl.cli.cmd_messages import pick_output
+
     state: State = ctx.obj
+    pick_output(text=False, json_=json_, raw=False, null=null)
     session = state.store().existing(name)
     if json_:
         state.out.json(session.to_dict())
@@ -67,7 +77,7 @@ def show(ctx: typer.Context, name: SessionArg, json_: JsonOpt = False) -> None:
         f"{info.name}: {info.messages} messages, model {info.model or '-'}"
         + (f", forked from {info.parent}" if info.parent else "")
     )
-    state.out.messages(session.get_messages())
+    state.out.messages(session.get_messages(), null=null)
 
 
 @commands.command()
@@ -102,21 +112,47 @@ def import_(
         ),
     ],
     as_: Annotated[str | None, typer.Option("--as", help="Name of the new session.")] = None,
+    max_line_bytes: Annotated[
+        str,
+        typer.Option(
+            "--max-line-bytes",
+            metavar="SIZE",
+            help="Refuse a JSON line (one message) longer than this: bytes, or K, M, G.",
+        ),
+    ] = "16M",
+    max_bytes: Annotated[
+        str,
+        typer.Option(
+            "--max-bytes",
+            metavar="SIZE",
+            help="Refuse input longer than this in all: bytes, or K, M, G.",
+        ),
+    ] = "1G",
 ) -> None:
     """Create a session from an exported file (or stdin); print its name.
+
+    JSON lines are read one at a time; every field is checked before anything
+    is written, and bad input is refused naming the line (exit 2).
 
     Example:
 
         sessionctl export work | sessionctl import - --as work-copy
     """
+    from sessionctl.service.importing import parse_size
     from sessionctl.service.transfer import import_session
 
     state: State = ctx.obj
+    limits = {
+        "max_line_bytes": parse_size(max_line_bytes, "--max-line-bytes"),
+        "max_bytes": parse_size(max_bytes, "--max-bytes"),
+    }
     if file == "-":
-        data = read_stdin_text().encode()
+        stdin = getattr(sys.stdin, "buffer", None)
+        source = stdin if stdin is not None else io.BytesIO(sys.stdin.read().encode())
+        session = import_session(state.store(), source, where=file, name=as_, **limits)
     else:
         try:
-            data = Path(file).read_bytes()
+            stream = open(file, "rb")  # noqa: SIM115 - closed below, after the import
         except FileNotFoundError:
             from sessionctl.errors import NotFound
 
@@ -125,7 +161,8 @@ def import_(
             raise UsageError(
                 f"{file} is a directory; give a file exported by `sessionctl export`"
             ) from None
-    session = import_session(state.store(), data, where=file, name=as_)
+        with stream:
+            session = import_session(state.store(), stream, where=file, name=as_, **limits)
     state.out.line(session.name)
 
 
@@ -220,11 +257,12 @@ def prune(
 ) -> None:
     """Remove sessions with no activity for a while (cron-safe, never prompts).
 
-    Prints each removed session's name (with --dry-run: what would go).
+    Prints each removed session's name (with --dry-run: what would go). Cron's
+    PATH is short: give sessionctl's full path (`command -v sessionctl`).
 
     Example (crontab):
 
-        0 3 * * * sessionctl prune --older-than 30d
+        0 3 * * * $HOME/.local/bin/sessionctl prune --older-than 30d
     """
     state: State = ctx.obj
     report = state.store().prune(older_than, dry_run=dry_run, purge=purge)

@@ -22,7 +22,10 @@ RELEASE_DATE = "2026-11-21"
 EXIT_STATUS: dict[ExitCode, str] = {
     ExitCode.OK: "Success.",
     ExitCode.RUNTIME: "Runtime error: I/O, data that could not be handled, a name already taken.",
-    ExitCode.USAGE: "Usage error: bad option, invalid name, bad number or duration, bad setting.",
+    ExitCode.USAGE: (
+        "Usage error: bad option, invalid name, bad number or duration, bad setting,"
+        " an import file that is not valid."
+    ),
     ExitCode.NOT_FOUND: "Not found: no such session or message.",
     ExitCode.PROVIDER: "Model provider error: authentication, network, rate limit, timeout.",
     ExitCode.INTERRUPTED: "Interrupted (Ctrl-C); what was already saved is kept.",
@@ -87,7 +90,14 @@ FILES: list[tuple[str, str]] = [
         "derived, rebuilt when missing or stale (sessionctl reindex).",
     ),
     ("sessions/NAME.lock", "The session's write lock."),
-    ("sessions/NAME.rejects", "Lines set aside because they could not be parsed."),
+    (
+        "sessions/NAME.rejects",
+        "Lines set aside because they could not be parsed, each with its line number "
+        "and the reason; created the first time one is. Until then such a line is "
+        "skipped and reported on stderr by line number; the next write sets it "
+        "aside when it ends the transcript, the next rewrite (drop ID, clear, meta) "
+        "when it is in the middle.",
+    ),
     ("trash/ULID/", "Soft-deleted sessions (sessionctl restore brings them back)."),
     ("history", "The interactive chat's input history."),
     (
@@ -134,8 +144,9 @@ EXAMPLES: list[tuple[str, list[str]]] = [
         ["sessionctl fork work work-alt && sessionctl chat -s work-alt"],
     ),
     (
-        "Clean up from cron every night (crontab -e):",
-        ["0 3 * * * sessionctl prune --older-than 30d --purge"],
+        "Clean up from cron every night (crontab -e; cron's PATH is short, so give "
+        "the full path that command -v sessionctl prints):",
+        ["0 3 * * * $HOME/.local/bin/sessionctl prune --older-than 30d --purge"],
     ),
 ]
 

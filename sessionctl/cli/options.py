@@ -53,3 +53,12 @@ SessionArg = Annotated[
     str, typer.Argument(help="Session name.", autocompletion=complete_session, show_default=False)
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+NullOpt = Annotated[
+    bool,
+    typer.Option(
+        "-0",
+        "--null",
+        help="End each message with a NUL byte instead of a newline, so messages that "
+        "span lines stay apart (for xargs -0).",
+    ),
+]

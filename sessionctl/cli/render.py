@@ -15,13 +15,18 @@ import codecs
 import json
 import os
 import sys
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from sessionctl.models import Message, SessionInfo
 
 PROG = "sessionctl"
+
+Rows = list[list[str]]
+# One way to make a table narrower: (headers, rows) -> (headers, rows).
+Narrowing = Callable[[list[str], Rows], tuple[list[str], Rows]]
 
 # C0 controls except tab and newline, DEL, and the C1 controls (U+0080-U+009F, which
 # include U+009B CSI and U+009D OSC): what a terminal would act on rather than show.
@@ -68,11 +73,30 @@ class Output:
         *,
         color: str = "auto",
         no_color: bool = False,
+        width: int | None = None,
     ) -> None:
         self.stdout = stdout or sys.stdout
         self.stderr = stderr or sys.stderr
         self.color = color
         self.no_color = no_color
+        self._width = width  # the terminal's columns, fixed (tests); else asked each time
+
+    def width(self) -> int:
+        """The terminal's width in columns, as rich finds it: COLUMNS, else the size of
+        the first standard stream that is a terminal, else 80."""
+        if self._width is not None:
+            return self._width
+        columns = os.environ.get("COLUMNS", "")
+        if columns.isdigit() and int(columns) > 0:
+            return int(columns)
+        for fd in (0, 1, 2):
+            try:
+                size = os.get_terminal_size(fd).columns
+            except (OSError, ValueError):
+                continue
+            if size > 0:
+                return size
+        return 80
 
     def is_tty(self, stream: TextIO | None = None) -> bool:
         """Return True when ``stream`` (stdout by default) is a terminal."""
@@ -117,6 +141,7 @@ class Output:
             markup=False,
             emoji=False,
             soft_wrap=not self.is_tty(stream),
+            width=self._width,
         )
 
     # -- plain data ------------------------------------------------------------
@@ -124,9 +149,13 @@ class Output:
         """Write one line of data to stdout (escaped only where its encoding fails)."""
         self.stdout.write(encodable(text, self.stdout) + "\n")
 
-    def text(self, text: str) -> None:
-        """Write one line of session or model text to stdout, safe for a terminal."""
-        self.stdout.write(self.display(text) + "\n")
+    def text(self, text: str, end: str = "\n") -> None:
+        """Write one record of session or model text to stdout, safe for a terminal.
+
+        ``end`` ends it: a newline, or NUL for ``-0`` (a message's own newlines then
+        stay inside its record).
+        """
+        self.stdout.write(self.display(text) + end)
 
     def json(self, value: Any) -> None:
         """Write ``value`` as pretty JSON (stable key order as given) to stdout.
@@ -154,6 +183,23 @@ class Output:
         self.stderr.write(encodable(f"{PROG}: {message}\n", self.stderr))
         self.stderr.flush()
 
+    def more(self, command: str, token: str) -> None:
+        """Tell the user how to get the next page: ``command token`` on stderr.
+
+        One line when it fits (always on a pipe); on a narrower terminal the command
+        and the token go on lines of their own, joined by a shell line continuation, so
+        the terminal never breaks the token and both lines paste as one command.
+        """
+        line = f"{PROG}: more: {command} {token}"
+        if not self.is_terminal(self.stderr) or len(line) <= self.width():
+            self.info(f"more: {command} {token}")
+            return
+        width = max(self.width(), 20)
+        lead = textwrap.wrap(f"{PROG}: more: the next page:", width, break_on_hyphens=False)
+        lines = [*lead, f"{command} \\", token]
+        self.stderr.write(encodable("\n".join(lines) + "\n", self.stderr))
+        self.stderr.flush()
+
     def _note(self, kind: str, message: str) -> None:
         prefix = f"{PROG}: {kind}: "
         if self.use_color(self.stderr):
@@ -163,25 +209,74 @@ class Output:
         self.stderr.flush()
 
     # -- tables and transcripts ------------------------------------------------
-    def table(self, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-        """A rich table on a terminal, plain aligned columns otherwise."""
-        if self.is_terminal():
-            from rich.table import Table
+    def table(
+        self,
+        headers: Sequence[str],
+        rows: Sequence[Sequence[str]],
+        *,
+        keep: Sequence[str] = (),
+        narrower: Sequence[Narrowing] = (),
+    ) -> None:
+        """A rich table on a terminal, plain aligned columns otherwise.
 
-            table = Table(*headers, box=None, header_style="bold" if self.use_color() else "")
-            for row in rows:
-                table.add_row(*(self.display(cell) for cell in row))
-            self.console().print(table)
+        On a terminal the ``narrower`` steps are applied in turn until the table fits
+        its width (shorter values, shorter headers, dropped columns); the columns named
+        in ``keep`` are never cut or wrapped (they are what people copy). Piped, every
+        column is whole.
+        """
+        if self.is_terminal():
+            from rich.table import Column, Table
+
+            heads = list(headers)
+            cells = [[self.display(cell) for cell in row] for row in rows]
+            width = self.width()
+            for step in narrower:
+                if table_width(heads, cells) <= width:
+                    break
+                heads, cells = step(heads, cells)
+            columns = []
+            least = 0  # what the kept columns need whole, the others at 1 character
+            for i, head in enumerate(heads):
+                whole = _column_width(heads, cells, i)
+                kept = head in keep
+                least += (whole if kept else 1) + 2
+                columns.append(Column(head, no_wrap=kept, min_width=whole if kept else None))
+            table = Table(*columns, box=None, header_style="bold" if self.use_color() else "")
+            for row in cells:
+                table.add_row(*row)
+            self.console().print(table, width=max(width, least), crop=False)
             return
         widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-        for row in [list(headers), *rows]:
+        for row in [list(headers), *map(list, rows)]:
             self.line("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
-    def messages(self, messages: Sequence[Message], *, session: str | None = None) -> None:
-        """Render messages for a person: role headers on a terminal, ``role: text`` when piped."""
-        if not self.is_terminal():
+    def room(self, headers: Sequence[str], rows: Sequence[Sequence[str]], column: str) -> int:
+        """Columns left for ``column`` on this terminal when the others are whole."""
+        others = [i for i, h in enumerate(headers) if h != column]
+        heads = [headers[i] for i in others]
+        cells = [[self.display(row[i]) for i in others] for row in rows]
+        return self.width() - table_width(heads, cells) - 2
+
+    def stacked(self, items: Sequence[tuple[str, str]]) -> None:
+        """Records too wide for a table: a bold head line, then the text wrapped below it."""
+        from rich.padding import Padding
+        from rich.text import Text
+
+        console = self.console()
+        for n, (head, body) in enumerate(items):
+            if n:
+                console.print()
+            console.print(Text(self.display(head), style="bold" if self.use_color() else ""))
+            console.print(Padding(Text(self.display(body)), (0, 0, 0, 2)))
+
+    def messages(
+        self, messages: Sequence[Message], *, session: str | None = None, null: bool = False
+    ) -> None:
+        """Render messages for a person: role headers on a terminal, ``role: text`` when
+        piped; with ``null`` always ``role: text`` records, each ended by NUL."""
+        if null or not self.is_terminal():
             for m in messages:
-                self.text(f"{m.role}: {m.content}")
+                self.text(f"{m.role}: {m.content}", end="\0" if null else "\n")
             return
         from rich.text import Text
 
@@ -203,7 +298,73 @@ class Output:
         return Markdown(self.display(text))
 
 
-def session_rows(infos: Sequence[SessionInfo], *, deleted: bool = False) -> list[list[str]]:
+def _cell_len(text: str) -> int:
+    from rich.cells import cell_len
+
+    return cell_len(text)
+
+
+def _column_width(headers: Sequence[str], rows: Sequence[Sequence[str]], i: int) -> int:
+    return max(_cell_len(headers[i]), *(_cell_len(row[i]) for row in rows))
+
+
+def table_width(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> int:
+    """The width rich's box-less table needs for every cell whole (1 space each side)."""
+    return sum(_column_width(headers, rows, i) + 2 for i in range(len(headers)))
+
+
+def drop_column(header: str) -> Narrowing:
+    """A narrowing step: leave out the column ``header`` (if it is there)."""
+
+    def step(headers: list[str], rows: Rows) -> tuple[list[str], Rows]:
+        if header not in headers:
+            return headers, rows
+        i = headers.index(header)
+        return headers[:i] + headers[i + 1 :], [row[:i] + row[i + 1 :] for row in rows]
+
+    return step
+
+
+def shorten_column(
+    header: str, new_header: str, cell: Callable[[str], str] | None = None
+) -> Narrowing:
+    """A narrowing step: rename the column ``header`` and shorten its values with ``cell``."""
+
+    def step(headers: list[str], rows: Rows) -> tuple[list[str], Rows]:
+        if header not in headers:
+            return headers, rows
+        i = headers.index(header)
+        heads = [*headers[:i], new_header, *headers[i + 1 :]]
+        if cell is None:
+            return heads, rows
+        return heads, [[*row[:i], cell(row[i]), *row[i + 1 :]] for row in rows]
+
+    return step
+
+
+def session_table(
+    infos: Sequence[SessionInfo], *, deleted: bool = False
+) -> tuple[list[str], Rows, list[Narrowing]]:
+    """Return the headers, rows and narrowing steps of ``list``'s table.
+
+    On a narrow terminal the name (the column people copy) stays whole; first the
+    other headers get shorter, then the time goes (the date stays), then parent,
+    model, the date and the message count, in that order.
+    """
+    when = "deleted" if deleted else "last active"
+    headers = ["name", "messages", f"{when} (UTC)", "model", "parent"]
+    steps = [
+        shorten_column("messages", "msgs"),
+        shorten_column(f"{when} (UTC)", "deleted" if deleted else "active", lambda t: t[:10]),
+        drop_column("parent"),
+        drop_column("model"),
+        drop_column("deleted" if deleted else "active"),
+        drop_column("msgs"),
+    ]
+    return headers, session_rows(infos, deleted=deleted), steps
+
+
+def session_rows(infos: Sequence[SessionInfo], *, deleted: bool = False) -> Rows:
     """Return table rows for ``list``."""
     rows = []
     for i in infos:

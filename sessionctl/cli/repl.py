@@ -8,9 +8,12 @@ interrupted) or clears the line; Ctrl-D exits. Slash commands: see /help.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
-from typing import TYPE_CHECKING, Any
+import sys
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, TextIO
 
 from sessionctl.cli.slash import SlashCommands
 from sessionctl.errors import Interrupted, SessionctlError, StoreError
@@ -34,6 +37,38 @@ def _key_bindings() -> Any:
         event.current_buffer.insert_text("\n")
 
     return bindings
+
+
+@contextlib.contextmanager
+def _no_echo(stream: TextIO) -> Iterator[None]:
+    """Turn the terminal's echo off while an answer streams, if ``stream`` is one.
+
+    rich pads every line of the live answer to the full width, which leaves the cursor
+    in the last column; the ``^C`` the terminal echoes for Ctrl-C (or any key typed
+    meanwhile) then wraps it onto the next line, rich's cursor-up moves come one line
+    short and the answer's first line is printed twice. Keys typed meanwhile still reach
+    the next prompt; they are just not echoed into the answer.
+    """
+    try:
+        import termios
+    except ImportError:  # not a POSIX terminal API (Windows)
+        yield
+        return
+    try:
+        fd = stream.fileno()
+        saved = termios.tcgetattr(fd)
+    except (OSError, ValueError, AttributeError, termios.error):  # not a terminal
+        saved = None
+    if saved is None:
+        yield
+        return
+    quiet = list(saved)
+    quiet[3] &= ~termios.ECHO
+    termios.tcsetattr(fd, termios.TCSANOW, quiet)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSANOW, saved)
 
 
 class Repl:
@@ -159,7 +194,10 @@ class Repl:
         from sessionctl.service.chat import run_turn
 
         parts: list[str] = []
-        with Live(Markdown(""), console=self.console, refresh_per_second=12) as live:
+        with (
+            _no_echo(sys.stdin),
+            Live(Markdown(""), console=self.console, refresh_per_second=12) as live,
+        ):
 
             def on_delta(delta: str) -> None:
                 parts.append(delta)

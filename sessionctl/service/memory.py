@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sessionctl.errors import SessionNotFound, StoreError, UsageError
+from sessionctl.errors import SessionctlError, SessionNotFound, StoreError, UsageError
 from sessionctl.models import Message
 from sessionctl.service.freshness import write_stamp
 
@@ -135,7 +135,7 @@ def search(
     ``sessions``: of the most recently active session) — never another's.
     """
     from sessionctl.index import merge_hits
-    from sessionctl.service.session import check_top_k, roles_filter
+    from sessionctl.service.checks import check_top_k, roles_filter
 
     check_top_k(top_k)
     threshold = check_threshold(distance_threshold)
@@ -158,43 +158,80 @@ def search(
         if wide is not None:
             if wide or not fall_back:
                 return wide
-            return _fall_back(store, sessions, top_k, roles)
+            return _fall_back(store, sessions, top_k, roles, set(store.backend.vectors.skipped))
     per_session: dict[str, list[tuple[int, float]]] = {}
     by_seq: dict[str, dict[int, Message]] = {}
+    skipped: set[str] = set()
     for name in sorted(names):
-        index = index_for(store, name)
-        fast = (
-            None
-            if roles is not None
-            else _fast_search(store, name, embedder, index, query, top_k, threshold)
-        )
-        if fast is not None:
-            per_session[name], by_seq[name] = fast
-            continue
         try:
-            messages, _ = catch_up(store, name, embedder, index=index)
+            found_here = _search_one(store, name, embedder, query, top_k, threshold, roles)
         except SessionNotFound:
-            continue  # deleted while we searched
-        except StoreError as exc:
-            if sessions is not None:
+            continue  # deleted or renamed while we searched
+        except Exception as exc:
+            if sessions is not None or not _isolable(exc):
                 raise
-            store.warn(f"skipped: {exc}")  # one unreadable file must not fail every search
+            # One session that cannot be read must not fail a search over the others.
+            store.warn(skip_warning(name, exc, "searched"))
+            skipped.add(name)
             continue
-        by_seq[name] = {m.seq: m for m in messages}
-        wanted = {m.seq for m in messages if roles is None or m.role in roles}
-        if not wanted:
-            continue
-        # Ask for enough neighbours that the role filter still leaves top_k.
-        depth = len(messages) if roles is not None else min(top_k, len(messages))
-        hits = index.search(query, depth, max_distance=threshold)
-        per_session[name] = [(seq, d) for seq, d in hits if seq in wanted][:top_k]
+        if found_here is not None:
+            per_session[name], by_seq[name] = found_here
     found = [
         Hit(name, by_seq[name][seq], distance)
         for name, seq, distance in merge_hits(per_session, top_k)
     ]
     if found or not fall_back:
         return found
-    return _fall_back(store, sessions, top_k, roles)
+    return _fall_back(store, sessions, top_k, roles, skipped)
+
+
+def _search_one(
+    store: Store,
+    name: str,
+    embedder: Embedder,
+    query: Any,
+    top_k: int,
+    threshold: float,
+    roles: frozenset[str] | None,
+) -> tuple[list[tuple[int, float]], dict[int, Message]] | None:
+    """The hits (seq, distance) of one session and its messages by seq; None: none wanted."""
+    index = index_for(store, name)
+    if roles is None:
+        fast = _fast_search(store, name, embedder, index, query, top_k, threshold)
+        if fast is not None:
+            return fast
+    messages, _ = catch_up(store, name, embedder, index=index)
+    by_seq = {m.seq: m for m in messages}
+    wanted = {m.seq for m in messages if roles is None or m.role in roles}
+    if not wanted:
+        return None
+    # Ask for enough neighbours that the role filter still leaves top_k.
+    depth = len(messages) if roles is not None else min(top_k, len(messages))
+    hits = index.search(query, depth, max_distance=threshold)
+    return [(seq, d) for seq, d in hits if seq in wanted][:top_k], by_seq
+
+
+def _isolable(exc: Exception) -> bool:
+    """True for a failure of one session's data, not of the whole command.
+
+    The embedding model, the provider, a bad argument or Ctrl-C concern every
+    session alike: those still fail the command. Anything else (an unreadable
+    transcript, an I/O error, a bug tripped by one file's contents) is that
+    session's alone.
+    """
+    return isinstance(exc, StoreError) or not isinstance(exc, (SessionctlError, MemoryError))
+
+
+def skip_warning(name: str, exc: Exception, others: str) -> str:
+    """One line: which session was skipped, why, and what to do about it."""
+    if isinstance(exc, SessionctlError):
+        why = str(exc)
+    else:  # not ours: say what it was, so that it can be reported
+        why = f"internal error {type(exc).__name__}: {exc}"
+    return (
+        f"session {name!r} skipped: {why}; the others were {others} "
+        f"(once that is fixed, run: sessionctl reindex {name})"
+    )
 
 
 def _store_wide(
@@ -258,11 +295,15 @@ def _fast_search(
 
 
 def _fall_back(
-    store: Store, sessions: Sequence[str] | None, top_k: int, roles: frozenset[str] | None
+    store: Store,
+    sessions: Sequence[str] | None,
+    top_k: int,
+    roles: frozenset[str] | None,
+    skipped: set[str],
 ) -> list[Hit]:
     if sessions is None:
         latest = store.most_recent()
-        targets = [latest.name] if latest is not None else []
+        targets = [latest.name] if latest is not None and latest.name not in skipped else []
     else:
         targets = list(dict.fromkeys(sessions))
     hits: list[Hit] = []
@@ -278,25 +319,67 @@ def reindex(
     model: str | None = None,
     progress: Progress | None = None,
 ) -> list[tuple[str, SyncReport]]:
-    """Rebuild the indexes of ``names`` (default: every live session) from their transcripts."""
-    targets = list(names) if names is not None else sorted(n for n, _ in store.backend.names())
-    for name in targets:
-        store.existing(name)
+    """Rebuild the indexes of ``names`` (default: every live session) from their transcripts.
+
+    Every live session (``names`` None) is a best effort. A session deleted or
+    renamed meanwhile is skipped with a warning; after the pass, sessions that
+    appeared meanwhile (a renamed one's new name) are reindexed too, once. One
+    that cannot be read is skipped with a warning and, once all the others are
+    done, StoreError names it.
+    """
+    every = names is None
+    targets = sorted(n for n, _ in store.backend.names()) if every else list(names or ())
+    if not every:
+        for name in targets:
+            store.existing(name)
     embedder = embedder_for(store, model=model, threads=max(1, os.cpu_count() or 1))
-    reports = []
-    for name in targets:
-        index = index_for(store, name)
-        with store.backend.lock(name):
-            index.delete()
-        _, report = catch_up(store, name, embedder, progress=_per_session(progress, name))
-        reports.append((name, report))
-    if targets:
+    reports: list[tuple[str, SyncReport]] = []
+    failed: list[str] = []
+    seen = set(targets)
+    for pass_ in range(2):
+        vanished = False
+        for name in targets:
+            try:
+                reports.append((name, _reindex_one(store, name, embedder, progress)))
+            except SessionNotFound:
+                if not every:
+                    raise
+                store.warn(f"session {name!r} was deleted or renamed during reindex; skipped")
+                vanished = True
+            except Exception as exc:
+                if not every or not _isolable(exc):
+                    raise
+                store.warn(skip_warning(name, exc, "reindexed"))
+                failed.append(name)
+        if not vanished or pass_:
+            break
+        # What vanished may live on under a new name: one more pass, over the newcomers.
+        targets = sorted(n for n, _ in store.backend.names() if n not in seen)
+        seen.update(targets)
+    done = [name for name, _ in reports]
+    if done:
         # The store-wide index takes the vectors just rebuilt (nothing embedded twice).
         try:
-            store.backend.vectors.rebuild(targets, embedder)
+            store.backend.vectors.rebuild(done, embedder)
         except StoreError as exc:
             store.warn(f"store-wide semantic index not rebuilt: {exc}")
+    if failed:
+        raise StoreError(
+            f"reindexed {len(reports)} session(s); could not reindex {len(failed)}: "
+            f"{', '.join(failed)} (see the warnings above)"
+        )
     return reports
+
+
+def _reindex_one(
+    store: Store, name: str, embedder: Embedder, progress: Progress | None
+) -> SyncReport:
+    store.existing(name)
+    index = index_for(store, name)
+    with store.backend.lock(name):
+        index.delete()
+    _, report = catch_up(store, name, embedder, progress=_per_session(progress, name))
+    return report
 
 
 def _per_session(progress: Progress | None, name: str) -> Callable[[int, int], None] | None:

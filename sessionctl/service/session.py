@@ -2,35 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sessionctl.backend.files.transcript import Header, encode
 from sessionctl.errors import MessageNotFound, SessionNotFound, UsageError
 from sessionctl.ids import new_ulid
 from sessionctl.models import OPTIONAL_FIELDS, Message, SessionInfo, normalize_role
+from sessionctl.service.checks import check_top_k, roles_filter
 from sessionctl.timeutil import now_iso
 
 if TYPE_CHECKING:
     from sessionctl.service.store import Store
 
 MessageInput = Mapping[str, Any]
+# ``Store`` itself, set by sessionctl.service.store: that module imports this one,
+# so this one does not import it (no import cycle).
+default_store: Callable[[], Store] | None = None
 _INPUT_KEYS = {"role", "content", "interrupted", *OPTIONAL_FIELDS}
-
-
-def roles_filter(role: str | Iterable[str] | None) -> frozenset[str] | None:
-    """Return the canonical roles to keep, or None for all."""
-    if role is None:
-        return None
-    roles = [role] if isinstance(role, str) else list(role)
-    return frozenset(normalize_role(r) for r in roles) or None
-
-
-def check_top_k(top_k: int) -> int:
-    """Return ``top_k`` or raise UsageError: it must be a whole number ≥ 0."""
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
-        raise UsageError(f"top_k must be a whole number of 0 or more, got {top_k!r}")
-    return top_k
 
 
 def build_message(data: MessageInput, seq: int) -> Message:
@@ -297,6 +286,8 @@ class Session:
         cls, data: Mapping[str, Any], store: Store | None = None, *, name: str | None = None
     ) -> Session:
         """Create a session from :meth:`to_dict` output (in ``store``, or the default one)."""
-        from sessionctl.service.store import Store
-
-        return (store or Store()).from_dict(data, name=name)
+        if store is None:
+            if default_store is None:  # pragma: no cover - sessionctl/__init__ imports it
+                raise RuntimeError("import sessionctl.service.store first")
+            store = default_store()
+        return store.from_dict(data, name=name)

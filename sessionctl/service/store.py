@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import sessionctl.service.session as session_module
 from sessionctl.backend.files.local import LocalBackend
 from sessionctl.backend.files.transcript import Header, Warn
 from sessionctl.config import Settings, load_settings
@@ -336,3 +337,6 @@ def _decode_cursor(cursor: str, kind: type) -> tuple[Any, str]:
     except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
         pass
     raise UsageError(f"invalid cursor {cursor!r}: pass a next_cursor value printed by `list`")
+
+
+session_module.default_store = Store  # Session.from_dict() without a store: the default one

@@ -1,37 +1,41 @@
 """Whole sessions in and out: to_dict/from_dict, export and import.
 
-Import only ever parses JSON: nothing in an imported file is executed.
+Import only ever parses JSON: nothing in an imported file is executed. The checks
+of what is imported are in :mod:`sessionctl.service.importing`.
 """
 
 from __future__ import annotations
 
-import itertools
+import io
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sessionctl.backend.files.transcript import Header, encode
-from sessionctl.errors import CorruptData, UsageError
+from sessionctl.errors import UsageError
 from sessionctl.ids import new_ulid
-from sessionctl.models import FORMAT_NAME, FORMAT_VERSION, OPTIONAL_FIELDS, Message, normalize_role
+from sessionctl.models import FORMAT_NAME, FORMAT_VERSION
 from sessionctl.names import check_name, is_valid_name
-from sessionctl.timeutil import format_iso, now_iso, parse_iso
+from sessionctl.service.importing import (
+    MAX_BYTES,
+    MAX_LINE_BYTES,
+    SESSION_KEYS,
+    Invalid,
+    Readable,
+    Record,
+    build_messages,
+    read_import,
+    refuse,
+    session_fields,
+)
+from sessionctl.timeutil import now_iso
 
 if TYPE_CHECKING:
     from sessionctl.service.session import Session
     from sessionctl.service.store import Store
 
 EXPORT_FORMATS = ("jsonl", "json", "markdown")
-_SESSION_KEYS = (
-    "created_at",
-    "updated_at",
-    "model",
-    "system",
-    "metadata",
-    "parent",
-    "parent_message",
-)
 
 
 def session_to_dict(session: Session) -> dict[str, Any]:
@@ -39,7 +43,7 @@ def session_to_dict(session: Session) -> dict[str, Any]:
     scanned = session._backend.scan(session.name)
     header: Header = scanned.header
     out: dict[str, Any] = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "name": session.name}
-    for key in _SESSION_KEYS:
+    for key in SESSION_KEYS:
         out[key] = getattr(header, key)
     out["messages"] = [m.to_dict(raw=True) for m in scanned.messages]
     return out
@@ -75,153 +79,67 @@ def _markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _message_from(record: Mapping[str, Any], seq: int, where: str) -> Message:
-    if not isinstance(record, Mapping):
-        raise CorruptData(f"{where}: expected a message object")
-    if "role" not in record:
-        raise CorruptData(f"{where}: a message needs a 'role'")
-    try:
-        role = normalize_role(str(record["role"]))
-    except UsageError as exc:
-        raise CorruptData(f"{where}: {exc}") from None
-    content = record.get("content")
-    if isinstance(content, list):  # OpenAI content parts: keep the text ones
-        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    if content is not None and not isinstance(content, str):
-        raise CorruptData(f"{where}: message content must be text")
-    created = record.get("created_at")
-    try:
-        created = format_iso(parse_iso(created)) if created else now_iso()
-    except (TypeError, ValueError):
-        created = now_iso()
-    known = {"type", "id", "seq", "role", "content", "created_at", "interrupted", *OPTIONAL_FIELDS}
-    known |= {"pos", "more"}  # storage bookkeeping of a raw transcript, not message data
-    extra = {k: v for k, v in record.items() if k not in known}
-    kwargs: dict[str, Any] = {k: record.get(k) for k in OPTIONAL_FIELDS}
-    if kwargs["metadata"] is not None and not isinstance(kwargs["metadata"], dict):
-        raise CorruptData(f"{where}: message metadata must be an object")
-    return Message(
-        id=str(record.get("id") or new_ulid()),
-        seq=seq,
-        role=role,
-        content=content or "",
-        created_at=created,
-        interrupted=bool(record.get("interrupted", False)),
-        extra=extra,
-        **kwargs,
-    )
-
-
-def _keep_seqs(records: list[Mapping[str, Any]]) -> bool:
-    seqs = [r.get("seq") for r in records if isinstance(r, Mapping)]
-    if len(seqs) != len(records) or not all(type(s) is int and s > 0 for s in seqs):
-        return False
-    return all(a < b for a, b in itertools.pairwise(seqs))  # type: ignore[operator]
-
-
-def build_messages(records: list[Any], where: str) -> list[Message]:
-    """Validate imported message records; keep their ids/seqs when they are sound."""
-    keep = _keep_seqs(records)
-    messages = [
-        _message_from(r, r["seq"] if keep else i + 1, f"{where} message {i + 1}")
-        for i, r in enumerate(records)
-    ]
-    if len({m.id for m in messages}) != len(messages):  # duplicate ids: issue fresh ones
-        messages = [m._replace(id=new_ulid()) for m in messages]
-    return messages
-
-
-def parse_import(data: bytes, where: str) -> tuple[dict[str, Any], list[Any]]:
-    """Return (session fields, message records) from jsonl, json or an OpenAI messages array."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise CorruptData(f"{where}: not UTF-8 text (byte {exc.start})") from None
-    stripped = text.strip()
-    if not stripped:
-        raise CorruptData(f"{where}: empty input; nothing to import")
-    try:
-        whole = json.loads(stripped)
-    except ValueError:
-        whole = None
-    if isinstance(whole, list):
-        return {}, whole
-    if isinstance(whole, dict) and isinstance(whole.get("messages"), list):
-        return {k: whole.get(k) for k in ("name", *_SESSION_KEYS) if k in whole}, whole["messages"]
-    if isinstance(whole, dict) and whole.get("type") != "header" and "role" not in whole:
-        raise CorruptData(f"{where}: a JSON object needs a 'messages' array")
-    fields: dict[str, Any] = {}
-    records: list[Any] = []
-    # split on \n only: str.splitlines() would also cut at U+2028/U+0085 inside a JSON string
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            raise CorruptData(
-                f"{where}: line {number} is not valid JSON; nothing imported"
-            ) from None
-        if not isinstance(record, dict):
-            raise CorruptData(f"{where}: line {number} is not a JSON object; nothing imported")
-        if record.get("type") == "header":
-            version = record.get("version", 1)
-            if not isinstance(version, int) or version > FORMAT_VERSION:
-                raise CorruptData(f"{where}: written by a newer sessionctl; upgrade sessionctl")
-            fields = {k: record[k] for k in ("name", *_SESSION_KEYS) if k in record}
-        else:
-            records.append(record)
-    return fields, records
-
-
 def create_from_dict(
     store: Store, data: Mapping[str, Any] | list[Any], *, name: str | None
 ) -> Session:
     """Create a new session from to_dict()-shaped data (or an OpenAI ``messages`` list);
-    never overwrites an existing one."""
-    if isinstance(data, list):
-        data = {"messages": data}
-    if not isinstance(data, Mapping) or not isinstance(data.get("messages"), list):
+    never overwrites an existing one. Every field is checked as ``import`` checks it."""
+    if isinstance(data, list | tuple):
+        data = {"messages": list(data)}
+    if not isinstance(data, Mapping) or not isinstance(data.get("messages"), list | tuple):
         raise UsageError("from_dict needs a mapping with a 'messages' list, or such a list")
-    target = name or data.get("name")
+    try:
+        fields = session_fields(data)
+    except Invalid as exc:
+        raise refuse("data", "", str(exc)) from None
+    target = name or fields.get("name")
     if not isinstance(target, str) or not target:
         raise UsageError("no session name: pass name=... (or --as NAME)")
-    return _create(store, target, dict(data), list(data["messages"]), "data")
+    records = [Record(f"message {i}", m) for i, m in enumerate(data["messages"], start=1)]
+    return _create(store, target, fields, records, "data")
 
 
-def import_session(store: Store, data: bytes, *, where: str, name: str | None) -> Session:
-    """Create a session from an exported file's bytes (jsonl, json, OpenAI messages)."""
+def import_session(
+    store: Store,
+    data: bytes | Readable,
+    *,
+    where: str,
+    name: str | None,
+    max_line_bytes: int = MAX_LINE_BYTES,
+    max_bytes: int = MAX_BYTES,
+) -> Session:
+    """Create a session from an exported file (jsonl, json, OpenAI messages): its bytes,
+    or a binary stream read line by line within the limits (docs/format.md, "Import").
+
+    ``where`` names the input in errors (a path, or ``-`` for stdin)."""
     if name is not None:
         check_name(name)  # an explicit --as is checked first, even when empty
-    fields, records = parse_import(data, where)
+    source = "stdin" if where == "-" else where
+    stream = io.BytesIO(data) if isinstance(data, bytes) else data
+    limits = {"max_line_bytes": max_line_bytes, "max_bytes": max_bytes}
+    fields, records = read_import(stream, source, **limits)
     target = name or fields.get("name")
     if not target and where != "-":
         stem = Path(where).name.split(".")[0]
         target = stem if is_valid_name(stem) else None
     if not target:
         raise UsageError("cannot tell the session name; pass --as NAME")
-    return _create(store, target, fields, records, where)
+    return _create(store, target, fields, records, source)
 
 
 def _create(
-    store: Store, name: str, fields: Mapping[str, Any], records: list[Any], where: str
+    store: Store, name: str, fields: Mapping[str, Any], records: Iterable[Record], source: str
 ) -> Session:
     session = store.session(name)
-    messages = build_messages(records, where)
+    messages = build_messages(records, source)
     now = now_iso()
-    metadata = fields.get("metadata") or {}
-    if not isinstance(metadata, dict):
-        raise CorruptData(f"{where}: session metadata must be an object")
-    for key in ("created_at", "model", "system", "parent", "parent_message"):
-        if fields.get(key) is not None and not isinstance(fields.get(key), str):
-            raise CorruptData(f"{where}: session {key} must be text")
     header = Header(
         uid=new_ulid(),
-        created_at=str(fields.get("created_at") or now),
+        created_at=fields.get("created_at") or now,
         updated_at=now,
         model=fields.get("model"),
         system=fields.get("system"),
-        metadata=dict(metadata),
+        metadata=dict(fields.get("metadata") or {}),
         parent=fields.get("parent"),
         parent_message=fields.get("parent_message"),
     )

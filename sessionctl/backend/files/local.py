@@ -4,6 +4,7 @@
     HOME/sessions/NAME.lock         per-session write lock
     HOME/sessions/NAME.faiss        semantic index (derived) + NAME.index.json manifest
     HOME/sessions/NAME.rejects      lines set aside because they could not be parsed
+                                    (created the first time one is)
     HOME/trash/ULID/NAME.*          a soft-deleted session
     HOME/.store.lock                namespace lock: create, delete, restore, rename
     HOME/index/                     the store-wide vector index (derived; vectors/)
@@ -43,7 +44,7 @@ from sessionctl.fsutil import (
     try_exclusive_lock,
     write_new_private,
 )
-from sessionctl.models import Message, SessionInfo
+from sessionctl.models import MAX_SEQ, Message, SessionInfo
 from sessionctl.timeutil import from_epoch_ns, now_iso
 
 if TYPE_CHECKING:
@@ -267,7 +268,7 @@ class LocalBackend(TrashMixin):
         try:
             path = self._require(name)
             transcript.read_header(path)  # refuse a newer format or a file that is no session
-            return transcript.tail(path, k, roles)
+            return transcript.tail(path, k, roles, self.warn)
         except FileNotFoundError:
             raise SessionNotFound(f"no session named {name!r} (see `sessionctl list`)") from None
 
@@ -331,6 +332,12 @@ class LocalBackend(TrashMixin):
         state = transcript.tail_state(path)
         messages = make(header.next_seq(state.high_seq))
         messages = _numbered(messages, message_count(header, state.last))
+        if messages and messages[-1].seq > MAX_SEQ:
+            # No reader would take the record (docs/format.md): refuse to write it.
+            raise StoreError(
+                f"session {name!r} has used every message number (seq {MAX_SEQ}); "
+                "nothing written; continue in a new session"
+            )
         if messages:
             before = self._mtime(path)
             # Every record but the last says how many follow: a write cut short is

@@ -18,7 +18,7 @@ from sessionctl.backend.files.transcript import (
     open_transcript,
     tail_state,
 )
-from sessionctl.models import Message
+from sessionctl.models import Message, is_seq
 
 _CHUNK = 8192
 
@@ -56,7 +56,7 @@ def _seq_of(record: dict[str, Any] | None) -> int | None:
     if record is None or record.get("type") == "header":
         return None
     seq = record.get("seq")
-    return seq if type(seq) is int else None
+    return seq if is_seq(seq) else None  # out of range: a malformed line, skipped
 
 
 def messages_by_seq(path: Path, seqs: Iterable[int]) -> dict[int, Message]:

@@ -31,6 +31,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from sessionctl.models import is_seq
+
 FORMAT = "sessionctl-index"
 VERSION = 1
 METRIC = "cosine"
@@ -74,8 +76,12 @@ def to_ranges(seqs: Iterable[int]) -> list[list[int]]:
     return ranges
 
 
-def from_ranges(ranges: Any) -> list[int]:
-    """Inverse of :func:`to_ranges`; raises :class:`ManifestError` on bad input."""
+def from_ranges(ranges: Any, limit: int | None = None) -> list[int]:
+    """Inverse of :func:`to_ranges`; raises :class:`ManifestError` on bad input.
+
+    Every seq must be a valid message seq (1 to ``MAX_SEQ``), and with ``limit``
+    there may be at most that many (a range of 10**12 is refused, not expanded).
+    """
     if not isinstance(ranges, list):
         raise ManifestError("index manifest corrupt (seqs)")
     seqs: list[int] = []
@@ -84,9 +90,10 @@ def from_ranges(ranges: Any) -> list[int]:
         if (
             not isinstance(item, list)
             or len(item) != 2
-            or not all(type(v) is int for v in item)
+            or not all(is_seq(v) for v in item)
             or item[0] > item[1]
             or (last is not None and item[0] <= last)
+            or (limit is not None and len(seqs) + item[1] - item[0] + 1 > limit)
         ):
             raise ManifestError("index manifest corrupt (seqs)")
         seqs.extend(range(item[0], item[1] + 1))
@@ -152,7 +159,7 @@ class Manifest:
         for key, kind in fields.items():
             if type(doc.get(key)) is not kind:
                 raise ManifestError(f"index manifest corrupt ({key})")
-        seqs = from_ranges(doc["seqs"])
+        seqs = from_ranges(doc["seqs"], limit=doc["count"])
         try:
             packed = base64.b64decode(doc["digests"], validate=True)
         except (binascii.Error, ValueError):

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 from sessionctl.backend.files.header import Header as Header  # re-exported: it lives in header.py
 from sessionctl.errors import CorruptData, StoreError, UsageError
 from sessionctl.fsutil import FILE_MODE, append_private
-from sessionctl.models import FORMAT_NAME, FORMAT_VERSION, Message
+from sessionctl.models import FORMAT_NAME, FORMAT_VERSION, MAX_SEQ, Message, is_seq, record_problem
 from sessionctl.timeutil import now_iso
 
 Warn = Callable[[str], None]
@@ -70,13 +70,41 @@ def finish_previous(fd: int, offset: int) -> None:
 
 
 def as_message(record: dict[str, Any] | None) -> Message | None:
+    """The message a record holds; None for any other record or an invalid one."""
     if record is None or record.get("type", "message") != "message":
         return None
+    if record_problem(record) is not None:
+        return None
     try:
-        message = Message.from_record(record)
+        return Message.from_record(record)
     except (KeyError, TypeError, ValueError):
         return None
-    return message if message.seq > 0 else None
+
+
+def tombstone_high(record: dict[str, Any] | None) -> int | None:
+    """The highest seq a valid drop tombstone names; None when ``record`` is none.
+
+    A tombstone whose seq or high is not a valid seq is a malformed line.
+    """
+    if record is None or record.get("type") != "dropped":
+        return None
+    seq, high = record.get("seq"), record.get("high", 0)
+    if not is_seq(seq):
+        return None
+    if is_seq(high):
+        return max(seq, high)
+    return seq if high == 0 and type(high) is int else None
+
+
+def _problem(record: dict[str, Any] | None) -> str:
+    """Why a line that is neither a message nor a tombstone was skipped (for warnings)."""
+    if record is None:
+        return "not a JSON object"
+    if record.get("type") == "dropped":
+        return f"a drop tombstone whose seq or high is not from 1 to {MAX_SEQ}"
+    if record.get("type", "message") != "message":
+        return "unknown record type"
+    return record_problem(record) or "unreadable fields"
 
 
 def parse_header(line: bytes, path: Path) -> Header:
@@ -92,6 +120,13 @@ def parse_header(line: bytes, path: Path) -> Header:
     for key in ("model", "system", "parent", "parent_message"):
         if not isinstance(record.get(key), (str, type(None))):
             raise CorruptData(f"{path}: line 1 has a malformed header field ({key} is not text)")
+    for key in ("base_seq", "base_count"):
+        value = record.get(key)
+        if value is not None and not ((value == 0 and type(value) is int) or is_seq(value)):
+            raise CorruptData(
+                f"{path}: line 1 has a malformed header field "
+                f"({key} is not a whole number from 0 to {MAX_SEQ})"
+            )
     try:
         return Header.from_record(record)
     except (TypeError, ValueError) as exc:  # a hand-edited field of the wrong type
@@ -165,13 +200,20 @@ def scan(path: Path, warn: Warn | None = None) -> Scan:
         if not line.strip():
             continue
         record = decode_record(line)
-        if record is not None and record.get("type") == "dropped":
-            high = max(high, _int(record.get("high")), _int(record.get("seq")))
+        dropped = tombstone_high(record)
+        if dropped is not None:
+            high = max(high, dropped)
             unfinished.clear()
             continue
         message = as_message(record)
         if message is None:
             bad.append((number, line))
+            if warn is not None:
+                why = _problem(record)
+                warn(
+                    f"{path}: line {number} is not a valid message record ({why}); "
+                    "skipped (kept in file)"
+                )
         else:
             messages.append(message)
             high = max(high, message.seq)
@@ -181,10 +223,35 @@ def scan(path: Path, warn: Warn | None = None) -> Scan:
                 unfinished.clear()
     if unfinished:
         del messages[-len(unfinished) :]
-    if warn is not None:
-        for number, _ in bad:
-            warn(f"{path}: line {number} is not a valid message record; skipped (kept in file)")
     return Scan(header, messages, bad, torn, high, tuple(unfinished))
+
+
+def skipped_warning(path: Path, number: int) -> str:
+    """The one-line warning for a line a reader skipped because it is not a record."""
+    return (
+        f"{path}: line {number} is not a valid message record; skipped (kept in the file"
+        f" until a write sets it aside in {path.stem}.rejects)"
+    )
+
+
+def unreadable(record: dict[str, Any] | None) -> bool:
+    """True for a line that is no record at all, or a message record that cannot be
+    read; False for any other record (the header, a tombstone, a kind not known here)."""
+    if record is None:
+        return True
+    return record.get("type", "message") == "message" and as_message(record) is None
+
+
+def _line_number(fd: int, offset: int) -> int:
+    """The 1-based number of the line that starts at ``offset`` (reads what is before it)."""
+    count, pos = 0, 0
+    while pos < offset:
+        chunk = os.pread(fd, min(_BLOCK, offset - pos), pos)
+        if not chunk:
+            break
+        count += chunk.count(b"\n")
+        pos += len(chunk)
+    return count + 1
 
 
 def _reverse_lines(fd: int, size: int) -> Iterator[tuple[int, bytes]]:
@@ -228,21 +295,30 @@ def _reverse_lines(fd: int, size: int) -> Iterator[tuple[int, bytes]]:
         yield 0, rest
 
 
-def tail(path: Path, k: int, roles: frozenset[str] | None = None) -> list[Message]:
-    """Return the last ``k`` messages (oldest first) by seeking from the end of the file."""
+def tail(
+    path: Path, k: int, roles: frozenset[str] | None = None, warn: Warn | None = None
+) -> list[Message]:
+    """Return the last ``k`` messages (oldest first) by seeking from the end of the file.
+
+    A line that is not a record, among those read, is skipped and reported to ``warn``
+    by its line number, as a full read does.
+    """
     if k <= 0:
         return []
     fd = open_transcript(path)
     try:
         size = os.fstat(fd).st_size
         found: list[Message] = []
+        bad: list[int] = []  # offsets of lines that are not records
         at_end = True  # skipping the records of an unfinished write
-        for _, line in _reverse_lines(fd, size):
+        for offset, line in _reverse_lines(fd, size):
             record = decode_record(line)
             message = as_message(record)
-            if record is not None and record.get("type") == "dropped":
+            if tombstone_high(record) is not None:
                 at_end = False
             if message is None:
+                if offset and line.strip() and not (record and record.get("type") == "dropped"):
+                    bad.append(offset)
                 continue  # the header, a tombstone, a blank or a corrupt line
             if at_end and is_unfinished(record):
                 continue
@@ -251,6 +327,9 @@ def tail(path: Path, k: int, roles: frozenset[str] | None = None) -> list[Messag
                 found.append(message)
                 if len(found) >= k:
                     break
+        if warn is not None:
+            for offset in reversed(bad):
+                warn(skipped_warning(path, _line_number(fd, offset)))
     finally:
         os.close(fd)
     found.reverse()
@@ -273,8 +352,9 @@ def tail_state(path: Path) -> TailState:
     try:
         for offset, line in _reverse_lines(fd, os.fstat(fd).st_size):
             record = decode_record(line)
-            if record is not None and record.get("type") == "dropped":
-                high = max(high, _int(record.get("high")), _int(record.get("seq")))
+            dropped = tombstone_high(record)
+            if dropped is not None:
+                high = max(high, dropped)
                 at_end = False
                 continue
             message = as_message(record)
@@ -285,10 +365,6 @@ def tail_state(path: Path) -> TailState:
     finally:
         os.close(fd)
     return TailState(None, 0, high)
-
-
-def _int(value: Any) -> int:
-    return value if type(value) is int else 0
 
 
 def tombstone(message: Message, high: int) -> dict[str, Any]:
@@ -308,12 +384,14 @@ def tombstone(message: Message, high: int) -> dict[str, Any]:
 
 def repair_tail(path: Path, rejects: Path, warn: Warn | None) -> None:
     """Under the write lock: end the file on a newline, setting a torn last line aside,
-    and set aside the records of a multi-message write that was cut short."""
+    set aside unreadable lines after the last record (an append would bury them in the
+    middle), and the records of a multi-message write that was cut short."""
     fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
     try:
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
             _repair_torn(fd, size, path, rejects, warn)
+        _repair_junk(fd, path, rejects, warn)
         _repair_unfinished(fd, path, rejects, warn)
     finally:
         os.close(fd)
@@ -338,6 +416,34 @@ def _repair_torn(fd: int, size: int, path: Path, rejects: Path, warn: Warn | Non
         if warn is not None:
             warn(f"{path}: set aside a torn last line from an interrupted write")
     os.fsync(fd)
+
+
+def _repair_junk(fd: int, path: Path, rejects: Path, warn: Warn | None) -> None:
+    """Set aside the unreadable lines that end the file (after its last record)."""
+    size = os.fstat(fd).st_size
+    start = None
+    for offset, line in _reverse_lines(fd, size):
+        if not line.strip():
+            continue
+        if offset == 0 or not unreadable(decode_record(line)):
+            break
+        start = offset
+    if start is None:
+        return
+    first = _line_number(fd, start)
+    segment = os.pread(fd, size - start, start)
+    junk = [(first + i, line) for i, line in enumerate(segment.split(b"\n")) if line.strip()]
+    set_aside(rejects, list(junk), "unreadable line (at the end, before a write)")
+    os.ftruncate(fd, start)
+    os.fsync(fd)
+    if warn is not None:
+        last = junk[-1][0]
+        what = (
+            f"line {first} is not a valid message record"
+            if last == first
+            else f"lines {first}-{last} are not valid message records"
+        )
+        warn(f"{path}: {what}; set aside in {rejects.name}")
 
 
 def _repair_unfinished(fd: int, path: Path, rejects: Path, warn: Warn | None) -> None:

@@ -22,7 +22,7 @@ _sessionctl_spec() {
             args=none ;;
         "recent")
             subs=""
-            opts="-s --session -k --top-k -r --role --text --json --raw -h --help"
+            opts="-s --session -k --top-k -r --role --text -0 --null --json --raw -h --help"
             valued="-s --session -k --top-k -r --role"
             vdynamic="-s --session"
             args=none ;;
@@ -46,7 +46,7 @@ _sessionctl_spec() {
             args=dynamic ;;
         "relevant")
             subs=""
-            opts="-s --session -k --top-k -d --distance-threshold --fall-back -r --role --text --json --raw -h --help"
+            opts="-s --session -k --top-k -d --distance-threshold --fall-back -r --role --text -0 --null --json --raw -h --help"
             valued="-s --session -k --top-k -d --distance-threshold -r --role"
             vdynamic="-s --session"
             args=none ;;
@@ -64,7 +64,7 @@ _sessionctl_spec() {
             args=none ;;
         "show")
             subs=""
-            opts="--json -h --help"
+            opts="-0 --null --json -h --help"
             valued=""
             vdynamic=""
             args=dynamic ;;
@@ -76,8 +76,8 @@ _sessionctl_spec() {
             args=dynamic ;;
         "import")
             subs=""
-            opts="--as -h --help"
-            valued="--as"
+            opts="--as --max-line-bytes --max-bytes -h --help"
+            valued="--as --max-line-bytes --max-bytes"
             vdynamic=""
             args=files ;;
         "fork")

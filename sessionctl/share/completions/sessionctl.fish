@@ -29,7 +29,7 @@ function __sessionctl_spec --description 'sessionctl subcommands or valued optio
         case 'valued export'
             printf '%s\n' -f --format
         case 'valued import'
-            printf '%s\n' --as
+            printf '%s\n' --as --max-line-bytes --max-bytes
         case 'valued fork'
             printf '%s\n' --at
         case 'valued meta'
@@ -116,7 +116,8 @@ complete -c sessionctl -n '__sessionctl_at chat' -f
 complete -c sessionctl -n '__sessionctl_at recent' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (default: the most recently active session).'
 complete -c sessionctl -n '__sessionctl_at recent' -s k -l top-k -r -f -d 'How many messages.'
 complete -c sessionctl -n '__sessionctl_at recent' -s r -l role -r -f -d 'Only messages of this role (repeatable).'
-complete -c sessionctl -n '__sessionctl_at recent' -l text -d 'Print only the contents.'
+complete -c sessionctl -n '__sessionctl_at recent' -l text -d 'Print only the contents, one message per line (a message\'s own newlines are kept: use -0 or --json when messages may span lines).'
+complete -c sessionctl -n '__sessionctl_at recent' -s 0 -l null -d 'End each message with a NUL byte instead of a newline, so messages that span lines stay apart (for xargs -0).'
 complete -c sessionctl -n '__sessionctl_at recent' -l json -d 'Print JSON.'
 complete -c sessionctl -n '__sessionctl_at recent' -l raw -d 'Print JSON with every stored field.'
 complete -c sessionctl -n '__sessionctl_at recent' -s h -l help -d 'Show this message and exit.'
@@ -145,7 +146,8 @@ complete -c sessionctl -n '__sessionctl_at relevant' -s k -l top-k -r -f -d 'At 
 complete -c sessionctl -n '__sessionctl_at relevant' -s d -l distance-threshold -r -f -d 'Keep hits with cosine distance <= D (0-2; 0.3 = similarity >= 0.7). Default: the model\'s (0.70 for MiniLM).'
 complete -c sessionctl -n '__sessionctl_at relevant' -l fall-back -d 'Nothing close enough: show the same session\'s recent messages.'
 complete -c sessionctl -n '__sessionctl_at relevant' -s r -l role -r -f -d 'Only messages of this role (repeatable).'
-complete -c sessionctl -n '__sessionctl_at relevant' -l text -d 'Print only the contents.'
+complete -c sessionctl -n '__sessionctl_at relevant' -l text -d 'Print only the contents, one message per line (a message\'s own newlines are kept: use -0 or --json when messages may span lines).'
+complete -c sessionctl -n '__sessionctl_at relevant' -s 0 -l null -d 'End each message with a NUL byte instead of a newline, so messages that span lines stay apart (for xargs -0).'
 complete -c sessionctl -n '__sessionctl_at relevant' -l json -d 'Print JSON.'
 complete -c sessionctl -n '__sessionctl_at relevant' -l raw -d 'JSON with every stored field.'
 complete -c sessionctl -n '__sessionctl_at relevant' -s h -l help -d 'Show this message and exit.'
@@ -163,6 +165,7 @@ complete -c sessionctl -n '__sessionctl_at list' -l json -d 'Print JSON.'
 complete -c sessionctl -n '__sessionctl_at list' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at list' -f
 # sessionctl show
+complete -c sessionctl -n '__sessionctl_at show' -s 0 -l null -d 'End each message with a NUL byte instead of a newline, so messages that span lines stay apart (for xargs -0).'
 complete -c sessionctl -n '__sessionctl_at show' -l json -d 'Print JSON.'
 complete -c sessionctl -n '__sessionctl_at show' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at show' -f -a '(__sessionctl_dynamic)'
@@ -172,6 +175,8 @@ complete -c sessionctl -n '__sessionctl_at export' -s h -l help -d 'Show this me
 complete -c sessionctl -n '__sessionctl_at export' -f -a '(__sessionctl_dynamic)'
 # sessionctl import
 complete -c sessionctl -n '__sessionctl_at import' -l as -r -f -d 'Name of the new session.'
+complete -c sessionctl -n '__sessionctl_at import' -l max-line-bytes -r -f -d 'Refuse a JSON line (one message) longer than this: bytes, or K, M, G.'
+complete -c sessionctl -n '__sessionctl_at import' -l max-bytes -r -f -d 'Refuse input longer than this in all: bytes, or K, M, G.'
 complete -c sessionctl -n '__sessionctl_at import' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at import' -F
 # sessionctl fork

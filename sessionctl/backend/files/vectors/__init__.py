@@ -44,7 +44,7 @@ from sessionctl.backend.files.vectors.journal import (
     row_dtype,
     writer_lock,
 )
-from sessionctl.errors import EmbeddingError, StoreError
+from sessionctl.errors import EmbeddingError, SessionctlError, StoreError
 from sessionctl.index.hits import similarity_to_distance, within_threshold
 from sessionctl.index.report import SyncReport
 from sessionctl.models import Message
@@ -79,6 +79,7 @@ class StoreIndex:
         self.directory = backend.home / DIR_NAME
         self.bytes_written = 0  # by this object's last catch-up (tests and the bench read it)
         self.embedded = 0  # texts embedded by this object's last catch-up
+        self.skipped: set[str] = set()  # sessions the last catch-up could not read
 
     def _warn(self, message: str) -> None:
         if self.backend.warn is not None:
@@ -134,6 +135,7 @@ class StoreIndex:
         query = np.ascontiguousarray(query_vec, dtype=np.float32).reshape(1, -1)
         explicit = where.names is not None
         wanted = self._wanted(where.names)
+        self.skipped = set()
         force: set[str] = set()
         rebuild = False
         hits: list[IndexHit] = []
@@ -145,8 +147,9 @@ class StoreIndex:
                 raise EmbeddingError(
                     f"query vector has dimension {query.shape[1]}, the index {loaded.dimension}"
                 )
+            names = [n for n in wanted if n not in self.skipped]
             try:
-                found = _search(loaded, query, list(wanted), where.roles, k, max_distance)
+                found = _search(loaded, query, names, where.roles, k, max_distance)
             except IndexUnusable as exc:
                 self._warn(f"semantic index: {exc}; rebuilding it")
                 rebuild = True
@@ -208,6 +211,7 @@ class StoreIndex:
     ) -> tuple[Loaded, list[tuple[str, SyncReport]]]:
         """The committed index with every wanted session current (catching up what is not)."""
         force = set(force_full) | set(anew)
+        first = not os.path.lexists(self.directory)  # never built here: nothing to warn about
         loaded, _ = (None, None) if rebuild or fresh_start else self._open(embedder)
         if loaded is not None and not self._stale(loaded, wanted, force):
             return loaded, []
@@ -215,7 +219,15 @@ class StoreIndex:
         try:
             with writer_lock(self.directory):
                 return self._catch_up_locked(
-                    wanted, embedder, progress, force, set(anew), rebuild, fresh_start, strict
+                    wanted,
+                    embedder,
+                    progress,
+                    force,
+                    set(anew),
+                    rebuild,
+                    fresh_start or first,
+                    strict,
+                    quiet=first,
                 )
         except OSError as exc:
             cause = exc.__cause__ if isinstance(exc, StoreError) else exc
@@ -237,13 +249,15 @@ class StoreIndex:
         rebuild: bool,
         fresh_start: bool,
         strict: bool,
+        *,
+        quiet: bool = False,
     ) -> tuple[Loaded, list[tuple[str, SyncReport]]]:
         loaded, reason = (None, "rebuilt on request") if fresh_start else self._open(embedder)
         if rebuild and not fresh_start:
             loaded, reason = None, reason or "index vectors corrupt"
         legacy: set[str] = set()
         if loaded is None:
-            if not fresh_start:
+            if not fresh_start and not quiet:
                 self._warn(f"semantic index rebuilt: {reason}")
             create(self.directory, embedder.model_id, embedder.dimension)
             loaded = load(self.directory)
@@ -271,10 +285,12 @@ class StoreIndex:
                     )
                 except FileNotFoundError:
                     continue  # deleted while we looked
-                except StoreError as exc:
-                    if strict:
+                except Exception as exc:
+                    if strict or not _isolable(exc):
                         raise
-                    self._warn(f"skipped: {exc}")
+                    # One session that cannot be read must not fail a search over the others.
+                    self._warn(_skip_warning(name, exc))
+                    self.skipped.add(name)
                     continue
                 reports.append((name, report))
         except BaseException:
@@ -347,6 +363,23 @@ class StoreIndex:
                     continue
                 hits.append(IndexHit(name, seq, distance, message))
         return hits, stale
+
+
+def _isolable(exc: Exception) -> bool:
+    """A failure of one session's data (not the model's, not a bad argument, not memory)."""
+    return isinstance(exc, StoreError) or not isinstance(exc, (SessionctlError, MemoryError))
+
+
+def _skip_warning(name: str, exc: Exception) -> str:
+    why = (
+        str(exc)
+        if isinstance(exc, SessionctlError)
+        else (f"internal error {type(exc).__name__}: {exc}")
+    )
+    return (
+        f"session {name!r} skipped: {why}; the others were searched "
+        f"(once that is fixed, run: sessionctl reindex {name})"
+    )
 
 
 class _Builder:
