@@ -226,7 +226,7 @@ def test_header_number_out_of_range_fails_that_session_only(
 
     for a in ("a", "c"):
         for suffix in (".faiss", ".index.json"):
-            _path(home, a, suffix).unlink()
+            _path(home, a, suffix).unlink(missing_ok=True)  # none: searched store-wide
     reindexed = cli("reindex", "--all")
     assert reindexed.exit_code == 1, reindexed
     _no_traceback(reindexed.stderr)

@@ -263,7 +263,7 @@ class StoreIndex:
             loaded = load(self.directory)
             remove_strays(self.directory, loaded.generation)
             legacy = self._legacy_sidecars()
-            if legacy:
+            if legacy and not anew:  # reindex has just written those sidecars itself
                 self._warn(
                     f"semantic index: building the store-wide index from {len(legacy)}"
                     " per-session index(es) of sessionctl 0.1 (vectors reused, not re-embedded)"
@@ -468,7 +468,10 @@ class _Builder:
         self, name: str, activity: int, *, full: bool, anew: bool, legacy: bool
     ) -> SyncReport:
         reading = follow.read(
-            self.owner.backend.path(name), self._state_of, force_full=full or activity < 0
+            self.owner.backend.path(name),
+            self._state_of,
+            force_full=full or activity < 0,
+            warn=self.owner.backend.warn,
         )
         previous = self._state_of(reading.uid)
         key = previous.key if previous is not None else self.next_key

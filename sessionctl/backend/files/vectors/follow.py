@@ -34,7 +34,11 @@ class Reading(NamedTuple):
 
 
 def read(
-    path: Path, state_of: Callable[[str], SessionState | None], *, force_full: bool = False
+    path: Path,
+    state_of: Callable[[str], SessionState | None],
+    *,
+    force_full: bool = False,
+    warn: transcript.Warn | None = None,
 ) -> Reading:
     """Read ``path`` from where its state (looked up by the header's uid) left off.
 
@@ -58,7 +62,7 @@ def read(
         tail = _tail(fd, size)
     finally:
         os.close(fd)
-    scanned = transcript.scan(path)
+    scanned = transcript.scan(path, warn)  # a corrupt middle line is reported by number
     if scanned.header.uid != header.uid:
         return Reading(scanned.header.uid, scanned.messages, True, 0, 0, "")
     clean = ends_clean and not scanned.unfinished and scanned.torn is None
