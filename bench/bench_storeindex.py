@@ -57,7 +57,7 @@ def fill(home: Path, sessions: int, per: int) -> Store:
             [
                 {"role": "user", "content": f"session {i} note {j} about topic {i * j % 97}"}
                 for j in range(per)
-            ]  # fmt: skip
+            ]
         )
     store.backend.vectors.catch_up(None, RandomVectors())
     return store
