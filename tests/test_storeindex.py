@@ -365,3 +365,21 @@ def test_kill_9_during_catch_up_loses_nothing_and_is_not_rebuilt(
         text = f"s{i} r8 m39"
         hit = index.search(model.embed([text])[0], model, k=1, max_distance=2.0)[0]
         assert (hit.session, hit.message.content, hit.distance) == (f"s{i}", text, 0.0)
+
+
+def test_a_commit_being_written_is_not_read_yet(home: Path) -> None:
+    """A reader that meets half a commit line (a writer appending it now) takes the one before."""
+    store = Store(home)
+    model = HashEmbedder()
+    store.session("a").add_message({"role": "user", "content": "first"})
+    index = StoreIndex(store.backend)
+    index.catch_up(None, model)
+    before = load(home / "index").rows_count
+    with open(home / "index" / JOURNAL, "ab") as f:
+        f.write(b'{"t":"s","k":9,"uid":"X","name":"b","act":1,"ino":0,"size":0,"tail":""}\n')
+        f.write(b'{"t":"c","from":1,"rows":')
+    assert load(home / "index").rows_count == before
+    store.session("a").add_message({"role": "user", "content": "second"})
+    hits = index.search(model.embed(["second"])[0], model, k=1, max_distance=2.0)
+    assert hits[0].message.content == "second"  # the next writer cut the torn tail
+    assert b'"k":9' not in (home / "index" / JOURNAL).read_bytes()

@@ -200,7 +200,12 @@ def _load_once(directory: Path) -> Loaded:
     if not isinstance(generation, str) or not generation.isalnum():
         raise IndexUnusable("index journal corrupt (generation)")
     # Everything up to the last commit record counts; what follows is uncommitted.
-    end = data.rfind(b'\n{"t":"c",') + 1
+    end = len(data)
+    while True:  # the last complete commit line (a writer may be appending one now)
+        end = data.rfind(b'\n{"t":"c",', 0, end) + 1
+        if end <= first or data.find(b"\n", end) >= 0:
+            break
+        end -= 1
     if end <= first:
         end = first + 1  # no commit yet: an empty index
         body: list[Any] = []
