@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from sessionctl.errors import StoreError
-from sessionctl.fsutil import FILE_MODE, atomic_write, ensure_private_dir, fsync_dir
+from sessionctl.fsutil import FILE_MODE, atomic_write, ensure_private_dir, fsync_dir, is_temp_name
 
 FORMAT = "sessionctl-store-index"
 VERSION = 1
@@ -305,9 +305,23 @@ def writer_lock(directory: Path) -> Iterator[None]:
         raise StoreError(f"cannot open {directory / LOCK}: {exc.strerror}") from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        _remove_temps(directory)
         yield
     finally:
         os.close(fd)
+
+
+def _remove_temps(directory: Path) -> None:
+    """Temp files here are written only under the writers' lock: any found now is a
+    crashed writer's (``.NAME~.tmp``, see fsutil.temp_path_for)."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        if is_temp_name(name):
+            with contextlib.suppress(OSError):
+                (directory / name).unlink()
 
 
 def create(directory: Path, model_id: str, dimension: int) -> None:
