@@ -383,3 +383,21 @@ def test_a_commit_being_written_is_not_read_yet(home: Path) -> None:
     hits = index.search(model.embed(["second"])[0], model, k=1, max_distance=2.0)
     assert hits[0].message.content == "second"  # the next writer cut the torn tail
     assert b'"k":9' not in (home / "index" / JOURNAL).read_bytes()
+
+
+def test_a_name_reused_after_a_rename_maps_to_the_new_session(home: Path) -> None:
+    store = Store(home)
+    model = HashEmbedder()
+    store.session("a").add_message({"role": "user", "content": "old a"})
+    index = StoreIndex(store.backend)
+    index.catch_up(None, model)
+    store.rename("a", "b")
+    store.session("a").add_message({"role": "user", "content": "new a"})
+    index.catch_up(None, model)
+    assert model.texts == ["old a", "new a"]
+    fresh = StoreIndex(Store(home).backend)  # reads the journal again
+    by_name = load(home / "index").by_name
+    assert sorted(by_name) == ["a", "b"] and by_name["a"].key != by_name["b"].key
+    for text, name in (("old a", "b"), ("new a", "a")):
+        hit = fresh.search(model.embed([text])[0], model, k=1, max_distance=2.0)[0]
+        assert (hit.session, hit.message.content) == (name, text)

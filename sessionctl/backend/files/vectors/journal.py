@@ -219,6 +219,7 @@ def _load_once(directory: Path) -> Loaded:
     loaded = Loaded(directory, model_id, dimension, generation, 0, end, len(body) + 1)
     rows = 0
     commits: list[dict[str, Any]] = []
+    names: dict[str, int] = {}  # live name -> key, as the records so far say
     try:
         for record in body:
             kind = record["t"]
@@ -232,10 +233,14 @@ def _load_once(directory: Path) -> Loaded:
                     int(record["size"]),
                     str(record["tail"]),
                 )
+                old = loaded.sessions.get(state.key)
+                if old is not None and old.name is not None and names.get(old.name) == old.key:
+                    del names[old.name]
                 if state.name is not None:
-                    for other in loaded.sessions.values():
-                        if other.name == state.name and other.key != state.key:
-                            other.name = None
+                    holder = names.get(state.name)
+                    if holder is not None and holder != state.key:
+                        loaded.sessions[holder].name = None  # the name moved on
+                    names[state.name] = state.key
                 loaded.sessions[state.key] = state
             elif kind == "x":
                 loaded.dead.extend((int(a), int(b)) for a, b in record["r"])
