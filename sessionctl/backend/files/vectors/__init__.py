@@ -30,6 +30,7 @@ from sessionctl.backend.files.layout import TRANSCRIPT
 from sessionctl.backend.files.vectors import follow
 from sessionctl.backend.files.vectors.journal import (
     DIR_NAME,
+    JOURNAL,
     ROLES,
     Change,
     IndexUnusable,
@@ -38,6 +39,7 @@ from sessionctl.backend.files.vectors.journal import (
     commit,
     compact,
     create,
+    files,
     load,
     needs_compaction,
     remove_strays,
@@ -80,6 +82,9 @@ class StoreIndex:
         self.bytes_written = 0  # by this object's last catch-up (tests and the bench read it)
         self.embedded = 0  # texts embedded by this object's last catch-up
         self.skipped: set[str] = set()  # sessions the last catch-up could not read
+        # The last index loaded, by the journal's (dev, ino, size, mtime): a commit,
+        # a compaction or a rebuild changes it.
+        self._cache: tuple[tuple[int, ...], Loaded] | None = None
 
     def _warn(self, message: str) -> None:
         if self.backend.warn is not None:
@@ -152,6 +157,7 @@ class StoreIndex:
                 found = _search(loaded, query, names, where.roles, k, max_distance)
             except IndexUnusable as exc:
                 self._warn(f"semantic index: {exc}; rebuilding it")
+                self._cache = None
                 rebuild = True
                 continue
             hits, stale = self._resolve(loaded, found)
@@ -169,13 +175,50 @@ class StoreIndex:
             return times
         return {n: times.get(n, -1) for n in dict.fromkeys(names)}
 
+    def _reload(self) -> Loaded:
+        """Load what this writer just committed (and remember it)."""
+        before = self._key(None)
+        loaded = load(self.directory)
+        key = self._key(loaded.generation)
+        self._cache = (key, loaded) if key[:4] == before else None
+        return loaded
+
+    def _key(self, generation: str | None) -> tuple[int, ...]:
+        """(dev, ino, size, mtime) of the journal and of both files of its generation.
+
+        A mapped file that shrank under this process would kill it (SIGBUS) when
+        searched: any change to any of the three means loading (and checking) again.
+        """
+        key: list[int] = []
+        st = os.stat(self.directory / JOURNAL, follow_symlinks=False)
+        key += [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
+        if generation is not None:
+            for path in files(self.directory, generation):
+                try:
+                    st = os.stat(path, follow_symlinks=False)
+                except FileNotFoundError:
+                    key += [-1]
+                    continue
+                key += [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
+        return tuple(key)
+
     def _open(self, embedder: Embedder) -> tuple[Loaded | None, str | None]:
         try:
-            loaded = load(self.directory)
+            cached = self._cache
+            key = self._key(cached[1].generation if cached is not None else None)
+            if cached is not None and cached[0] == key:
+                loaded = cached[1]  # this process loaded (or wrote) exactly this
+            else:
+                self._cache = None
+                loaded = self._reload()
         except FileNotFoundError:
             return None, "store-wide index missing"
         except IndexUnusable as exc:
+            self._cache = None
             return None, str(exc)
+        except OSError as exc:  # index/ is not a directory, unreadable, ...
+            self._cache = None
+            return None, f"store-wide index unreadable ({exc.strerror or exc})"
         if loaded.model_id != embedder.model_id:
             return None, f"index built with model {loaded.model_id}, now using {embedder.model_id}"
         known = (
@@ -301,11 +344,11 @@ class StoreIndex:
             raise
         if not change.empty():
             self.bytes_written += commit(loaded, change)
-            loaded = load(self.directory)
+            loaded = self._reload()
             kind = needs_compaction(loaded)
             if kind is not None:
                 compact(loaded, self._trash_uids() if kind == "rows" else None)
-                loaded = load(self.directory)
+                loaded = self._reload()
         return loaded, reports
 
     def _legacy_sidecars(self) -> set[str]:
