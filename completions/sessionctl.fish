@@ -15,7 +15,7 @@ function __sessionctl_spec --description 'sessionctl subcommands or valued optio
         case 'valued recent'
             printf '%s\n' -s --session -k --top-k -r --role
         case 'valued add'
-            printf '%s\n' -s --session -r --role --model --name --tool-call-id --metadata
+            printf '%s\n' -r --role -s --session --model --name --tool-call-id --metadata
         case 'valued store'
             printf '%s\n' -s --session --model
         case 'valued drop'
@@ -23,18 +23,26 @@ function __sessionctl_spec --description 'sessionctl subcommands or valued optio
         case 'valued relevant'
             printf '%s\n' -s --session -k --top-k -d --distance-threshold -r --role
         case 'valued reindex'
-            printf '%s\n' --model
+            printf '%s\n' -s --session --model
         case 'valued list'
             printf '%s\n' -n --limit --cursor
+        case 'valued show'
+            printf '%s\n' -s --session
         case 'valued export'
-            printf '%s\n' -f --format
+            printf '%s\n' -s --session -f --format
         case 'valued import'
             printf '%s\n' --as --max-line-bytes --max-bytes
         case 'valued fork'
-            printf '%s\n' --at
+            printf '%s\n' -s --session --at
+        case 'valued rename'
+            printf '%s\n' -s --session
         case 'valued meta'
-            printf '%s\n' --unset
+            printf '%s\n' -s --session --unset
         case 'valued clear'
+            printf '%s\n' -s --session
+        case 'valued delete'
+            printf '%s\n' -s --session
+        case 'valued restore'
             printf '%s\n' -s --session
         case 'valued prune'
             printf '%s\n' --older-than
@@ -113,31 +121,31 @@ complete -c sessionctl -n '__sessionctl_at chat' -l show-context -d 'Print what 
 complete -c sessionctl -n '__sessionctl_at chat' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at chat' -f
 # sessionctl recent
-complete -c sessionctl -n '__sessionctl_at recent' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (default: the most recently active session).'
+complete -c sessionctl -n '__sessionctl_at recent' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (instead of SESSION).'
 complete -c sessionctl -n '__sessionctl_at recent' -s k -l top-k -r -f -d 'How many messages.'
-complete -c sessionctl -n '__sessionctl_at recent' -s r -l role -r -f -d 'Only messages of this role (repeatable).'
+complete -c sessionctl -n '__sessionctl_at recent' -s r -l role -r -f -a '(__sessionctl_dynamic)' -d 'Only messages of this role (repeatable).'
 complete -c sessionctl -n '__sessionctl_at recent' -l text -d 'Print only the contents, one message per line (a message\'s own newlines are kept: use -0 or --json when messages may span lines).'
 complete -c sessionctl -n '__sessionctl_at recent' -s 0 -l null -d 'End each message with a NUL byte instead of a newline, so messages that span lines stay apart (for xargs -0).'
 complete -c sessionctl -n '__sessionctl_at recent' -l json -d 'Print JSON.'
 complete -c sessionctl -n '__sessionctl_at recent' -l raw -d 'Print JSON with every stored field.'
 complete -c sessionctl -n '__sessionctl_at recent' -s h -l help -d 'Show this message and exit.'
-complete -c sessionctl -n '__sessionctl_at recent' -f
+complete -c sessionctl -n '__sessionctl_at recent' -f -a '(__sessionctl_dynamic)'
 # sessionctl add
-complete -c sessionctl -n '__sessionctl_at add' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (required: this command never guesses its target).'
-complete -c sessionctl -n '__sessionctl_at add' -s r -l role -r -f -d 'system, user, assistant (or llm), tool.'
+complete -c sessionctl -n '__sessionctl_at add' -s r -l role -r -f -a '(__sessionctl_dynamic)' -d 'Who wrote it (llm means assistant).'
+complete -c sessionctl -n '__sessionctl_at add' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (instead of SESSION).'
 complete -c sessionctl -n '__sessionctl_at add' -l model -r -f -d 'Model that wrote it.'
 complete -c sessionctl -n '__sessionctl_at add' -l name -r -f -d 'Author/tool name.'
 complete -c sessionctl -n '__sessionctl_at add' -l tool-call-id -r -f -d 'For role tool.'
 complete -c sessionctl -n '__sessionctl_at add' -l metadata -r -f -d 'JSON object stored with it.'
 complete -c sessionctl -n '__sessionctl_at add' -s h -l help -d 'Show this message and exit.'
-complete -c sessionctl -n '__sessionctl_at add' -f
+complete -c sessionctl -n '__sessionctl_at add' -f -a '(__sessionctl_dynamic)'
 # sessionctl store
-complete -c sessionctl -n '__sessionctl_at store' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (required: this command never guesses its target).'
+complete -c sessionctl -n '__sessionctl_at store' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (instead of SESSION).'
 complete -c sessionctl -n '__sessionctl_at store' -l model -r -f -d 'Model that answered.'
 complete -c sessionctl -n '__sessionctl_at store' -s h -l help -d 'Show this message and exit.'
-complete -c sessionctl -n '__sessionctl_at store' -f
+complete -c sessionctl -n '__sessionctl_at store' -f -a '(__sessionctl_dynamic)'
 # sessionctl drop
-complete -c sessionctl -n '__sessionctl_at drop' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (required: this command never guesses its target).'
+complete -c sessionctl -n '__sessionctl_at drop' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (instead of SESSION).'
 complete -c sessionctl -n '__sessionctl_at drop' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at drop' -f -a '(__sessionctl_dynamic)'
 # sessionctl relevant
@@ -145,7 +153,7 @@ complete -c sessionctl -n '__sessionctl_at relevant' -s s -l session -r -f -a '(
 complete -c sessionctl -n '__sessionctl_at relevant' -s k -l top-k -r -f -d 'At most K messages.'
 complete -c sessionctl -n '__sessionctl_at relevant' -s d -l distance-threshold -r -f -d 'Keep hits with cosine distance <= D (0-2; 0.3 = similarity >= 0.7). Default: the model\'s (0.70 for MiniLM).'
 complete -c sessionctl -n '__sessionctl_at relevant' -l fall-back -d 'Nothing close enough: show the same session\'s recent messages.'
-complete -c sessionctl -n '__sessionctl_at relevant' -s r -l role -r -f -d 'Only messages of this role (repeatable).'
+complete -c sessionctl -n '__sessionctl_at relevant' -s r -l role -r -f -a '(__sessionctl_dynamic)' -d 'Only messages of this role (repeatable).'
 complete -c sessionctl -n '__sessionctl_at relevant' -l text -d 'Print only the contents, one message per line (a message\'s own newlines are kept: use -0 or --json when messages may span lines).'
 complete -c sessionctl -n '__sessionctl_at relevant' -s 0 -l null -d 'End each message with a NUL byte instead of a newline, so messages that span lines stay apart (for xargs -0).'
 complete -c sessionctl -n '__sessionctl_at relevant' -l json -d 'Print JSON.'
@@ -153,6 +161,7 @@ complete -c sessionctl -n '__sessionctl_at relevant' -l raw -d 'JSON with every 
 complete -c sessionctl -n '__sessionctl_at relevant' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at relevant' -f
 # sessionctl reindex
+complete -c sessionctl -n '__sessionctl_at reindex' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session to rebuild (instead of SESSION).'
 complete -c sessionctl -n '__sessionctl_at reindex' -l all -d 'Rebuild every live session.'
 complete -c sessionctl -n '__sessionctl_at reindex' -l model -r -f -d 'Embedding model (default: the built-in all-MiniLM-L6-v2).'
 complete -c sessionctl -n '__sessionctl_at reindex' -s h -l help -d 'Show this message and exit.'
@@ -165,12 +174,14 @@ complete -c sessionctl -n '__sessionctl_at list' -l json -d 'Print JSON.'
 complete -c sessionctl -n '__sessionctl_at list' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at list' -f
 # sessionctl show
+complete -c sessionctl -n '__sessionctl_at show' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (instead of SESSION).'
 complete -c sessionctl -n '__sessionctl_at show' -s 0 -l null -d 'End each message with a NUL byte instead of a newline, so messages that span lines stay apart (for xargs -0).'
 complete -c sessionctl -n '__sessionctl_at show' -l json -d 'Print JSON.'
 complete -c sessionctl -n '__sessionctl_at show' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at show' -f -a '(__sessionctl_dynamic)'
 # sessionctl export
-complete -c sessionctl -n '__sessionctl_at export' -s f -l format -r -f -d 'jsonl (lossless), json or markdown.'
+complete -c sessionctl -n '__sessionctl_at export' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (instead of SESSION).'
+complete -c sessionctl -n '__sessionctl_at export' -s f -l format -r -f -a '(__sessionctl_dynamic)' -d 'jsonl (lossless), json or markdown (md).'
 complete -c sessionctl -n '__sessionctl_at export' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at export' -f -a '(__sessionctl_dynamic)'
 # sessionctl import
@@ -180,26 +191,31 @@ complete -c sessionctl -n '__sessionctl_at import' -l max-bytes -r -f -d 'Refuse
 complete -c sessionctl -n '__sessionctl_at import' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at import' -F
 # sessionctl fork
+complete -c sessionctl -n '__sessionctl_at fork' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session to copy (instead of SOURCE).'
 complete -c sessionctl -n '__sessionctl_at fork' -l at -r -f -d 'Copy up to and including this message id.'
 complete -c sessionctl -n '__sessionctl_at fork' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at fork' -f -a '(__sessionctl_dynamic)'
 # sessionctl rename
+complete -c sessionctl -n '__sessionctl_at rename' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session to rename (instead of OLD).'
 complete -c sessionctl -n '__sessionctl_at rename' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at rename' -f -a '(__sessionctl_dynamic)'
 # sessionctl meta
+complete -c sessionctl -n '__sessionctl_at meta' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (instead of SESSION).'
 complete -c sessionctl -n '__sessionctl_at meta' -l unset -r -f -d 'Remove a key (repeatable).'
 complete -c sessionctl -n '__sessionctl_at meta' -l json -d 'Print JSON.'
 complete -c sessionctl -n '__sessionctl_at meta' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at meta' -f -a '(__sessionctl_dynamic)'
 # sessionctl clear
-complete -c sessionctl -n '__sessionctl_at clear' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (required: this command never guesses its target).'
+complete -c sessionctl -n '__sessionctl_at clear' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (instead of SESSION).'
 complete -c sessionctl -n '__sessionctl_at clear' -s h -l help -d 'Show this message and exit.'
-complete -c sessionctl -n '__sessionctl_at clear' -f
+complete -c sessionctl -n '__sessionctl_at clear' -f -a '(__sessionctl_dynamic)'
 # sessionctl delete
+complete -c sessionctl -n '__sessionctl_at delete' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (instead of SESSION).'
 complete -c sessionctl -n '__sessionctl_at delete' -l purge -d 'Remove for good, skip the trash.'
 complete -c sessionctl -n '__sessionctl_at delete' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at delete' -f -a '(__sessionctl_dynamic)'
 # sessionctl restore
+complete -c sessionctl -n '__sessionctl_at restore' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Deleted session (instead of SESSION).'
 complete -c sessionctl -n '__sessionctl_at restore' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at restore' -f -a '(__sessionctl_dynamic)'
 # sessionctl prune

@@ -116,10 +116,19 @@ def default_home() -> Path:
     return platformdirs.user_data_path("sessionctl")
 
 
+def absolute_path(value: str | os.PathLike[str]) -> Path:
+    """Return ``value`` with ``~`` expanded, made absolute against the current directory.
+
+    Done once, when settings are read: a relative ``SESSIONCTL_HOME`` must not
+    follow later changes of directory (a cron job would quietly start a new store).
+    """
+    return Path(os.path.abspath(Path(value).expanduser()))
+
+
 def default_config_path(environ: Mapping[str, str]) -> Path:
-    """Return config.toml's path: ``$SESSIONCTL_CONFIG`` or the platform config dir."""
+    """Return config.toml's absolute path: ``$SESSIONCTL_CONFIG`` or the platform config dir."""
     if environ.get(CONFIG_ENV):
-        return Path(environ[CONFIG_ENV]).expanduser()
+        return absolute_path(environ[CONFIG_ENV])
     import platformdirs
 
     return platformdirs.user_config_path("sessionctl") / "config.toml"
@@ -145,17 +154,20 @@ def read_config_file(path: Path) -> dict[str, Any]:
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **flags: Any) -> Settings:
-    """Resolve settings with precedence flag > environment > config file > default."""
+    """Resolve settings with precedence flag > environment > config file > default.
+
+    The home and the config path come back absolute (see :func:`absolute_path`).
+    """
     env = os.environ if environ is None else environ
     config_path = default_config_path(env)
     values: dict[str, Any] = dict(read_config_file(config_path))
     for key, var in ENV_VARS.items():
         raw = env.get(var)
         if raw:
-            values[key] = Path(raw).expanduser() if key == "home" else validate_setting(key, raw)
+            values[key] = absolute_path(raw) if key == "home" else validate_setting(key, raw)
     for key, value in flags.items():
         if value is not None:
-            values[key] = Path(value).expanduser() if key == "home" else value
+            values[key] = absolute_path(value) if key == "home" else value
     known = set(Settings._fields)
     unknown = set(values) - known
     if unknown:

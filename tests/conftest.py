@@ -110,9 +110,14 @@ def sh(home: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run `python -m sessionctl` in a real subprocess (for what only a process shows)."""
 
     def invoke(
-        *args: str, input: str | None = None, env: dict[str, str] | None = None, timeout: float = 60
+        *args: str,
+        input: str | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = 60,
+        cwd: Path = REPO,
     ) -> subprocess.CompletedProcess[str]:
-        full_env = {**os.environ, **(env or {})}
+        # PYTHONPATH absolute: a relative one would not find this checkout from another cwd
+        full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
         return subprocess.run(
             [sys.executable, "-m", "sessionctl", *args],
             input=input,
@@ -120,7 +125,7 @@ def sh(home: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
             text=True,
             env=full_env,
             timeout=timeout,
-            cwd=REPO,
+            cwd=cwd,
         )
 
     return invoke

@@ -72,12 +72,15 @@ def run(argv: list[str] | None = None, out: Output | None = None) -> int:
         code = int(result) if isinstance(result, int) else 0
         if code == ExitCode.INTERRUPTED:
             # typer turns a KeyboardInterrupt into a silent exit code 130 (no command
-            # returns 130 itself): say it, like every other error.
-            out.error("interrupted")
+            # returns 130 itself): say it (as a note: a Ctrl-C is not an error).
+            out.info("interrupted")
         return code
     except SessionctlError as exc:
         _debug_traceback()
-        out.error(exc.message)
+        if exc.exit_code == ExitCode.INTERRUPTED:
+            out.info(exc.message)  # the user's Ctrl-C is not an error
+        else:
+            out.error(exc.message)
         return int(exc.exit_code)
     except _click.exceptions.Exit as exc:
         return int(exc.exit_code)
@@ -96,7 +99,7 @@ def run(argv: list[str] | None = None, out: Output | None = None) -> int:
         out.error(message + hint)
         return int(exc.exit_code)
     except (KeyboardInterrupt, _click.exceptions.Abort):
-        out.error("interrupted")
+        out.info("interrupted")
         return int(ExitCode.INTERRUPTED)
     except BrokenPipeError:
         # The reader went away (`| head`): not an error for a CLI.

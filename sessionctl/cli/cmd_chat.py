@@ -76,8 +76,9 @@ def chat(
 ) -> None:
     """Chat with a model; one answer when PROMPT is given or stdin is piped, else a REPL.
 
-    Without -s a new session with a generated name is started (its name is
-    printed on stderr); -c continues the most recently active one.
+    Without -s a new session with a generated name is started; -c continues the
+    most recently active one. Either way a one-shot answer names the session on
+    stderr (stdout stays the answer, or the --json object).
 
     Example:
 
@@ -135,6 +136,8 @@ def _target(state: State, name: str | None, continue_: bool, *, announce: bool) 
         latest = store.most_recent()
         if latest is None:
             raise SessionNotFound("no session to continue; start one with `sessionctl chat`")
+        if announce:  # the REPL's banner names it; a one-shot answer says it on stderr
+            state.out.info(f"session: {latest.name}")
         return latest
     if name is not None:
         return store.session(name)

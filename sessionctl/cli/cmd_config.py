@@ -10,7 +10,7 @@ import typer.core
 import typer.main
 
 from sessionctl.cli.completers import complete_config_key
-from sessionctl.cli.registry import commands
+from sessionctl.cli.registry import build_command, commands
 from sessionctl.cli.state import State
 
 config_app = typer.Typer()
@@ -23,13 +23,7 @@ class ConfigGroup(typer.core.TyperGroup):
         attrs.pop("params", None)  # the group callback takes only the context
         super().__init__(**attrs)
         for info in config_app.registered_commands:
-            self.add_command(
-                typer.main.get_command_from_info(
-                    info,
-                    pretty_exceptions_short=True,
-                    rich_markup_mode=typer.core.DEFAULT_MARKUP_MODE,
-                )
-            )
+            self.add_command(build_command(info))
 
 
 # typer types `cls` as a TyperCommand; a group is what click needs here.

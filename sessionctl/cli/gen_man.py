@@ -28,11 +28,13 @@ EXIT_STATUS: dict[ExitCode, str] = {
     ),
     ExitCode.NOT_FOUND: "Not found: no such session or message.",
     ExitCode.PROVIDER: "Model provider error: authentication, network, rate limit, timeout.",
-    ExitCode.INTERRUPTED: "Interrupted (Ctrl-C); what was already saved is kept.",
+    ExitCode.INTERRUPTED: "Interrupted (Ctrl-C); what was already saved is kept. Not an "
+    "error: the one line on stderr is sessionctl: interrupted, and what was kept.",
 }
 
 ENVIRONMENT: dict[str, str] = {
-    ENV_VARS["home"]: "Data directory (as --home).",
+    ENV_VARS["home"]: "Data directory (as --home). A relative path is made absolute against "
+    "the directory sessionctl starts in.",
     ENV_VARS["model"]: "Default model, a litellm model name such as gpt-4o-mini, "
     "openai/NAME (any OpenAI-compatible server) or anthropic/claude-3-5-haiku-latest.",
     ENV_VARS["api_base"]: "Base URL of an OpenAI-compatible server, such as "
@@ -45,8 +47,12 @@ ENVIRONMENT: dict[str, str] = {
     ENV_VARS["timeout"]: "Seconds to wait for the model provider.",
     ENV_VARS["color"]: "auto (colour on a terminal, unless NO_COLOR is set), always (colour "
     "and terminal rendering even on a pipe, for less -R; beats NO_COLOR) or never.",
-    CONFIG_ENV: "Path of the configuration file (instead of the platform's).",
-    "SESSIONCTL_SESSION": "The session for commands whose -s is optional ({commands}).",
+    CONFIG_ENV: "Path of the configuration file (instead of the platform's); a relative "
+    "path is made absolute against the directory sessionctl starts in.",
+    "SESSIONCTL_SESSION": "The session when none is named, for the commands that read a "
+    "session or add to it ({commands}). Commands that remove or move something (clear, "
+    "delete, drop, rename, restore, reindex) never read it: a variable exported for one job "
+    "must not choose what they remove.",
     "NO_COLOR": "When set to any value, no colour (unless color is always).",
     DEBUG_ENV: "Set to 1 to print a traceback with errors.",
     "OPENAI_API_KEY, ANTHROPIC_API_KEY, ...": "API keys are read from the provider's own "

@@ -96,7 +96,16 @@ class SlashCommands:
         return True
 
     def drop(self, _: str) -> bool:
-        dropped = self.repl.session.drop()
+        from sessionctl.errors import MessageNotFound
+
+        if not self.repl.session.exists:  # a new session: not an error, nothing yet
+            self.repl.say("(nothing to drop yet)")
+            return True
+        try:
+            dropped = self.repl.session.drop()
+        except MessageNotFound:  # every message dropped already
+            self.repl.say("(nothing to drop yet)")
+            return True
         self.repl.say(f"dropped {dropped.role} message #{dropped.seq}")
         return True
 

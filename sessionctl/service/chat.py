@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sessionctl.errors import Interrupted, UsageError
+from sessionctl.errors import Interrupted, ProviderError, UsageError
 from sessionctl.models import Message
 
 if TYPE_CHECKING:
@@ -170,10 +170,27 @@ def run_turn(turn: PreparedTurn, on_delta: Callable[[str], None] | None = None) 
             raise Interrupted(
                 f"interrupted; the partial answer was saved in session {turn.session.name!r}"
             ) from None
+        except (llm.ConnectionFailed, llm.ProviderTimeout) as exc:
+            # The server died or stalled mid-answer: keep what the user saw, as Ctrl-C
+            # does. A call that failed before any text still appends nothing.
+            if not stream.partial_text:
+                raise
+            _record(turn, stream.partial_text, turn.model, None, interrupted=True)
+            raise _saved(exc, turn.session.name) from None
         answer = stream.result
     return _record(
         turn, answer.content, answer.model or turn.model, answer.usage, interrupted=False
     )
+
+
+def _saved(exc: ProviderError, name: str) -> ProviderError:
+    """``exc`` (same class, same exit code) saying that the partial answer was kept."""
+    message = f"{exc}; the partial answer was saved in session {name!r} (marked interrupted)"
+    try:
+        saved = type(exc)(message)
+    except TypeError:  # a subclass with another signature
+        saved = ProviderError(message)
+    return saved
 
 
 def _record(

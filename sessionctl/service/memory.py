@@ -318,6 +318,7 @@ def reindex(
     *,
     model: str | None = None,
     progress: Progress | None = None,
+    sessions_done: Callable[[int, int], None] | None = None,
 ) -> list[tuple[str, SyncReport]]:
     """Rebuild the indexes of ``names`` (default: every live session) from their transcripts.
 
@@ -326,6 +327,10 @@ def reindex(
     appeared meanwhile (a renamed one's new name) are reindexed too, once. One
     that cannot be read is skipped with a warning and, once all the others are
     done, StoreError names it.
+
+    ``progress(name, done, total)`` follows the messages of the session being
+    embedded; ``sessions_done(done, total)`` is called with 0 before the first
+    session and after each one (for one overall progress bar).
     """
     every = names is None
     targets = sorted(n for n, _ in store.backend.names()) if every else list(names or ())
@@ -336,6 +341,9 @@ def reindex(
     reports: list[tuple[str, SyncReport]] = []
     failed: list[str] = []
     seen = set(targets)
+    total, finished = len(targets), 0
+    if sessions_done is not None:
+        sessions_done(0, total)
     for pass_ in range(2):
         vanished = False
         for name in targets:
@@ -351,11 +359,15 @@ def reindex(
                     raise
                 store.warn(skip_warning(name, exc, "reindexed"))
                 failed.append(name)
+            finished += 1
+            if sessions_done is not None:
+                sessions_done(finished, total)
         if not vanished or pass_:
             break
         # What vanished may live on under a new name: one more pass, over the newcomers.
         targets = sorted(n for n, _ in store.backend.names() if n not in seen)
         seen.update(targets)
+        total += len(targets)
     done = [name for name, _ in reports]
     if done:
         # The store-wide index takes the vectors just rebuilt (nothing embedded twice).

@@ -37,23 +37,61 @@ def build_message(data: MessageInput, seq: int) -> Message:
         content = ""
     if not isinstance(content, str):
         raise UsageError(f"message content must be text, got {type(content).__name__}")
-    metadata = data.get("metadata")
-    if metadata is not None and not isinstance(metadata, dict):
-        raise UsageError("message metadata must be a JSON object")
+    role = data["role"]
+    if not isinstance(role, str):
+        raise UsageError(f"message role must be text, got {type(role).__name__}")
+    interrupted = data.get("interrupted", False)
+    if not isinstance(interrupted, bool):
+        raise UsageError(f"message field 'interrupted' must be true or false, got {interrupted!r}")
+    # Every optional field is checked here, with the types every reader accepts
+    # (models.record_problem): a value written that readers then refuse would make an
+    # acknowledged message vanish and its seq come back.
+    fields = {key: checked_field(key, data.get(key)) for key in _CHECKED}
     return Message(
         id=new_ulid(),
         seq=seq,
-        role=normalize_role(str(data["role"])),
+        role=normalize_role(role),
         content=content,
         created_at=now_iso(),
-        model=data.get("model"),
-        usage=data.get("usage"),
-        tool_call_id=data.get("tool_call_id"),
-        tool_calls=data.get("tool_calls"),
-        name=data.get("name"),
-        metadata=metadata,
-        interrupted=bool(data.get("interrupted", False)),
+        interrupted=interrupted,
+        **fields,
     )
+
+
+_CHECKED: dict[str, tuple[type, str]] = {
+    "model": (str, "text"),
+    "usage": (dict, "a JSON object"),
+    "tool_call_id": (str, "text"),
+    "tool_calls": (list, "a JSON array"),
+    "name": (str, "text"),
+    "metadata": (dict, "a JSON object"),
+}
+
+
+def checked_field(key: str, value: Any) -> Any:
+    """``value`` as a plain JSON value of the field's type (None stays None), or UsageError."""
+    if value is None:
+        return None
+    kind, what = _CHECKED[key]
+    if key in ("usage", "metadata") and isinstance(value, Mapping):
+        value = dict(value)
+    elif key == "tool_calls" and isinstance(value, tuple):
+        value = list(value)
+    if not isinstance(value, kind):
+        raise UsageError(f"message field {key!r} must be {what}, got {type(value).__name__}")
+    if kind is str:
+        return str(value)
+    return plain_json(value, f"message field {key!r}")
+
+
+def plain_json(value: Any, what: str) -> Any:
+    """``value`` through a JSON round trip (plain dicts, lists, str...), or UsageError."""
+    import json
+
+    try:
+        return json.loads(json.dumps(value, ensure_ascii=False, allow_nan=False))
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise UsageError(f"{what} is not JSON ({exc})") from None
 
 
 class Session:
@@ -160,7 +198,16 @@ class Session:
         unset: Iterable[str] = (),
     ) -> SessionInfo:
         """Set model/system and merge metadata (Zep semantics); creates the session if needed."""
-        unset = list(unset)
+        for key, value in (("model", model), ("system", system)):
+            if value is not None and not isinstance(value, str):
+                raise UsageError(f"{key} must be text, got {type(value).__name__}")
+        if metadata is not None:
+            if not isinstance(metadata, Mapping):
+                raise UsageError(f"metadata must be a JSON object, got {type(metadata).__name__}")
+            metadata = plain_json(dict(metadata), "metadata")
+        unset = [unset] if isinstance(unset, str) else list(unset)  # one key, not its letters
+        if not all(isinstance(key, str) for key in unset):
+            raise UsageError("unset takes metadata keys (text)")
         if not self.exists:
             self._store._create_empty(self.name)
 

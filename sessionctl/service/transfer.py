@@ -36,6 +36,16 @@ if TYPE_CHECKING:
     from sessionctl.service.store import Store
 
 EXPORT_FORMATS = ("jsonl", "json", "markdown")
+EXPORT_ALIASES = {"md": "markdown"}
+_SESSION_KEYS = (
+    "created_at",
+    "updated_at",
+    "model",
+    "system",
+    "metadata",
+    "parent",
+    "parent_message",
+)
 
 
 def session_to_dict(session: Session) -> dict[str, Any]:
@@ -50,7 +60,8 @@ def session_to_dict(session: Session) -> dict[str, Any]:
 
 
 def export_session(session: Session, fmt: str) -> str:
-    """Return the session rendered as ``jsonl``, ``json`` or ``markdown``."""
+    """Return the session rendered as ``jsonl``, ``json`` or ``markdown`` (or ``md``)."""
+    fmt = EXPORT_ALIASES.get(fmt, fmt)
     if fmt not in EXPORT_FORMATS:
         raise UsageError(f"unknown export format {fmt!r}: use {', '.join(EXPORT_FORMATS)}")
     data = session_to_dict(session)

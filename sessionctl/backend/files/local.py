@@ -163,6 +163,10 @@ class LocalBackend(TrashMixin):
                                 held.discard()
 
     # -- reading ---------------------------------------------------------
+    def has_home(self) -> bool:
+        """Return True when the home exists (sessionctl creates it on the first write)."""
+        return os.path.lexists(self.home)
+
     def exists(self, name: str) -> bool:
         """Return True when a live session ``name`` exists."""
         self._check_dirs()

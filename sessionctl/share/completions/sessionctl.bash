@@ -24,20 +24,20 @@ _sessionctl_spec() {
             subs=""
             opts="-s --session -k --top-k -r --role --text -0 --null --json --raw -h --help"
             valued="-s --session -k --top-k -r --role"
-            vdynamic="-s --session"
-            args=none ;;
+            vdynamic="-s --session -r --role"
+            args=dynamic ;;
         "add")
             subs=""
-            opts="-s --session -r --role --model --name --tool-call-id --metadata -h --help"
-            valued="-s --session -r --role --model --name --tool-call-id --metadata"
-            vdynamic="-s --session"
-            args=none ;;
+            opts="-r --role -s --session --model --name --tool-call-id --metadata -h --help"
+            valued="-r --role -s --session --model --name --tool-call-id --metadata"
+            vdynamic="-r --role -s --session"
+            args=dynamic ;;
         "store")
             subs=""
             opts="-s --session --model -h --help"
             valued="-s --session --model"
             vdynamic="-s --session"
-            args=none ;;
+            args=dynamic ;;
         "drop")
             subs=""
             opts="-s --session -h --help"
@@ -48,13 +48,13 @@ _sessionctl_spec() {
             subs=""
             opts="-s --session -k --top-k -d --distance-threshold --fall-back -r --role --text -0 --null --json --raw -h --help"
             valued="-s --session -k --top-k -d --distance-threshold -r --role"
-            vdynamic="-s --session"
+            vdynamic="-s --session -r --role"
             args=none ;;
         "reindex")
             subs=""
-            opts="--all --model -h --help"
-            valued="--model"
-            vdynamic=""
+            opts="-s --session --all --model -h --help"
+            valued="-s --session --model"
+            vdynamic="-s --session"
             args=dynamic ;;
         "list")
             subs=""
@@ -64,15 +64,15 @@ _sessionctl_spec() {
             args=none ;;
         "show")
             subs=""
-            opts="-0 --null --json -h --help"
-            valued=""
-            vdynamic=""
+            opts="-s --session -0 --null --json -h --help"
+            valued="-s --session"
+            vdynamic="-s --session"
             args=dynamic ;;
         "export")
             subs=""
-            opts="-f --format -h --help"
-            valued="-f --format"
-            vdynamic=""
+            opts="-s --session -f --format -h --help"
+            valued="-s --session -f --format"
+            vdynamic="-s --session -f --format"
             args=dynamic ;;
         "import")
             subs=""
@@ -82,39 +82,39 @@ _sessionctl_spec() {
             args=files ;;
         "fork")
             subs=""
-            opts="--at -h --help"
-            valued="--at"
-            vdynamic=""
+            opts="-s --session --at -h --help"
+            valued="-s --session --at"
+            vdynamic="-s --session"
             args=dynamic ;;
         "rename")
             subs=""
-            opts="-h --help"
-            valued=""
-            vdynamic=""
+            opts="-s --session -h --help"
+            valued="-s --session"
+            vdynamic="-s --session"
             args=dynamic ;;
         "meta")
             subs=""
-            opts="--unset --json -h --help"
-            valued="--unset"
-            vdynamic=""
+            opts="-s --session --unset --json -h --help"
+            valued="-s --session --unset"
+            vdynamic="-s --session"
             args=dynamic ;;
         "clear")
             subs=""
             opts="-s --session -h --help"
             valued="-s --session"
             vdynamic="-s --session"
-            args=none ;;
+            args=dynamic ;;
         "delete")
             subs=""
-            opts="--purge -h --help"
-            valued=""
-            vdynamic=""
+            opts="-s --session --purge -h --help"
+            valued="-s --session"
+            vdynamic="-s --session"
             args=dynamic ;;
         "restore")
             subs=""
-            opts="-h --help"
-            valued=""
-            vdynamic=""
+            opts="-s --session -h --help"
+            valued="-s --session"
+            vdynamic="-s --session"
             args=dynamic ;;
         "prune")
             subs=""
