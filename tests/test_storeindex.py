@@ -401,3 +401,24 @@ def test_a_name_reused_after_a_rename_maps_to_the_new_session(home: Path) -> Non
     for text, name in (("old a", "b"), ("new a", "a")):
         hit = fresh.search(model.embed([text])[0], model, k=1, max_distance=2.0)[0]
         assert (hit.session, hit.message.content) == (name, text)
+
+
+def test_role_filter_applies_before_the_cut_to_k(home: Path) -> None:
+    store = Store(home)
+    model = HashEmbedder()
+    for name in ("a", "b"):
+        store.session(name).add_messages(
+            [{"role": "user", "content": "same text"}] * 5
+            + [{"role": "assistant", "content": f"answer {name}"}]
+        )
+    index = StoreIndex(store.backend)
+    query = model.embed(["same text"])[0]
+    hits = index.search(
+        query, model, k=2, max_distance=2.0, where=SearchFilter(roles=frozenset({"assistant"}))
+    )
+    assert sorted((h.session, h.message.content) for h in hits) == [
+        ("a", "answer a"),
+        ("b", "answer b"),
+    ]
+    ties = index.search(query, model, k=3, max_distance=2.0)
+    assert [(h.session, h.seq) for h in ties] == [("a", 1), ("a", 2), ("a", 3)]  # ties by seq
