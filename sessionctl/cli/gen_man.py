@@ -96,8 +96,13 @@ FILES: list[tuple[str, str]] = [
         "message. The source of truth.",
     ),
     (
+        "index/",
+        "The store-wide semantic index (searches across sessions): a journal, "
+        "append-only vector and row files; derived, rebuilt when missing or corrupt.",
+    ),
+    (
         "sessions/NAME.faiss, sessions/NAME.index.json",
-        "The semantic index and its manifest; "
+        "A session's own semantic index and its manifest; "
         "derived, rebuilt when missing or stale (sessionctl reindex).",
     ),
     ("sessions/NAME.lock", "The session's write lock."),

@@ -152,6 +152,13 @@ def search(
     if threshold is None:
         threshold = embedder.default_distance_threshold
     query = embedder.embed([prompt])[0]
+    if sessions is None or len(names) > 1:
+        wide = _store_wide(store, None if sessions is None else names, embedder, query,
+                           top_k, threshold, roles)  # fmt: skip
+        if wide is not None:
+            if wide or not fall_back:
+                return wide
+            return _fall_back(store, sessions, top_k, roles, set(store.backend.vectors.skipped))
     per_session: dict[str, list[tuple[int, float]]] = {}
     by_seq: dict[str, dict[int, Message]] = {}
     skipped: set[str] = set()
@@ -225,6 +232,39 @@ def skip_warning(name: str, exc: Exception, others: str) -> str:
         f"session {name!r} skipped: {why}; the others were {others} "
         f"(once that is fixed, run: sessionctl reindex {name})"
     )
+
+
+def _store_wide(
+    store: Store,
+    names: list[str] | None,
+    embedder: Embedder,
+    query: Any,
+    top_k: int,
+    threshold: float,
+    roles: frozenset[str] | None,
+) -> list[Hit] | None:
+    """Search the backend's store-wide index; None when it cannot be used here (read-only
+    home): the caller then searches session by session."""
+    from sessionctl.backend.base import SearchFilter
+    from sessionctl.backend.files.vectors import IndexNotWritable
+
+    try:
+        hits = store.backend.vectors.search(
+            query,
+            embedder,
+            k=top_k,
+            max_distance=threshold,
+            where=SearchFilter(names=names, roles=roles),
+        )
+    except IndexNotWritable as exc:
+        store.warn(f"{exc}; searching session by session")
+        return None
+    except StoreError as exc:
+        if names is not None:
+            raise
+        store.warn(f"semantic index: {exc}; searching session by session")
+        return None
+    return [Hit(h.session, h.message, h.distance) for h in hits]
 
 
 def _fast_search(
@@ -328,6 +368,13 @@ def reindex(
         targets = sorted(n for n, _ in store.backend.names() if n not in seen)
         seen.update(targets)
         total += len(targets)
+    done = [name for name, _ in reports]
+    if done:
+        # The store-wide index takes the vectors just rebuilt (nothing embedded twice).
+        try:
+            store.backend.vectors.rebuild(done, embedder)
+        except StoreError as exc:
+            store.warn(f"store-wide semantic index not rebuilt: {exc}")
     if failed:
         raise StoreError(
             f"reindexed {len(reports)} session(s); could not reindex {len(failed)}: "

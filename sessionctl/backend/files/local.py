@@ -8,6 +8,7 @@
     HOME/trash/ULID/NAME.*          a soft-deleted session
     HOME/.store.lock                namespace lock: create, delete, restore, rename
     HOME/server-facts.json          what model servers said (windows), a cache with a TTL
+    HOME/index/                     the store-wide vector index (derived; vectors/)
 
 Lock order is always namespace, then session. Readers take no lock.
 """
@@ -19,6 +20,7 @@ import os
 import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sessionctl.backend.files import listing, transcript
 from sessionctl.backend.files.activity import LOG_NAME, ActivityLog
@@ -46,6 +48,9 @@ from sessionctl.fsutil import (
 from sessionctl.models import MAX_SEQ, Message, SessionInfo
 from sessionctl.timeutil import from_epoch_ns, now_iso
 
+if TYPE_CHECKING:
+    from sessionctl.backend.files.vectors import StoreIndex
+
 FACTS = "server-facts.json"
 
 
@@ -60,6 +65,16 @@ class LocalBackend(TrashMixin):
         self.activity = ActivityLog(home / LOG_NAME)
         self._warned_home = False
         self._swept = False
+        self._vectors: StoreIndex | None = None
+
+    @property
+    def vectors(self) -> StoreIndex:
+        """The store-wide vector index (``HOME/index/``; faiss is imported only to search)."""
+        if self._vectors is None:
+            from sessionctl.backend.files.vectors import StoreIndex
+
+            self._vectors = StoreIndex(self)
+        return self._vectors
 
     # -- a small cache of server facts -----------------------------------
     def read_facts(self) -> dict[str, object]:
