@@ -29,6 +29,7 @@ ENV_VARS: dict[str, str] = {
     "context_relevant": "SESSIONCTL_CONTEXT_RELEVANT",
     "timeout": "SESSIONCTL_TIMEOUT",
     "color": "SESSIONCTL_COLOR",
+    "redact": "SESSIONCTL_REDACT",
 }
 CONFIG_ENV = "SESSIONCTL_CONFIG"
 DEBUG_ENV = "SESSIONCTL_DEBUG"
@@ -46,6 +47,9 @@ class Settings(NamedTuple):
     context_relevant: int = 3
     timeout: float = 120.0
     color: str = "auto"
+    redact: bool = True
+    redact_patterns: tuple[str, ...] = ()
+    redact_allow: tuple[str, ...] = ()
     debug: bool = False
     no_color: bool = False
     config_path: Path | None = None
@@ -89,6 +93,34 @@ def _color(key: str, value: Any) -> str:
     return str(value)
 
 
+def _bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower() if isinstance(value, str) else None
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise UsageError(f"setting {key!r} must be true or false, got {value!r}")
+
+
+def _patterns(key: str, value: Any) -> tuple[str, ...]:
+    """A list of regular expressions (one string is a list of one), each compiled to check it."""
+    import re
+
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(v, str) and v for v in items):
+        raise UsageError(f"setting {key!r} must be a list of regular expressions, got {value!r}")
+    for item in items:
+        try:
+            re.compile(item)
+        except re.error as exc:
+            raise UsageError(
+                f"setting {key!r}: invalid regular expression {item!r}: {exc}"
+            ) from None
+    return tuple(items)
+
+
 # settings that config.toml may hold, with their validators
 CONFIG_KEYS: dict[str, Callable[[str, Any], Any]] = {
     "model": _text,
@@ -99,6 +131,9 @@ CONFIG_KEYS: dict[str, Callable[[str, Any], Any]] = {
     "context_relevant": _non_negative_int,
     "timeout": _positive_float,
     "color": _color,
+    "redact": _bool,
+    "redact_patterns": _patterns,
+    "redact_allow": _patterns,
 }
 
 

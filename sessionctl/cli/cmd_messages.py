@@ -7,7 +7,13 @@ from typing import Annotated, Any
 import typer
 
 from sessionctl.cli.completers import complete_message_id
-from sessionctl.cli.options import JsonOpt, NullOpt, RequiredSessionOpt, SessionOpt
+from sessionctl.cli.options import (
+    JsonOpt,
+    NoRedactOpt,
+    NullOpt,
+    RequiredSessionOpt,
+    SessionOpt,
+)
 from sessionctl.cli.registry import commands
 from sessionctl.cli.state import State, read_stdin_text
 from sessionctl.errors import SessionNotFound, UsageError
@@ -128,6 +134,7 @@ def add(
     name: Annotated[str | None, typer.Option("--name", help="Author/tool name.")] = None,
     tool_call_id: Annotated[str | None, typer.Option(help="For role tool.")] = None,
     metadata: Annotated[str | None, typer.Option(help="JSON object stored with it.")] = None,
+    no_redact: NoRedactOpt = False,
 ) -> None:
     """Append one message without calling a model; print its id.
 
@@ -138,6 +145,7 @@ def add(
         git log -1 --format=%B | sessionctl add -s notes --role user
     """
     state: State = ctx.obj
+    state.no_redact(no_redact)
     message: dict[str, Any] = {"role": role, "content": None}
     for key, value in (("model", model), ("name", name), ("tool_call_id", tool_call_id)):
         if value is not None:
@@ -160,6 +168,7 @@ def store_pair(
     prompt: Annotated[str, typer.Argument(help="The user's prompt.")],
     response: Annotated[str, typer.Argument(help="The model's response.")],
     model: Annotated[str | None, typer.Option(help="Model that answered.")] = None,
+    no_redact: NoRedactOpt = False,
 ) -> None:
     """Append a prompt and its response (user, then assistant); print both ids.
 
@@ -168,6 +177,7 @@ def store_pair(
         sessionctl store -s work "What is 2+2?" "4"
     """
     state: State = ctx.obj
+    state.no_redact(no_redact)
     user, assistant = state.store().session(session).store(prompt, response, model=model)
     state.out.line(user.id)
     state.out.line(assistant.id)

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from sessionctl.cli.completers import complete_deleted_session
-from sessionctl.cli.options import JsonOpt, NullOpt, RequiredSessionOpt, SessionArg
+from sessionctl.cli.options import JsonOpt, NoRedactOpt, NullOpt, RequiredSessionOpt, SessionArg
 from sessionctl.cli.registry import commands
 from sessionctl.cli.render import session_table
 from sessionctl.cli.state import State
@@ -128,6 +128,7 @@ def import_(
             help="Refuse input longer than this in all: bytes, or K, M, G.",
         ),
     ] = "1G",
+    no_redact: NoRedactOpt = False,
 ) -> None:
     """Create a session from an exported file (or stdin); print its name.
 
@@ -142,6 +143,7 @@ def import_(
     from sessionctl.service.transfer import import_session
 
     state: State = ctx.obj
+    state.no_redact(no_redact)
     limits = {
         "max_line_bytes": parse_size(max_line_bytes, "--max-line-bytes"),
         "max_bytes": parse_size(max_bytes, "--max-bytes"),
