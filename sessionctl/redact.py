@@ -149,9 +149,10 @@ _ASSIGNMENT_NAME = re.compile(r"[A-Z0-9_-]+")
 def _assignment_value(match: re.Match[str]) -> tuple[int, int] | None:
     """The span of an assignment's value, or None when it is not a secret.
 
-    Quoted values are secrets; a bare value only after an UPPER_CASE name with
-    ``=`` (shell and .env style) or when it looks machine-made (letters and
-    digits), so that ``password = getpass()`` or ``token: required`` stay.
+    Quoted values are secrets; a bare value only after an UPPER_CASE name (shell,
+    .env and YAML style) or when it looks machine-made (letters and digits), and
+    never when it looks like code, so that ``password = getpass()`` or
+    ``token: required`` stay.
     """
     quoted = match.group("quoted")
     if quoted is not None:
@@ -166,10 +167,10 @@ def _assignment_value(match: re.Match[str]) -> tuple[int, int] | None:
         return None  # token:abc is a URL, a label or a time, not an assignment
     name = match.string[match.start() : match.start("sep")].strip("\"'")
     upper = _ASSIGNMENT_NAME.fullmatch(name) is not None
-    looks_code = "(" in bare or bare.endswith(".") or bare.startswith(("self.", "config."))
+    looks_code = "(" in bare or "[" in bare or bare.endswith(".") or "self." in bare
     if looks_code:
         return None
-    if (upper and "=" in sep) or (_mixed(bare) and len(bare) >= 8):
+    if upper or (_mixed(bare) and len(bare) >= 8):
         return match.span("bare")
     return None
 
