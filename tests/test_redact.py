@@ -18,11 +18,14 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import Cli
+from llm_server import FakeLLMServer, Reply, llm_server
 
 from sessionctl import Store
 from sessionctl.config import load_settings
 from sessionctl.redact import Redactor, redactor
 
+__all__ = ["llm_server"]  # the fixture, re-exported for pytest
 ALNUM = string.ascii_letters + string.digits
 URLSAFE = ALNUM + "-_"
 B64 = ALNUM + "+/"
@@ -158,7 +161,7 @@ def ordinary_messages() -> list[str]:
         )
     code = [
         "for i, token in enumerate(tokens):\n    out.append(vocab[token])",
-        "class TokenBucket:\n    def __init__(self, rate: float) -> None:\n        self.rate = rate",
+        "class TokenBucket:\n    def __init__(self, rate: float) -> None:\n        self.r = rate",
         "secret_name = f'{env}-db-credentials'",
         "PASSWORD_MIN_LENGTH = 12",
         "config.password_hash = bcrypt.hashpw(pw, salt)",
@@ -252,7 +255,7 @@ def test_python_api_and_import_paths_redact(tmp_path: Path) -> None:
     assert lit not in m.content and m.metadata is not None
     assert m.metadata["redactions"] == {kind: 2}
     assert m.metadata["note"] == m.content
-    u, a = session.store(secrets[1][2], secrets[2][2])
+    u, _ = session.store(secrets[1][2], secrets[2][2])
     assert u.metadata == {"redactions": {secrets[1][0]: 1}}
     call = [{"id": "c1", "type": "function", "function": {"arguments": secrets[3][2]}}]
     session.add_messages([{"role": "assistant", "content": "", "tool_calls": call}])
@@ -312,3 +315,26 @@ def test_bad_redact_settings_are_usage_errors(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "redact_patterns" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_chat_sends_the_original_and_stores_the_redacted(
+    cli: Cli, llm_server: FakeLLMServer, home: Path
+) -> None:
+    secrets = fake_secrets(11)
+    prompt_kind, prompt_secret, prompt = secrets[0]
+    answer_kind, answer_secret, answer = secrets[6]
+    llm_server.push(Reply(text=answer, chunk_size=7), Reply(text="ok"))
+    opts = ["--api-base", llm_server.base_url, "-m", "test-model"]
+    first = cli("chat", "-s", "c", *opts, prompt)
+    assert first.exit_code == 0, first.stderr
+    assert first.stdout == answer + "\n"  # the user sees the answer as it came
+    assert llm_server.requests[-1].body["messages"][-1]["content"] == prompt
+    second = cli("chat", "-s", "c", *opts, "and now?")
+    assert second.exit_code == 0, second.stderr
+    history = [m["content"] for m in llm_server.requests[-1].body["messages"]]
+    assert prompt_secret not in "".join(history)  # older turns come from the disk
+    assert f"[REDACTED:{prompt_kind}]" in history[-3]
+    assert f"[REDACTED:{answer_kind}]" in history[-2]
+    store = Store(home)
+    store.reindex(["c"])
+    assert grep_home(home, [prompt_secret, answer_secret]) == []
