@@ -44,6 +44,7 @@ COMMAND_MODULES: dict[str, str] = {
     "restore": "sessionctl.cli.cmd_sessions",
     "prune": "sessionctl.cli.cmd_sessions",
     "config": "sessionctl.cli.cmd_config",
+    "scrub": "sessionctl.cli.cmd_scrub",
 }
 
 
