@@ -7,7 +7,7 @@
 function __sessionctl_spec --description 'sessionctl subcommands or valued options'
     switch "$argv[1] $argv[2..-1]"
         case 'subs '
-            printf '%s\n' chat recent add store drop relevant reindex list show export import fork rename meta clear delete restore prune config
+            printf '%s\n' chat recent add store drop relevant reindex list show export import fork rename meta clear delete restore prune config scrub
         case 'valued '
             printf '%s\n' --home
         case 'valued chat'
@@ -40,6 +40,8 @@ function __sessionctl_spec --description 'sessionctl subcommands or valued optio
             printf '%s\n' --older-than
         case 'subs config'
             printf '%s\n' path show set unset
+        case 'valued scrub'
+            printf '%s\n' --pattern --literal -s --session
     end
 end
 
@@ -91,6 +93,7 @@ complete -c sessionctl -n '__sessionctl_at' -f -a delete -d 'Move a session to t
 complete -c sessionctl -n '__sessionctl_at' -f -a restore -d 'Bring a deleted session back from the trash.'
 complete -c sessionctl -n '__sessionctl_at' -f -a prune -d 'Remove sessions with no activity for a while (cron-safe, never prompts).'
 complete -c sessionctl -n '__sessionctl_at' -f -a config -d 'Show where settings come from, and edit config.toml.'
+complete -c sessionctl -n '__sessionctl_at' -f -a scrub -d 'Remove a literal, a pattern or every known secret from stored sessions.'
 complete -c sessionctl -n '__sessionctl_at' -l home -r -F -d 'Data directory (default: the platform\'s user data dir).'
 complete -c sessionctl -n '__sessionctl_at' -l version -d 'Print the version.'
 complete -c sessionctl -n '__sessionctl_at' -l install-completion -d 'Install completion for the current shell.'
@@ -110,6 +113,7 @@ complete -c sessionctl -n '__sessionctl_at chat' -l context-recent -r -f -d 'At 
 complete -c sessionctl -n '__sessionctl_at chat' -l context-relevant -r -f -d 'At most K relevant older messages.'
 complete -c sessionctl -n '__sessionctl_at chat' -l no-context -d 'Send only the system prompt and this prompt.'
 complete -c sessionctl -n '__sessionctl_at chat' -l show-context -d 'Print what would be sent, send nothing.'
+complete -c sessionctl -n '__sessionctl_at chat' -l no-redact -d 'Write secrets (keys, tokens, passwords) as they are, for this command only (default: replaced by [REDACTED:kind]; see docs/security.md).'
 complete -c sessionctl -n '__sessionctl_at chat' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at chat' -f
 # sessionctl recent
@@ -129,11 +133,13 @@ complete -c sessionctl -n '__sessionctl_at add' -l model -r -f -d 'Model that wr
 complete -c sessionctl -n '__sessionctl_at add' -l name -r -f -d 'Author/tool name.'
 complete -c sessionctl -n '__sessionctl_at add' -l tool-call-id -r -f -d 'For role tool.'
 complete -c sessionctl -n '__sessionctl_at add' -l metadata -r -f -d 'JSON object stored with it.'
+complete -c sessionctl -n '__sessionctl_at add' -l no-redact -d 'Write secrets (keys, tokens, passwords) as they are, for this command only (default: replaced by [REDACTED:kind]; see docs/security.md).'
 complete -c sessionctl -n '__sessionctl_at add' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at add' -f
 # sessionctl store
 complete -c sessionctl -n '__sessionctl_at store' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (required: this command never guesses its target).'
 complete -c sessionctl -n '__sessionctl_at store' -l model -r -f -d 'Model that answered.'
+complete -c sessionctl -n '__sessionctl_at store' -l no-redact -d 'Write secrets (keys, tokens, passwords) as they are, for this command only (default: replaced by [REDACTED:kind]; see docs/security.md).'
 complete -c sessionctl -n '__sessionctl_at store' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at store' -f
 # sessionctl drop
@@ -177,6 +183,7 @@ complete -c sessionctl -n '__sessionctl_at export' -f -a '(__sessionctl_dynamic)
 complete -c sessionctl -n '__sessionctl_at import' -l as -r -f -d 'Name of the new session.'
 complete -c sessionctl -n '__sessionctl_at import' -l max-line-bytes -r -f -d 'Refuse a JSON line (one message) longer than this: bytes, or K, M, G.'
 complete -c sessionctl -n '__sessionctl_at import' -l max-bytes -r -f -d 'Refuse input longer than this in all: bytes, or K, M, G.'
+complete -c sessionctl -n '__sessionctl_at import' -l no-redact -d 'Write secrets (keys, tokens, passwords) as they are, for this command only (default: replaced by [REDACTED:kind]; see docs/security.md).'
 complete -c sessionctl -n '__sessionctl_at import' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at import' -F
 # sessionctl fork
@@ -228,3 +235,13 @@ complete -c sessionctl -n '__sessionctl_at config set' -f -a '(__sessionctl_dyna
 # sessionctl config unset
 complete -c sessionctl -n '__sessionctl_at config unset' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at config unset' -f -a '(__sessionctl_dynamic)'
+# sessionctl scrub
+complete -c sessionctl -n '__sessionctl_at scrub' -l pattern -r -f -d 'Remove matches of this regular expression.'
+complete -c sessionctl -n '__sessionctl_at scrub' -l literal -r -f -d 'Remove this exact text.'
+complete -c sessionctl -n '__sessionctl_at scrub' -l secrets -d 'Remove every secret shape that redaction knows (and config adds).'
+complete -c sessionctl -n '__sessionctl_at scrub' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session to scrub (repeatable).'
+complete -c sessionctl -n '__sessionctl_at scrub' -l all -d 'Scrub every live session.'
+complete -c sessionctl -n '__sessionctl_at scrub' -l dry-run -d 'Count the matches, change nothing.'
+complete -c sessionctl -n '__sessionctl_at scrub' -l json -d 'Print JSON.'
+complete -c sessionctl -n '__sessionctl_at scrub' -s h -l help -d 'Show this message and exit.'
+complete -c sessionctl -n '__sessionctl_at scrub' -f

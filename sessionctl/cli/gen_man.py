@@ -45,6 +45,9 @@ ENVIRONMENT: dict[str, str] = {
     ENV_VARS["timeout"]: "Seconds to wait for the model provider.",
     ENV_VARS["color"]: "auto (colour on a terminal, unless NO_COLOR is set), always (colour "
     "and terminal rendering even on a pipe, for less -R; beats NO_COLOR) or never.",
+    ENV_VARS["redact"]: "0 (or false) writes secrets as they are; default 1: keys, tokens, "
+    "private keys and password assignments become [REDACTED:kind] before they are written "
+    "(see docs/security.md). --no-redact does the same for one command.",
     CONFIG_ENV: "Path of the configuration file (instead of the platform's).",
     "SESSIONCTL_SESSION": "The session for commands whose -s is optional ({commands}).",
     "NO_COLOR": "When set to any value, no colour (unless color is always).",
