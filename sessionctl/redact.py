@@ -130,11 +130,11 @@ RULES: tuple[Rule, ...] = (
         group="secret",
         check=lambda v: _mixed(v) and not v.startswith(MARK_PREFIX),
     ),
-    # NAME_TOKEN=value, NAME_SECRET: "value", db_password = "value" ...
+    # NAME_TOKEN=value, NAME_SECRET: "value", db_password = "value" ...: the regex
+    # starts at the keyword (fast); _assignment_value looks back for the name.
     Rule(
         "secret-assignment",
-        r"(?<![A-Za-z0-9_])(?:[A-Za-z0-9_]*[_-])?(?:TOKEN|SECRET|PASSWORD|PASSWD|PASS|API_?KEY"
-        r"|token|secret|password|passwd|api_?key)(?![A-Za-z0-9_])[\"']?"
+        r"(?i:token|secret_?key|secret|passwd|password|pass|api_?key)(?![A-Za-z0-9_])[\"']?"
         r"(?P<sep>\s*:?=\s*|\s*:\s*)"
         r"(?:(?P<q>[\"'])(?P<quoted>[^\"'\s\\]{4,256})(?P=q)"
         r"|(?P<bare>[^\s\"'`,;)\]}]{6,256}))",
@@ -154,6 +154,13 @@ def _assignment_value(match: re.Match[str]) -> tuple[int, int] | None:
     never when it looks like code, so that ``password = getpass()`` or
     ``token: required`` stay.
     """
+    text = match.string
+    start = match.start()
+    if start and text[start - 1].isalnum():
+        return None  # inside a word: bypass=, mytoken=
+    name_start = start
+    while name_start and (text[name_start - 1].isalnum() or text[name_start - 1] in "_-"):
+        name_start -= 1
     quoted = match.group("quoted")
     if quoted is not None:
         if not _real_value(quoted):
@@ -165,7 +172,7 @@ def _assignment_value(match: re.Match[str]) -> tuple[int, int] | None:
     sep = match.group("sep")
     if sep.strip() == ":" and not sep.endswith((" ", "\t")):
         return None  # token:abc is a URL, a label or a time, not an assignment
-    name = match.string[match.start() : match.start("sep")].strip("\"'")
+    name = text[name_start : match.start("sep")].strip("\"'")
     upper = _ASSIGNMENT_NAME.fullmatch(name) is not None
     looks_code = "(" in bare or "[" in bare or bare.endswith(".") or "self." in bare
     if looks_code:

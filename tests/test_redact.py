@@ -97,6 +97,7 @@ def fake_secrets(seed: int = 19) -> list[tuple[str, str, str]]:
         tok = _rand(rng, ALNUM, 32)
         out.append(("secret-assignment", tok, f'STRIPE_WEBHOOK_SECRET="{tok}"'))
         out.append(("secret-assignment", tok[:20], f"CI_DEPLOY_TOKEN: {tok[:20]}"))
+        out.append(("secret-assignment", tok[4:28], f"SECRET_KEY = '{tok[4:28]}'"))
     return out
 
 
