@@ -339,3 +339,31 @@ def test_chat_sends_the_original_and_stores_the_redacted(
     store = Store(home)
     store.reindex(["c"])
     assert grep_home(home, [prompt_secret, answer_secret]) == []
+
+
+def test_config_set_extra_pattern_then_add(home: Path) -> None:
+    env = dict(os.environ)
+    run = [sys.executable, "-m", "sessionctl"]
+    for args in (
+        ["config", "set", "redact_patterns", "ACME-[0-9]{4}"],
+        ["config", "set", "redact", "true"],
+    ):
+        proc = subprocess.run([*run, *args], env=env, capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run(
+        [*run, "add", "-s", "x", "--role", "user", "id ACME-1234 ok"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert grep_home(home, ["ACME-1234"]) == []
+    proc = subprocess.run(
+        [*run, "config", "set", "redact", "maybe"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2 and "true or false" in proc.stderr
