@@ -27,16 +27,10 @@ import numpy as np
 from sessionctl import embed
 from sessionctl.backend.files.sidecar import SidecarIndex
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import WORDS
+
 DIM = 384
-WORDS = (
-    "the a my our your this that project meeting deadline report budget team client server "
-    "database deploy release bug fix test review code python function error log memory disk "
-    "tomorrow today yesterday week month morning evening please could would should need want "
-    "think know remember forgot send email call schedule update document plan idea question "
-    "answer because while after before about with without from into over under again still "
-    "really quite very just also only even maybe probably definitely colour garden dinner "
-    "holiday flight hotel train ticket price cost pay invoice order delivery weather rain sun"
-).split()
 
 
 def chat_messages(n: int, seed: int = 7, words: tuple[int, int] = (20, 60)) -> list[str]:

@@ -15,6 +15,17 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
+#: Words the benches draw their chat messages from (bench_index, bench_embed).
+WORDS = (
+    "the a my our your this that project meeting deadline report budget team client server "
+    "database deploy release bug fix test review code python function error log memory disk "
+    "tomorrow today yesterday week month morning evening please could would should need want "
+    "think know remember forgot send email call schedule update document plan idea question "
+    "answer because while after before about with without from into over under again still "
+    "really quite very just also only even maybe probably definitely colour garden dinner "
+    "holiday flight hotel train ticket price cost pay invoice order delivery weather rain sun"
+).split()
+
 BARE_TYPER_APP = """
 import typer
 app = typer.Typer()

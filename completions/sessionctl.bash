@@ -9,35 +9,35 @@ _sessionctl_spec() {
     # Set subs, opts, valued, vdynamic and args for the command path $1.
     case "$1" in
         "")
-            subs="chat recent add store drop relevant reindex list show export import fork rename meta clear delete restore prune config scrub"
+            subs="chat recent add store drop relevant reindex list show export import fork rename meta clear delete restore prune config scrub stats compact models"
             opts="--home --version --install-completion --show-completion -h --help"
             valued="--home"
             vdynamic=""
             args=none ;;
         "chat")
             subs=""
-            opts="-s --session -c --continue -m --model --system --temperature --max-tokens --api-base --no-stream --json --context-recent --context-relevant --no-context --show-context --no-redact -h --help"
-            valued="-s --session -m --model --system --temperature --max-tokens --api-base --context-recent --context-relevant"
-            vdynamic="-s --session"
+            opts="-s --session -c --continue -m --model --system --temperature --max-tokens --api-base --no-stream --json --context-recent --context-relevant --no-context --context-window --force --via --auto-compact --show-context --no-redact -h --help"
+            valued="-s --session -m --model --system --temperature --max-tokens --api-base --context-recent --context-relevant --context-window --via"
+            vdynamic="-s --session --via"
             args=none ;;
         "recent")
             subs=""
             opts="-s --session -k --top-k -r --role --text -0 --null --json --raw -h --help"
             valued="-s --session -k --top-k -r --role"
-            vdynamic="-s --session"
-            args=none ;;
+            vdynamic="-s --session -r --role"
+            args=dynamic ;;
         "add")
             subs=""
-            opts="-s --session -r --role --model --name --tool-call-id --metadata --no-redact -h --help"
-            valued="-s --session -r --role --model --name --tool-call-id --metadata"
-            vdynamic="-s --session"
-            args=none ;;
+            opts="-r --role -s --session --model --name --tool-call-id --metadata --no-redact -h --help"
+            valued="-r --role -s --session --model --name --tool-call-id --metadata"
+            vdynamic="-r --role -s --session"
+            args=dynamic ;;
         "store")
             subs=""
             opts="-s --session --model --no-redact -h --help"
             valued="-s --session --model"
             vdynamic="-s --session"
-            args=none ;;
+            args=dynamic ;;
         "drop")
             subs=""
             opts="-s --session -h --help"
@@ -48,13 +48,13 @@ _sessionctl_spec() {
             subs=""
             opts="-s --session -k --top-k -d --distance-threshold --fall-back -r --role --text -0 --null --json --raw -h --help"
             valued="-s --session -k --top-k -d --distance-threshold -r --role"
-            vdynamic="-s --session"
+            vdynamic="-s --session -r --role"
             args=none ;;
         "reindex")
             subs=""
-            opts="--all --model -h --help"
-            valued="--model"
-            vdynamic=""
+            opts="-s --session --all --model -h --help"
+            valued="-s --session --model"
+            vdynamic="-s --session"
             args=dynamic ;;
         "list")
             subs=""
@@ -64,15 +64,15 @@ _sessionctl_spec() {
             args=none ;;
         "show")
             subs=""
-            opts="-0 --null --json -h --help"
-            valued=""
-            vdynamic=""
+            opts="-s --session -0 --null --json -h --help"
+            valued="-s --session"
+            vdynamic="-s --session"
             args=dynamic ;;
         "export")
             subs=""
-            opts="-f --format -h --help"
-            valued="-f --format"
-            vdynamic=""
+            opts="-s --session -f --format -h --help"
+            valued="-s --session -f --format"
+            vdynamic="-s --session -f --format"
             args=dynamic ;;
         "import")
             subs=""
@@ -82,39 +82,39 @@ _sessionctl_spec() {
             args=files ;;
         "fork")
             subs=""
-            opts="--at -h --help"
-            valued="--at"
-            vdynamic=""
+            opts="-s --session --at -h --help"
+            valued="-s --session --at"
+            vdynamic="-s --session"
             args=dynamic ;;
         "rename")
             subs=""
-            opts="-h --help"
-            valued=""
-            vdynamic=""
+            opts="-s --session -h --help"
+            valued="-s --session"
+            vdynamic="-s --session"
             args=dynamic ;;
         "meta")
             subs=""
-            opts="--unset --json -h --help"
-            valued="--unset"
-            vdynamic=""
+            opts="-s --session --unset --json -h --help"
+            valued="-s --session --unset"
+            vdynamic="-s --session"
             args=dynamic ;;
         "clear")
             subs=""
             opts="-s --session -h --help"
             valued="-s --session"
             vdynamic="-s --session"
-            args=none ;;
+            args=dynamic ;;
         "delete")
             subs=""
-            opts="--purge -h --help"
-            valued=""
-            vdynamic=""
+            opts="-s --session --purge -h --help"
+            valued="-s --session"
+            vdynamic="-s --session"
             args=dynamic ;;
         "restore")
             subs=""
-            opts="-h --help"
-            valued=""
-            vdynamic=""
+            opts="-s --session -h --help"
+            valued="-s --session"
+            vdynamic="-s --session"
             args=dynamic ;;
         "prune")
             subs=""
@@ -123,7 +123,7 @@ _sessionctl_spec() {
             vdynamic=""
             args=none ;;
         "config")
-            subs="path show set unset"
+            subs="path show get set unset"
             opts="-h --help"
             valued=""
             vdynamic=""
@@ -140,6 +140,12 @@ _sessionctl_spec() {
             valued=""
             vdynamic=""
             args=none ;;
+        "config get")
+            subs=""
+            opts="--json -h --help"
+            valued=""
+            vdynamic=""
+            args=dynamic ;;
         "config set")
             subs=""
             opts="-h --help"
@@ -157,6 +163,24 @@ _sessionctl_spec() {
             opts="--pattern --literal --secrets -s --session --all --dry-run --json -h --help"
             valued="--pattern --literal -s --session"
             vdynamic="-s --session"
+            args=none ;;
+        "stats")
+            subs=""
+            opts="-s --session --since --by --json -h --help"
+            valued="-s --session --since --by"
+            vdynamic="-s --session --by"
+            args=none ;;
+        "compact")
+            subs=""
+            opts="-s --session --keep-last -m --model --api-base --via --json -h --help"
+            valued="-s --session --keep-last -m --model --api-base --via"
+            vdynamic="-s --session --via"
+            args=dynamic ;;
+        "models")
+            subs=""
+            opts="-p --provider --json -h --help"
+            valued="-p --provider"
+            vdynamic=""
             args=none ;;
         *) subs="" opts="" valued="" vdynamic="" args=none ;;
     esac

@@ -7,15 +7,15 @@
 function __sessionctl_spec --description 'sessionctl subcommands or valued options'
     switch "$argv[1] $argv[2..-1]"
         case 'subs '
-            printf '%s\n' chat recent add store drop relevant reindex list show export import fork rename meta clear delete restore prune config scrub
+            printf '%s\n' chat recent add store drop relevant reindex list show export import fork rename meta clear delete restore prune config scrub stats compact models
         case 'valued '
             printf '%s\n' --home
         case 'valued chat'
-            printf '%s\n' -s --session -m --model --system --temperature --max-tokens --api-base --context-recent --context-relevant
+            printf '%s\n' -s --session -m --model --system --temperature --max-tokens --api-base --context-recent --context-relevant --context-window --via
         case 'valued recent'
             printf '%s\n' -s --session -k --top-k -r --role
         case 'valued add'
-            printf '%s\n' -s --session -r --role --model --name --tool-call-id --metadata
+            printf '%s\n' -r --role -s --session --model --name --tool-call-id --metadata
         case 'valued store'
             printf '%s\n' -s --session --model
         case 'valued drop'
@@ -23,25 +23,39 @@ function __sessionctl_spec --description 'sessionctl subcommands or valued optio
         case 'valued relevant'
             printf '%s\n' -s --session -k --top-k -d --distance-threshold -r --role
         case 'valued reindex'
-            printf '%s\n' --model
+            printf '%s\n' -s --session --model
         case 'valued list'
             printf '%s\n' -n --limit --cursor
+        case 'valued show'
+            printf '%s\n' -s --session
         case 'valued export'
-            printf '%s\n' -f --format
+            printf '%s\n' -s --session -f --format
         case 'valued import'
             printf '%s\n' --as --max-line-bytes --max-bytes
         case 'valued fork'
-            printf '%s\n' --at
+            printf '%s\n' -s --session --at
+        case 'valued rename'
+            printf '%s\n' -s --session
         case 'valued meta'
-            printf '%s\n' --unset
+            printf '%s\n' -s --session --unset
         case 'valued clear'
+            printf '%s\n' -s --session
+        case 'valued delete'
+            printf '%s\n' -s --session
+        case 'valued restore'
             printf '%s\n' -s --session
         case 'valued prune'
             printf '%s\n' --older-than
         case 'subs config'
-            printf '%s\n' path show set unset
+            printf '%s\n' path show get set unset
         case 'valued scrub'
             printf '%s\n' --pattern --literal -s --session
+        case 'valued stats'
+            printf '%s\n' -s --session --since --by
+        case 'valued compact'
+            printf '%s\n' -s --session --keep-last -m --model --api-base --via
+        case 'valued models'
+            printf '%s\n' -p --provider
     end
 end
 
@@ -94,6 +108,9 @@ complete -c sessionctl -n '__sessionctl_at' -f -a restore -d 'Bring a deleted se
 complete -c sessionctl -n '__sessionctl_at' -f -a prune -d 'Remove sessions with no activity for a while (cron-safe, never prompts).'
 complete -c sessionctl -n '__sessionctl_at' -f -a config -d 'Show where settings come from, and edit config.toml.'
 complete -c sessionctl -n '__sessionctl_at' -f -a scrub -d 'Remove a literal, a pattern or every known secret from stored sessions.'
+complete -c sessionctl -n '__sessionctl_at' -f -a stats -d 'Sum the answers\' tokens, latency and cost (USD, where litellm\'s table knows the model).'
+complete -c sessionctl -n '__sessionctl_at' -f -a compact -d 'Ask the model for a summary of older turns and append it as one record.'
+complete -c sessionctl -n '__sessionctl_at' -f -a models -d 'List the default and configured models, and the providers and models litellm knows.'
 complete -c sessionctl -n '__sessionctl_at' -l home -r -F -d 'Data directory (default: the platform\'s user data dir).'
 complete -c sessionctl -n '__sessionctl_at' -l version -d 'Print the version.'
 complete -c sessionctl -n '__sessionctl_at' -l install-completion -d 'Install completion for the current shell.'
@@ -112,38 +129,42 @@ complete -c sessionctl -n '__sessionctl_at chat' -l json -d 'Print one JSON obje
 complete -c sessionctl -n '__sessionctl_at chat' -l context-recent -r -f -d 'At most N recent messages.'
 complete -c sessionctl -n '__sessionctl_at chat' -l context-relevant -r -f -d 'At most K relevant older messages.'
 complete -c sessionctl -n '__sessionctl_at chat' -l no-context -d 'Send only the system prompt and this prompt.'
+complete -c sessionctl -n '__sessionctl_at chat' -l context-window -r -f -d 'The model\'s context window in tokens (default: what an --api-base server reports, else litellm\'s model map, else 8192).'
+complete -c sessionctl -n '__sessionctl_at chat' -l force -d 'Send a prompt even if it alone exceeds the window.'
+complete -c sessionctl -n '__sessionctl_at chat' -l via -r -f -a '(__sessionctl_dynamic)' -d 'Provider route: auto (direct HTTP when it serves the model), litellm or direct.'
+complete -c sessionctl -n '__sessionctl_at chat' -l auto-compact -d 'After an answer, compact when the history passes 3/4 of the window.'
 complete -c sessionctl -n '__sessionctl_at chat' -l show-context -d 'Print what would be sent, send nothing.'
 complete -c sessionctl -n '__sessionctl_at chat' -l no-redact -d 'Write secrets (keys, tokens, passwords) as they are, for this command only (default: replaced by [REDACTED:kind]; see docs/security.md).'
 complete -c sessionctl -n '__sessionctl_at chat' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at chat' -f
 # sessionctl recent
-complete -c sessionctl -n '__sessionctl_at recent' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (default: the most recently active session).'
+complete -c sessionctl -n '__sessionctl_at recent' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (instead of SESSION).'
 complete -c sessionctl -n '__sessionctl_at recent' -s k -l top-k -r -f -d 'How many messages.'
-complete -c sessionctl -n '__sessionctl_at recent' -s r -l role -r -f -d 'Only messages of this role (repeatable).'
+complete -c sessionctl -n '__sessionctl_at recent' -s r -l role -r -f -a '(__sessionctl_dynamic)' -d 'Only messages of this role (repeatable).'
 complete -c sessionctl -n '__sessionctl_at recent' -l text -d 'Print only the contents, one message per line (a message\'s own newlines are kept: use -0 or --json when messages may span lines).'
 complete -c sessionctl -n '__sessionctl_at recent' -s 0 -l null -d 'End each message with a NUL byte instead of a newline, so messages that span lines stay apart (for xargs -0).'
 complete -c sessionctl -n '__sessionctl_at recent' -l json -d 'Print JSON.'
 complete -c sessionctl -n '__sessionctl_at recent' -l raw -d 'Print JSON with every stored field.'
 complete -c sessionctl -n '__sessionctl_at recent' -s h -l help -d 'Show this message and exit.'
-complete -c sessionctl -n '__sessionctl_at recent' -f
+complete -c sessionctl -n '__sessionctl_at recent' -f -a '(__sessionctl_dynamic)'
 # sessionctl add
-complete -c sessionctl -n '__sessionctl_at add' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (required: this command never guesses its target).'
-complete -c sessionctl -n '__sessionctl_at add' -s r -l role -r -f -d 'system, user, assistant (or llm), tool.'
+complete -c sessionctl -n '__sessionctl_at add' -s r -l role -r -f -a '(__sessionctl_dynamic)' -d 'Who wrote it (llm means assistant).'
+complete -c sessionctl -n '__sessionctl_at add' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (instead of SESSION).'
 complete -c sessionctl -n '__sessionctl_at add' -l model -r -f -d 'Model that wrote it.'
 complete -c sessionctl -n '__sessionctl_at add' -l name -r -f -d 'Author/tool name.'
 complete -c sessionctl -n '__sessionctl_at add' -l tool-call-id -r -f -d 'For role tool.'
 complete -c sessionctl -n '__sessionctl_at add' -l metadata -r -f -d 'JSON object stored with it.'
 complete -c sessionctl -n '__sessionctl_at add' -l no-redact -d 'Write secrets (keys, tokens, passwords) as they are, for this command only (default: replaced by [REDACTED:kind]; see docs/security.md).'
 complete -c sessionctl -n '__sessionctl_at add' -s h -l help -d 'Show this message and exit.'
-complete -c sessionctl -n '__sessionctl_at add' -f
+complete -c sessionctl -n '__sessionctl_at add' -f -a '(__sessionctl_dynamic)'
 # sessionctl store
-complete -c sessionctl -n '__sessionctl_at store' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (required: this command never guesses its target).'
+complete -c sessionctl -n '__sessionctl_at store' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (instead of SESSION).'
 complete -c sessionctl -n '__sessionctl_at store' -l model -r -f -d 'Model that answered.'
 complete -c sessionctl -n '__sessionctl_at store' -l no-redact -d 'Write secrets (keys, tokens, passwords) as they are, for this command only (default: replaced by [REDACTED:kind]; see docs/security.md).'
 complete -c sessionctl -n '__sessionctl_at store' -s h -l help -d 'Show this message and exit.'
-complete -c sessionctl -n '__sessionctl_at store' -f
+complete -c sessionctl -n '__sessionctl_at store' -f -a '(__sessionctl_dynamic)'
 # sessionctl drop
-complete -c sessionctl -n '__sessionctl_at drop' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (required: this command never guesses its target).'
+complete -c sessionctl -n '__sessionctl_at drop' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (instead of SESSION).'
 complete -c sessionctl -n '__sessionctl_at drop' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at drop' -f -a '(__sessionctl_dynamic)'
 # sessionctl relevant
@@ -151,7 +172,7 @@ complete -c sessionctl -n '__sessionctl_at relevant' -s s -l session -r -f -a '(
 complete -c sessionctl -n '__sessionctl_at relevant' -s k -l top-k -r -f -d 'At most K messages.'
 complete -c sessionctl -n '__sessionctl_at relevant' -s d -l distance-threshold -r -f -d 'Keep hits with cosine distance <= D (0-2; 0.3 = similarity >= 0.7). Default: the model\'s (0.70 for MiniLM).'
 complete -c sessionctl -n '__sessionctl_at relevant' -l fall-back -d 'Nothing close enough: show the same session\'s recent messages.'
-complete -c sessionctl -n '__sessionctl_at relevant' -s r -l role -r -f -d 'Only messages of this role (repeatable).'
+complete -c sessionctl -n '__sessionctl_at relevant' -s r -l role -r -f -a '(__sessionctl_dynamic)' -d 'Only messages of this role (repeatable).'
 complete -c sessionctl -n '__sessionctl_at relevant' -l text -d 'Print only the contents, one message per line (a message\'s own newlines are kept: use -0 or --json when messages may span lines).'
 complete -c sessionctl -n '__sessionctl_at relevant' -s 0 -l null -d 'End each message with a NUL byte instead of a newline, so messages that span lines stay apart (for xargs -0).'
 complete -c sessionctl -n '__sessionctl_at relevant' -l json -d 'Print JSON.'
@@ -159,6 +180,7 @@ complete -c sessionctl -n '__sessionctl_at relevant' -l raw -d 'JSON with every 
 complete -c sessionctl -n '__sessionctl_at relevant' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at relevant' -f
 # sessionctl reindex
+complete -c sessionctl -n '__sessionctl_at reindex' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session to rebuild (instead of SESSION).'
 complete -c sessionctl -n '__sessionctl_at reindex' -l all -d 'Rebuild every live session.'
 complete -c sessionctl -n '__sessionctl_at reindex' -l model -r -f -d 'Embedding model (default: the built-in all-MiniLM-L6-v2).'
 complete -c sessionctl -n '__sessionctl_at reindex' -s h -l help -d 'Show this message and exit.'
@@ -171,12 +193,14 @@ complete -c sessionctl -n '__sessionctl_at list' -l json -d 'Print JSON.'
 complete -c sessionctl -n '__sessionctl_at list' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at list' -f
 # sessionctl show
+complete -c sessionctl -n '__sessionctl_at show' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (instead of SESSION).'
 complete -c sessionctl -n '__sessionctl_at show' -s 0 -l null -d 'End each message with a NUL byte instead of a newline, so messages that span lines stay apart (for xargs -0).'
 complete -c sessionctl -n '__sessionctl_at show' -l json -d 'Print JSON.'
 complete -c sessionctl -n '__sessionctl_at show' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at show' -f -a '(__sessionctl_dynamic)'
 # sessionctl export
-complete -c sessionctl -n '__sessionctl_at export' -s f -l format -r -f -d 'jsonl (lossless), json or markdown.'
+complete -c sessionctl -n '__sessionctl_at export' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (instead of SESSION).'
+complete -c sessionctl -n '__sessionctl_at export' -s f -l format -r -f -a '(__sessionctl_dynamic)' -d 'jsonl (lossless), json or markdown (md).'
 complete -c sessionctl -n '__sessionctl_at export' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at export' -f -a '(__sessionctl_dynamic)'
 # sessionctl import
@@ -187,26 +211,31 @@ complete -c sessionctl -n '__sessionctl_at import' -l no-redact -d 'Write secret
 complete -c sessionctl -n '__sessionctl_at import' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at import' -F
 # sessionctl fork
+complete -c sessionctl -n '__sessionctl_at fork' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session to copy (instead of SOURCE).'
 complete -c sessionctl -n '__sessionctl_at fork' -l at -r -f -d 'Copy up to and including this message id.'
 complete -c sessionctl -n '__sessionctl_at fork' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at fork' -f -a '(__sessionctl_dynamic)'
 # sessionctl rename
+complete -c sessionctl -n '__sessionctl_at rename' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session to rename (instead of OLD).'
 complete -c sessionctl -n '__sessionctl_at rename' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at rename' -f -a '(__sessionctl_dynamic)'
 # sessionctl meta
+complete -c sessionctl -n '__sessionctl_at meta' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (instead of SESSION).'
 complete -c sessionctl -n '__sessionctl_at meta' -l unset -r -f -d 'Remove a key (repeatable).'
 complete -c sessionctl -n '__sessionctl_at meta' -l json -d 'Print JSON.'
 complete -c sessionctl -n '__sessionctl_at meta' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at meta' -f -a '(__sessionctl_dynamic)'
 # sessionctl clear
-complete -c sessionctl -n '__sessionctl_at clear' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (required: this command never guesses its target).'
+complete -c sessionctl -n '__sessionctl_at clear' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (instead of SESSION).'
 complete -c sessionctl -n '__sessionctl_at clear' -s h -l help -d 'Show this message and exit.'
-complete -c sessionctl -n '__sessionctl_at clear' -f
+complete -c sessionctl -n '__sessionctl_at clear' -f -a '(__sessionctl_dynamic)'
 # sessionctl delete
+complete -c sessionctl -n '__sessionctl_at delete' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (instead of SESSION).'
 complete -c sessionctl -n '__sessionctl_at delete' -l purge -d 'Remove for good, skip the trash.'
 complete -c sessionctl -n '__sessionctl_at delete' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at delete' -f -a '(__sessionctl_dynamic)'
 # sessionctl restore
+complete -c sessionctl -n '__sessionctl_at restore' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Deleted session (instead of SESSION).'
 complete -c sessionctl -n '__sessionctl_at restore' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at restore' -f -a '(__sessionctl_dynamic)'
 # sessionctl prune
@@ -219,6 +248,7 @@ complete -c sessionctl -n '__sessionctl_at prune' -f
 # sessionctl config
 complete -c sessionctl -n '__sessionctl_at config' -f -a path -d 'Print where sessionctl reads settings, keeps data, or installed its shell files.'
 complete -c sessionctl -n '__sessionctl_at config' -f -a show -d 'Print every setting\'s effective value and where it came from (flag, env, file, default).'
+complete -c sessionctl -n '__sessionctl_at config' -f -a get -d 'Print one setting\'s effective value on stdout and where it came from on stderr.'
 complete -c sessionctl -n '__sessionctl_at config' -f -a set -d 'Write one setting to config.toml (created 0600 if missing; comments are kept).'
 complete -c sessionctl -n '__sessionctl_at config' -f -a unset -d 'Remove one setting from config.toml (back to the built-in default).'
 complete -c sessionctl -n '__sessionctl_at config' -s h -l help -d 'Show this message and exit.'
@@ -229,6 +259,10 @@ complete -c sessionctl -n '__sessionctl_at config path' -f -a '(__sessionctl_dyn
 complete -c sessionctl -n '__sessionctl_at config show' -l json -d 'Print JSON.'
 complete -c sessionctl -n '__sessionctl_at config show' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at config show' -f
+# sessionctl config get
+complete -c sessionctl -n '__sessionctl_at config get' -l json -d 'Print JSON.'
+complete -c sessionctl -n '__sessionctl_at config get' -s h -l help -d 'Show this message and exit.'
+complete -c sessionctl -n '__sessionctl_at config get' -f -a '(__sessionctl_dynamic)'
 # sessionctl config set
 complete -c sessionctl -n '__sessionctl_at config set' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at config set' -f -a '(__sessionctl_dynamic)'
@@ -245,3 +279,24 @@ complete -c sessionctl -n '__sessionctl_at scrub' -l dry-run -d 'Count the match
 complete -c sessionctl -n '__sessionctl_at scrub' -l json -d 'Print JSON.'
 complete -c sessionctl -n '__sessionctl_at scrub' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at scrub' -f
+# sessionctl stats
+complete -c sessionctl -n '__sessionctl_at stats' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (instead of SESSION).'
+complete -c sessionctl -n '__sessionctl_at stats' -l since -r -f -d 'Only answers since: 30d, 12h, 2w, or a date (2026-11-01).'
+complete -c sessionctl -n '__sessionctl_at stats' -l by -r -f -a '(__sessionctl_dynamic)' -d 'Group by session, model or day.'
+complete -c sessionctl -n '__sessionctl_at stats' -l json -d 'Print one JSON object.'
+complete -c sessionctl -n '__sessionctl_at stats' -s h -l help -d 'Show this message and exit.'
+complete -c sessionctl -n '__sessionctl_at stats' -f
+# sessionctl compact
+complete -c sessionctl -n '__sessionctl_at compact' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (instead of SESSION).'
+complete -c sessionctl -n '__sessionctl_at compact' -l keep-last -r -f -d 'Messages left out of the summary.'
+complete -c sessionctl -n '__sessionctl_at compact' -s m -l model -r -f -d 'Model that writes it (default: the session\'s).'
+complete -c sessionctl -n '__sessionctl_at compact' -l api-base -r -f -d 'OpenAI-compatible server URL.'
+complete -c sessionctl -n '__sessionctl_at compact' -l via -r -f -a '(__sessionctl_dynamic)' -d 'Provider route.'
+complete -c sessionctl -n '__sessionctl_at compact' -l json -d 'Print JSON.'
+complete -c sessionctl -n '__sessionctl_at compact' -s h -l help -d 'Show this message and exit.'
+complete -c sessionctl -n '__sessionctl_at compact' -f -a '(__sessionctl_dynamic)'
+# sessionctl models
+complete -c sessionctl -n '__sessionctl_at models' -s p -l provider -r -f -d 'List this provider\'s models (e.g. openai, anthropic, ollama).'
+complete -c sessionctl -n '__sessionctl_at models' -l json -d 'Print JSON.'
+complete -c sessionctl -n '__sessionctl_at models' -s h -l help -d 'Show this message and exit.'
+complete -c sessionctl -n '__sessionctl_at models' -f

@@ -17,6 +17,7 @@ from sessionctl.errors import UsageError
 DEFAULT_MODEL = "gpt-4o-mini"
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 COLOR_CHOICES = ("auto", "always", "never")
+VIA_CHOICES = ("auto", "litellm", "direct")
 
 # setting name -> environment variable
 ENV_VARS: dict[str, str] = {
@@ -27,7 +28,9 @@ ENV_VARS: dict[str, str] = {
     "system": "SESSIONCTL_SYSTEM",
     "context_recent": "SESSIONCTL_CONTEXT_RECENT",
     "context_relevant": "SESSIONCTL_CONTEXT_RELEVANT",
+    "context_window": "SESSIONCTL_CONTEXT_WINDOW",
     "timeout": "SESSIONCTL_TIMEOUT",
+    "via": "SESSIONCTL_VIA",
     "color": "SESSIONCTL_COLOR",
     "redact": "SESSIONCTL_REDACT",
 }
@@ -45,7 +48,9 @@ class Settings(NamedTuple):
     system: str | None = None
     context_recent: int | None = None
     context_relevant: int = 3
+    context_window: int | None = None  # None: the model's, from litellm's model map
     timeout: float = 120.0
+    via: str = "auto"  # auto, litellm or direct: the provider route
     color: str = "auto"
     redact: bool = True
     redact_patterns: tuple[str, ...] = ()
@@ -68,6 +73,13 @@ def _non_negative_int(key: str, value: Any) -> int:
         raise UsageError(f"setting {key!r} must be a whole number, got {value!r}") from None
     if number < 0:
         raise UsageError(f"setting {key!r} must be 0 or more, got {number}")
+    return number
+
+
+def _positive_int(key: str, value: Any) -> int:
+    number = _non_negative_int(key, value)
+    if number == 0:
+        raise UsageError(f"setting {key!r} must be 1 or more, got 0")
     return number
 
 
@@ -121,6 +133,12 @@ def _patterns(key: str, value: Any) -> tuple[str, ...]:
     return tuple(items)
 
 
+def _via(key: str, value: Any) -> str:
+    if value not in VIA_CHOICES:
+        raise UsageError(f"setting {key!r} must be one of {', '.join(VIA_CHOICES)}")
+    return str(value)
+
+
 # settings that config.toml may hold, with their validators
 CONFIG_KEYS: dict[str, Callable[[str, Any], Any]] = {
     "model": _text,
@@ -129,7 +147,9 @@ CONFIG_KEYS: dict[str, Callable[[str, Any], Any]] = {
     "system": _text,
     "context_recent": _non_negative_int,
     "context_relevant": _non_negative_int,
+    "context_window": _positive_int,
     "timeout": _positive_float,
+    "via": _via,
     "color": _color,
     "redact": _bool,
     "redact_patterns": _patterns,
@@ -151,10 +171,19 @@ def default_home() -> Path:
     return platformdirs.user_data_path("sessionctl")
 
 
+def absolute_path(value: str | os.PathLike[str]) -> Path:
+    """Return ``value`` with ``~`` expanded, made absolute against the current directory.
+
+    Done once, when settings are read: a relative ``SESSIONCTL_HOME`` must not
+    follow later changes of directory (a cron job would quietly start a new store).
+    """
+    return Path(os.path.abspath(Path(value).expanduser()))
+
+
 def default_config_path(environ: Mapping[str, str]) -> Path:
-    """Return config.toml's path: ``$SESSIONCTL_CONFIG`` or the platform config dir."""
+    """Return config.toml's absolute path: ``$SESSIONCTL_CONFIG`` or the platform config dir."""
     if environ.get(CONFIG_ENV):
-        return Path(environ[CONFIG_ENV]).expanduser()
+        return absolute_path(environ[CONFIG_ENV])
     import platformdirs
 
     return platformdirs.user_config_path("sessionctl") / "config.toml"
@@ -180,17 +209,20 @@ def read_config_file(path: Path) -> dict[str, Any]:
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **flags: Any) -> Settings:
-    """Resolve settings with precedence flag > environment > config file > default."""
+    """Resolve settings with precedence flag > environment > config file > default.
+
+    The home and the config path come back absolute (see :func:`absolute_path`).
+    """
     env = os.environ if environ is None else environ
     config_path = default_config_path(env)
     values: dict[str, Any] = dict(read_config_file(config_path))
     for key, var in ENV_VARS.items():
         raw = env.get(var)
         if raw:
-            values[key] = Path(raw).expanduser() if key == "home" else validate_setting(key, raw)
+            values[key] = absolute_path(raw) if key == "home" else validate_setting(key, raw)
     for key, value in flags.items():
         if value is not None:
-            values[key] = Path(value).expanduser() if key == "home" else value
+            values[key] = absolute_path(value) if key == "home" else value
     known = set(Settings._fields)
     unknown = set(values) - known
     if unknown:

@@ -21,10 +21,12 @@ estimate of everything is above 60 % of the budget and an exact ``count`` is giv
 exact counter decides instead (the margin covers text the byte estimate undercounts,
 such as CJK). Both take a list of messages and return a token count.
 
-If the system prompt and the new prompt alone exceed the budget of a *known* window,
-:class:`~sessionctl.llm.errors.ContextTooLong` is raised (a provider error, exit 4 —
-the same error the provider would give, without the round trip). With an unknown
-window they are sent anyway and the server decides.
+If the system prompt and the new prompt alone exceed the budget (of the known window,
+or of :data:`DEFAULT_CONTEXT_WINDOW` when it is unknown), :class:`PromptTooLarge` is
+raised (a usage error, exit 2): such a prompt would be cut or refused by the server,
+and would fall out of the next turn's context anyway. With ``force=True`` it is sent
+without any history (the server decides) and ``oversized`` is set on the result, so
+that the caller can warn.
 
 Messages are mappings (or objects) with ``seq``, ``role``, ``content`` and optionally
 ``name``, ``tool_calls``, ``tool_call_id``; only those wire fields are sent.
@@ -36,13 +38,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sessionctl.errors import UsageError
-from sessionctl.llm.errors import ContextTooLong
+from sessionctl.errors import PromptTooLarge, UsageError
 from sessionctl.llm.models import DEFAULT_CONTEXT_WINDOW
 from sessionctl.llm.tokens import estimate_tokens
 
 __all__ = [
     "AssembledContext",
+    "PromptTooLarge",
     "TokenCounter",
     "answer_reserve",
     "assemble",
@@ -67,6 +69,7 @@ class AssembledContext:
     budget: int  # input tokens available (window minus answer reserve)
     context_window: int  # the window used (the default when the model's is unknown)
     exact: bool  # whether the exact counter measured it
+    oversized: bool = False  # the prompt alone exceeds the budget (sent only with force)
 
 
 def answer_reserve(context_window: int, max_tokens: int | None) -> int:
@@ -112,6 +115,7 @@ def assemble(
     estimate: TokenCounter = estimate_tokens,
     count: TokenCounter | None = None,
     model: str = "the model",
+    force: bool = False,
 ) -> AssembledContext:
     """Choose the messages for one turn; see the module docstring for the rules.
 
@@ -119,7 +123,8 @@ def assemble(
     ``seq`` here). ``relevant`` is best first; pass a callable to look them up only when
     the history does not fit (a semantic search can then be skipped).
     ``context_recent``/``context_relevant``: ``None`` means no limit, ``0`` none.
-    ``model`` only names the model in errors.
+    ``model`` only names the model in errors. ``force`` sends a prompt that alone
+    exceeds the budget instead of raising :class:`PromptTooLarge`.
     """
     for name, value in (("context_recent", context_recent), ("context_relevant", context_relevant)):
         if value is not None and value < 0:
@@ -154,14 +159,17 @@ def assemble(
         return cache[key]
 
     fixed = measure(counter, [*head, *tail])
-    if fixed > budget:
-        if context_window is not None:
-            raise ContextTooLong(
-                f"the prompt alone needs about {fixed} tokens but {model} takes {budget} "
-                f"({window}-token window, {reserve} kept for the answer): shorten the prompt "
-                "or system prompt, lower --max-tokens, or use a model with a larger window"
+    oversized = fixed > budget
+    if oversized:
+        if not force:
+            known = "" if context_window is not None else ", assumed: the model's is unknown"
+            raise PromptTooLarge(
+                f"the prompt is about {fixed} tokens but {model} takes {budget} "
+                f"({window}-token context window{known}, {reserve} kept for the answer); "
+                "nothing was sent: shorten it, pass --force to send it anyway, or "
+                "--context-window N if the model's window is larger"
             )
-        past = []  # unknown window: send just the prompt and let the server judge
+        past = []  # forced: send just the prompt and let the server judge
     room = max(0, budget - fixed)
     candidates = past if context_recent is None else past[max(0, len(past) - context_recent) :]
     if context_recent == 0:
@@ -224,4 +232,5 @@ def assemble(
         budget=budget,
         context_window=window,
         exact=use_exact,
+        oversized=oversized,
     )

@@ -43,6 +43,10 @@ class InvalidName(UsageError):
     """A session name that breaks the name rule or collides by case."""
 
 
+class PromptTooLarge(UsageError):
+    """A prompt that alone exceeds the model's context window; nothing was sent."""
+
+
 class NotFound(SessionctlError, LookupError):
     """A session or message that does not exist."""
 

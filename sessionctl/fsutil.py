@@ -16,7 +16,7 @@ import fcntl
 import os
 import stat
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from sessionctl.errors import StoreError
@@ -162,11 +162,21 @@ def atomic_write(path: Path, data: bytes, *, unique: bool = False) -> os.stat_re
     sweep (:func:`remove_unheld_temp`) never takes it for a crashed writer's.
     Returns the new file's stat, taken before the rename made it visible.
     """
+    return atomic_write_with(path, lambda fd: _write_all(fd, data), unique=unique)
+
+
+def atomic_write_with(
+    path: Path, fill: Callable[[int], None], *, unique: bool = False
+) -> os.stat_result:
+    """Like :func:`atomic_write`, but ``fill(fd)`` writes the temp file (streamed, any size).
+
+    ``fill`` may also ``pwrite`` what it wrote before (a header it learns last).
+    """
     refuse_foreign(path)
     tmp = temp_path_for(path, unique=unique)
     fd = _create_private(tmp)
     try:
-        _write_all(fd, data)
+        fill(fd)
         os.fsync(fd)
         st = os.fstat(fd)
         os.replace(tmp, path)

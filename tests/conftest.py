@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 _SCRUB = (
     "SESSIONCTL_HOME", "SESSIONCTL_MODEL", "SESSIONCTL_API_BASE", "SESSIONCTL_EMBEDDING_MODEL",
     "SESSIONCTL_SYSTEM", "SESSIONCTL_CONTEXT_RECENT", "SESSIONCTL_CONTEXT_RELEVANT",
+    "SESSIONCTL_CONTEXT_WINDOW",
     "SESSIONCTL_TIMEOUT", "SESSIONCTL_COLOR", "SESSIONCTL_DEBUG", "SESSIONCTL_SESSION",
     "SESSIONCTL_REDACT",
     "OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY",
@@ -111,9 +112,14 @@ def sh(home: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run `python -m sessionctl` in a real subprocess (for what only a process shows)."""
 
     def invoke(
-        *args: str, input: str | None = None, env: dict[str, str] | None = None, timeout: float = 60
+        *args: str,
+        input: str | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = 60,
+        cwd: Path = REPO,
     ) -> subprocess.CompletedProcess[str]:
-        full_env = {**os.environ, **(env or {})}
+        # PYTHONPATH absolute: a relative one would not find this checkout from another cwd
+        full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
         return subprocess.run(
             [sys.executable, "-m", "sessionctl", *args],
             input=input,
@@ -121,7 +127,7 @@ def sh(home: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
             text=True,
             env=full_env,
             timeout=timeout,
-            cwd=REPO,
+            cwd=cwd,
         )
 
     return invoke

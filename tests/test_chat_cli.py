@@ -136,11 +136,14 @@ def test_no_stream(cli: Cli, llm_server: FakeLLMServer, home: Path) -> None:
     assert r.stdout == "whole answer\n"
     body = llm_server.requests[-1].body
     assert (body["stream"], body["temperature"], body["max_tokens"]) == (False, 0.5, 99)
-    assert records(home, "ns")[-1]["usage"] == {
-        "prompt_tokens": 3,
-        "completion_tokens": 2,
-        "total_tokens": 5,
-    }
+    assert (
+        records(home, "ns")[-1]["usage"].items()
+        >= {
+            "prompt_tokens": 3,
+            "completion_tokens": 2,
+            "total_tokens": 5,
+        }.items()
+    )
 
 
 def test_stream_chunks_assembled(cli: Cli, llm_server: FakeLLMServer, home: Path) -> None:
@@ -165,9 +168,14 @@ def test_continue_most_recent(cli: Cli, llm_server: FakeLLMServer, home: Path) -
     time.sleep(0.02)
     ok(cli("chat", "-s", "newer", *direct(llm_server), "second"))
     r = ok(cli("chat", "-c", *direct(llm_server), "third"))
-    assert r.stderr == ""
+    assert r.stderr == "sessionctl: session: newer\n"  # -c says which one it took
     assert [m["content"] for m in sent(llm_server)] == ["second", ANSWER, "third"]
     assert len(records(home, "newer")) == 4 and len(records(home, "older")) == 2
+    as_json = ok(cli("chat", "-c", "--json", *direct(llm_server), "fourth"))
+    assert json.loads(as_json.stdout)["session"] == "newer"  # stdout: the object alone
+    assert as_json.stderr == "sessionctl: session: newer\n"
+    named = ok(cli("chat", "-s", "newer", *direct(llm_server), "fifth"))
+    assert named.stderr == ""  # named by the user: nothing to say
 
 
 def test_env_defaults_yield_to_session_memory_and_continue(
@@ -247,7 +255,8 @@ def test_usage_and_answering_model_recorded(cli: Cli, llm_server: FakeLLMServer)
     raw = json.loads(ok(cli("recent", "-s", "u", "--raw")).stdout)
     assert raw[-1]["role"] == "assistant" and raw[-1]["content"] == "ok"
     assert raw[-1]["model"] == "served-model-x"
-    assert raw[-1]["usage"] == usage
+    assert usage.items() <= raw[-1]["usage"].items()  # the provider's, plus what was measured
+    assert raw[-1]["usage"]["cost_usd"] is None and raw[-1]["usage"]["latency_s"] >= 0
     assert "interrupted" not in raw[-1] or raw[-1]["interrupted"] is False
 
 
@@ -398,7 +407,7 @@ FAILURES = {
 
 
 @pytest.mark.parametrize("kind", [*FAILURES, "refused"])
-def test_failure_exit_4_and_transcript_untouched(
+def test_failure_exit_4_and_keeps_only_what_was_streamed(
     cli: Cli, llm_server: FakeLLMServer, home: Path, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", SENTINEL)
@@ -416,7 +425,19 @@ def test_failure_exit_4_and_transcript_untouched(
     assert time.monotonic() - started < 8
     lines = r.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("sessionctl: error: "), r.stderr
-    assert transcript(home, "f").read_bytes() == before
+    after = transcript(home, "f").read_bytes()
+    if kind in ("dropped", "reset", "stall"):
+        # The server died or stalled mid-answer: the prompt and what was streamed are
+        # kept, marked interrupted, as after Ctrl-C (issue: a dead server lost the turn).
+        assert after.startswith(before) and "partial answer was saved" in r.stderr
+        added = [json.loads(line) for line in after[len(before) :].splitlines()]
+        assert [(m["role"], m["content"]) for m in added] == [
+            ("user", "question"),
+            ("assistant", "partial "),
+        ]
+        assert added[1]["interrupted"] is True
+        before = after
+    assert after == before
     for secret in (SENTINEL, SENTINEL[-12:]):
         assert secret not in r.stderr and secret not in r.stdout
         assert secret.encode() not in before

@@ -216,7 +216,7 @@ def test_add_errors_write_nothing(cli: Cli, home: Path) -> None:
     fails(cli("add", "-s", "x", "--role", "user", input=b"ok \xff\xfe bad"), 2, "UTF-8")
     fails(cli("add", "-s", "x", "--role", "wizard", "hi"), 2, "role")
     fails(cli("add", "-s", "x", "hi"), 2, "--role")
-    fails(cli("add", "--role", "user", "hi"), 2, "--session")
+    fails(cli("add", "--role", "user", "hi"), 2, "no session given", "-s NAME")
     fails(cli("add", "-s", "x", "--role", "user", "--metadata", "[1]", "hi"), 2, "metadata")
     fails(cli("add", "-s", "x", "--role", "user", "--metadata", "{bad", "hi"), 2, "metadata")
     # undecodable command-line bytes arrive as lone surrogates
@@ -238,7 +238,8 @@ def test_store_prints_two_ids(cli: Cli, home: Path) -> None:
     ]
     assert got[1]["model"] == "m"
     fails(cli("store", "-s", "pair", "only prompt"), 2)
-    fails(cli("store", "pair", "a", "b"), 2)
+    fails(cli("store", "pair", "a", "b", "c", "d"), 2)
+    assert len(ok(cli("store", "pair", "a", "b")).stdout.split()) == 2  # SESSION PROMPT RESPONSE
 
 
 # -- show / export / import ----------------------------------------------------------------
@@ -411,8 +412,8 @@ def test_drop(cli: Cli, home: Path) -> None:
     fails(cli("drop", "-s", "work", "nonsense"), 3)
     ok(cli("drop", "-s", "work"))
     fails(cli("drop", "-s", "work"), 3, "no messages")
-    fails(cli("drop"), 2, "--session")
-    fails(cli("drop", ids[0]), 2)
+    fails(cli("drop"), 2, "no session given", "-s NAME")
+    fails(cli("drop", ids[0]), 3, ids[0])  # without -s the argument is the session
     fails(cli("drop", "-s", "ghost"), 3, "ghost")
     assert ok(cli("add", "-s", "work", "--role", "user", "d")).exit_code == 0
     assert records(home, "work")[-1]["seq"] == 4  # never reuses a dropped seq

@@ -66,6 +66,11 @@ def test_bash(env: dict[str, str], cli: Cli) -> None:
         "sessionctl --home $SESSIONCTL_HOME delete f",
         "sessionctl --home config fo",  # `config` is --home's value, not the command
         "sessionctl drop -s work ",
+        "sessionctl drop work ",
+        "sessionctl clear ",
+        "sessionctl export work --format ",
+        "sessionctl export work -f m",
+        "sessionctl recent -r ",
         "sessionctl recent --js",
         "sessionctl config ",
         "sessionctl config set color ",
@@ -89,8 +94,13 @@ def test_bash(env: dict[str, str], cli: Cli) -> None:
     assert got["sessionctl --home $SESSIONCTL_HOME delete f"] == ["fun"]
     assert got["sessionctl --home config fo"] == ["fork"]
     assert got["sessionctl drop -s work "] == sorted([first, last])
+    assert got["sessionctl drop work "] == sorted([first, last])  # the session as an argument
+    assert got["sessionctl clear "] == ["fun", "weekly", "work"]
+    assert got["sessionctl export work --format "] == ["json", "jsonl", "markdown", "md"]
+    assert got["sessionctl export work -f m"] == ["markdown", "md"]  # not file names
+    assert got["sessionctl recent -r "] == ["assistant", "llm", "system", "tool", "user"]
     assert got["sessionctl recent --js"] == ["--json"]
-    assert got["sessionctl config "] == ["path", "set", "show", "unset"]
+    assert got["sessionctl config "] == ["get", "path", "set", "show", "unset"]
     assert got["sessionctl config set color "] == ["always", "auto", "never"]
     assert got["sessionctl restore "] == ["gone"]  # the trash, not the live sessions
 
@@ -161,7 +171,7 @@ def test_fish(env: dict[str, str], cli: Cli) -> None:
     assert got["sessionctl --home config fo"] == ["fork"]
     assert first_id in got["sessionctl drop -s weekly "]
     assert {"--limit", "--cursor", "--deleted", "--json"} <= set(got["sessionctl list --"])
-    assert got["sessionctl config "] == ["path", "set", "show", "unset"]
+    assert got["sessionctl config "] == ["get", "path", "set", "show", "unset"]
 
 
 @pytest.mark.parametrize(

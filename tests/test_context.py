@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from sessionctl.context import answer_reserve, assemble
-from sessionctl.errors import ProviderError, UsageError
-from sessionctl.llm import ContextTooLong, estimate_tokens
+from sessionctl.errors import PromptTooLarge, UsageError
+from sessionctl.llm import estimate_tokens
 
 
 def chars(messages):
@@ -201,18 +201,28 @@ def test_system_prompt_is_kept_even_when_nothing_else_fits():
     assert ctx.dropped == 2
 
 
-def test_prompt_alone_too_long_for_known_window_raises_context_too_long():
-    with pytest.raises(ContextTooLong) as info:
+def test_prompt_alone_too_long_for_known_window_is_refused():
+    with pytest.raises(PromptTooLarge) as info:
         run("x" * 50, hist("a"), system="s", context_window=40, model="tiny")
     err = info.value
-    assert isinstance(err, ProviderError) and err.exit_code == 4
-    assert "\n" not in str(err) and "tiny" in str(err)
+    assert isinstance(err, UsageError) and err.exit_code == 2
+    message = str(err)
+    assert "\n" not in message and "tiny" in message and "--force" in message
+    assert "51 tokens" in message and "40-token context window" in message
 
 
-def test_prompt_too_long_for_unknown_window_is_sent_without_history():
-    ctx = run("x" * 10_000, hist("a", "b"), context_window=None, max_tokens=None)
+def test_prompt_too_long_for_unknown_window_is_refused_unless_forced():
+    with pytest.raises(PromptTooLarge) as info:
+        run("x" * 10_000, hist("a", "b"), context_window=None, max_tokens=None)
+    assert "8192-token context window, assumed" in str(info.value)
+    ctx = run("x" * 10_000, hist("a", "b"), context_window=None, max_tokens=None, force=True)
     assert contents(ctx) == ["x" * 10_000]
-    assert ctx.context_window == 8192 and ctx.dropped == 2
+    assert ctx.context_window == 8192 and ctx.dropped == 2 and ctx.oversized
+
+
+def test_force_changes_nothing_when_the_prompt_fits():
+    ctx = run("p", hist("a", "b"), force=True)
+    assert contents(ctx) == ["a", "b", "p"] and not ctx.oversized
 
 
 def test_max_tokens_leaving_no_room_is_a_usage_error():
@@ -269,6 +279,7 @@ def test_default_estimate_is_conservative_for_prose():
     messages = [{"role": "user", "content": "The quick brown fox jumps over the lazy dog. " * 40}]
     # ~10 tokens per sentence with real tokenizers; the estimate must be above that
     assert estimate_tokens(messages) > 400
-    # window 3000 - 750 reserved: 2 x 4000 bytes (~1337 tokens each) cannot both fit
-    ctx = assemble("hello", hist("a" * 4000, "b" * 4000), context_window=3000)
+    # window 3000 - 750 reserved: 2 x 800 words of 4 letters (~1600 tokens each by the
+    # estimate: 1 per 3 letters) cannot both fit
+    ctx = assemble("hello", hist("abcd " * 800, "efgh " * 800), context_window=3000)
     assert ctx.included_recent == [2]

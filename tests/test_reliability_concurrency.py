@@ -68,7 +68,7 @@ def _stopped(stop: str, rounds: int, minimum: int = 3) -> bool:
 
 
 def _track_removals(log: Log) -> None:
-    """Log every message a rewrite or drop_last removes (after it returned)."""
+    """Log every message a rewrite, drop by id or drop_last removes (after it returned)."""
     from sessionctl.backend.files.local import LocalBackend
 
     rewrite, drop_last = LocalBackend.rewrite, LocalBackend.drop_last
@@ -91,8 +91,16 @@ def _track_removals(log: Log) -> None:
         log(op="removed", session=name, ids=[message.id])
         return message
 
+    drop = LocalBackend.drop
+
+    def logged_drop(self: Any, name: str, message_id: str) -> Any:  # by id: a streamed rewrite
+        message = drop(self, name, message_id)
+        log(op="removed", session=name, ids=[message.id])
+        return message
+
     LocalBackend.rewrite = logged_rewrite  # type: ignore[method-assign]
     LocalBackend.drop_last = logged_drop_last  # type: ignore[method-assign]
+    LocalBackend.drop = logged_drop  # type: ignore[method-assign]
 
 
 def role_cli_writer(log: Log, tag: str, count: int) -> int:

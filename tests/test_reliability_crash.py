@@ -607,8 +607,13 @@ def _check_cycle(home: Path, cli: Any, model: Model, log: list[dict[str, Any]], 
     for name in sorted({n for n, _ in store.backend.names()}):
         _assert_index_consistent(store, name, where)
 
-    # 5. No temp file survives the next writer of its session.
+    # 4b. The store-wide index too: its next writer covers every live message once.
+    _assert_store_index_consistent(store, where)
+
+    # 5. No temp file survives the next writer of its session (or of the store index).
     for tmp in _temps(home):
+        if tmp.parent.name == "index":
+            continue  # removed by the store index's writer above
         owner = tmp.name[1:].split("~")[0]
         for suffix in (".jsonl", ".faiss", ".index.json", ".rejects"):
             if owner.endswith(suffix):
@@ -616,6 +621,26 @@ def _check_cycle(home: Path, cli: Any, model: Model, log: list[dict[str, Any]], 
         with store.backend.lock(owner):  # what every writer of that session does first
             pass
     assert not _temps(home), f"{where}: temp files left: {_temps(home)}"
+
+
+def _assert_store_index_consistent(store: Any, where: str) -> None:
+    from sessionctl.backend.files.vectors.journal import load
+
+    warned: list[str] = []
+    store.backend.warn = warned.append
+    store.backend.vectors.catch_up(None, HashEmbedder())
+    loaded = load(store.home / "index")
+    dead = loaded.dead_mask()
+    by_key = {s.key: s.name for s in loaded.sessions.values()}
+    rows: dict[str, list[int]] = {}
+    for row, gone in zip(loaded.rows, dead, strict=True):
+        name = by_key[int(row["key"])]
+        if not gone and name is not None:
+            rows.setdefault(name, []).append(int(row["seq"]))
+    for name, _ in store.backend.names():
+        seqs = [m.seq for m in store.backend.messages(name)]
+        assert sorted(rows.get(name, [])) == seqs, f"{where}: store index of {name}"
+    assert not [w for w in warned if "rebuilt" in w and "missing" not in w], (where, warned)
 
 
 def _assert_index_consistent(store: Any, name: str, where: str) -> None:
@@ -780,7 +805,8 @@ def _check_crash_point(home: Path, before: Any, after: Any, where: str) -> None:
             pass
     for name in sorted(n for n, _ in store.backend.names()):
         _assert_index_consistent(store, name, where)
-    temps = _temps(home)
+    _assert_store_index_consistent(store, where)  # its writer removes its own temp files
+    temps = [t for t in _temps(home) if t.parent.name != "index"]
     for tmp in temps:  # a session that no longer exists: its next writer (re)creates it
         owner = tmp.name[1:].split("~")[0].split(".")[0]
         with store.backend.lock(owner):

@@ -593,9 +593,11 @@ def test_corrupt_lines_are_reported_kept_and_never_lose_data(
     warning = ok(cli("show", "d")).stderr
     if not damage.endswith("the end"):
         assert "line 3" in warning  # reported by its line number
-    ok(cli("add", "-s", "d", "--role", "user", "fourth message"))  # repairs a torn tail
-    ok(cli("meta", "d", "k=v"))  # a rewrite: moves the bad lines aside
+    fourth = ok(cli("add", "-s", "d", "--role", "user", "fourth message")).stdout.strip()
+    ok(cli("meta", "d", "k=v"))  # in place: not a rewrite, the bad lines stay
     assert [c for _, _, c in messages(home, "d")] == [*GOOD, "fourth message"]
+    ok(cli("drop", "-s", "d", fourth))  # a rewrite (by id): moves the bad lines aside
+    assert [c for _, _, c in messages(home, "d")] == GOOD
     raw = path.read_bytes()
     for line in raw.split(b"\n")[:-1]:
         json.loads(line)  # only good lines remain

@@ -90,6 +90,9 @@ FAULTS = {
 }
 
 
+# The server died or stalled after some text: the prompt and that text are kept,
+# marked interrupted (as Ctrl-C). Every other fault appends nothing.
+KEEPS_PARTIAL = {"stall mid-stream", "stream ends without [DONE] or finish", "connection reset"}
 STREAM_ONLY = {"stall mid-stream", "malformed SSE", "error event mid-stream",
                "stream ends without [DONE] or finish", "connection reset"}  # fmt: skip
 CASES = [(f, s) for f in FAULTS for s in (True, False) if s or f not in STREAM_ONLY]
@@ -119,6 +122,14 @@ def test_faults_exit_4_and_change_nothing(
         elapsed = time.monotonic() - started
         one_error(result, 4)
         assert elapsed < 8, f"{fault}: took {elapsed:.1f}s"
+        if stream and fault in KEEPS_PARTIAL:
+            kept = [(m["role"], m["content"], m.get("interrupted")) for m in records(home, name)]
+            assert result.stdout.endswith("\n")  # what was shown, ended by a newline
+            assert kept[-2:] == [
+                ("user", "the question", None),
+                ("assistant", result.stdout[:-1], True),
+            ], kept
+            continue
         assert snapshot(home) == before  # nothing appended, nothing created
         assert not (home / "sessions" / "brand-new.jsonl").exists()
         if stream and result.stdout:  # what was streamed stays on screen, ended by a newline
@@ -130,14 +141,15 @@ def test_faults_exit_4_and_change_nothing(
     elif "stream" not in fault and "Retry-After" not in fault:
         assert len(llm_server.requests) - asked <= 2 * 3
     # the provider comes back: the failed prompts were never recorded or sent again
+    # (a kept partial answer is history like any other)
     llm_server.default = Reply(text=ANSWER)
     result = cli("chat", "-s", "old", *direct(llm_server), "again")
     assert result.exit_code == 0, result.stderr
-    assert [m["content"] for m in llm_server.requests[-1].body["messages"]] == [
-        "earlier",
-        ANSWER,
-        "again",
-    ]
+    sent = [m["content"] for m in llm_server.requests[-1].body["messages"]]
+    if stream and fault in KEEPS_PARTIAL:
+        assert sent[:3] == ["earlier", ANSWER, "the question"] and sent[-1] == "again"
+    else:
+        assert sent == ["earlier", ANSWER, "again"]
 
 
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "no-stream"])

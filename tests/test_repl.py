@@ -197,12 +197,14 @@ def test_session_switch_uses_that_sessions_model(llm_server: FakeLLMServer, home
     assert header(home, "b")["model"] == "model-of-b"
 
 
-def test_drop_on_new_session_is_an_error_and_loop_goes_on(
+def test_drop_on_new_session_says_nothing_to_drop_and_loop_goes_on(
     llm_server: FakeLLMServer, home: Path
 ) -> None:
-    run = drive(llm_server, "/drop\r/fork x\rq\r\x04", session="fresh")
-    assert run.out.count("error: ") == 2
-    assert contents(home, "fresh") == ["q", ANSWER]
+    run = drive(llm_server, "/drop\r/fork x\rq\r/drop\r/drop\r/drop\r\x04", session="fresh")
+    assert run.out.count("(nothing to drop yet)") == 2  # before q, and after both went
+    errors = [line for line in run.out.splitlines() if "error: " in line]
+    assert errors == ["error: no session named 'fresh' (see `sessionctl list`)"]  # the /fork
+    assert contents(home, "fresh") == []
 
 
 def test_multiline_input(llm_server: FakeLLMServer, home: Path) -> None:
@@ -287,7 +289,8 @@ def test_provider_errors_shown_and_loop_goes_on(llm_server: FakeLLMServer, home:
     errors = [line for line in run.out.splitlines() if line.startswith("error: ")]
     assert len(errors) == 2, run.out
     assert "cut\nerror: " in run.out, run.out  # what was shown, then the error on its own line
-    assert contents(home, "t") == ["q3", ANSWER]  # failed turns kept nothing
+    # the 401 kept nothing; the answer cut off mid-stream kept its prompt and what was shown
+    assert contents(home, "t") == ["q2", "cut ", "q3", ANSWER]
 
 
 def test_answer_cannot_drive_the_terminal(

@@ -200,7 +200,6 @@ def test_corrupt_middle_line_is_reported_and_skipped(store: Store, home: Path, c
     [
         ["drop", "-s", "work", "{first}"],
         ["clear", "-s", "work"],
-        ["meta", "work", "k=v"],
     ],
 )
 def test_rewrite_sets_corrupt_line_aside(

@@ -72,12 +72,15 @@ def run(argv: list[str] | None = None, out: Output | None = None) -> int:
         code = int(result) if isinstance(result, int) else 0
         if code == ExitCode.INTERRUPTED:
             # typer turns a KeyboardInterrupt into a silent exit code 130 (no command
-            # returns 130 itself): say it, like every other error.
-            out.error("interrupted")
+            # returns 130 itself): say it (as a note: a Ctrl-C is not an error).
+            out.info("interrupted")
         return code
     except SessionctlError as exc:
         _debug_traceback()
-        out.error(exc.message)
+        if exc.exit_code == ExitCode.INTERRUPTED:
+            out.info(exc.message)  # the user's Ctrl-C is not an error
+        else:
+            out.error(exc.message)
         return int(exc.exit_code)
     except _click.exceptions.Exit as exc:
         return int(exc.exit_code)
@@ -96,7 +99,7 @@ def run(argv: list[str] | None = None, out: Output | None = None) -> int:
         out.error(message + hint)
         return int(exc.exit_code)
     except (KeyboardInterrupt, _click.exceptions.Abort):
-        out.error("interrupted")
+        out.info("interrupted")
         return int(ExitCode.INTERRUPTED)
     except BrokenPipeError:
         # The reader went away (`| head`): not an error for a CLI.
@@ -139,10 +142,43 @@ def main(argv: list[str] | None = None) -> NoReturn:
     for name in ("stdout", "stderr"):
         if getattr(sys, name) is None:
             setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115
+    if argv is None:
+        from sessionctl.cli.fasthelp import print_top_help
+
+        try:
+            if print_top_help(sys.argv[1:]):  # `--help` as typer prints it, pre-rendered
+                sys.exit(0)
+        except BrokenPipeError:  # `sessionctl --help | head`
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
     code = run(argv)
     try:
         sys.stdout.flush()
     except BrokenPipeError:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
+    if "litellm" in sys.modules:
+        _exit_without_teardown(code)
     sys.exit(code)
+
+
+def _exit_without_teardown(code: int) -> NoReturn:
+    """Exit once everything is written, skipping the interpreter's teardown.
+
+    After litellm was imported, tearing down its thousands of modules and objects
+    takes 2-2.5 s after the answer was printed (measured; its idle "litellm-logging"
+    worker threads are not the cause: their tasks finish within milliseconds). Nothing
+    of ours is left to do: files are written and closed by the command, the exit
+    handlers still run here, and the streams are flushed.
+    """
+    import atexit
+
+    try:
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)

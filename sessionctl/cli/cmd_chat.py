@@ -5,7 +5,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sessionctl.cli.options import NoRedactOpt, complete_session
+from sessionctl.cli.options import NoRedactOpt, Via, complete_session
 from sessionctl.cli.registry import commands
 from sessionctl.cli.state import State, read_stdin_text
 from sessionctl.errors import SessionNotFound, UsageError
@@ -70,6 +70,36 @@ def chat(
     no_context: Annotated[
         bool, typer.Option("--no-context", help="Send only the system prompt and this prompt.")
     ] = False,
+    context_window: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="The model's context window in tokens (default: what an --api-base server "
+            "reports, else litellm's model map, else 8192).",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Send a prompt even if it alone exceeds the window."),
+    ] = False,
+    via: Annotated[
+        Via | None,
+        typer.Option(
+            "--via",
+            envvar="SESSIONCTL_VIA",
+            help="Provider route: auto (direct HTTP when it serves the model), litellm or direct.",
+            show_default=False,
+        ),
+    ] = None,
+    auto_compact: Annotated[
+        bool,
+        typer.Option(
+            "--auto-compact",
+            envvar="SESSIONCTL_AUTO_COMPACT",
+            help="After an answer, compact when the history passes 3/4 of the window.",
+        ),
+    ] = False,
     show_context: Annotated[
         bool, typer.Option("--show-context", help="Print what would be sent, send nothing.")
     ] = False,
@@ -77,8 +107,9 @@ def chat(
 ) -> None:
     """Chat with a model; one answer when PROMPT is given or stdin is piped, else a REPL.
 
-    Without -s a new session with a generated name is started (its name is
-    printed on stderr); -c continues the most recently active one.
+    Without -s a new session with a generated name is started; -c continues the
+    most recently active one. Either way a one-shot answer names the session on
+    stderr (stdout stays the answer, or the --json object).
 
     Example:
 
@@ -111,6 +142,9 @@ def chat(
         context_recent=context_recent,
         context_relevant=context_relevant,
         no_context=no_context,
+        context_window=context_window,
+        force=force,
+        via=via.value if via is not None else None,
     )
     interactive = prompt is None and _stdin_is_tty()
     if interactive and not (show_context or json_):
@@ -121,7 +155,9 @@ def chat(
         return
     text = _one_shot_prompt(prompt)
     target = _target(state, session, continue_, announce=True)
-    _one_shot(state, target, text, opts, as_json=json_, show_context=show_context)
+    _one_shot(
+        state, target, text, opts, as_json=json_, show_context=show_context, compact=auto_compact
+    )
 
 
 def _from_env(ctx: typer.Context, name: str) -> bool:
@@ -137,6 +173,8 @@ def _target(state: State, name: str | None, continue_: bool, *, announce: bool) 
         latest = store.most_recent()
         if latest is None:
             raise SessionNotFound("no session to continue; start one with `sessionctl chat`")
+        if announce:  # the REPL's banner names it; a one-shot answer says it on stderr
+            state.out.info(f"session: {latest.name}")
         return latest
     if name is not None:
         return store.session(name)
@@ -161,17 +199,32 @@ def _one_shot_prompt(prompt: str | None) -> str:
     return text
 
 
+def oversized_warning(turn: Any) -> str:
+    """What --force says when it sends a prompt bigger than the window."""
+    ctx = turn.context
+    return (
+        f"sending a prompt of about {ctx.token_estimate} tokens to {turn.model} "
+        f"({ctx.context_window}-token window) because of --force: the server may cut or "
+        "refuse it, and later turns will not carry it"
+    )
+
+
 def print_context(state: State, turn: Any) -> None:
     """Print exactly what a turn would send, and its token count."""
+    from sessionctl import llm
+
     ctx = turn.context
     state.out.json(
         {
             "session": turn.session.name,
             "model": turn.model,
             "api_base": turn.request.api_base,
+            "via": "direct" if llm.uses_direct_path(turn.request) else "litellm",
             "tokens": ctx.token_estimate,
             "budget": ctx.budget,
+            "exact": ctx.exact,
             "context_window": ctx.context_window,
+            "context_window_source": turn.window_source,
             "recent_seqs": ctx.included_recent,
             "relevant_seqs": ctx.included_relevant,
             "messages": ctx.messages,
@@ -179,8 +232,31 @@ def print_context(state: State, turn: Any) -> None:
     )
 
 
+def after_turn(state: State, turn: Any) -> None:
+    """--auto-compact: compact when the history passes its share (a failure only warns:
+    the answer is saved)."""
+    from sessionctl.errors import SessionctlError
+    from sessionctl.service.compact import auto_compact, summary_range
+
+    try:
+        written = auto_compact(state.store(), turn)
+    except SessionctlError as exc:
+        state.out.warn(f"auto-compact failed, nothing was written: {exc}")
+        return
+    if written is not None:
+        span = summary_range(written)
+        state.out.info(f"auto-compact: summarised messages {span[0]}-{span[1]}" if span else "")
+
+
 def _one_shot(
-    state: State, target: Any, prompt: str, opts: Any, *, as_json: bool, show_context: bool
+    state: State,
+    target: Any,
+    prompt: str,
+    opts: Any,
+    *,
+    as_json: bool,
+    show_context: bool,
+    compact: bool = False,
 ) -> None:
     from sessionctl.service.chat import prepare_turn, run_turn
 
@@ -188,6 +264,8 @@ def _one_shot(
     if show_context:
         print_context(state, turn)
         return
+    if turn.context.oversized:
+        state.out.warn(oversized_warning(turn))
     out = state.out.stdout
     wrote: list[bool] = []
 
@@ -198,11 +276,13 @@ def _one_shot(
             out.flush()
 
     try:
-        result = run_turn(turn, on_delta)
+        result = run_turn(turn, on_delta, state.out.warn)
     finally:
         if wrote:
             out.write("\n")
             out.flush()
+    if compact:
+        after_turn(state, turn)
     if as_json:
         state.out.json(
             {

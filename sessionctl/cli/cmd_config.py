@@ -1,4 +1,4 @@
-"""The config command group: path, show, set, unset."""
+"""The config command group: path, show, get, set, unset."""
 
 import enum
 import os
@@ -10,7 +10,7 @@ import typer.core
 import typer.main
 
 from sessionctl.cli.completers import complete_config_key
-from sessionctl.cli.registry import commands
+from sessionctl.cli.registry import build_command, commands
 from sessionctl.cli.state import State
 
 config_app = typer.Typer()
@@ -23,13 +23,7 @@ class ConfigGroup(typer.core.TyperGroup):
         attrs.pop("params", None)  # the group callback takes only the context
         super().__init__(**attrs)
         for info in config_app.registered_commands:
-            self.add_command(
-                typer.main.get_command_from_info(
-                    info,
-                    pretty_exceptions_short=True,
-                    rich_markup_mode=typer.core.DEFAULT_MARKUP_MODE,
-                )
-            )
+            self.add_command(build_command(info))
 
 
 # typer types `cls` as a TyperCommand; a group is what click needs here.
@@ -134,6 +128,52 @@ def show(
     table = [[r.key, _shown(r.value), r.source, r.env_var or "-"] for r in rows]
     state.out.table(["setting", "value", "source", "env var"], table)
     state.out.info(f"config file: {path}" + ("" if path.is_file() else " (not created yet)"))
+
+
+@config_app.command("get")
+def get(
+    ctx: typer.Context,
+    key: Annotated[
+        str,
+        typer.Argument(
+            metavar="KEY",
+            help="A setting: home or one of `config show`'s.",
+            autocompletion=complete_config_key,
+        ),
+    ],
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Print one setting's effective value on stdout and where it came from on stderr.
+
+    The source is flag, env, file or default; an unset setting prints nothing.
+
+    Example:
+
+        sessionctl config get model
+    """
+    from sessionctl.config_file import effective_settings
+    from sessionctl.errors import UsageError
+
+    state: State = ctx.obj
+    root = ctx.find_root()
+    from_flag = root.get_parameter_source("home") == _click().core.ParameterSource.COMMANDLINE
+    _, rows = effective_settings(home_flag=state.home if from_flag else None)
+    found = {r.key: r for r in rows}
+    row = found.get(key)
+    if row is None:
+        raise UsageError(f"unknown setting {key!r}: known settings are {', '.join(found)}")
+    value = str(row.value) if isinstance(row.value, Path) else row.value
+    if json_:
+        state.out.json(
+            {"key": row.key, "value": value, "source": row.source, "env_var": row.env_var}
+        )
+        return
+    if value is not None:
+        state.out.line(str(value))
+    where = {"env": f"env ({row.env_var})", "file": "file (config.toml)"}.get(
+        row.source, row.source
+    )
+    state.out.info(f"{key}: {'not set, ' if value is None else ''}from {where}")
 
 
 @config_app.command("set")

@@ -1,15 +1,25 @@
 """Semantic memory commands: relevant, reindex."""
 
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
 
-from sessionctl.cli.cmd_messages import RoleFilterOpt, TextOpt, pick_output
-from sessionctl.cli.options import JsonOpt, NullOpt, complete_session
+from sessionctl.cli.cmd_messages import TextOpt, pick_output
+from sessionctl.cli.options import (
+    JsonOpt,
+    NullOpt,
+    RoleFilterOpt,
+    complete_session,
+    optional_session,
+    role_values,
+    session_argument,
+    session_option,
+)
 from sessionctl.cli.registry import commands
 from sessionctl.cli.state import State
-from sessionctl.errors import UsageError
+from sessionctl.errors import Interrupted, UsageError
 
 # Below this many columns for the content, `relevant` shows its hits stacked, not as a table.
 MIN_CONTENT = 20
@@ -77,8 +87,9 @@ def relevant(
         top_k=k,
         distance_threshold=distance_threshold,
         fall_back=fall_back,
-        role=role,
+        role=role_values(role),
     )
+    state.note_if_no_data()
     out = state.out
     if mode == "text" or (null and mode == "human"):
         for hit in hits:
@@ -111,7 +122,10 @@ def reindex(
     ctx: typer.Context,
     name: Annotated[
         str | None,
-        typer.Argument(help="Session to rebuild.", autocompletion=complete_session),
+        session_argument("Session to rebuild (or -s NAME)."),
+    ] = None,
+    session: Annotated[
+        str | None, session_option("Session to rebuild (instead of SESSION).", env=False)
     ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Rebuild every live session.")] = False,
     model: Annotated[
@@ -130,16 +144,37 @@ def reindex(
         sessionctl reindex --all
     """
     state: State = ctx.obj
-    if (name is None) == (not all_):
-        raise UsageError("give a session NAME or --all (not both)")
+    name = optional_session(ctx, name, session)
+    if name is None and not all_:
+        raise UsageError(
+            "no session given: `sessionctl reindex NAME`, `sessionctl reindex -s NAME`"
+            " or `sessionctl reindex --all`"
+        )
+    if name is not None and all_:
+        raise UsageError("give a session or --all, not both")
     store = state.store()
     names = None if name is None else [name]
+    finished = [0, 0]  # sessions done, of
+
+    def sessions_done(done: int, total: int) -> None:
+        finished[:] = [done, total]
+
     started = time.perf_counter()
-    if state.out.is_tty(state.out.stderr):
-        reports = _with_progress(state, store, names, model)
-    else:
-        reports = store.reindex(names, model=model)
+    try:
+        if state.out.is_tty(state.out.stderr):
+            reports = _with_progress(state, store, names, model, sessions_done)
+        else:
+            reports = store.reindex(names, model=model, sessions_done=sessions_done)
+    except KeyboardInterrupt:
+        done, total = finished
+        raise Interrupted(
+            f"interrupted after {done} of {total} session(s); the others are brought up to"
+            " date when next searched, or run reindex again"
+            if total
+            else "interrupted before any session was reindexed"
+        ) from None
     elapsed = time.perf_counter() - started
+    state.note_if_no_data()
     total = sum(r.added for _, r in reports)
     rate = total / elapsed if elapsed > 0 else 0.0
     state.out.info(
@@ -148,16 +183,30 @@ def reindex(
     )
 
 
-def _with_progress(state: State, store: Any, names: list[str] | None, model: str | None) -> Any:
+def _with_progress(
+    state: State,
+    store: Any,
+    names: list[str] | None,
+    model: str | None,
+    sessions_done: Callable[[int, int], None],
+) -> Any:
+    """Reindex under one overall bar (sessions done of all), naming the current session."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    columns = (
+        TextColumn("reindexing", markup=False),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("sessions {task.fields[current]}", markup=False),
+    )
     with Progress(*columns, console=state.out.console(stderr=True), transient=True) as bar:
-        tasks: dict[str, Any] = {}
+        task = bar.add_task("reindex", total=None, current="")
+
+        def on_sessions(done: int, total: int) -> None:
+            sessions_done(done, total)
+            bar.update(task, completed=done, total=total)
 
         def progress(session: str, done: int, total: int) -> None:
-            if session not in tasks:
-                tasks[session] = bar.add_task(session, total=total)
-            bar.update(tasks[session], completed=done, total=total)
+            bar.update(task, current=f"· {session} {done}/{total}")
 
-        return store.reindex(names, model=model, progress=progress)
+        return store.reindex(names, model=model, progress=progress, sessions_done=on_sessions)

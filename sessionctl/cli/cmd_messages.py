@@ -6,24 +6,23 @@ from typing import Annotated, Any
 
 import typer
 
-from sessionctl.cli.completers import complete_message_id
+from sessionctl.cli.completers import complete_message_id, complete_session_or_id
 from sessionctl.cli.options import (
+    ExplicitSessionOpt,
     JsonOpt,
     NoRedactOpt,
     NullOpt,
-    RequiredSessionOpt,
+    Role,
+    RoleFilterOpt,
     SessionOpt,
+    optional_session,
+    pick_session,
+    role_values,
+    session_argument,
 )
 from sessionctl.cli.registry import commands
 from sessionctl.cli.state import State, read_stdin_text
 from sessionctl.errors import SessionNotFound, UsageError
-
-RoleFilterOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--role", "-r", help="Only messages of this role (repeatable).", show_default=False
-    ),
-]
 
 
 def pick_output(*, text: bool, json_: bool, raw: bool, null: bool = False) -> str:
@@ -76,6 +75,13 @@ def print_messages(state: State, messages: list[Any], mode: str, *, null: bool =
 @commands.command()
 def recent(
     ctx: typer.Context,
+    name: Annotated[
+        str | None,
+        session_argument(
+            "Session name (or -s NAME; default: SESSIONCTL_SESSION, else the most"
+            " recently active session, named on stderr)."
+        ),
+    ] = None,
     session: SessionOpt = None,
     k: Annotated[int, typer.Option("-k", "--top-k", min=0, help="How many messages.")] = 5,
     role: RoleFilterOpt = None,
@@ -92,13 +98,16 @@ def recent(
 
     Example:
 
-        sessionctl recent -s work -k 10 --json | jq -r '.[].content'
-        sessionctl recent -s work --text -0 | xargs -0 -n1 printf '[%s]\\n'
+        sessionctl recent work -k 10 --json | jq -r '.[].content'
+        sessionctl recent work --text -0 | xargs -0 -n1 printf '[%s]\\n'
     """
     state: State = ctx.obj
     mode = pick_output(text=text, json_=json_, raw=raw, null=null)
-    target = resolve_session(state, session)
-    messages = target.recent_messages(k, role=role)
+    named = optional_session(ctx, name, session)
+    target = resolve_session(state, named)
+    if named is None:  # the most recently active one: say which (stderr, so --json stays data)
+        state.out.info(f"session: {target.name}")
+    messages = target.recent_messages(k, role=role_values(role))
     print_messages(state, messages, mode, null=null)
 
 
@@ -125,11 +134,15 @@ def _parse_metadata(raw: str | None) -> dict[str, Any] | None:
 @commands.command()
 def add(
     ctx: typer.Context,
-    session: RequiredSessionOpt,
-    role: Annotated[
-        str, typer.Option("--role", "-r", help="system, user, assistant (or llm), tool.")
-    ],
-    text: Annotated[str | None, typer.Argument(help="Message text (default: stdin).")] = None,
+    role: Annotated[Role, typer.Option("--role", "-r", help="Who wrote it (llm means assistant).")],
+    name_: Annotated[
+        str | None,
+        session_argument("Session name, before TEXT (or -s NAME); a lone argument is the TEXT."),
+    ] = None,
+    text: Annotated[
+        str | None, typer.Argument(metavar="[TEXT]", help="Message text (default: stdin).")
+    ] = None,
+    session: SessionOpt = None,
     model: Annotated[str | None, typer.Option(help="Model that wrote it.")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Author/tool name.")] = None,
     tool_call_id: Annotated[str | None, typer.Option(help="For role tool.")] = None,
@@ -138,7 +151,8 @@ def add(
 ) -> None:
     """Append one message without calling a model; print its id.
 
-    The session is created if it does not exist.
+    The session is created if it does not exist. One argument is always the
+    TEXT: give the session first (`add notes TEXT`) or with -s.
 
     Example:
 
@@ -146,17 +160,17 @@ def add(
     """
     state: State = ctx.obj
     state.no_redact(no_redact)
-    message: dict[str, Any] = {"role": role, "content": None}
+    if text is None and name_ is not None:  # `add -s notes TEXT`: one argument is the text
+        name_, text = None, name_
+    session_name = pick_session(ctx, name_, session, rest="[TEXT]")
+    message: dict[str, Any] = {"role": role.value, "content": None}
     for key, value in (("model", model), ("name", name), ("tool_call_id", tool_call_id)):
         if value is not None:
             message[key] = value
     meta = _parse_metadata(metadata)
     if meta is not None:
         message["metadata"] = meta
-    target = state.store().session(session)
-    from sessionctl.models import normalize_role
-
-    normalize_role(role)  # a bad role fails before stdin is read
+    target = state.store().session(session_name)  # a bad name fails before stdin is read
     message["content"] = _text_or_stdin(text)
     state.out.line(target.add_message(message).id)
 
@@ -164,21 +178,39 @@ def add(
 @commands.command(name="store")
 def store_pair(
     ctx: typer.Context,
-    session: RequiredSessionOpt,
-    prompt: Annotated[str, typer.Argument(help="The user's prompt.")],
-    response: Annotated[str, typer.Argument(help="The model's response.")],
+    name: Annotated[
+        str | None,
+        session_argument("Session name, before PROMPT (or -s NAME)."),
+    ] = None,
+    prompt: Annotated[
+        str | None, typer.Argument(metavar="PROMPT", help="The user's prompt.")
+    ] = None,
+    response: Annotated[
+        str | None, typer.Argument(metavar="RESPONSE", help="The model's response.")
+    ] = None,
+    session: SessionOpt = None,
     model: Annotated[str | None, typer.Option(help="Model that answered.")] = None,
     no_redact: NoRedactOpt = False,
 ) -> None:
     """Append a prompt and its response (user, then assistant); print both ids.
 
+    Two arguments are PROMPT RESPONSE (the session from -s or SESSIONCTL_SESSION);
+    three are SESSION PROMPT RESPONSE.
+
     Example:
 
-        sessionctl store -s work "What is 2+2?" "4"
+        sessionctl store work "What is 2+2?" "4"
     """
     state: State = ctx.obj
     state.no_redact(no_redact)
-    user, assistant = state.store().session(session).store(prompt, response, model=model)
+    if response is None:  # two arguments: PROMPT RESPONSE
+        name, prompt, response = None, name, prompt
+    if prompt is None or response is None:
+        raise UsageError(
+            "give the PROMPT and the RESPONSE: `sessionctl store NAME PROMPT RESPONSE`"
+        )
+    target = state.store().session(pick_session(ctx, name, session, rest="PROMPT RESPONSE"))
+    user, assistant = target.store(prompt, response, model=model)
     state.out.line(user.id)
     state.out.line(assistant.id)
 
@@ -186,7 +218,13 @@ def store_pair(
 @commands.command()
 def drop(
     ctx: typer.Context,
-    session: RequiredSessionOpt,
+    name: Annotated[
+        str | None,
+        session_argument(
+            "Session name (or -s NAME; then a lone argument is the ID).",
+            completer=complete_session_or_id,
+        ),
+    ] = None,
     message_id: Annotated[
         str | None,
         typer.Argument(
@@ -195,13 +233,19 @@ def drop(
             autocompletion=complete_message_id,
         ),
     ] = None,
+    session: ExplicitSessionOpt = None,
 ) -> None:
     """Remove one message (the last one unless ID is given); print its id.
 
+    Without -s the first argument is the session; with -s a lone argument is the ID.
+
     Example:
 
-        sessionctl drop -s work            # undo the last message
+        sessionctl drop work    # undo the last message
     """
     state: State = ctx.obj
-    dropped = state.store().existing(session).drop(message_id)
+    if session is not None and message_id is None and name is not None:
+        name, message_id = None, name  # `drop -s work ID`
+    target = state.store().existing(pick_session(ctx, name, session, rest="[ID]"))
+    dropped = target.drop(message_id)
     state.out.line(dropped.id)

@@ -9,7 +9,18 @@ from typing import Annotated, Any
 import typer
 
 from sessionctl.cli.completers import complete_deleted_session
-from sessionctl.cli.options import JsonOpt, NoRedactOpt, NullOpt, RequiredSessionOpt, SessionArg
+from sessionctl.cli.options import (
+    ExplicitSessionOpt,
+    ExportFormat,
+    JsonOpt,
+    NoRedactOpt,
+    NullOpt,
+    SessionArg,
+    SessionOpt,
+    pick_session,
+    session_argument,
+    session_option,
+)
 from sessionctl.cli.registry import commands
 from sessionctl.cli.render import session_table
 from sessionctl.cli.state import State
@@ -38,6 +49,7 @@ def list_sessions(
     """
     state: State = ctx.obj
     page = state.store().list_sessions(limit=limit, cursor=cursor, deleted=deleted)
+    state.note_if_no_data()
     if json_:
         state.out.json(
             {"sessions": [i.to_dict() for i in page.sessions], "next_cursor": page.next_cursor}
@@ -52,7 +64,11 @@ def list_sessions(
 
 @commands.command()
 def show(
-    ctx: typer.Context, name: SessionArg, null: NullOpt = False, json_: JsonOpt = False
+    ctx: typer.Context,
+    name: SessionArg = None,
+    session: SessionOpt = None,
+    null: NullOpt = False,
+    json_: JsonOpt = False,
 ) -> None:
     """Show a whole session: its settings and every message.
 
@@ -68,25 +84,30 @@ def show(
 
     state: State = ctx.obj
     pick_output(text=False, json_=json_, raw=False, null=null)
-    session = state.store().existing(name)
-    if json_:
-        state.out.json(session.to_dict())
+    session_ = state.store().existing(pick_session(ctx, name, session))
+    if json_:  # streamed: one message in memory at a time, whatever the session's size
+        from sessionctl.service.transfer import session_stream
+
+        head, messages = session_stream(session_)
+        state.out.json_streamed(head, "messages", messages)
         return
-    info = session.info()
+    info = session_.info()
     state.out.info(
         f"{info.name}: {info.messages} messages, model {info.model or '-'}"
         + (f", forked from {info.parent}" if info.parent else "")
     )
-    state.out.messages(session.get_messages(), null=null)
+    state.out.messages(session_.iter_messages(), null=null)
 
 
 @commands.command()
 def export(
     ctx: typer.Context,
-    name: SessionArg,
+    name: SessionArg = None,
+    session: SessionOpt = None,
     format_: Annotated[
-        str, typer.Option("--format", "-f", help="jsonl (lossless), json or markdown.")
-    ] = "jsonl",
+        ExportFormat,
+        typer.Option("--format", "-f", help="jsonl (lossless), json or markdown (md)."),
+    ] = ExportFormat.jsonl,
 ) -> None:
     """Write a whole session to stdout.
 
@@ -96,10 +117,11 @@ def export(
 
         sessionctl export work > work.jsonl
     """
-    from sessionctl.service.transfer import export_session
+    from sessionctl.service.transfer import export_chunks
 
     state: State = ctx.obj
-    state.out.stdout.write(export_session(state.store().existing(name), format_))
+    target = state.store().existing(pick_session(ctx, name, session))
+    state.out.write_chunks(export_chunks(target, format_.value))  # streamed
 
 
 @commands.command(name="import")
@@ -171,8 +193,18 @@ def import_(
 @commands.command()
 def fork(
     ctx: typer.Context,
-    source: SessionArg,
-    new: Annotated[str, typer.Argument(help="Name of the new session.")],
+    source: Annotated[
+        str | None,
+        session_argument(
+            "Session to copy (or -s SOURCE; a lone argument is NEW).", metavar="[SOURCE]"
+        ),
+    ] = None,
+    new: Annotated[
+        str | None, typer.Argument(metavar="NEW", help="Name of the new session.")
+    ] = None,
+    session: Annotated[
+        str | None, session_option("Session to copy (instead of SOURCE).", env=True)
+    ] = None,
     at: Annotated[
         str | None, typer.Option("--at", help="Copy up to and including this message id.")
     ] = None,
@@ -184,13 +216,19 @@ def fork(
         sessionctl fork work work-alt --at 01J9Z3K8W6Q2V5R7T1X4Y8B0CD
     """
     state: State = ctx.obj
-    state.out.line(state.store().fork(source, new, at=at).name)
+    if new is None:  # `fork -s work NEW`: the one argument is the new name
+        source, new = None, source
+    if new is None:
+        raise UsageError("give the new session's name: `sessionctl fork SOURCE NEW`")
+    name = pick_session(ctx, source, session, label="SOURCE", rest="NEW")
+    state.out.line(state.store().fork(name, new, at=at).name)
 
 
 @commands.command()
 def delete(
     ctx: typer.Context,
-    name: SessionArg,
+    name: SessionArg = None,
+    session: ExplicitSessionOpt = None,
     purge: Annotated[
         bool, typer.Option("--purge", help="Remove for good, skip the trash.")
     ] = False,
@@ -202,6 +240,7 @@ def delete(
         sessionctl delete scratch && sessionctl restore scratch
     """
     state: State = ctx.obj
+    name = pick_session(ctx, name, session)
     state.store().delete(name, purge=purge)
     if purge:
         state.out.info(f"removed {name!r} for good")
@@ -213,13 +252,20 @@ def delete(
 def restore(
     ctx: typer.Context,
     name: Annotated[
-        str,
-        typer.Argument(
-            help="Name of a deleted session (see `list --deleted`).",
-            autocompletion=complete_deleted_session,
-            show_default=False,
+        str | None,
+        session_argument(
+            "Name of a deleted session (see `list --deleted`), or -s NAME.",
+            completer=complete_deleted_session,
         ),
-    ],
+    ] = None,
+    session: Annotated[
+        str | None,
+        session_option(
+            "Deleted session (instead of SESSION).",
+            env=False,
+            completer=complete_deleted_session,
+        ),
+    ] = None,
 ) -> None:
     """Bring a deleted session back from the trash.
 
@@ -228,21 +274,23 @@ def restore(
         sessionctl list --deleted && sessionctl restore scratch
     """
     state: State = ctx.obj
+    name = pick_session(ctx, name, session)
     state.store().restore(name)
     state.out.info(f"restored {name!r}")
 
 
 @commands.command()
-def clear(ctx: typer.Context, session: RequiredSessionOpt) -> None:
+def clear(ctx: typer.Context, name: SessionArg = None, session: ExplicitSessionOpt = None) -> None:
     """Remove every message of one session (its settings stay).
 
     Example:
 
-        sessionctl clear -s scratch
+        sessionctl clear scratch
     """
     state: State = ctx.obj
-    removed = state.store().existing(session).clear()
-    state.out.info(f"cleared {removed} messages from {session!r}")
+    name = pick_session(ctx, name, session)
+    removed = state.store().existing(name).clear()
+    state.out.info(f"cleared {removed} messages from {name!r}")
 
 
 @commands.command()
@@ -268,6 +316,7 @@ def prune(
     """
     state: State = ctx.obj
     report = state.store().prune(older_than, dry_run=dry_run, purge=purge)
+    state.note_if_no_data()
     if json_:
         state.out.json(
             {
@@ -303,11 +352,12 @@ def _parse_assignment(item: str) -> tuple[str, Any]:
 @commands.command()
 def meta(
     ctx: typer.Context,
-    name: SessionArg,
+    name: SessionArg = None,
     assignments: Annotated[
         list[str] | None,
         typer.Argument(metavar="[KEY=VALUE]...", help="Set keys (JSON values or text)."),
     ] = None,
+    session: SessionOpt = None,
     unset: Annotated[
         list[str] | None, typer.Option("--unset", help="Remove a key (repeatable).")
     ] = None,
@@ -316,16 +366,21 @@ def meta(
     """Show or merge a session's metadata (keys not named are kept).
 
     VALUE is parsed as JSON when it is valid JSON (3, true, [1,2]), else kept as text.
+    A session name never contains "=", so `meta -s work KEY=VALUE` works too.
 
     Example:
 
         sessionctl meta work project=apollo priority=2 --unset draft
     """
     state: State = ctx.obj
-    session = state.store().existing(name)
-    values = dict(_parse_assignment(a) for a in assignments or [])
+    items = list(assignments or [])
+    if name is not None and "=" in name:  # `meta -s work k=v`: a name has no "="
+        items.insert(0, name)
+        name = None
+    target = state.store().existing(pick_session(ctx, name, session))
+    values = dict(_parse_assignment(a) for a in items)
     changing = bool(values or unset)
-    info = session.update(metadata=values, unset=unset or []) if changing else session.info()
+    info = target.update(metadata=values, unset=unset or []) if changing else target.info()
     if json_:
         state.out.json(info.metadata)
         return
@@ -337,8 +392,14 @@ def meta(
 @commands.command()
 def rename(
     ctx: typer.Context,
-    old: SessionArg,
-    new: Annotated[str, typer.Argument(help="New name.")],
+    old: Annotated[
+        str | None,
+        session_argument("Session to rename (or -s OLD; a lone argument is NEW).", metavar="[OLD]"),
+    ] = None,
+    new: Annotated[str | None, typer.Argument(metavar="NEW", help="New name.")] = None,
+    session: Annotated[
+        str | None, session_option("Session to rename (instead of OLD).", env=False)
+    ] = None,
 ) -> None:
     """Rename a session and all its files.
 
@@ -347,5 +408,10 @@ def rename(
         sessionctl rename scratch project-x
     """
     state: State = ctx.obj
+    if new is None:  # `rename -s old NEW`: the one argument is the new name
+        old, new = None, old
+    if new is None:
+        raise UsageError("give the NEW name: `sessionctl rename OLD NEW`")
+    old = pick_session(ctx, old, session, label="OLD", rest="NEW")
     state.store().rename(old, new)
     state.out.info(f"renamed {old!r} to {new!r}")

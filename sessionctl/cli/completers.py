@@ -14,11 +14,12 @@ _PREVIEW_CHARS = 50
 
 
 def complete_message_id(ctx: Any, incomplete: str) -> list[tuple[str, str]]:
-    """Return ``(id, "seq role: text")`` for the messages of the session given with ``-s``.
+    """Return ``(id, "seq role: text")`` for the messages of the session already given.
 
-    Newest first, so the message a user usually wants to ``drop`` leads the menu.
+    That is ``-s NAME`` or the SESSION argument (``drop work <TAB>``). Newest
+    first, so the message a user usually wants to ``drop`` leads the menu.
     """
-    name = ctx.params.get("session")
+    name = ctx.params.get("session") or ctx.params.get("name")
     if not name:
         return []
     try:
@@ -35,6 +36,15 @@ def complete_message_id(ctx: Any, incomplete: str) -> list[tuple[str, str]]:
         for m in reversed(messages)
         if m.id.startswith(incomplete)
     ]
+
+
+def complete_session_or_id(ctx: Any, incomplete: str) -> list[Any]:
+    """Complete ``drop``'s first argument: a session, or after ``-s NAME`` a message id."""
+    if ctx.params.get("session"):
+        return complete_message_id(ctx, incomplete)
+    from sessionctl.cli.options import complete_session
+
+    return list(complete_session(ctx, incomplete))
 
 
 def complete_deleted_session(ctx: Any, incomplete: str) -> list[tuple[str, str]]:

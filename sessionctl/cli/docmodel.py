@@ -15,9 +15,9 @@ import typer
 import typer.main
 import typer.utils
 
+from sessionctl.cli.registry import EXAMPLE_HEAD, is_checked_argument
+
 PROG = "sessionctl"
-# a docstring paragraph that starts the example ("Example:", "Example (crontab):")
-_EXAMPLE_HEAD = re.compile(r"^Examples?\b.*:$")
 
 
 class ParamDoc(NamedTuple):
@@ -113,7 +113,7 @@ def split_help(text: str) -> tuple[str, list[str], str, list[str]]:
     title = ""
     example: list[str] = []
     for i, para in enumerate(paragraphs[1:], start=1):
-        if _EXAMPLE_HEAD.match(para.strip()):
+        if EXAMPLE_HEAD.match(para.strip()):
             title = para.strip()[:-1]
             block = "\n\n".join(paragraphs[i + 1 :])
             example = inspect.cleandoc(block).splitlines() if block.strip() else []
@@ -162,7 +162,7 @@ def _param(param: Any, arg_help: dict[str, str]) -> ParamDoc:
         help=help_text,
         envvar=envvar,
         default=default,
-        required=bool(param.required),
+        required=bool(param.required) or is_checked_argument(param),
         repeatable=bool(param.multiple) or (is_argument and param.nargs == -1),
         completion=_completion(param),
         is_argument=is_argument,

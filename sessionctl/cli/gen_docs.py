@@ -7,7 +7,9 @@ Usage (from the repository root)::
 
 Writes ``completions/`` and ``man/sessionctl.1`` (what the repository shows),
 and the same files under ``sessionctl/share/`` (what the wheel installs as
-package data; ``sessionctl config path share`` prints where).
+package data; ``sessionctl config path share`` prints where), plus
+``sessionctl/share/help/top.txt``: the top-level ``--help`` pre-rendered for
+every terminal width (:mod:`sessionctl.cli.fasthelp`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ def generate() -> dict[Path, str]:
     man = render_man(tree)
     files[Path("man") / "sessionctl.1"] = man
     files[SHARE / "man" / "man1" / "sessionctl.1"] = man
+    from sessionctl.cli.fasthelp import HELP_FILE, build
+
+    # `sessionctl --help` as typer/rich print it, for every width (see fasthelp.py)
+    files[SHARE / "help" / HELP_FILE.name] = build()
     return files
 
 

@@ -28,11 +28,13 @@ EXIT_STATUS: dict[ExitCode, str] = {
     ),
     ExitCode.NOT_FOUND: "Not found: no such session or message.",
     ExitCode.PROVIDER: "Model provider error: authentication, network, rate limit, timeout.",
-    ExitCode.INTERRUPTED: "Interrupted (Ctrl-C); what was already saved is kept.",
+    ExitCode.INTERRUPTED: "Interrupted (Ctrl-C); what was already saved is kept. Not an "
+    "error: the one line on stderr is sessionctl: interrupted, and what was kept.",
 }
 
 ENVIRONMENT: dict[str, str] = {
-    ENV_VARS["home"]: "Data directory (as --home).",
+    ENV_VARS["home"]: "Data directory (as --home). A relative path is made absolute against "
+    "the directory sessionctl starts in.",
     ENV_VARS["model"]: "Default model, a litellm model name such as gpt-4o-mini, "
     "openai/NAME (any OpenAI-compatible server) or anthropic/claude-3-5-haiku-latest.",
     ENV_VARS["api_base"]: "Base URL of an OpenAI-compatible server, such as "
@@ -42,14 +44,23 @@ ENVIRONMENT: dict[str, str] = {
     ENV_VARS["system"]: "Default system prompt for new sessions.",
     ENV_VARS["context_recent"]: "At most this many recent messages are sent with each prompt.",
     ENV_VARS["context_relevant"]: "At most this many relevant older messages are sent.",
+    ENV_VARS["context_window"]: "The model's context window in tokens (default: what an "
+    "api_base server reports, else litellm's model map, else 8192); a prompt that alone "
+    "exceeds it is refused unless --force.",
     ENV_VARS["timeout"]: "Seconds to wait for the model provider.",
+    ENV_VARS["via"]: "auto (the direct HTTP path when it serves the model, else litellm), "
+    "litellm or direct: force the provider route.",
     ENV_VARS["color"]: "auto (colour on a terminal, unless NO_COLOR is set), always (colour "
     "and terminal rendering even on a pipe, for less -R; beats NO_COLOR) or never.",
     ENV_VARS["redact"]: "0 (or false) writes secrets as they are; default 1: keys, tokens, "
     "private keys and password assignments become [REDACTED:kind] before they are written "
     "(see docs/security.md). --no-redact does the same for one command.",
-    CONFIG_ENV: "Path of the configuration file (instead of the platform's).",
-    "SESSIONCTL_SESSION": "The session for commands whose -s is optional ({commands}).",
+    CONFIG_ENV: "Path of the configuration file (instead of the platform's); a relative "
+    "path is made absolute against the directory sessionctl starts in.",
+    "SESSIONCTL_SESSION": "The session when none is named, for the commands that read a "
+    "session or add to it ({commands}). Commands that remove or move something (clear, "
+    "delete, drop, rename, restore, reindex) never read it: a variable exported for one job "
+    "must not choose what they remove.",
     "NO_COLOR": "When set to any value, no colour (unless color is always).",
     DEBUG_ENV: "Set to 1 to print a traceback with errors.",
     "OPENAI_API_KEY, ANTHROPIC_API_KEY, ...": "API keys are read from the provider's own "
@@ -88,8 +99,13 @@ FILES: list[tuple[str, str]] = [
         "message. The source of truth.",
     ),
     (
+        "index/",
+        "The store-wide semantic index (searches across sessions): a journal, "
+        "append-only vector and row files; derived, rebuilt when missing or corrupt.",
+    ),
+    (
         "sessions/NAME.faiss, sessions/NAME.index.json",
-        "The semantic index and its manifest; "
+        "A session's own semantic index and its manifest; "
         "derived, rebuilt when missing or stale (sessionctl reindex).",
     ),
     ("sessions/NAME.lock", "The session's write lock."),
@@ -107,7 +123,8 @@ FILES: list[tuple[str, str]] = [
         "~/.config/sessionctl/config.toml",
         "Settings (the platform's user config directory, "
         "or SESSIONCTL_CONFIG): model, api_base, system, embedding_model, context_recent, "
-        "context_relevant, timeout, color. Edit it with sessionctl config set.",
+        "context_relevant, context_window, timeout, via, color. Edit it with sessionctl "
+        "config set.",
     ),
 ]
 

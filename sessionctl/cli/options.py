@@ -1,7 +1,8 @@
 """Options shared by several commands, and session-name completion."""
 
+import enum
 import os
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -28,30 +29,44 @@ def complete_session(ctx: typer.Context, incomplete: str) -> list[str]:
     )
 
 
-SessionOpt = Annotated[
-    str | None,
-    typer.Option(
+SESSION_ENV = "SESSIONCTL_SESSION"
+
+
+def session_option(help_text: str, *, env: bool, completer: Any = complete_session) -> Any:
+    """``-s/--session NAME``; with ``env`` its default comes from SESSIONCTL_SESSION.
+
+    Commands that only read a session or add to it take the variable; commands
+    that remove or move something (clear, delete, drop, rename, restore, reindex)
+    never do: a variable exported for another purpose must not pick their target.
+    """
+    return typer.Option(
         "--session",
         "-s",
-        help="Session name (default: the most recently active session).",
-        envvar="SESSIONCTL_SESSION",
-        autocompletion=complete_session,
+        help=help_text,
+        envvar=SESSION_ENV if env else None,
+        autocompletion=completer,
         show_default=False,
-    ),
+    )
+
+
+# -s of a command that reads or adds to one session
+SessionOpt = Annotated[str | None, session_option("Session name (instead of SESSION).", env=True)]
+# -s of a command that removes or moves something: never from the environment
+ExplicitSessionOpt = Annotated[
+    str | None, session_option("Session name (instead of SESSION).", env=False)
 ]
-RequiredSessionOpt = Annotated[
-    str,
-    typer.Option(
-        "--session",
-        "-s",
-        help="Session name (required: this command never guesses its target).",
-        autocompletion=complete_session,
-        show_default=False,
-    ),
-]
-SessionArg = Annotated[
-    str, typer.Argument(help="Session name.", autocompletion=complete_session, show_default=False)
-]
+
+
+def session_argument(
+    help_text: str, *, metavar: str = "[SESSION]", completer: Any = complete_session
+) -> Any:
+    """The optional SESSION argument that stands for ``-s NAME`` (see :func:`pick_session`)."""
+    return typer.Argument(
+        metavar=metavar, help=help_text, autocompletion=completer, show_default=False
+    )
+
+
+SessionArg = Annotated[str | None, session_argument("Session name (or -s NAME).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 NullOpt = Annotated[
     bool,
@@ -70,3 +85,94 @@ NoRedactOpt = Annotated[
         "(default: replaced by [REDACTED:kind]; see docs/security.md).",
     ),
 ]
+
+
+class Role(str, enum.Enum):
+    """What --role takes: models.ROLES and their aliases (llm is assistant)."""
+
+    system = "system"
+    user = "user"
+    assistant = "assistant"
+    tool = "tool"
+    llm = "llm"
+
+
+class Via(str, enum.Enum):
+    """What ``chat --via`` takes (config.VIA_CHOICES)."""
+
+    auto = "auto"
+    litellm = "litellm"
+    direct = "direct"
+
+
+class StatsBy(str, enum.Enum):
+    """What ``stats --by`` takes."""
+
+    session = "session"
+    model = "model"
+    day = "day"
+
+
+class ExportFormat(str, enum.Enum):
+    """What ``export --format`` takes: transfer.EXPORT_FORMATS and md (markdown)."""
+
+    jsonl = "jsonl"
+    json = "json"
+    markdown = "markdown"
+    md = "md"
+
+
+RoleFilterOpt = Annotated[
+    list[Role] | None,
+    typer.Option(
+        "--role", "-r", help="Only messages of this role (repeatable).", show_default=False
+    ),
+]
+
+
+def role_values(roles: list[Role] | None) -> list[str] | None:
+    """Return the --role choices as plain strings (None: every role)."""
+    return None if roles is None else [r.value for r in roles]
+
+
+def optional_session(ctx: typer.Context, positional: str | None, option: str | None) -> str | None:
+    """Return the session named as an argument or with -s (or by SESSIONCTL_SESSION), or None.
+
+    The two ways name it once: two different names are a usage error. The
+    environment variable is only a default, so an argument beats it.
+    """
+    from sessionctl.errors import UsageError
+
+    source = ctx.get_parameter_source("session")
+    from_env = source is not None and source.name == "ENVIRONMENT"
+    if positional is not None and option is not None and not from_env and positional != option:
+        raise UsageError(
+            f"two sessions given, {positional!r} and -s {option!r}: name the session once"
+        )
+    return positional if positional is not None else option
+
+
+def pick_session(
+    ctx: typer.Context,
+    positional: str | None,
+    option: str | None,
+    *,
+    label: str = "NAME",
+    rest: str = "",
+) -> str:
+    """Return the session as :func:`optional_session` does; none at all is a usage error.
+
+    The error shows both ways to give it: ``CMD LABEL REST`` and ``CMD -s LABEL REST``.
+    """
+    from sessionctl.errors import UsageError
+
+    name = optional_session(ctx, positional, option)
+    if name is None:
+        takes_env = any(p.name == "session" and p.envvar == SESSION_ENV for p in ctx.command.params)
+        tail = f" {rest}" if rest else ""
+        raise UsageError(
+            f"no session given: `{ctx.command_path} {label}{tail}`"
+            f" or `{ctx.command_path} -s {label}{tail}`"
+            + (f" (or set {SESSION_ENV})" if takes_env else "")
+        )
+    return name

@@ -16,7 +16,7 @@ import json
 import os
 import sys
 import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
@@ -169,6 +169,29 @@ class Output:
             data = data.translate(_JSON_ESCAPED)
         self.stdout.write(data + "\n")
 
+    def json_streamed(self, head: dict[str, Any], key: str, items: Iterable[Any]) -> None:
+        """Write ``{**head, key: [...items]}`` as :meth:`json` would, one item at a time."""
+        from sessionctl.service.transfer import json_chunks
+
+        unicode = _is_unicode(self.stdout)
+        chunks = json_chunks(head, key, items, ensure_ascii=not unicode)
+        if unicode and self.is_terminal():
+            chunks = (chunk.translate(_JSON_ESCAPED) for chunk in chunks)
+        self.write_chunks(chunks)
+        self.stdout.write("\n")
+
+    def write_chunks(self, chunks: Iterable[str]) -> None:
+        """Write many small pieces of data to stdout, joined into writes of ~256 KB."""
+        batch: list[str] = []
+        size = 0
+        for chunk in chunks:
+            batch.append(chunk)
+            size += len(chunk)
+            if size >= 256 * 1024:
+                self.stdout.write("".join(batch))
+                batch, size = [], 0
+        self.stdout.write("".join(batch))
+
     # -- messages for the user -----------------------------------------------
     def error(self, message: str) -> None:
         """Write ``sessionctl: error: message`` as one line to stderr."""
@@ -270,13 +293,17 @@ class Output:
             console.print(Padding(Text(self.display(body)), (0, 0, 0, 2)))
 
     def messages(
-        self, messages: Sequence[Message], *, session: str | None = None, null: bool = False
+        self, messages: Iterable[Message], *, session: str | None = None, null: bool = False
     ) -> None:
         """Render messages for a person: role headers on a terminal, ``role: text`` when
         piped; with ``null`` always ``role: text`` records, each ended by NUL."""
-        if null or not self.is_terminal():
-            for m in messages:
-                self.text(f"{m.role}: {m.content}", end="\0" if null else "\n")
+        if null or not self.is_terminal():  # exact text (see display), written in big pieces
+            stream, unicode = self.stdout, _is_unicode(self.stdout)
+            end = "\0" if null else "\n"
+            self.write_chunks(
+                (text if unicode else encodable(text, stream)) + end
+                for text in (f"{m.role}: {m.content}" for m in messages)
+            )
             return
         from rich.text import Text
 

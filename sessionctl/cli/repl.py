@@ -149,9 +149,11 @@ class Repl:
     def run(self) -> None:
         """Loop until /exit or Ctrl-D."""
         from sessionctl import llm
+        from sessionctl.cli.banner import banner_lines
         from sessionctl.service.chat import prepare_turn
 
-        self.say(f"session {self.session.name} · /help for commands · Ctrl-D to exit")
+        for line, style in banner_lines(self.session.name, self.current_model(), self.api_base()):
+            self.say(line, style=style)
         # Start importing litellm now if this model needs it: the prompt shows meanwhile.
         probe = llm.ChatRequest(model=self.current_model(), messages=[], api_base=self.api_base())
         llm.preload(probe)
@@ -191,8 +193,11 @@ class Repl:
         from rich.live import Live
         from rich.markdown import Markdown
 
+        from sessionctl.cli.cmd_chat import oversized_warning
         from sessionctl.service.chat import run_turn
 
+        if turn.context.oversized:
+            self.say(f"warning: {oversized_warning(turn)}", style="yellow")
         parts: list[str] = []
         with (
             _no_echo(sys.stdin),
@@ -204,7 +209,7 @@ class Repl:
                 live.update(self.state.out.markdown("".join(parts)))
 
             try:
-                result = run_turn(turn, on_delta)
+                result = run_turn(turn, on_delta, self.state.out.warn)
             except Interrupted:
                 live.stop()
                 self._end_line()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sessionctl.errors import UsageError
 
@@ -23,6 +23,9 @@ HELP = """\
 /system [TEXT]        show or set the system prompt (remembered by the session)
 /context              exactly what the next turn would send, and its token count
 /session [NAME]       show or switch session (a new name starts a new session)
+/retry                ask the last prompt again (the old answer stays in a fork)
+/edit [TEXT]          write the next prompt in $VISUAL/$EDITOR, then send it
+/clear                clear the screen (the session is kept: `sessionctl clear` empties it)
 Keys: Enter sends · Esc Enter adds a newline · a \"\"\" line starts/ends a block ·
 Ctrl-C cancels an answer (keeps what you saw) · Ctrl-D exits"""
 
@@ -44,6 +47,9 @@ class SlashCommands:
             "system": self.system,
             "context": self.context,
             "session": self.session,
+            "retry": self.retry,
+            "edit": self.edit,
+            "clear": self.clear,
         }
 
     def dispatch(self, line: str) -> bool:
@@ -96,7 +102,16 @@ class SlashCommands:
         return True
 
     def drop(self, _: str) -> bool:
-        dropped = self.repl.session.drop()
+        from sessionctl.errors import MessageNotFound
+
+        if not self.repl.session.exists:  # a new session: not an error, nothing yet
+            self.repl.say("(nothing to drop yet)")
+            return True
+        try:
+            dropped = self.repl.session.drop()
+        except MessageNotFound:  # every message dropped already
+            self.repl.say("(nothing to drop yet)")
+            return True
         self.repl.say(f"dropped {dropped.role} message #{dropped.seq}")
         return True
 
@@ -127,7 +142,8 @@ class SlashCommands:
         ctx = turn.context
         self.repl.say(
             f"model {turn.model} · {ctx.token_estimate} tokens of {ctx.budget} "
-            f"(window {ctx.context_window}) · {len(ctx.included_recent)} recent, "
+            f"(window {ctx.context_window}, from {turn.window_source}) · "
+            f"{len(ctx.included_recent)} recent, "
             f"{len(ctx.included_relevant)} relevant, {ctx.dropped} left out",
             style="bold",
         )
@@ -142,3 +158,89 @@ class SlashCommands:
         state = "" if self.repl.session.exists else " (new)"
         self.repl.say(f"session: {self.repl.session.name}{state}")
         return True
+
+    def retry(self, _: str) -> bool:
+        """Regenerate the last answer; the session as it was is kept as a fork."""
+        from sessionctl.service.chat import prepare_turn
+
+        repl = self.repl
+        session = repl.session
+        last = session.recent_messages(2) if session.exists else []
+        if len(last) < 2 or last[-1].role != "assistant" or last[-2].role != "user":
+            raise UsageError("/retry needs a last answer to a prompt; there is none")
+        prompt, answer = last
+        kept = session.fork(retry_fork_name(repl.state.store(), session.name), at=answer.id)
+        repl.say(f"the previous answer is kept in session {kept.name}")
+        session.drop()  # the answer ...
+        session.drop()  # ... and its prompt: the turn records both again
+        repl.ask(prepare_turn(repl.state.store(), session, prompt.content, repl.opts))
+        return True
+
+    def edit(self, arg: str) -> bool:
+        """Compose the next prompt in the user's editor, then send it."""
+        from sessionctl.service.chat import prepare_turn
+
+        text = compose_in_editor(arg)
+        if not text.strip():
+            self.repl.say("(empty; nothing sent)")
+            return True
+        repl = self.repl
+        repl.ask(prepare_turn(repl.state.store(), repl.session, text, repl.opts))
+        return True
+
+    def clear(self, _: str) -> bool:
+        """Clear the screen; the session is untouched."""
+        self.repl.console.clear()
+        return True
+
+
+def retry_fork_name(store: Any, name: str) -> str:
+    """An unused name for the fork /retry keeps: NAME-retry-XXXX (within 128 characters)."""
+    import secrets
+
+    alphabet = "abcdefghjkmnpqrstuvwxyz23456789"
+    stem = name[: 128 - len("-retry-xxxx")]
+    while True:
+        candidate = f"{stem}-retry-{''.join(secrets.choice(alphabet) for _ in range(4))}"
+        if not (store.backend.exists(candidate) or store.backend.case_twin(candidate)):
+            return candidate
+
+
+def compose_in_editor(initial: str = "") -> str:
+    """Open $VISUAL (else $EDITOR) on a file in a fresh private directory; return its text.
+
+    The directory is 0700 and the file 0600 (the prompt may be private); both are
+    removed afterwards. An editor that is missing or exits non-zero is a usage
+    error, and nothing is sent.
+    """
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
+    if not editor:
+        raise UsageError("/edit needs an editor: set VISUAL or EDITOR (e.g. export EDITOR=nano)")
+    try:
+        argv = shlex.split(editor)
+    except ValueError as exc:
+        raise UsageError(f"cannot parse the editor command {editor!r}: {exc}") from None
+    if not argv:
+        raise UsageError("/edit needs an editor: set VISUAL or EDITOR (e.g. export EDITOR=nano)")
+    directory = tempfile.mkdtemp(prefix="sessionctl-edit-")  # 0700
+    try:
+        path = os.path.join(directory, "prompt.md")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(initial)
+        try:
+            code = subprocess.run([*argv, path], check=False).returncode
+        except OSError as exc:
+            raise UsageError(f"cannot run editor {argv[0]!r}: {exc.strerror}") from None
+        if code != 0:
+            raise UsageError(f"editor {argv[0]!r} exited with status {code}; nothing sent")
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            text = fh.read()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    return text[:-1] if text.endswith("\n") else text

@@ -52,6 +52,12 @@ class State:
             self._store = Store(settings=self.settings(), warn=self.out.warn)
         return self._store
 
+    def note_if_no_data(self) -> None:
+        """For a read command: say on stderr when the home does not exist (exit stays 0)."""
+        store = self.store()
+        if not store.has_data():
+            self.out.info(f"no data at {store.home} yet")
+
 
 def debug_enabled() -> bool:
     """True when SESSIONCTL_DEBUG asks for tracebacks."""

@@ -84,7 +84,12 @@ __all__ = [
 
 def uses_direct_path(req: ChatRequest) -> bool:
     """Whether :func:`chat` sends ``req`` over the direct (stdlib) path."""
-    return direct_target(req.model, req.api_base, via_litellm=req.via_litellm) is not None
+    return (
+        direct_target(
+            req.model, req.api_base, via_litellm=req.via_litellm, via_direct=req.via_direct
+        )
+        is not None
+    )
 
 
 def chat(req: ChatRequest) -> ChatStream:
@@ -104,7 +109,9 @@ def chat(req: ChatRequest) -> ChatStream:
             raise UsageError(
                 f"invalid API base {req.api_base!r}: use a URL such as http://localhost:8000/v1"
             )
-    target = direct_target(req.model, req.api_base, via_litellm=req.via_litellm)
+    target = direct_target(
+        req.model, req.api_base, via_litellm=req.via_litellm, via_direct=req.via_direct
+    )
     if target is not None:
         from sessionctl.llm import _http
 

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from sessionctl.llm.errors import (
+    OVERFLOW_KINDS,
     AuthenticationFailed,
     BadModel,
     BadRequest,
@@ -216,6 +217,22 @@ def _key_hint(model: str) -> str:
     return f"the provider's API key variable (usually {provider.upper()}_API_KEY)"
 
 
+def _overflow_kind(chain: list[BaseException]) -> bool:
+    """Whether a wrapped error's machine-readable type says context overflow.
+
+    llama.cpp puts it only in ``error.type`` (``exceed_context_size_error``), which
+    litellm keeps on the OpenAI SDK error it wraps (``.type``, ``.code``, ``.body``).
+    """
+    for err in chain:
+        body = getattr(err, "body", None)
+        kinds = [getattr(err, "type", None), getattr(err, "code", None)]
+        if isinstance(body, dict):
+            kinds += [body.get("type"), body.get("code")]
+        if any(isinstance(k, str) and k in OVERFLOW_KINDS for k in kinds):
+            return True
+    return False
+
+
 def translate(
     exc: BaseException,
     req: ChatRequest,
@@ -247,7 +264,7 @@ def translate(
             f"no data from {where} for {req.timeout:g} s {during}: the server is busy or "
             "stalled; try again later or raise the timeout"
         )
-    if "ContextWindowExceededError" in names:
+    if "ContextWindowExceededError" in names or _overflow_kind(chain):
         return context_too_long(model, detail)
     if "JSONDecodeError" in names:
         return BadResponse(f"{where} sent malformed data {during}: is it the right API base?")

@@ -45,7 +45,18 @@ class RateLimited(ProviderError):
 
 
 class ContextTooLong(ProviderError):
-    """The messages (plus room for the answer) exceed the model's context window."""
+    """The messages (plus room for the answer) exceed the model's context window.
+
+    ``window`` and ``requested`` are the sizes in tokens the provider reported,
+    when it did (llama.cpp, vLLM and OpenAI say both): enough to trim and retry.
+    """
+
+    def __init__(
+        self, message: str, *, window: int | None = None, requested: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.window = window
+        self.requested = requested
 
 
 class ProviderTimeout(ProviderError):
@@ -107,8 +118,18 @@ def _redact_match(match: re.Match[str]) -> str:
     return "[redacted]"
 
 
+# Every overflow shape seen from servers, on both provider paths: OpenAI's code,
+# llama.cpp's error type and its two messages ("request (6794 tokens) exceeds the
+# available context size (2048 tokens)", "input (N tokens) is larger than the max
+# context size (M tokens)"), vLLM's ("This model's maximum context length is 2048
+# tokens. However, you requested 6794 tokens ..."), Ollama's ("input length exceeds
+# the context length"), Anthropic's ("prompt is too long").
 _CONTEXT_HINTS = (
     "context_length_exceeded",
+    "exceed_context_size_error",
+    "context size",
+    "exceeds the context length",
+    "exceeds maximum context",
     "context length",
     "context window",
     "maximum context",
@@ -123,6 +144,26 @@ def looks_like_context_overflow(detail: str) -> bool:
     """Whether a provider's 400 message means the prompt exceeds the context window."""
     low = detail.lower()
     return any(hint in low for hint in _CONTEXT_HINTS)
+
+
+_WINDOW_PATTERNS = (
+    re.compile(r"context size \((\d+) tokens\)"),  # llama.cpp
+    re.compile(r"maximum context length is (\d+)"),  # vLLM, OpenAI
+    re.compile(r"context (?:length|window) (?:of|is) (\d+)"),
+)
+_REQUESTED_PATTERNS = (
+    re.compile(r"(?:request|input) \((\d+) tokens\)"),  # llama.cpp
+    re.compile(r"you requested (\d+) tokens"),  # vLLM, OpenAI
+    re.compile(r"resulted in (\d+) tokens"),  # OpenAI
+)
+
+
+def _first_number(patterns: tuple[re.Pattern[str], ...], text: str) -> int | None:
+    for pattern in patterns:
+        found = pattern.search(text)
+        if found:
+            return int(found.group(1))
+    return None
 
 
 def _suffix(detail: str) -> str:
@@ -174,10 +215,13 @@ def error_for_status(
 
 def context_too_long(model: str, detail: str = "") -> ContextTooLong:
     """The standard 'context too long' error (also raised by context assembly)."""
+    low = detail.lower()
     return ContextTooLong(
         f"the conversation is too long for model '{model}': send less history "
         f"(--context-recent), shorten the prompt, or use a model with a larger "
-        f"context window{_suffix(detail)}"
+        f"context window{_suffix(detail)}",
+        window=_first_number(_WINDOW_PATTERNS, low),
+        requested=_first_number(_REQUESTED_PATTERNS, low),
     )
 
 
@@ -193,9 +237,26 @@ def error_text(raw: bytes) -> str:
         if isinstance(err, dict):
             for key in ("message", "detail", "error"):
                 if isinstance(err.get(key), str):
-                    return str(err[key])
+                    return str(err[key]) + _kind(err, str(err[key]))
         elif isinstance(err, str):
             return err
         if isinstance(obj.get("detail"), str):
             return str(obj["detail"])
     return text
+
+
+#: Machine-readable error types/codes that mean "the prompt exceeds the window".
+OVERFLOW_KINDS = frozenset({"context_length_exceeded", "exceed_context_size_error"})
+
+
+def _kind(err: dict[str, object], message: str) -> str:
+    """`` [type]`` when the error's machine-readable type names an overflow the message may not.
+
+    llama.cpp says ``"type": "exceed_context_size_error"``; OpenAI says
+    ``"code": "context_length_exceeded"``. Generic types (``invalid_request_error``) add nothing.
+    """
+    for key in ("type", "code"):
+        kind = err.get(key)
+        if isinstance(kind, str) and kind in OVERFLOW_KINDS and kind not in message:
+            return f" [{kind}]"
+    return ""

@@ -36,8 +36,11 @@ __all__ = [
     "OPENAI_DEFAULT_BASE",
     "DirectTarget",
     "context_window",
+    "cost_usd",
     "direct_target",
+    "missing_api_key",
     "model_info",
+    "model_table",
 ]
 
 DEFAULT_CONTEXT_WINDOW = 8192
@@ -73,6 +76,15 @@ def _model_map() -> dict[str, dict[str, Any]]:
     return {k: v for k, v in data.items() if isinstance(v, dict) and k != "sample_spec"}
 
 
+def model_table() -> dict[str, dict[str, Any]]:
+    """litellm's whole model map (name -> entry), read from its package, never the network.
+
+    The same file litellm itself loads with ``LITELLM_LOCAL_MODEL_COST_MAP=True``;
+    empty when litellm is not installed.
+    """
+    return dict(_model_map())
+
+
 def model_info(model: str) -> dict[str, Any] | None:
     """The model map entry for ``model`` (also tried without a provider prefix)."""
     table = _model_map()
@@ -95,6 +107,34 @@ def context_window(model: str) -> int | None:
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
     return None
+
+
+def cost_usd(model: str, usage: dict[str, Any] | None) -> float | None:
+    """The price of one call in USD per litellm's price table, or None when unknown.
+
+    None (never 0) when the model is not in the table, has no prices, or the usage
+    lacks token counts. Cached prompt tokens are priced at the cache-read price when
+    the table has one.
+    """
+    entry = model_info(model)
+    if entry is None or not usage:
+        return None
+
+    def number(value: Any) -> float | None:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return float(value) if ok else None
+
+    prompt = number(usage.get("prompt_tokens", usage.get("input_tokens")))
+    completion = number(usage.get("completion_tokens", usage.get("output_tokens")))
+    price_in = number(entry.get("input_cost_per_token"))
+    price_out = number(entry.get("output_cost_per_token"))
+    if prompt is None or completion is None or price_in is None or price_out is None:
+        return None
+    cached = min(number(usage.get("cached_tokens")) or 0.0, prompt)
+    price_cached = number(entry.get("cache_read_input_token_cost"))
+    if price_cached is None:
+        price_cached = price_in
+    return (prompt - cached) * price_in + cached * price_cached + completion * price_out
 
 
 @dataclass(frozen=True)
@@ -125,9 +165,13 @@ def _proxy_applies(url: SplitResult) -> bool:
 
 
 def direct_target(
-    model: str, api_base: str | None, *, via_litellm: bool = False
+    model: str, api_base: str | None, *, via_litellm: bool = False, via_direct: bool = False
 ) -> DirectTarget | None:
-    """The direct-path target for a request, or None when it must go through litellm."""
+    """The direct-path target for a request, or None when it must go through litellm.
+
+    ``via_direct`` (``--via direct``) takes the direct path whatever the name says: a
+    provider prefix (``hosted_vllm/``, ``openai/``, …) is dropped and proxies are not
+    consulted; the URL must still be http(s)."""
     if via_litellm or not model:
         return None
     base = (
@@ -140,6 +184,9 @@ def direct_target(
     if url.scheme not in ("http", "https") or not url.hostname:
         return None  # litellm reports what is wrong with it
     official = _is_official(url)
+    if via_direct:
+        name = model.split("/", 1)[1] if "/" in model else model
+        return DirectTarget(url=url, model=name, official=official) if name else None
     if model.startswith("openai/"):
         name = model.removeprefix("openai/")
         if not name:
@@ -160,3 +207,47 @@ def direct_target(
     if _proxy_applies(url):
         return None
     return DirectTarget(url=url, model=name, official=official)
+
+
+# Providers whose models always need a key, and the variables litellm reads it from.
+KEY_ENV_VARS: dict[str, tuple[str, ...]] = {
+    "openai": ("OPENAI_API_KEY",),
+    "anthropic": ("ANTHROPIC_API_KEY",),
+    "gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+    "mistral": ("MISTRAL_API_KEY",),
+    "groq": ("GROQ_API_KEY",),
+    "deepseek": ("DEEPSEEK_API_KEY",),
+    "xai": ("XAI_API_KEY",),
+    "openrouter": ("OPENROUTER_API_KEY",),
+    "cohere": ("COHERE_API_KEY",),
+    "cohere_chat": ("COHERE_API_KEY",),
+}
+
+
+def missing_api_key(model: str, api_base: str | None) -> str | None:
+    """The environment variable ``model`` needs for its API key when none is set, else None.
+
+    None too when an ``api_base`` is given (a local server needs no key) or when the
+    provider is one sessionctl cannot judge (Ollama, Bedrock, Vertex, …: litellm's
+    own checks apply when the first message is sent).
+    """
+    if api_base:
+        return None
+    target = direct_target(model, None)
+    if target is not None:
+        if not target.official or os.environ.get("OPENAI_API_KEY"):
+            return None
+        return "OPENAI_API_KEY"
+    if "/" in model:
+        provider = model.partition("/")[0]
+    else:
+        info = model_info(model)
+        provider = str(info.get("litellm_provider", "")) if info else ""
+    if provider == "openai" and (
+        os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_BASE")
+    ):
+        return None
+    names = KEY_ENV_VARS.get(provider)
+    if not names or any(os.environ.get(n) for n in names):
+        return None
+    return names[0]

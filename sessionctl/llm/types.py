@@ -16,7 +16,8 @@ class ChatRequest:
     """One chat completion call. Settings come from the caller, never from sessionctl's env.
 
     ``api_key`` is never shown in ``repr``. ``via_litellm`` forces the litellm path even
-    when the direct path would qualify. ``retries`` bounds re-sends before the first byte
+    when the direct path would qualify; ``via_direct`` forces the direct path (the
+    name's provider prefix, if any, is dropped). ``retries`` bounds re-sends before the first byte
     of an answer (connection refused, 429, 5xx); a stream is never retried once it started.
     """
 
@@ -30,6 +31,7 @@ class ChatRequest:
     stream: bool = True
     retries: int = 2
     via_litellm: bool = False
+    via_direct: bool = False  # the direct path even for a provider-prefixed name
 
 
 @dataclass
@@ -170,7 +172,8 @@ class ChatStream:
 
 
 def clean_usage(usage: Any) -> dict[str, int] | None:
-    """The integer counters of a usage object (nested details dropped)."""
+    """The integer counters of a usage object; of the nested details only the cached
+    prompt tokens are kept, as ``cached_tokens`` (OpenAI, llama.cpp, vLLM)."""
     if not isinstance(usage, dict):
         return None
     out = {
@@ -178,6 +181,11 @@ def clean_usage(usage: Any) -> dict[str, int] | None:
         for k, v in usage.items()
         if isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
     }
+    details = usage.get("prompt_tokens_details")
+    if isinstance(details, dict):
+        cached = details.get("cached_tokens")
+        if isinstance(cached, int) and not isinstance(cached, bool):
+            out["cached_tokens"] = cached
     return out or None
 
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sessionctl.errors import Interrupted, UsageError
+from sessionctl.errors import Interrupted, PromptTooLarge, ProviderError, UsageError
 from sessionctl.models import Message
 
 if TYPE_CHECKING:
@@ -40,6 +40,9 @@ class ChatOptions(NamedTuple):
     no_context: bool = False
     timeout: float | None = None
     via_litellm: bool = False
+    via: str | None = None  # auto, litellm or direct (None: the setting's)
+    context_window: int | None = None  # overrides the model's (and the setting's)
+    force: bool = False  # send a prompt that alone exceeds the window
 
 
 class PreparedTurn(NamedTuple):
@@ -51,6 +54,115 @@ class PreparedTurn(NamedTuple):
     system: str | None
     context: AssembledContext
     request: ChatRequest
+    window_source: str = "default"  # where context.context_window came from
+    store: Store | None = None  # to re-assemble it (trim and retry on an overflow)
+    opts: ChatOptions | None = None
+
+
+# How long a window a server reported is trusted (a server restarted with another -c
+# is seen within this time).
+WINDOW_TTL_S = 600.0
+
+
+def context_window_for(
+    store: Store, model: str, api_base: str | None, override: int | None = None
+) -> tuple[int | None, str]:
+    """The context window for ``model`` and where it came from.
+
+    Precedence: ``override`` (--context-window) > the ``context_window`` setting
+    (SESSIONCTL_CONTEXT_WINDOW or config) > what the server at an explicit ``api_base``
+    reports (cached per api-base and model for :data:`WINDOW_TTL_S`) > litellm's model
+    table > unknown (``None``: the default is used).
+    """
+    import os
+
+    from sessionctl import llm
+
+    if override:
+        return override, "--context-window"
+    settings = store.settings
+    if settings.context_window:
+        where = (
+            "SESSIONCTL_CONTEXT_WINDOW"
+            if os.environ.get("SESSIONCTL_CONTEXT_WINDOW")
+            else ("config context_window")
+        )
+        return settings.context_window, where
+    if api_base:
+        found = _server_window(store, model, api_base)
+        if found is not None:
+            return found, f"server {api_base}"
+    table = llm.context_window(model)
+    if table is not None:
+        return table, "litellm model table"
+    return None, f"default {llm.DEFAULT_CONTEXT_WINDOW} (unknown model)"
+
+
+# Template tokens around one message's content (Gemma: "<start_of_turn>user\n" …
+# "<end_of_turn>\n" is 5; ChatML-style templates are 4-5) and around a request
+# (BOS + the generation prompt), kept slightly above what the templates measured.
+EXACT_PER_MESSAGE = 6
+EXACT_PER_REQUEST = 4
+
+
+def _tokenizer(api_base: str | None, model: str) -> Any:
+    """A /tokenize client for an explicit server (one per turn, counts cached)."""
+    if not api_base:
+        return None
+    from sessionctl.llm.server import Tokenizer
+
+    key = (api_base.strip(), model)
+    found = _TOKENIZERS.get(key)
+    if found is None:
+        found = _TOKENIZERS[key] = Tokenizer(api_base, model)
+    return found
+
+
+_TOKENIZERS: dict[tuple[str, str], Any] = {}  # per process: the REPL reuses the counts
+
+
+def _server_count(tokenizer: Any, messages: Any) -> int | None:
+    from sessionctl.llm.tokens import message_text
+
+    total = EXACT_PER_REQUEST
+    for message in messages:
+        n = tokenizer.count(message_text(message))
+        if n is None:
+            return None
+        total += n + EXACT_PER_MESSAGE
+    return total
+
+
+def _window_key(api_base: str, model: str) -> str:
+    return f"window {api_base.strip().rstrip('/')} {model}"
+
+
+def _server_window(store: Store, model: str, api_base: str) -> int | None:
+    from sessionctl.llm.server import probe_window
+
+    entry = store.backend.read_facts().get(_window_key(api_base, model))
+    if isinstance(entry, dict):
+        at, value = entry.get("at"), entry.get("value")
+        if isinstance(at, (int, float)) and 0 <= time.time() - at < WINDOW_TTL_S:
+            return value if isinstance(value, int) and value > 0 else None
+    value = probe_window(api_base, model)
+    remember_window(store, model, api_base, value)
+    return value
+
+
+def remember_window(store: Store, model: str, api_base: str, value: int | None) -> None:
+    """Cache the window the server at ``api_base`` has for ``model`` (None: unknown)."""
+    key = _window_key(api_base, model)
+    facts = store.backend.read_facts()
+    now = time.time()
+    fresh = {
+        k: v
+        for k, v in facts.items()
+        if isinstance(v, dict) and isinstance(v.get("at"), (int, float))
+        and 0 <= now - v["at"] < WINDOW_TTL_S
+    }  # fmt: skip
+    fresh[key] = {"at": now, "value": value}
+    store.backend.write_facts(fresh)
 
 
 class TurnResult(NamedTuple):
@@ -105,16 +217,27 @@ def prepare_turn(store: Store, session: Session, prompt: str, opts: ChatOptions)
         # assemble() applies --context-recent itself: it must see the older history
         # too, or it cannot tell that the history does not fit (and adds no relevant).
         history = session.recent_messages(HISTORY_WINDOW)
-    window = llm.context_window(model)
+    from sessionctl.service.compact import split_summaries, summary_range
+
+    history, summary = split_summaries(history)
+    sent_system = system
+    api_base = opts.api_base or settings.api_base
+    window, window_source = context_window_for(store, model, api_base, opts.context_window)
+
+    tokenizer = _tokenizer(api_base, model)
 
     def count(messages: Any) -> int:
+        if tokenizer is not None:
+            exact = _server_count(tokenizer, messages)
+            if exact is not None:
+                return exact
         return llm.count_tokens(model, messages)
 
     def build(relevant: list[Message]) -> AssembledContext:
         return assemble(
             prompt,
             history,
-            system=system,
+            system=sent_system,
             relevant=relevant,
             context_window=window,
             max_tokens=opts.max_tokens,
@@ -123,10 +246,26 @@ def prepare_turn(store: Store, session: Session, prompt: str, opts: ChatOptions)
             no_context=opts.no_context,
             count=count,
             model=model,
+            force=opts.force,
         )
 
     context = build([])
+    full = history
+    if summary is not None and len(context.included_recent) < len(history):
+        # The history does not fit: the latest summary stands in for what it covers.
+        span = summary_range(summary)
+        assert span is not None
+        note = f"Summary of the earlier conversation (messages {span[0]}-{span[1]}):\n"
+        sent_system = f"{system}\n\n{note}{summary.content}" if system else note + summary.content
+        history = [m for m in full if m.seq > span[1]]
+        try:
+            context = build([])
+        except PromptTooLarge:  # the summary itself does not fit: go without it
+            sent_system, history = system, full
+            context = build([])
     total = session.info().messages if session.exists else 0
+    if summary is not None:
+        total = len(history)
     if not opts.no_context and relevant_limit and len(context.included_recent) < total:
         # The window does not hold the whole history: bring back older messages
         # close in meaning to the prompt (the index catches up first if needed).
@@ -134,35 +273,96 @@ def prepare_turn(store: Store, session: Session, prompt: str, opts: ChatOptions)
         found = [
             m
             for m in session.relevant_messages(prompt, top_k=relevant_limit + len(recent_seqs))
-            if m.seq not in recent_seqs
+            if m.seq not in recent_seqs and summary_range(m) is None
         ][:relevant_limit]
         if found:
             context = build(found)
+    via = opts.via or settings.via
     request = llm.ChatRequest(
         model=model,
         messages=context.messages,
-        api_base=opts.api_base or settings.api_base,
+        api_base=api_base,
         temperature=opts.temperature,
         max_tokens=opts.max_tokens,
         timeout=opts.timeout or settings.timeout,
         stream=opts.stream,
-        via_litellm=opts.via_litellm,
+        via_litellm=opts.via_litellm or via == "litellm",
+        via_direct=via == "direct",
     )
-    return PreparedTurn(session, prompt, model, system, context, request)
+    return PreparedTurn(
+        session, prompt, model, system, context, request, window_source, store, opts
+    )
 
 
-def run_turn(turn: PreparedTurn, on_delta: Callable[[str], None] | None = None) -> TurnResult:
+def trimmed_turn(turn: PreparedTurn, exc: ProviderError) -> PreparedTurn | None:
+    """``turn`` re-assembled to fit the window an overflow error reported, or None.
+
+    The new window is the one the server reported (else ours); when the server also
+    said how many tokens it counted and that is more than we measured, the window is
+    scaled down by that ratio, so that our count of the trimmed turn fits its count.
+    """
+    window = getattr(exc, "window", None)
+    requested = getattr(exc, "requested", None)
+    if turn.store is None or turn.opts is None or (window is None and requested is None):
+        return None
+    ours = turn.context.token_estimate
+    target = window or turn.context.context_window
+    if isinstance(requested, int) and requested > ours > 0:
+        target = int(target * ours / requested)
+    elif window is None or window >= turn.context.context_window:
+        target = int(turn.context.context_window * 0.8)  # we were off; by an unknown amount
+    target = max(1, target - 16)  # a little slack for the template's tokens
+    api_base = turn.request.api_base
+    if isinstance(window, int) and window > 0 and api_base:
+        remember_window(turn.store, turn.model, api_base, window)  # the next turns fit too
+    opts = turn.opts._replace(context_window=target)
+    try:
+        retry = prepare_turn(turn.store, turn.session, turn.prompt, opts)
+    except PromptTooLarge:
+        return None  # the prompt alone does not fit: the server's refusal stands
+    if len(retry.context.messages) >= len(turn.context.messages) and (
+        retry.context.token_estimate >= ours
+    ):
+        return None  # nothing left to trim: a retry would fail the same way
+    return retry._replace(window_source=f"reported by the server on overflow ({window})")
+
+
+def run_turn(
+    turn: PreparedTurn,
+    on_delta: Callable[[str], None] | None = None,
+    on_notice: Callable[[str], None] | None = None,
+) -> TurnResult:
     """Send ``turn``, stream deltas to ``on_delta``, then record prompt and answer.
 
-    Provider errors propagate and append nothing. On Ctrl-C the prompt and the
-    partial answer are saved (marked interrupted) and :class:`Interrupted` is raised.
+    Provider errors propagate and append nothing. When the server refuses the turn as
+    too long for its window, the turn is trimmed to the size it reported and sent once
+    more (``on_notice`` is told); a second refusal propagates. On Ctrl-C the prompt and
+    the partial answer are saved (marked interrupted) and :class:`Interrupted` is raised.
     """
     from sessionctl import llm
 
-    stream = llm.chat(turn.request)
+    started = time.monotonic()
+    try:
+        stream = llm.chat(turn.request)
+    except llm.ContextTooLong as exc:
+        retry = trimmed_turn(turn, exc)
+        if retry is None:
+            raise
+        if on_notice is not None:
+            ctx = retry.context
+            on_notice(
+                f"the server refused {turn.context.token_estimate} tokens as too long "
+                f"({exc}); retrying once with {len(ctx.messages)} messages, about "
+                f"{ctx.token_estimate} tokens for a {ctx.context_window}-token window"
+            )
+        turn = retry
+        stream = llm.chat(turn.request)
+    first: list[float] = []
     with stream:
         try:
             for delta in stream:
+                if not first and delta:
+                    first.append(time.monotonic())
                 if on_delta is not None:
                     on_delta(delta)
         except KeyboardInterrupt:
@@ -170,10 +370,47 @@ def run_turn(turn: PreparedTurn, on_delta: Callable[[str], None] | None = None) 
             raise Interrupted(
                 f"interrupted; the partial answer was saved in session {turn.session.name!r}"
             ) from None
+        except (llm.ConnectionFailed, llm.ProviderTimeout) as exc:
+            # The server died or stalled mid-answer: keep what the user saw, as Ctrl-C
+            # does. A call that failed before any text still appends nothing.
+            if not stream.partial_text:
+                raise
+            _record(turn, stream.partial_text, turn.model, None, interrupted=True)
+            raise _saved(exc, turn.session.name) from None
         answer = stream.result
-    return _record(
-        turn, answer.content, answer.model or turn.model, answer.usage, interrupted=False
-    )
+    usage = measured_usage(turn.model, answer.usage, started, first[0] if first else None)
+    return _record(turn, answer.content, answer.model or turn.model, usage, interrupted=False)
+
+
+def measured_usage(
+    model: str, usage: dict[str, Any] | None, started: float, first: float | None
+) -> dict[str, Any]:
+    """What an answer's ``usage`` records: the provider's counters (``input_tokens``,
+    ``output_tokens``, ``cached_tokens`` where given, and the raw ones), ``latency_s``
+    (request to last byte), ``ttft_s`` (to the first text) and ``cost_usd`` (litellm's
+    price table; None when it does not know the model, never 0 for unknown)."""
+    from sessionctl.llm.models import cost_usd
+
+    out: dict[str, Any] = dict(usage or {})
+    if "prompt_tokens" in out:
+        out.setdefault("input_tokens", out["prompt_tokens"])
+    if "completion_tokens" in out:
+        out.setdefault("output_tokens", out["completion_tokens"])
+    now = time.monotonic()
+    out["latency_s"] = round(now - started, 3)
+    out["ttft_s"] = round(first - started, 3) if first is not None else None
+    out["cost_usd"] = cost_usd(model, usage)
+    return out
+
+
+def _saved(exc: ProviderError, name: str) -> ProviderError:
+    """``exc`` (same class, same exit code) saying that the partial answer was kept."""
+    message = f"{exc}; the partial answer was saved in session {name!r} (marked interrupted)"
+    try:
+        saved = type(exc)(message)
+    except TypeError:  # a subclass with another signature
+        saved = ProviderError(message)
+    return saved
 
 
 def _record(

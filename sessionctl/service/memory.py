@@ -152,6 +152,13 @@ def search(
     if threshold is None:
         threshold = embedder.default_distance_threshold
     query = embedder.embed([prompt])[0]
+    if sessions is None or len(names) > 1:
+        wide = _store_wide(store, None if sessions is None else names, embedder, query,
+                           top_k, threshold, roles)  # fmt: skip
+        if wide is not None:
+            if wide or not fall_back:
+                return wide
+            return _fall_back(store, sessions, top_k, roles, set(store.backend.vectors.skipped))
     per_session: dict[str, list[tuple[int, float]]] = {}
     by_seq: dict[str, dict[int, Message]] = {}
     skipped: set[str] = set()
@@ -227,6 +234,39 @@ def skip_warning(name: str, exc: Exception, others: str) -> str:
     )
 
 
+def _store_wide(
+    store: Store,
+    names: list[str] | None,
+    embedder: Embedder,
+    query: Any,
+    top_k: int,
+    threshold: float,
+    roles: frozenset[str] | None,
+) -> list[Hit] | None:
+    """Search the backend's store-wide index; None when it cannot be used here (read-only
+    home): the caller then searches session by session."""
+    from sessionctl.backend.base import SearchFilter
+    from sessionctl.backend.files.vectors import IndexNotWritable
+
+    try:
+        hits = store.backend.vectors.search(
+            query,
+            embedder,
+            k=top_k,
+            max_distance=threshold,
+            where=SearchFilter(names=names, roles=roles),
+        )
+    except IndexNotWritable as exc:
+        store.warn(f"{exc}; searching session by session")
+        return None
+    except StoreError as exc:
+        if names is not None:
+            raise
+        store.warn(f"semantic index: {exc}; searching session by session")
+        return None
+    return [Hit(h.session, h.message, h.distance) for h in hits]
+
+
 def _fast_search(
     store: Store,
     name: str,
@@ -278,6 +318,7 @@ def reindex(
     *,
     model: str | None = None,
     progress: Progress | None = None,
+    sessions_done: Callable[[int, int], None] | None = None,
 ) -> list[tuple[str, SyncReport]]:
     """Rebuild the indexes of ``names`` (default: every live session) from their transcripts.
 
@@ -286,6 +327,10 @@ def reindex(
     appeared meanwhile (a renamed one's new name) are reindexed too, once. One
     that cannot be read is skipped with a warning and, once all the others are
     done, StoreError names it.
+
+    ``progress(name, done, total)`` follows the messages of the session being
+    embedded; ``sessions_done(done, total)`` is called with 0 before the first
+    session and after each one (for one overall progress bar).
     """
     every = names is None
     targets = sorted(n for n, _ in store.backend.names()) if every else list(names or ())
@@ -296,6 +341,9 @@ def reindex(
     reports: list[tuple[str, SyncReport]] = []
     failed: list[str] = []
     seen = set(targets)
+    total, finished = len(targets), 0
+    if sessions_done is not None:
+        sessions_done(0, total)
     for pass_ in range(2):
         vanished = False
         for name in targets:
@@ -311,11 +359,22 @@ def reindex(
                     raise
                 store.warn(skip_warning(name, exc, "reindexed"))
                 failed.append(name)
+            finished += 1
+            if sessions_done is not None:
+                sessions_done(finished, total)
         if not vanished or pass_:
             break
         # What vanished may live on under a new name: one more pass, over the newcomers.
         targets = sorted(n for n, _ in store.backend.names() if n not in seen)
         seen.update(targets)
+        total += len(targets)
+    done = [name for name, _ in reports]
+    if done:
+        # The store-wide index takes the vectors just rebuilt (nothing embedded twice).
+        try:
+            store.backend.vectors.rebuild(done, embedder)
+        except StoreError as exc:
+            store.warn(f"store-wide semantic index not rebuilt: {exc}")
     if failed:
         raise StoreError(
             f"reindexed {len(reports)} session(s); could not reindex {len(failed)}: "

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sessionctl.backend.files.transcript import Header, encode
-from sessionctl.errors import MessageNotFound, SessionNotFound, UsageError
+from sessionctl.errors import SessionNotFound, UsageError
 from sessionctl.ids import new_ulid
 from sessionctl.models import OPTIONAL_FIELDS, Message, SessionInfo, normalize_role
 from sessionctl.redact import redact_message
@@ -38,23 +38,61 @@ def build_message(data: MessageInput, seq: int) -> Message:
         content = ""
     if not isinstance(content, str):
         raise UsageError(f"message content must be text, got {type(content).__name__}")
-    metadata = data.get("metadata")
-    if metadata is not None and not isinstance(metadata, dict):
-        raise UsageError("message metadata must be a JSON object")
+    role = data["role"]
+    if not isinstance(role, str):
+        raise UsageError(f"message role must be text, got {type(role).__name__}")
+    interrupted = data.get("interrupted", False)
+    if not isinstance(interrupted, bool):
+        raise UsageError(f"message field 'interrupted' must be true or false, got {interrupted!r}")
+    # Every optional field is checked here, with the types every reader accepts
+    # (models.record_problem): a value written that readers then refuse would make an
+    # acknowledged message vanish and its seq come back.
+    fields = {key: checked_field(key, data.get(key)) for key in _CHECKED}
     return Message(
         id=new_ulid(),
         seq=seq,
-        role=normalize_role(str(data["role"])),
+        role=normalize_role(role),
         content=content,
         created_at=now_iso(),
-        model=data.get("model"),
-        usage=data.get("usage"),
-        tool_call_id=data.get("tool_call_id"),
-        tool_calls=data.get("tool_calls"),
-        name=data.get("name"),
-        metadata=metadata,
-        interrupted=bool(data.get("interrupted", False)),
+        interrupted=interrupted,
+        **fields,
     )
+
+
+_CHECKED: dict[str, tuple[type, str]] = {
+    "model": (str, "text"),
+    "usage": (dict, "a JSON object"),
+    "tool_call_id": (str, "text"),
+    "tool_calls": (list, "a JSON array"),
+    "name": (str, "text"),
+    "metadata": (dict, "a JSON object"),
+}
+
+
+def checked_field(key: str, value: Any) -> Any:
+    """``value`` as a plain JSON value of the field's type (None stays None), or UsageError."""
+    if value is None:
+        return None
+    kind, what = _CHECKED[key]
+    if key in ("usage", "metadata") and isinstance(value, Mapping):
+        value = dict(value)
+    elif key == "tool_calls" and isinstance(value, tuple):
+        value = list(value)
+    if not isinstance(value, kind):
+        raise UsageError(f"message field {key!r} must be {what}, got {type(value).__name__}")
+    if kind is str:
+        return str(value)
+    return plain_json(value, f"message field {key!r}")
+
+
+def plain_json(value: Any, what: str) -> Any:
+    """``value`` through a JSON round trip (plain dicts, lists, str...), or UsageError."""
+    import json
+
+    try:
+        return json.loads(json.dumps(value, ensure_ascii=False, allow_nan=False))
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise UsageError(f"{what} is not JSON ({exc})") from None
 
 
 class Session:
@@ -126,20 +164,9 @@ class Session:
             last = self._backend.drop_last(self.name)
             self._store._after_removal(self.name, [last.seq])
             return last  # type: ignore[no-any-return]
-        dropped: list[Message] = []
-
-        def transform(header: Header, messages: list[Message]) -> tuple[Header, list[Message]]:
-            if not messages:
-                raise MessageNotFound(f"session {self.name!r} has no messages to drop")
-            index = next((i for i, m in enumerate(messages) if m.id == id), -1)
-            if index < 0:
-                raise MessageNotFound(f"no message with id {id!r} in session {self.name!r}")
-            dropped.append(messages[index])
-            return header, messages[:index] + messages[index + 1 :]
-
-        self._backend.rewrite(self.name, transform)
-        self._store._after_removal(self.name, [dropped[0].seq])
-        return dropped[0]
+        dropped: Message = self._backend.drop(self.name, id)  # one streamed pass
+        self._store._after_removal(self.name, [dropped.seq])
+        return dropped
 
     def clear(self) -> int:
         """Remove every message of this session only (settings stay); return how many."""
@@ -166,14 +193,29 @@ class Session:
         unset: Iterable[str] = (),
     ) -> SessionInfo:
         """Set model/system and merge metadata (Zep semantics); creates the session if needed."""
-        unset = list(unset)
+        for key, value in (("model", model), ("system", system)):
+            if value is not None and not isinstance(value, str):
+                raise UsageError(f"{key} must be text, got {type(value).__name__}")
+        if metadata is not None:
+            if not isinstance(metadata, Mapping):
+                raise UsageError(f"metadata must be a JSON object, got {type(metadata).__name__}")
+            metadata = plain_json(dict(metadata), "metadata")
+        unset = [unset] if isinstance(unset, str) else list(unset)  # one key, not its letters
+        if not all(isinstance(key, str) for key in unset):
+            raise UsageError("unset takes metadata keys (text)")
         redact = self._store.redactor()
         if system and redact is not None:
             system = redact.text(system).text  # a system prompt is written too
         if not self.exists:
             self._store._create_empty(self.name)
 
-        def transform(header: Header, messages: list[Message]) -> tuple[Header, list[Message]]:
+        def change(header: Header) -> bool:
+            unchanged = (
+                (model is None or model == header.model)
+                and (system is None or (system or None) == header.system)
+                and all(header.metadata.get(k, object()) == v for k, v in (metadata or {}).items())
+                and not any(k in header.metadata for k in unset)
+            )
             if model is not None:
                 header.model = model
             if system is not None:
@@ -182,17 +224,11 @@ class Session:
                 header.metadata.update(metadata)
             for key in unset:
                 header.metadata.pop(key, None)
-            return header, messages
+            return not unchanged
 
         header = self._backend.header(self.name)
-        unchanged = (
-            (model is None or model == header.model)
-            and (system is None or (system or None) == header.system)
-            and all(header.metadata.get(k, object()) == v for k, v in (metadata or {}).items())
-            and not any(k in header.metadata for k in unset)
-        )
-        if not unchanged:
-            self._backend.rewrite(self.name, transform)
+        if change(header):  # checked without the lock first: an unchanged header is not locked
+            self._backend.update_header(self.name, change)  # in place, never the messages
         return self.info()
 
     # -- reading -----------------------------------------------------------
@@ -208,6 +244,10 @@ class Session:
     def get_messages(self) -> list[Message]:
         """Return every message as :class:`Message` objects, in seq order."""
         return list(self._backend.messages(self.name))
+
+    def iter_messages(self) -> Iterator[Message]:
+        """Every message in seq order, read as they are consumed (constant memory)."""
+        return iter(self._backend.iter_messages(self.name))
 
     @property
     def messages(self) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import sessionctl.service.session as session_module
 from sessionctl.backend.files.local import LocalBackend
 from sessionctl.backend.files.transcript import Header, Warn
-from sessionctl.config import Settings, load_settings
+from sessionctl.config import Settings, absolute_path, load_settings
 from sessionctl.errors import MessageNotFound, SessionNotFound, StoreError, UsageError
 from sessionctl.ids import new_ulid
 from sessionctl.models import Page, SessionInfo
@@ -50,7 +50,7 @@ class Store:
         if settings is None:
             settings = load_settings(home=home) if home is not None else load_settings()
         elif home is not None:
-            settings = settings.with_overrides(home=Path(home))
+            settings = settings.with_overrides(home=absolute_path(home))
         self.settings = settings
         self.home = settings.home
         self.warn: Warn = warn or _default_warn
@@ -98,6 +98,14 @@ class Store:
         The index is not loaded here (drop stays O(1) and import-free): every
         search first syncs the index with the transcript, which removes them.
         """
+
+    def has_data(self) -> bool:
+        """Return False when nothing was ever written here (the home does not exist yet).
+
+        An empty listing from a mistyped ``--home`` then differs from one of an
+        empty store.
+        """
+        return self.backend.has_home()
 
     def most_recent(self) -> Session | None:
         """Return the most recently active live session, or None."""
@@ -233,11 +241,16 @@ class Store:
         *,
         model: str | None = None,
         progress: Callable[[str, int, int], None] | None = None,
+        sessions_done: Callable[[int, int], None] | None = None,
     ) -> list[tuple[str, Any]]:
-        """Rebuild the semantic index of ``names`` (default: every live session)."""
+        """Rebuild the semantic index of ``names`` (default: every live session).
+
+        ``progress(name, done, total)`` reports messages embedded in the current
+        session, ``sessions_done(done, total)`` sessions finished (0 first).
+        """
         from sessionctl.service.memory import reindex
 
-        return reindex(self, names, model=model, progress=progress)
+        return reindex(self, names, model=model, progress=progress, sessions_done=sessions_done)
 
     def prune(
         self,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,47 +37,92 @@ if TYPE_CHECKING:
     from sessionctl.service.store import Store
 
 EXPORT_FORMATS = ("jsonl", "json", "markdown")
+EXPORT_ALIASES = {"md": "markdown"}
+_SESSION_KEYS = (
+    "created_at",
+    "updated_at",
+    "model",
+    "system",
+    "metadata",
+    "parent",
+    "parent_message",
+)
 
 
 def session_to_dict(session: Session) -> dict[str, Any]:
     """Return ``session`` as one JSON-ready object: its state and every message (raw)."""
-    scanned = session._backend.scan(session.name)
-    header: Header = scanned.header
+    head, messages = session_stream(session)
+    return {**head, "messages": list(messages)}
+
+
+def session_stream(session: Session) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
+    """Return the :func:`session_to_dict` fields but ``messages``, and the messages (raw
+    dicts) as an iterator that reads the transcript as it goes (constant memory)."""
+    opened = session._backend.stream(session.name)
+    header: Header = opened.header
     out: dict[str, Any] = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "name": session.name}
     for key in SESSION_KEYS:
         out[key] = getattr(header, key)
-    out["messages"] = [m.to_dict(raw=True) for m in scanned.messages]
-    return out
+    return out, (m.to_dict(raw=True) for m in opened.messages)
+
+
+def json_chunks(
+    head: Mapping[str, Any], key: str, items: Iterable[Any], *, ensure_ascii: bool
+) -> Iterator[str]:
+    """Yield ``json.dumps({**head, key: list(items)}, indent=2)`` piece by piece, the
+    same text, with one item in memory at a time (``key`` comes last)."""
+    body = json.dumps(dict(head), ensure_ascii=ensure_ascii, indent=2)
+    yield (body[:-2] + ",\n" if head else "{\n") + "  " + json.dumps(key) + ": ["
+    first = True
+    for item in items:
+        text = json.dumps(item, ensure_ascii=ensure_ascii, indent=2).replace("\n", "\n    ")
+        yield ("\n    " if first else ",\n    ") + text
+        first = False
+    yield ("]" if first else "\n  ]") + "\n}"
 
 
 def export_session(session: Session, fmt: str) -> str:
-    """Return the session rendered as ``jsonl``, ``json`` or ``markdown``."""
+    """Return the session rendered as ``jsonl``, ``json`` or ``markdown`` (or ``md``)."""
+    return "".join(export_chunks(session, fmt))
+
+
+def export_chunks(session: Session, fmt: str) -> Iterator[str]:
+    """Yield the export of ``session`` piece by piece (constant memory; see export_session)."""
+    fmt = EXPORT_ALIASES.get(fmt, fmt)
     if fmt not in EXPORT_FORMATS:
         raise UsageError(f"unknown export format {fmt!r}: use {', '.join(EXPORT_FORMATS)}")
-    data = session_to_dict(session)
+    head, messages = session_stream(session)
+    return _export_chunks(head, messages, fmt)
+
+
+def _export_chunks(
+    head: dict[str, Any], messages: Iterator[dict[str, Any]], fmt: str
+) -> Iterator[str]:
     if fmt == "json":
-        return json.dumps(data, ensure_ascii=False, indent=2) + "\n"
-    if fmt == "jsonl":
-        messages = data.pop("messages")
-        head = {"type": "header", **data}
-        lines = [encode(head)] + [encode({"type": "message", **m}) for m in messages]
-        return b"".join(lines).decode()
-    return _markdown(data)
+        yield from json_chunks(head, "messages", messages, ensure_ascii=False)
+        yield "\n"
+    elif fmt == "jsonl":
+        yield encode({"type": "header", **head}).decode()
+        for m in messages:
+            yield encode({"type": "message", **m}).decode()
+    else:
+        yield from _markdown(head, messages)
 
 
-def _markdown(data: dict[str, Any]) -> str:
+def _markdown(data: dict[str, Any], messages: Iterable[dict[str, Any]]) -> Iterator[str]:
     lines = [f"# {data['name']}", ""]
     if data.get("parent"):
         lines += [f"Forked from `{data['parent']}`.", ""]
     if data.get("system"):
         lines += ["**system prompt:** " + data["system"], ""]
-    for m in data["messages"]:
+    yield "\n".join(lines)
+    for m in messages:
         stamp = m.get("created_at", "")
         who = m["role"] + (f" ({m['model']})" if m.get("model") else "")
-        lines += [f"## {who} · {stamp}", "", m.get("content", ""), ""]
+        lines = ["", f"## {who} · {stamp}", "", m.get("content", ""), ""]
         if m.get("interrupted"):
             lines += ["*(interrupted)*", ""]
-    return "\n".join(lines)
+        yield "\n".join(lines)
 
 
 def create_from_dict(

@@ -7,6 +7,8 @@
                                     (created the first time one is)
     HOME/trash/ULID/NAME.*          a soft-deleted session
     HOME/.store.lock                namespace lock: create, delete, restore, rename
+    HOME/server-facts.json          what model servers said (windows), a cache with a TTL
+    HOME/index/                     the store-wide vector index (derived; vectors/)
 
 Lock order is always namespace, then session. Readers take no lock.
 """
@@ -16,8 +18,9 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sessionctl.backend.files import listing, transcript
 from sessionctl.backend.files.activity import LOG_NAME, ActivityLog
@@ -45,6 +48,11 @@ from sessionctl.fsutil import (
 from sessionctl.models import MAX_SEQ, Message, SessionInfo
 from sessionctl.timeutil import from_epoch_ns, now_iso
 
+if TYPE_CHECKING:
+    from sessionctl.backend.files.vectors import StoreIndex
+
+FACTS = "server-facts.json"
+
 
 class LocalBackend(TrashMixin):
     """The file-based :class:`~sessionctl.backend.files.base.Backend`."""
@@ -57,6 +65,37 @@ class LocalBackend(TrashMixin):
         self.activity = ActivityLog(home / LOG_NAME)
         self._warned_home = False
         self._swept = False
+        self._vectors: StoreIndex | None = None
+
+    @property
+    def vectors(self) -> StoreIndex:
+        """The store-wide vector index (``HOME/index/``; faiss is imported only to search)."""
+        if self._vectors is None:
+            from sessionctl.backend.files.vectors import StoreIndex
+
+            self._vectors = StoreIndex(self)
+        return self._vectors
+
+    # -- a small cache of server facts -----------------------------------
+    def read_facts(self) -> dict[str, object]:
+        """The server-facts cache (``{}`` when absent or unreadable: it is only a cache)."""
+        import json
+
+        try:
+            data = json.loads((self.home / FACTS).read_bytes())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def write_facts(self, facts: Mapping[str, object]) -> None:
+        """Replace the server-facts cache (0600); a failure to write is ignored."""
+        import json
+
+        try:
+            self._ensure_dirs()
+            atomic_write(self.home / FACTS, json.dumps(facts).encode(), unique=True)
+        except OSError:
+            pass
 
     # -- paths and locks -------------------------------------------------
     def path(self, name: str, suffix: str = TRANSCRIPT) -> Path:
@@ -148,6 +187,10 @@ class LocalBackend(TrashMixin):
                                 held.discard()
 
     # -- reading ---------------------------------------------------------
+    def has_home(self) -> bool:
+        """Return True when the home exists (sessionctl creates it on the first write)."""
+        return os.path.lexists(self.home)
+
     def exists(self, name: str) -> bool:
         """Return True when a live session ``name`` exists."""
         self._check_dirs()
@@ -280,7 +323,7 @@ class LocalBackend(TrashMixin):
         messages = _numbered(messages)
         header.base_seq = max((m.seq for m in messages), default=0)
         header.base_count = len(messages)
-        data = encode(header.to_record()) + b"".join(encode(m.to_record()) for m in messages)
+        data = transcript.encode_header(header) + b"".join(encode(m.to_record()) for m in messages)
         target = self.path(name)
         tmp = temp_path_for(target)
         try:
@@ -365,7 +408,8 @@ class LocalBackend(TrashMixin):
                     (None, line)
                     for line in after.split(b"\n")[1:]
                     if line.strip()
-                    and (transcript.decode_record(line) or {}).get("type") != "dropped"
+                    and (transcript.decode_record(line) or {}).get("type")
+                    not in ("dropped", transcript.JOURNAL)
                 ]
                 transcript.set_aside(self.path(name, ".rejects"), junk, "corrupt line (drop)")
                 transcript.finish_previous(fd, state.last_offset)
@@ -380,6 +424,44 @@ class LocalBackend(TrashMixin):
                     self.warn(f"{path}: dropped, but could not record it ({exc.strerror})")
             self.activity.touch(name, floor=before)
             return state.last
+
+    def update_header(self, name: str, change: transcript.HeaderChange) -> Header:
+        """Apply ``change`` to ``name``'s header in place: O(1) in the number of messages
+        (one streamed rewrite when the header outgrows line 1's reserve)."""
+        self._require(name)
+        with self.lock(name):
+            path = self._require(name)
+            transcript.read_header(path)  # a newer format is refused before any repair
+            before = self._mtime(path)
+            header = transcript.edit_header(path, self.path(name, ".rejects"), self.warn, change)
+            if os.stat(path, follow_symlinks=False).st_mtime_ns != before:
+                self.activity.touch(name, floor=before)
+            return header
+
+    def drop(self, name: str, message_id: str) -> Message:
+        """Remove message ``message_id``: one streamed pass into a temp file, constant memory."""
+        self._require(name)
+        with self.lock(name):
+            path = self._require(name)
+            transcript.read_header(path)
+            before = self._mtime(path)
+            result = transcript.rewrite(
+                path, self.path(name, ".rejects"), self.warn, lambda h: h, drop_id=message_id
+            )
+            self.activity.touch(name, floor=before)
+            assert result.dropped is not None
+            return result.dropped
+
+    def stream(self, name: str) -> transcript.Stream:
+        """Open ``name`` for one pass: its header, then its messages in constant memory."""
+        try:
+            return transcript.stream(self._require(name), self.warn)
+        except FileNotFoundError:
+            raise SessionNotFound(f"no session named {name!r} (see `sessionctl list`)") from None
+
+    def iter_messages(self, name: str) -> Iterator[Message]:
+        """Every message of ``name`` in order, in constant memory."""
+        return self.stream(name).messages
 
     def rewrite(self, name: str, transform: Transform) -> tuple[Header, list[Message]]:
         """Replace ``name``'s transcript with ``transform(header, messages)`` atomically."""
@@ -399,7 +481,8 @@ class LocalBackend(TrashMixin):
             header.base_seq = max(header.base_seq, scanned.high_seq)
             header.base_count = len(messages)
             header.updated_at = now_iso()
-            data = encode(header.to_record()) + b"".join(encode(m.to_record()) for m in messages)
+            data = transcript.encode_header(header)
+            data += b"".join(encode(m.to_record()) for m in messages)
             before = self._mtime(path)
             atomic_write(path, data)
             self.activity.touch(name, floor=before)

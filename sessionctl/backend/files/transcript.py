@@ -4,24 +4,50 @@ Layout (docs/format.md): line 1 is a header record, every later line is a
 message record. Readers never lock: an append in progress shows up as a torn
 last line, which readers ignore. Writers (under the session lock) repair a
 torn tail and set aside any line that cannot be parsed, never dropping it.
+
+Line 1 is padded with spaces to a reserved width, so a header edit (meta,
+model, system) overwrites it in place instead of rewriting the file: the new
+header is first appended as a journal record (``{"header": {...}, "type":
+"header-edit"}``, fsynced: the commit point), then written over line 1, then
+the journal record is truncated away. While a journal record ends the file it
+is the header (readers check the file's last bytes); a crash at any step
+leaves the old header or the new one, and the next writer finishes the edit.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from sessionctl.backend.files.header import Header as Header  # re-exported: it lives in header.py
-from sessionctl.errors import CorruptData, StoreError, UsageError
-from sessionctl.fsutil import FILE_MODE, append_private
-from sessionctl.models import FORMAT_NAME, FORMAT_VERSION, MAX_SEQ, Message, is_seq, record_problem
+from sessionctl.errors import CorruptData, MessageNotFound, StoreError, UsageError
+from sessionctl.fsutil import FILE_MODE, append_private, atomic_write_with, check_own_file
+from sessionctl.models import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MAX_SEQ,
+    ROLE_ALIASES,
+    ROLES,
+    Message,
+    is_seq,
+    record_problem,
+)
 from sessionctl.timeutil import now_iso
 
 Warn = Callable[[str], None]
+# Edits the header it is given in place; returns False when nothing changed.
+HeaderChange = Callable[[Header], bool]
 _BLOCK = 64 * 1024
+_STREAM_BLOCK = 1024 * 1024  # forward reads (show, export, rewrites)
+JOURNAL = "header-edit"  # the record type of a header edit's journal record
+# The journal record's last bytes: its type is written last, so that one small read
+# of the file's end tells whether it ends in one.
+_JOURNAL_END = b',"type":"header-edit"}\n'
+MIN_HEADER_WIDTH = 1024
 
 
 def encode(record: dict[str, Any]) -> bytes:
@@ -107,9 +133,35 @@ def _problem(record: dict[str, Any] | None) -> str:
     return record_problem(record) or "unreadable fields"
 
 
+def header_width(length: int) -> int:
+    """The reserved width of line 1 for a header of ``length`` bytes (newline included):
+    at least twice that and 1024 bytes, a power of two, so that edits fit in place."""
+    need = max(MIN_HEADER_WIDTH, 2 * length)
+    return 1 << (need - 1).bit_length()
+
+
+def encode_header(header: Header, width: int | None = None) -> bytes:
+    """Return line 1 for ``header``: its JSON padded with spaces to ``width`` bytes
+    (newline included; JSON allows trailing whitespace). None, or a width it does
+    not fit in: a fresh reserve (:func:`header_width`)."""
+    body = encode(header.to_record())[:-1]
+    if width is None or len(body) + 1 > width:
+        width = header_width(len(body) + 1)
+    return body + b" " * (width - len(body) - 1) + b"\n"
+
+
+def is_journal(record: dict[str, Any] | None) -> bool:
+    """True for a header edit's journal record (never a message)."""
+    return record is not None and record.get("type") == JOURNAL
+
+
 def parse_header(line: bytes, path: Path) -> Header:
     """Parse line 1, or raise CorruptData saying why."""
-    record = decode_record(line)
+    return parse_header_record(decode_record(line), path)
+
+
+def parse_header_record(record: dict[str, Any] | None, path: Path) -> Header:
+    """Parse a header record (line 1, or a journal record's ``header``)."""
     if record is None or record.get("type") != "header" or record.get("format") != FORMAT_NAME:
         raise CorruptData(f"{path}: line 1 is not a sessionctl header; the file is not a session")
     version = record.get("version")
@@ -157,11 +209,86 @@ def open_transcript(path: Path) -> int:
 
 
 def read_header(path: Path) -> Header:
-    """Return the header of the transcript at ``path`` (reads only line 1)."""
+    """Return the header of the transcript at ``path`` (line 1 and the file's last bytes)."""
     fd = open_transcript(path)
-    with os.fdopen(fd, "rb") as f:
-        line = f.readline()
-    return parse_header(line, path)
+    try:
+        return header_of(fd, path)
+    finally:
+        os.close(fd)
+
+
+def first_line(fd: int) -> bytes:
+    """Return line 1 with its newline (without one: the file holds nothing else)."""
+    pieces: list[bytes] = []
+    pos = 0
+    block = 4096
+    while True:
+        chunk = os.pread(fd, block, pos)
+        end = chunk.find(b"\n")
+        if end >= 0:
+            pieces.append(chunk[: end + 1])
+            break
+        if not chunk:
+            break
+        pieces.append(chunk)
+        pos += len(chunk)
+        block = min(block * 2, _STREAM_BLOCK)
+    return b"".join(pieces)
+
+
+def journal_at_end(fd: int, path: Path) -> tuple[int, Header] | None:
+    """The (offset, header) of a complete journal record ending the file, if one does."""
+    size = os.fstat(fd).st_size
+    if size < len(_JOURNAL_END) or os.pread(fd, len(_JOURNAL_END), size - len(_JOURNAL_END)) != (
+        _JOURNAL_END
+    ):
+        return None
+    last = next(_reverse_lines(fd, size), None)
+    if last is None or last[0] == 0:
+        return None
+    return _journal_header(last[0], last[1], path)
+
+
+def _journal_header(offset: int, line: bytes, path: Path) -> tuple[int, Header] | None:
+    record = decode_record(line)
+    if not is_journal(record) or not isinstance(record["header"] if record else None, dict):
+        return None
+    assert record is not None
+    return offset, parse_header_record(record["header"], path)
+
+
+def last_journal(fd: int, path: Path) -> tuple[int, Header] | None:
+    """The last complete journal record anywhere (reads backwards: only for recovery)."""
+    for offset, line in _reverse_lines(fd, os.fstat(fd).st_size):
+        if offset > 0 and JOURNAL.encode() in line:
+            found = _journal_header(offset, line, path)
+            if found is not None:
+                return found
+    return None
+
+
+def header_of(fd: int, path: Path) -> Header:
+    """The header: a journal record ending the file (an edit committed but maybe not yet
+    written over line 1), else line 1, else (line 1 torn) the last journal record.
+
+    Readers take no lock: the file's end is checked before and after line 1 is read,
+    so a line 1 read while a writer overwrote it is never trusted (the journal record
+    is there for the whole overwrite).
+    """
+    for attempt in range(3):
+        before = journal_at_end(fd, path)
+        line = first_line(fd)
+        after = journal_at_end(fd, path)
+        if after is not None:
+            return after[1]
+        if before is not None:
+            continue  # an edit finished while line 1 was read: read it again
+        if decode_record(line) is not None or attempt == 2:
+            return parse_header(line, path)
+        found = last_journal(fd, path)  # line 1 torn by a crash in its overwrite
+        if found is not None:
+            return found[1]
+    return parse_header(first_line(fd), path)
 
 
 class Scan(NamedTuple):
@@ -188,7 +315,8 @@ def scan(path: Path, warn: Warn | None = None) -> Scan:
             lines, torn = [torn], None
         else:
             raise CorruptData(f"{path}: empty or torn header; the file is not a session")
-    header = parse_header(lines[0], path)
+    journal: dict[str, Any] | None = None  # the last journal record's header
+    journal_last = False  # ... and whether it ends the file
     messages: list[Message] = []
     bad: list[tuple[int, bytes]] = []
     unfinished: list[tuple[int, bytes]] = []  # trailing records of an unfinished write
@@ -200,9 +328,15 @@ def scan(path: Path, warn: Warn | None = None) -> Scan:
         if not line.strip():
             continue
         record = decode_record(line)
+        journal_last = False
         dropped = tombstone_high(record)
         if dropped is not None:
             high = max(high, dropped)
+            unfinished.clear()
+            continue
+        if is_journal(record) and isinstance(record.get("header") if record else None, dict):
+            assert record is not None
+            journal, journal_last = record["header"], True
             unfinished.clear()
             continue
         message = as_message(record)
@@ -223,6 +357,10 @@ def scan(path: Path, warn: Warn | None = None) -> Scan:
                 unfinished.clear()
     if unfinished:
         del messages[-len(unfinished) :]
+    if journal is not None and (journal_last or decode_record(lines[0]) is None):
+        header = parse_header_record(journal, path)  # see header_of
+    else:
+        header = parse_header(lines[0], path)
     return Scan(header, messages, bad, torn, high, tuple(unfinished))
 
 
@@ -254,11 +392,15 @@ def _line_number(fd: int, offset: int) -> int:
     return count + 1
 
 
-def _reverse_lines(fd: int, size: int) -> Iterator[tuple[int, bytes]]:
+def _reverse_lines(
+    fd: int, size: int, skip: Callable[[bytes, int, int], bool] | None = None
+) -> Iterator[tuple[int, bytes]]:
     """Yield (offset, line) from the end of the file backwards, the torn tail excluded.
 
     Linear in what it reads, also for a line of many blocks (a 10 MB message): the
-    pieces of a line are joined once, when its start is found.
+    pieces of a line are joined once, when its start is found. ``skip(block, start,
+    end)`` may pass over the whole lines ``block[start:end]`` holds without their
+    being split and yielded.
     """
     pos = size
     carry: list[bytes] = []  # later pieces of a line that starts before ``pos``, last first
@@ -272,6 +414,13 @@ def _reverse_lines(fd: int, size: int) -> Iterator[tuple[int, bytes]]:
         if b"\n" not in chunk:
             carry.append(chunk)
             continue
+        if skip is not None and not first:
+            start, end = chunk.find(b"\n") + 1, chunk.rfind(b"\n")
+            if start < end and skip(chunk, start, end):
+                carry.append(chunk[end + 1 :])
+                yield pos + end + 1, b"".join(reversed(carry))  # the line after the block's
+                carry = [chunk[: start - 1]]
+                continue
         parts = chunk.split(b"\n")
         carry.append(parts[-1])
         last = b"".join(reversed(carry))  # the line that starts after this chunk's last newline
@@ -311,13 +460,36 @@ def tail(
         found: list[Message] = []
         bad: list[int] = []  # offsets of lines that are not records
         at_end = True  # skipping the records of an unfinished write
-        for offset, line in _reverse_lines(fd, size):
+        skip = None
+        if roles is not None:
+            names = [*roles, *(a for a, r in ROLE_ALIASES.items() if r in roles)]
+            wanted = [b'"%s"' % name.encode() for name in names]
+
+            def skip(block: bytes, start: int, end: int) -> bool:
+                """Lines in which no JSON string is a wanted role name: names are plain
+                letters, so without a ``\\u`` escape such a string shows as the name in
+                quotes (``"system"``; a quote inside a string is ``\\"``). Exact, and no
+                line is parsed; a block where one shows is read line by line."""
+                return (
+                    not at_end
+                    and block.find(b"\\u", start, end) < 0
+                    and all(block.find(w, start, end) < 0 for w in wanted)
+                )
+
+        for offset, line in _reverse_lines(fd, size, skip):
+            if roles is not None and not at_end:
+                match = _ROLE_OF.match(line)
+                if (
+                    match is not None
+                    and ROLE_ALIASES.get(role := match.group(1).decode(), role) not in roles
+                ):
+                    continue  # another role, seen without parsing the line
             record = decode_record(line)
             message = as_message(record)
-            if tombstone_high(record) is not None:
+            if tombstone_high(record) is not None or is_journal(record):
                 at_end = False
             if message is None:
-                if offset and line.strip() and not (record and record.get("type") == "dropped"):
+                if offset and line.strip() and unreadable(record):
                     bad.append(offset)
                 continue  # the header, a tombstone, a blank or a corrupt line
             if at_end and is_unfinished(record):
@@ -334,6 +506,11 @@ def tail(
         os.close(fd)
     found.reverse()
     return found
+
+
+# The role of a message record as sessionctl writes it (compact, keys in this order):
+# ``recent --role`` skips other roles' records without parsing them.
+_ROLE_OF = re.compile(rb'\{"type":"message","id":"[^"\\]*","seq":-?[0-9]+,"role":"([a-z]+)","')
 
 
 class TailState(NamedTuple):
@@ -355,6 +532,9 @@ def tail_state(path: Path) -> TailState:
             dropped = tombstone_high(record)
             if dropped is not None:
                 high = max(high, dropped)
+                at_end = False
+                continue
+            if is_journal(record):
                 at_end = False
                 continue
             message = as_message(record)
@@ -393,6 +573,78 @@ def repair_tail(path: Path, rejects: Path, warn: Warn | None) -> None:
             _repair_torn(fd, size, path, rejects, warn)
         _repair_junk(fd, path, rejects, warn)
         _repair_unfinished(fd, path, rejects, warn)
+        _repair_header(fd, path, rejects)
+    finally:
+        os.close(fd)
+
+
+def _repair_header(fd: int, path: Path, rejects: Path) -> None:
+    """Finish a header edit a crash interrupted: write the journal record's header over
+    line 1 (torn or not yet written), then truncate the journal record away."""
+    ending = journal_at_end(fd, path)
+    line = first_line(fd)
+    if ending is None:
+        if decode_record(line) is not None:
+            return
+        found = last_journal(fd, path)  # line 1 torn and messages appended after its journal
+        if found is None:
+            return  # nothing to repair from: readers say the file is not a session
+        _, header = found
+    else:
+        _, header = ending
+    padded = encode_header(header, len(line))
+    if len(padded) == len(line) and line.endswith(b"\n"):
+        os.pwrite(fd, padded, 0)
+        os.fsync(fd)
+    elif ending is None:
+        return  # not written by sessionctl: leave it for a person
+    else:  # a journal record that does not fit line 1 (edited by hand): keep it aside
+        set_aside(
+            rejects,
+            [(None, os.pread(fd, os.fstat(fd).st_size - ending[0], ending[0]))],
+            "header journal record that does not fit line 1",
+        )
+    if ending is not None:
+        os.ftruncate(fd, ending[0])
+        os.fsync(fd)
+
+
+def edit_header(path: Path, rejects: Path, warn: Warn | None, change: HeaderChange) -> Header:
+    """Under the write lock: apply ``change`` to the header in place, O(1) in the file's size.
+
+    ``change`` edits the header it is given and returns False when nothing changed.
+    The new header is journalled at the end of the file (fsync: committed), written
+    over line 1 (fsync), and the journal record truncated away (fsync). When it does
+    not fit line 1's reserved width (or the file predates the reserve), the file is
+    rewritten once, streamed, with a bigger reserve.
+    """
+    repair_tail(path, rejects, warn)  # also finishes an interrupted edit
+    fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+    try:
+        check_own_file(fd, path)
+        line = first_line(fd)
+        header = parse_header(line, path)
+        if not change(header):
+            return header
+        header.updated_at = now_iso()
+        padded = encode_header(header, len(line))
+        if len(padded) != len(line) or not line.endswith(b"\n"):
+            return rewrite(path, rejects, warn, lambda _: header)[0]
+        size = os.fstat(fd).st_size
+        journal = encode({"header": header.to_record(), "type": JOURNAL})
+        append_private(path, journal)  # all or nothing, fsynced: the edit is committed
+        try:
+            os.pwrite(fd, padded, 0)
+            os.fsync(fd)
+        except BaseException:  # an I/O error, Ctrl-C: back to the old header, then fail
+            os.pwrite(fd, line, 0)
+            os.fsync(fd)
+            os.ftruncate(fd, size)
+            os.fsync(fd)
+            raise
+        os.ftruncate(fd, size)
+        os.fsync(fd)
+        return header
     finally:
         os.close(fd)
 
@@ -491,3 +743,242 @@ def set_aside(rejects: Path, lines: Sequence[tuple[int | None, bytes]], reason: 
     finally:
         os.close(fd)
     append_private(rejects, payload)
+
+
+# -- streaming: whole-file reads and rewrites in constant memory ----------------------------
+
+
+def _forward_lines(fd: int, start: int, end: int) -> Iterator[bytes]:
+    """Yield the lines of ``[start, end)`` in order, without their newlines; the text
+    after the last newline (if any) comes last."""
+    pos = start
+    carry: list[bytes] = []
+    while pos < end:
+        chunk = os.pread(fd, min(_STREAM_BLOCK, end - pos), pos)
+        if not chunk:
+            break
+        pos += len(chunk)
+        if b"\n" not in chunk:
+            carry.append(chunk)
+            continue
+        carry.append(chunk)
+        parts = b"".join(carry).split(b"\n")
+        carry = [parts.pop()]
+        yield from parts
+    rest = b"".join(carry)
+    if rest:
+        yield rest
+
+
+def _complete_end(fd: int, size: int) -> int:
+    """Where the records of a multi-message write cut short at the end begin (else ``size``)."""
+    cut = size
+    for offset, line in _reverse_lines(fd, size):
+        if not line.strip():
+            continue
+        record = decode_record(line)
+        if not (is_unfinished(record) and as_message(record) is not None):
+            break
+        cut = offset
+    return cut
+
+
+class Stream(NamedTuple):
+    """A transcript opened for one forward pass: its header, then its messages."""
+
+    header: Header
+    messages: Iterator[Message]
+
+
+def stream(path: Path, warn: Warn | None = None) -> Stream:
+    """Open ``path`` for one pass over its messages in constant memory (show, export).
+
+    Sees what :func:`scan` sees: corrupt middle lines reported by number and
+    skipped, a torn tail and the records of a write cut short left out. The file
+    stays open until the messages are exhausted (a rewrite meanwhile replaces the
+    file, never these bytes).
+    """
+    fd = open_transcript(path)
+    try:
+        header = header_of(fd, path)
+        size = os.fstat(fd).st_size
+        end = _complete_end(fd, size)
+    except BaseException:
+        os.close(fd)
+        raise
+    return Stream(header, _stream_messages(fd, path, end, size, warn))
+
+
+def _stream_messages(
+    fd: int, path: Path, end: int, size: int, warn: Warn | None
+) -> Iterator[Message]:
+    try:
+        lines = _forward_lines(fd, 0, end)
+        next(lines, None)  # the header
+        pending: bytes | None = None
+        number = 1
+        for line in lines:
+            if pending is not None:
+                yield from _message_or_warn(pending, number, path, warn)
+            number += 1
+            pending = line
+        if pending is not None:
+            if end == size and os.pread(fd, 1, size - 1) != b"\n":
+                message = as_message(decode_record(pending))  # the text after the last newline
+                if message is not None:
+                    yield message  # a whole record that only lacks its newline
+            else:
+                yield from _message_or_warn(pending, number, path, warn)
+    finally:
+        os.close(fd)
+
+
+def _message_or_warn(line: bytes, number: int, path: Path, warn: Warn | None) -> Iterator[Message]:
+    if not line.strip():
+        return
+    record = decode_record(line)
+    message = as_message(record)
+    if message is not None:
+        yield message
+    elif warn is not None and (record is None or record.get("type") not in ("dropped", JOURNAL)):
+        warn(f"{path}: line {number} is not a valid message record; skipped (kept in file)")
+
+
+class _Sink:
+    """Buffered writes to a file descriptor."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buffer = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.buffer += data
+        if len(self.buffer) >= _STREAM_BLOCK:
+            self.flush()
+
+    def flush(self) -> None:
+        view = memoryview(self.buffer)
+        while view:
+            view = view[os.write(self.fd, view) :]
+        self.buffer = bytearray()
+
+
+_ROLES = frozenset(ROLES)
+_SEQ_FAST_LIMIT = 1 << 53  # larger seqs take the full check (as_message)
+
+
+def _fast_message(record: dict[str, Any]) -> bool:
+    """True when ``record`` is certainly a message :func:`as_message` accepts, as
+    sessionctl writes them: a cheaper check for the common case of a rewrite."""
+    seq = record.get("seq")
+    return (
+        record.get("type") == "message"
+        and type(seq) is int
+        and 0 < seq < _SEQ_FAST_LIMIT
+        and type(record.get("id")) is str
+        and record.get("role") in _ROLES
+        and type(record.get("content")) is str
+    )
+
+
+class Rewritten(NamedTuple):
+    """What :func:`rewrite` wrote: the new header, how many messages, the dropped one."""
+
+    header: Header
+    messages: int
+    dropped: Message | None
+
+
+def rewrite(
+    path: Path,
+    rejects: Path,
+    warn: Warn | None,
+    change: Callable[[Header], Header],
+    *,
+    drop_id: str | None = None,
+) -> Rewritten:
+    """Under the write lock: rewrite the transcript in one streamed pass, constant memory.
+
+    The header becomes ``change(header)`` (padded to a fresh reserve); the message
+    ``drop_id`` is left out (MessageNotFound when there is none). Positions are
+    renumbered, tombstones and journal records folded into the header, corrupt lines
+    set aside into ``rejects`` first. Temp file, fsync, rename, fsync of the directory.
+    """
+    repair_tail(path, rejects, warn)  # a torn tail, a write cut short, an unfinished edit
+    src = open_transcript(path)
+    try:
+        line1 = first_line(src)
+        header = change(parse_header(line1, path))
+        size = os.fstat(src).st_size
+        # base_seq and base_count are known at the end: room for them in the reserve
+        width = header_width(len(encode(header.to_record())) + 48)
+        count = high = 0
+        dropped: Message | None = None
+        bad: list[tuple[int | None, bytes]] = []
+
+        def fill(fd: int) -> None:
+            nonlocal count, high, dropped
+            out = _Sink(fd)
+            out.write(b" " * (width - 1) + b"\n")
+            for number, line in enumerate(_forward_lines(src, len(line1), size), start=2):
+                if not line.strip():
+                    continue
+                record = decode_record(line)
+                if record is not None and _fast_message(record):
+                    seq, message_id = record["seq"], record["id"]
+                    message = None
+                else:
+                    burnt = tombstone_high(record)
+                    if burnt is not None:
+                        high = max(high, burnt)
+                        continue
+                    if is_journal(record):
+                        continue
+                    message = as_message(record)
+                    if message is None:
+                        if warn is not None:
+                            warn(
+                                f"{path}: line {number} is not a valid message record;"
+                                f" set aside into {rejects.name}"
+                            )
+                        bad.append((number, line))
+                        if len(bad) >= 1000:
+                            set_aside(rejects, bad, "corrupt line (before rewrite)")
+                            bad.clear()
+                        continue
+                    seq, message_id = message.seq, message.id
+                assert record is not None
+                high = max(high, seq)
+                if drop_id is not None and dropped is None and message_id == drop_id:
+                    dropped = message or as_message(record)
+                    continue
+                count += 1
+                if message is None and "more" not in record:  # as sessionctl wrote it
+                    pos = record.get("pos")
+                    if pos == count:
+                        out.write(line + b"\n")  # as it was: no need to encode it again
+                        continue
+                    old = b',"pos":%d}' % pos if type(pos) is int else b"-"
+                    if line.endswith(old):  # pos is the last key: renumber it in the bytes
+                        out.write(line[: -len(old)] + b',"pos":%d}\n' % count)
+                        continue
+                message = message or as_message(record)
+                assert message is not None
+                out.write(encode(message._replace(pos=count).to_record()))
+            if drop_id is not None and dropped is None:
+                if count == 0:
+                    raise MessageNotFound(f"session {path.stem!r} has no messages to drop")
+                raise MessageNotFound(f"no message with id {drop_id!r} in session {path.stem!r}")
+            set_aside(rejects, bad, "corrupt line (before rewrite)")
+            header.base_seq = max(header.base_seq, high)
+            header.base_count = count
+            header.updated_at = now_iso()
+            out.flush()
+            line = encode_header(header, width)
+            assert len(line) == width, "the reserve holds the header"
+            os.pwrite(fd, line, 0)
+
+        atomic_write_with(path, fill)
+    finally:
+        os.close(src)
+    return Rewritten(header, count, dropped)

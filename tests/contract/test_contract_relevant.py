@@ -1,0 +1,234 @@
+"""Contract: ``relevant`` with the real default embedding model (DESIGN §5, §7, §8).
+
+- distances are cosine distances (0..2) between the query's and the message's
+  embeddings; the threshold is inclusive (a message at exactly the threshold
+  distance is returned); hits are sorted by (distance, session, seq), filters
+  apply before the cut to k.
+- ``fall_back`` returns the recent messages of the sessions asked about only,
+  never another session's (RedisVL's bug); without ``sessions``, those of the
+  most recently active session.
+- the index follows the transcript at once: dropped, cleared and deleted
+  messages are never found, new ones are.
+
+The model is loaded once per process (sessionctl.embed caches it), so every
+test may build its own small store.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+
+from sessionctl import SessionNotFound, Store, UsageError
+
+FAR = "zebra migration patterns across the serengeti"
+CLOSE_ENOUGH = 0.05  # nothing unrelated is this close; only the same text is
+
+
+def _hits(store: Store, query: str, **kwargs: Any) -> list[dict[str, Any]]:
+    hits = store.get_relevant(query, **kwargs)
+    assert all(isinstance(h, dict) for h in hits)
+    return [h for h in hits if isinstance(h, dict)]
+
+
+def _key(hit: dict[str, Any]) -> tuple[float, str, int]:
+    return (hit["distance"], hit["session"], hit["seq"])
+
+
+def _user(text: str) -> dict[str, Any]:
+    return {"role": "user", "content": text}
+
+
+def _corpus(store: Store) -> None:
+    store.session("travel").add_messages(
+        [
+            _user("The ferry to the island leaves at noon."),
+            {"role": "assistant", "content": "Boats to the island depart every two hours."},
+            _user("I booked a window seat on the train to Porto."),
+        ]
+    )
+    store.session("pets").add_messages(
+        [
+            _user("My sister's cat is called Miso."),
+            {"role": "assistant", "content": "Miso is a lovely name for a cat."},
+        ]
+    )
+    store.session("food").add_messages(
+        [_user("Sourdough needs a long cold proof."), _user("Add salt after the autolyse.")]
+    )
+
+
+# -- distance and threshold -----------------------------------------------------------
+def test_distances_are_cosine_distances_of_the_embeddings(store: Store) -> None:
+    from sessionctl.embed import get_embedder
+
+    _corpus(store)
+    query = "when does the boat to the island go?"
+    hits = _hits(store, query, top_k=100, distance_threshold=2.0)
+    assert len(hits) == 7  # every message of every live session
+    model = get_embedder(store.settings.embedding_model)
+    vectors = np.asarray(model.embed([query, *(h["content"] for h in hits)]), dtype=np.float64)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    for hit, vec in zip(hits, vectors[1:], strict=True):
+        assert 0.0 <= hit["distance"] <= 2.0
+        assert hit["distance"] == pytest.approx(1.0 - float(vectors[0] @ vec), abs=2e-3), hit
+    assert hits[0]["content"] == "Boats to the island depart every two hours."
+
+
+def test_the_same_text_is_at_distance_zero(store: Store) -> None:
+    _corpus(store)
+    text = "Sourdough needs a long cold proof."
+    best = _hits(store, text, top_k=1)[0]
+    assert (best["session"], best["seq"], best["content"]) == ("food", 1, text)
+    assert best["distance"] == pytest.approx(0.0, abs=2e-3)
+
+
+def test_the_threshold_is_inclusive(store: Store) -> None:
+    """Each hit's own distance, used as the threshold, returns it and every closer one."""
+    _corpus(store)
+    query = "what is the cat's name?"
+    everything = _hits(store, query, top_k=100, distance_threshold=2.0)
+    assert len(everything) == 7
+    for i, hit in enumerate(everything):
+        d = hit["distance"]
+        got = _hits(store, query, top_k=100, distance_threshold=d)
+        expected = [h for h in everything if h["distance"] <= d]
+        assert [_key(h) for h in got] == [_key(h) for h in expected]
+        assert everything[i]["id"] in {h["id"] for h in got}  # exactly at the threshold: kept
+        below = _hits(store, query, top_k=100, distance_threshold=max(0.0, d - 0.01))
+        assert hit["id"] not in {h["id"] for h in below}
+
+
+@pytest.mark.parametrize("threshold", [-0.01, 2.01, math.nan, math.inf, "0.5"])
+def test_a_threshold_outside_0_to_2_is_a_usage_error(store: Store, threshold: Any) -> None:
+    _corpus(store)
+    with pytest.raises(UsageError):
+        store.get_relevant("cat", distance_threshold=threshold)
+
+
+@pytest.mark.parametrize("top_k", [-1, True, 1.5])
+def test_a_bad_top_k_is_a_usage_error(store: Store, top_k: Any) -> None:
+    _corpus(store)
+    with pytest.raises(UsageError):
+        store.get_relevant("cat", top_k=top_k)
+
+
+def test_top_k_zero_returns_nothing(store: Store) -> None:
+    _corpus(store)
+    assert store.get_relevant("cat", top_k=0, fall_back=True) == []
+
+
+# -- order ------------------------------------------------------------------------------
+def test_hits_are_sorted_by_distance_then_session_then_seq(store: Store) -> None:
+    twin = "A red kite circles slowly over the valley."
+    for name in ("b", "c", "a"):  # created out of order: order must not come from creation
+        store.session(name).add_messages(
+            [_user(twin), _user(f"unrelated {name}: invoices are due monthly"), _user(twin)]
+        )
+    hits = _hits(store, "a bird of prey gliding above the hills", top_k=100, distance_threshold=2.0)
+    assert [_key(h) for h in hits] == sorted(_key(h) for h in hits)
+    tied = [(h["session"], h["seq"]) for h in hits if h["content"] == twin]
+    assert tied == [("a", 1), ("a", 3), ("b", 1), ("b", 3), ("c", 1), ("c", 3)]
+    assert len({h["distance"] for h in hits if h["content"] == twin}) == 1  # a true tie
+    assert [(h["session"], h["seq"]) for h in hits[:6]] == tied  # the closest group first
+    top3 = _hits(store, "a bird of prey gliding above the hills", top_k=3, distance_threshold=2.0)
+    assert [(h["session"], h["seq"]) for h in top3] == tied[:3]  # the cut to k comes after
+
+
+def test_a_role_filter_applies_before_the_cut_to_k(store: Store) -> None:
+    work = store.session("work")
+    work.add_messages([_user(f"The ferry to the island leaves at {h} o'clock.") for h in range(8)])
+    work.add_message({"role": "assistant", "content": "Sourdough needs a long cold proof."})
+    hits = _hits(store, "ferry departure times", top_k=1, distance_threshold=2.0, role="assistant")
+    assert [(h["role"], h["seq"]) for h in hits] == [("assistant", 9)]
+
+
+def test_sessions_limits_the_search_and_is_exact(store: Store) -> None:
+    _corpus(store)
+    hits = _hits(store, "cat", sessions=["travel", "travel", "food"], top_k=100,
+                 distance_threshold=2.0)  # fmt: skip
+    assert sorted((h["session"], h["seq"]) for h in hits) == [
+        ("food", 1), ("food", 2), ("travel", 1), ("travel", 2), ("travel", 3)
+    ]  # fmt: skip
+    assert store.get_relevant("cat", sessions=[]) == []
+    for bad in (["nope"], ["Pets"], ["pets", "nope"]):
+        with pytest.raises(SessionNotFound):
+            store.get_relevant("cat", sessions=bad)
+
+
+# -- fall-back --------------------------------------------------------------------------
+def test_fall_back_returns_only_the_asked_sessions_recent_messages(store: Store) -> None:
+    _corpus(store)
+    store.session("other").add_message(_user(FAR))  # close to the query, but not asked about
+    hits = _hits(store, FAR, sessions=["pets"], distance_threshold=CLOSE_ENOUGH, fall_back=True)
+    recent = store.session("pets").get_recent(top_k=5)
+    assert [(h["session"], h["id"], h["distance"]) for h in hits] == [
+        ("pets", m["id"], None) for m in recent if isinstance(m, dict)
+    ]
+    several = _hits(
+        store, FAR, sessions=["food", "travel"], top_k=2, distance_threshold=CLOSE_ENOUGH,
+        fall_back=True,
+    )  # fmt: skip
+    assert {h["session"] for h in several} <= {"food", "travel"} and several
+    assert all(h["distance"] is None for h in several)
+    for name in ("food", "travel"):
+        mine = [h["id"] for h in several if h["session"] == name]
+        recent_ids = [m["id"] for m in store.session(name).get_recent(top_k=2)]
+        assert mine == recent_ids[len(recent_ids) - len(mine) :]
+
+
+def test_fall_back_without_sessions_uses_the_most_recently_active_one(store: Store) -> None:
+    _corpus(store)
+    store.session("pets").add_message(_user("Miso sleeps all day."))  # now the most recent
+    hits = _hits(store, FAR, distance_threshold=CLOSE_ENOUGH, fall_back=True, top_k=2)
+    assert [(h["session"], h["content"], h["distance"]) for h in hits] == [
+        ("pets", "Miso is a lovely name for a cat.", None),
+        ("pets", "Miso sleeps all day.", None),
+    ]
+
+
+def test_fall_back_is_not_used_when_something_is_close_enough(store: Store) -> None:
+    _corpus(store)
+    store.session("other").add_message(_user(FAR))
+    hits = _hits(store, FAR, distance_threshold=CLOSE_ENOUGH, fall_back=True)
+    assert [(h["session"], h["content"]) for h in hits] == [("other", FAR)]
+    assert hits[0]["distance"] is not None
+
+
+def test_without_fall_back_nothing_close_is_nothing(store: Store) -> None:
+    _corpus(store)
+    assert store.get_relevant(FAR, distance_threshold=CLOSE_ENOUGH) == []
+    assert store.get_relevant(FAR, sessions=["pets"], distance_threshold=CLOSE_ENOUGH) == []
+
+
+def test_fall_back_of_an_empty_session_is_empty(store: Store) -> None:
+    _corpus(store)
+    store.session("empty").update(system="nothing said yet")
+    assert store.get_relevant(FAR, sessions=["empty"], fall_back=True) == []
+
+
+def test_a_search_of_an_empty_store(store: Store) -> None:
+    assert store.get_relevant("anything", fall_back=True) == []
+
+
+# -- the index follows the transcript --------------------------------------------------
+def test_dropped_cleared_and_new_messages_are_reflected_at_once(store: Store) -> None:
+    work = store.session("work")
+    written = work.add_messages(
+        [_user("The ferry leaves at noon."), _user("The cat is called Miso."),
+         _user("Sourdough needs a long proof.")]
+    )  # fmt: skip
+    assert {h["seq"] for h in _hits(store, "ferry", top_k=10, distance_threshold=2.0)} == {1, 2, 3}
+    work.drop(written[0].id)
+    hits = _hits(store, "The ferry leaves at noon.", top_k=10, distance_threshold=2.0)
+    assert sorted((h["seq"], h["id"]) for h in hits) == [(m.seq, m.id) for m in written[1:]]
+    work.drop()
+    new = work.add_message(_user("The ferry is late today."))
+    hits = _hits(store, "ferry", top_k=10, distance_threshold=2.0)
+    assert [(h["seq"], h["content"]) for h in hits] == [(4, new.content), (2, written[1].content)]
+    work.clear()
+    assert store.get_relevant("ferry", top_k=10, distance_threshold=2.0) == []
+    assert store.get_relevant("ferry", sessions=["work"], fall_back=True) == []
