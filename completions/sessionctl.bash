@@ -9,14 +9,14 @@ _sessionctl_spec() {
     # Set subs, opts, valued, vdynamic and args for the command path $1.
     case "$1" in
         "")
-            subs="chat recent add store drop relevant reindex list show export import fork rename meta clear delete restore prune config stats compact models"
+            subs="chat recent add store drop relevant reindex list show export import fork rename meta clear delete restore prune config scrub stats compact models"
             opts="--home --version --install-completion --show-completion -h --help"
             valued="--home"
             vdynamic=""
             args=none ;;
         "chat")
             subs=""
-            opts="-s --session -c --continue -m --model --system --temperature --max-tokens --api-base --no-stream --json --context-recent --context-relevant --no-context --context-window --force --via --auto-compact --show-context -h --help"
+            opts="-s --session -c --continue -m --model --system --temperature --max-tokens --api-base --no-stream --json --context-recent --context-relevant --no-context --context-window --force --via --auto-compact --show-context --no-redact -h --help"
             valued="-s --session -m --model --system --temperature --max-tokens --api-base --context-recent --context-relevant --context-window --via"
             vdynamic="-s --session --via"
             args=none ;;
@@ -28,13 +28,13 @@ _sessionctl_spec() {
             args=dynamic ;;
         "add")
             subs=""
-            opts="-r --role -s --session --model --name --tool-call-id --metadata -h --help"
+            opts="-r --role -s --session --model --name --tool-call-id --metadata --no-redact -h --help"
             valued="-r --role -s --session --model --name --tool-call-id --metadata"
             vdynamic="-r --role -s --session"
             args=dynamic ;;
         "store")
             subs=""
-            opts="-s --session --model -h --help"
+            opts="-s --session --model --no-redact -h --help"
             valued="-s --session --model"
             vdynamic="-s --session"
             args=dynamic ;;
@@ -76,7 +76,7 @@ _sessionctl_spec() {
             args=dynamic ;;
         "import")
             subs=""
-            opts="--as --max-line-bytes --max-bytes -h --help"
+            opts="--as --max-line-bytes --max-bytes --no-redact -h --help"
             valued="--as --max-line-bytes --max-bytes"
             vdynamic=""
             args=files ;;
@@ -158,6 +158,12 @@ _sessionctl_spec() {
             valued=""
             vdynamic=""
             args=dynamic ;;
+        "scrub")
+            subs=""
+            opts="--pattern --literal --secrets -s --session --all --dry-run --json -h --help"
+            valued="--pattern --literal -s --session"
+            vdynamic="-s --session"
+            args=none ;;
         "stats")
             subs=""
             opts="-s --session --since --by --json -h --help"

@@ -32,6 +32,7 @@ ENV_VARS: dict[str, str] = {
     "timeout": "SESSIONCTL_TIMEOUT",
     "via": "SESSIONCTL_VIA",
     "color": "SESSIONCTL_COLOR",
+    "redact": "SESSIONCTL_REDACT",
 }
 CONFIG_ENV = "SESSIONCTL_CONFIG"
 DEBUG_ENV = "SESSIONCTL_DEBUG"
@@ -51,6 +52,9 @@ class Settings(NamedTuple):
     timeout: float = 120.0
     via: str = "auto"  # auto, litellm or direct: the provider route
     color: str = "auto"
+    redact: bool = True
+    redact_patterns: tuple[str, ...] = ()
+    redact_allow: tuple[str, ...] = ()
     debug: bool = False
     no_color: bool = False
     config_path: Path | None = None
@@ -101,6 +105,34 @@ def _color(key: str, value: Any) -> str:
     return str(value)
 
 
+def _bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower() if isinstance(value, str) else None
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise UsageError(f"setting {key!r} must be true or false, got {value!r}")
+
+
+def _patterns(key: str, value: Any) -> tuple[str, ...]:
+    """A list of regular expressions (one string is a list of one), each compiled to check it."""
+    import re
+
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(v, str) and v for v in items):
+        raise UsageError(f"setting {key!r} must be a list of regular expressions, got {value!r}")
+    for item in items:
+        try:
+            re.compile(item)
+        except re.error as exc:
+            raise UsageError(
+                f"setting {key!r}: invalid regular expression {item!r}: {exc}"
+            ) from None
+    return tuple(items)
+
+
 def _via(key: str, value: Any) -> str:
     if value not in VIA_CHOICES:
         raise UsageError(f"setting {key!r} must be one of {', '.join(VIA_CHOICES)}")
@@ -119,6 +151,9 @@ CONFIG_KEYS: dict[str, Callable[[str, Any], Any]] = {
     "timeout": _positive_float,
     "via": _via,
     "color": _color,
+    "redact": _bool,
+    "redact_patterns": _patterns,
+    "redact_allow": _patterns,
 }
 
 

@@ -97,7 +97,7 @@ def unset_setting(path: Path, key: str) -> bool:
 
 
 def toml_value(value: Any) -> str:
-    """Return ``value`` (str, int, float or bool) as a TOML literal."""
+    """Return ``value`` (str, int, float, bool or a list of them) as a TOML literal."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -106,6 +106,8 @@ def toml_value(value: Any) -> str:
         if not math.isfinite(value):
             raise UsageError(f"cannot write {value!r} to config.toml")
         return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, str):
         escaped = []
         for ch in value:

@@ -329,6 +329,10 @@ def crash_op(op: str, home: str) -> None:
     elif op == "import":
         data = main.to_dict()
         store.from_dict(data, name="imp")
+    elif op == "scrub":
+        from sessionctl.service.scrub import check, scrub
+
+        check(scrub(store, [MAIN], pattern=r"old-\d+"))
     else:
         raise SystemExit(f"unknown op {op}")
 
@@ -655,7 +659,7 @@ def _assert_index_consistent(store: Any, name: str, where: str) -> None:
 
 CRASH_OPS = (
     "add", "add-cli", "store", "repair", "drop-id", "drop-last", "clear", "meta", "fork",
-    "catch-up", "reindex", "rename", "delete", "purge", "restore", "import",
+    "catch-up", "reindex", "rename", "delete", "purge", "restore", "import", "scrub",
 )  # fmt: skip
 TORN = b'{"type":"message","id":"01TORN","seq":99,"role":"user","content":"torn-1 half'
 NAMES = (MAIN, *REN, DEL, "gone", "fk", "imp")

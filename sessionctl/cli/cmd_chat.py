@@ -5,7 +5,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sessionctl.cli.options import Via, complete_session
+from sessionctl.cli.options import NoRedactOpt, Via, complete_session
 from sessionctl.cli.registry import commands
 from sessionctl.cli.state import State, read_stdin_text
 from sessionctl.errors import SessionNotFound, UsageError
@@ -103,6 +103,7 @@ def chat(
     show_context: Annotated[
         bool, typer.Option("--show-context", help="Print what would be sent, send nothing.")
     ] = False,
+    no_redact: NoRedactOpt = False,
 ) -> None:
     """Chat with a model; one answer when PROMPT is given or stdin is piped, else a REPL.
 
@@ -117,6 +118,7 @@ def chat(
     from sessionctl.service.chat import ChatOptions
 
     state: State = ctx.obj
+    state.no_redact(no_redact)
     # SESSIONCTL_SESSION / SESSIONCTL_MODEL / SESSIONCTL_SYSTEM are defaults: -c
     # beats the first, and a session's remembered model and system prompt beat
     # the others (settings still fall back to them for new sessions).

@@ -10,6 +10,7 @@ from sessionctl.cli.completers import complete_message_id, complete_session_or_i
 from sessionctl.cli.options import (
     ExplicitSessionOpt,
     JsonOpt,
+    NoRedactOpt,
     NullOpt,
     Role,
     RoleFilterOpt,
@@ -146,6 +147,7 @@ def add(
     name: Annotated[str | None, typer.Option("--name", help="Author/tool name.")] = None,
     tool_call_id: Annotated[str | None, typer.Option(help="For role tool.")] = None,
     metadata: Annotated[str | None, typer.Option(help="JSON object stored with it.")] = None,
+    no_redact: NoRedactOpt = False,
 ) -> None:
     """Append one message without calling a model; print its id.
 
@@ -157,6 +159,7 @@ def add(
         git log -1 --format=%B | sessionctl add -s notes --role user
     """
     state: State = ctx.obj
+    state.no_redact(no_redact)
     if text is None and name_ is not None:  # `add -s notes TEXT`: one argument is the text
         name_, text = None, name_
     session_name = pick_session(ctx, name_, session, rest="[TEXT]")
@@ -187,6 +190,7 @@ def store_pair(
     ] = None,
     session: SessionOpt = None,
     model: Annotated[str | None, typer.Option(help="Model that answered.")] = None,
+    no_redact: NoRedactOpt = False,
 ) -> None:
     """Append a prompt and its response (user, then assistant); print both ids.
 
@@ -198,6 +202,7 @@ def store_pair(
         sessionctl store work "What is 2+2?" "4"
     """
     state: State = ctx.obj
+    state.no_redact(no_redact)
     if response is None:  # two arguments: PROMPT RESPONSE
         name, prompt, response = None, name, prompt
     if prompt is None or response is None:

@@ -13,6 +13,7 @@ from sessionctl.cli.options import (
     ExplicitSessionOpt,
     ExportFormat,
     JsonOpt,
+    NoRedactOpt,
     NullOpt,
     SessionArg,
     SessionOpt,
@@ -149,6 +150,7 @@ def import_(
             help="Refuse input longer than this in all: bytes, or K, M, G.",
         ),
     ] = "1G",
+    no_redact: NoRedactOpt = False,
 ) -> None:
     """Create a session from an exported file (or stdin); print its name.
 
@@ -163,6 +165,7 @@ def import_(
     from sessionctl.service.transfer import import_session
 
     state: State = ctx.obj
+    state.no_redact(no_redact)
     limits = {
         "max_line_bytes": parse_size(max_line_bytes, "--max-line-bytes"),
         "max_bytes": parse_size(max_bytes, "--max-bytes"),

@@ -52,6 +52,9 @@ ENVIRONMENT: dict[str, str] = {
     "litellm or direct: force the provider route.",
     ENV_VARS["color"]: "auto (colour on a terminal, unless NO_COLOR is set), always (colour "
     "and terminal rendering even on a pipe, for less -R; beats NO_COLOR) or never.",
+    ENV_VARS["redact"]: "0 (or false) writes secrets as they are; default 1: keys, tokens, "
+    "private keys and password assignments become [REDACTED:kind] before they are written "
+    "(see docs/security.md). --no-redact does the same for one command.",
     CONFIG_ENV: "Path of the configuration file (instead of the platform's); a relative "
     "path is made absolute against the directory sessionctl starts in.",
     "SESSIONCTL_SESSION": "The session when none is named, for the commands that read a "

@@ -77,6 +77,14 @@ NullOpt = Annotated[
         "span lines stay apart (for xargs -0).",
     ),
 ]
+NoRedactOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-redact",
+        help="Write secrets (keys, tokens, passwords) as they are, for this command only "
+        "(default: replaced by [REDACTED:kind]; see docs/security.md).",
+    ),
+]
 
 
 class Role(str, enum.Enum):

@@ -49,6 +49,7 @@ COMMAND_MODULES: dict[str, str] = {
     "restore": "sessionctl.cli.cmd_sessions",
     "prune": "sessionctl.cli.cmd_sessions",
     "config": "sessionctl.cli.cmd_config",
+    "scrub": "sessionctl.cli.cmd_scrub",
     "stats": "sessionctl.cli.cmd_stats",
     "compact": "sessionctl.cli.cmd_compact",
     "models": "sessionctl.cli.cmd_models",

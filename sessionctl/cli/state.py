@@ -23,11 +23,23 @@ class State:
         self.out = out or Output()
         self._settings: Settings | None = None
         self._store: Store | None = None
+        self._no_redact = False
+
+    def no_redact(self, off: bool) -> None:
+        """``--no-redact`` of a writing command: turn redaction off (before the store is made)."""
+        if off:
+            self._no_redact = True
+            if self._settings is not None:
+                self._settings = self._settings._replace(redact=False)
+            if self._store is not None:
+                self._store.settings = self._store.settings._replace(redact=False)
 
     def settings(self) -> Settings:
         """Return the settings (flag > env > config file > default), resolved once."""
         if self._settings is None:
             self._settings = load_settings(home=self.home)
+            if self._no_redact:
+                self._settings = self._settings._replace(redact=False)
             self.out.color = self._settings.color
             self.out.no_color = self._settings.no_color
         return self._settings

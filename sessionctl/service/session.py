@@ -9,6 +9,7 @@ from sessionctl.backend.files.transcript import Header, encode
 from sessionctl.errors import SessionNotFound, UsageError
 from sessionctl.ids import new_ulid
 from sessionctl.models import OPTIONAL_FIELDS, Message, SessionInfo, normalize_role
+from sessionctl.redact import redact_message
 from sessionctl.service.checks import check_top_k, roles_filter
 from sessionctl.timeutil import now_iso
 
@@ -124,8 +125,13 @@ class Session:
         for item in items:  # validate everything (encodable too) before writing anything
             encode(build_message(item, 1).to_record())
 
+        redact = self._store.redactor()
+
         def make(next_seq: int) -> list[Message]:
-            return [build_message(item, next_seq + i) for i, item in enumerate(items)]
+            built = [build_message(item, next_seq + i) for i, item in enumerate(items)]
+            if redact is None:
+                return built
+            return [redact_message(redact, m) for m in built]
 
         return list(
             self._backend.append(self.name, make, create=self._store._new_header(self.name))
@@ -197,6 +203,9 @@ class Session:
         unset = [unset] if isinstance(unset, str) else list(unset)  # one key, not its letters
         if not all(isinstance(key, str) for key in unset):
             raise UsageError("unset takes metadata keys (text)")
+        redact = self._store.redactor()
+        if system and redact is not None:
+            system = redact.text(system).text  # a system prompt is written too
         if not self.exists:
             self._store._create_empty(self.name)
 

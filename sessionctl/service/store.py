@@ -18,6 +18,7 @@ from sessionctl.errors import MessageNotFound, SessionNotFound, StoreError, Usag
 from sessionctl.ids import new_ulid
 from sessionctl.models import Page, SessionInfo
 from sessionctl.names import check_name
+from sessionctl.redact import Redactor, redactor
 from sessionctl.service.session import Session
 from sessionctl.timeutil import now_iso, parse_duration
 
@@ -57,6 +58,12 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({str(self.home)!r})"
+
+    def redactor(self) -> Redactor | None:
+        """The secret redaction applied to every write, or None when ``redact`` is off."""
+        if not self.settings.redact:
+            return None
+        return redactor(self.settings.redact_patterns, self.settings.redact_allow)
 
     # -- sessions ------------------------------------------------------------
     def session(self, name: str) -> Session:

@@ -17,6 +17,7 @@ from sessionctl.errors import UsageError
 from sessionctl.ids import new_ulid
 from sessionctl.models import FORMAT_NAME, FORMAT_VERSION
 from sessionctl.names import check_name, is_valid_name
+from sessionctl.redact import redact_message
 from sessionctl.service.importing import (
     MAX_BYTES,
     MAX_LINE_BYTES,
@@ -177,13 +178,19 @@ def _create(
 ) -> Session:
     session = store.session(name)
     messages = build_messages(records, source)
+    redact = store.redactor()
+    system = fields.get("system")
+    if redact is not None:
+        messages = [redact_message(redact, m) for m in messages]
+        if isinstance(system, str):
+            system = redact.text(system).text
     now = now_iso()
     header = Header(
         uid=new_ulid(),
         created_at=fields.get("created_at") or now,
         updated_at=now,
         model=fields.get("model"),
-        system=fields.get("system"),
+        system=system,
         metadata=dict(fields.get("metadata") or {}),
         parent=fields.get("parent"),
         parent_message=fields.get("parent_message"),

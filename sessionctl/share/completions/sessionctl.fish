@@ -7,7 +7,7 @@
 function __sessionctl_spec --description 'sessionctl subcommands or valued options'
     switch "$argv[1] $argv[2..-1]"
         case 'subs '
-            printf '%s\n' chat recent add store drop relevant reindex list show export import fork rename meta clear delete restore prune config stats compact models
+            printf '%s\n' chat recent add store drop relevant reindex list show export import fork rename meta clear delete restore prune config scrub stats compact models
         case 'valued '
             printf '%s\n' --home
         case 'valued chat'
@@ -48,6 +48,8 @@ function __sessionctl_spec --description 'sessionctl subcommands or valued optio
             printf '%s\n' --older-than
         case 'subs config'
             printf '%s\n' path show get set unset
+        case 'valued scrub'
+            printf '%s\n' --pattern --literal -s --session
         case 'valued stats'
             printf '%s\n' -s --session --since --by
         case 'valued compact'
@@ -105,6 +107,7 @@ complete -c sessionctl -n '__sessionctl_at' -f -a delete -d 'Move a session to t
 complete -c sessionctl -n '__sessionctl_at' -f -a restore -d 'Bring a deleted session back from the trash.'
 complete -c sessionctl -n '__sessionctl_at' -f -a prune -d 'Remove sessions with no activity for a while (cron-safe, never prompts).'
 complete -c sessionctl -n '__sessionctl_at' -f -a config -d 'Show where settings come from, and edit config.toml.'
+complete -c sessionctl -n '__sessionctl_at' -f -a scrub -d 'Remove a literal, a pattern or every known secret from stored sessions.'
 complete -c sessionctl -n '__sessionctl_at' -f -a stats -d 'Sum the answers\' tokens, latency and cost (USD, where litellm\'s table knows the model).'
 complete -c sessionctl -n '__sessionctl_at' -f -a compact -d 'Ask the model for a summary of older turns and append it as one record.'
 complete -c sessionctl -n '__sessionctl_at' -f -a models -d 'List the default and configured models, and the providers and models litellm knows.'
@@ -131,6 +134,7 @@ complete -c sessionctl -n '__sessionctl_at chat' -l force -d 'Send a prompt even
 complete -c sessionctl -n '__sessionctl_at chat' -l via -r -f -a '(__sessionctl_dynamic)' -d 'Provider route: auto (direct HTTP when it serves the model), litellm or direct.'
 complete -c sessionctl -n '__sessionctl_at chat' -l auto-compact -d 'After an answer, compact when the history passes 3/4 of the window.'
 complete -c sessionctl -n '__sessionctl_at chat' -l show-context -d 'Print what would be sent, send nothing.'
+complete -c sessionctl -n '__sessionctl_at chat' -l no-redact -d 'Write secrets (keys, tokens, passwords) as they are, for this command only (default: replaced by [REDACTED:kind]; see docs/security.md).'
 complete -c sessionctl -n '__sessionctl_at chat' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at chat' -f
 # sessionctl recent
@@ -150,11 +154,13 @@ complete -c sessionctl -n '__sessionctl_at add' -l model -r -f -d 'Model that wr
 complete -c sessionctl -n '__sessionctl_at add' -l name -r -f -d 'Author/tool name.'
 complete -c sessionctl -n '__sessionctl_at add' -l tool-call-id -r -f -d 'For role tool.'
 complete -c sessionctl -n '__sessionctl_at add' -l metadata -r -f -d 'JSON object stored with it.'
+complete -c sessionctl -n '__sessionctl_at add' -l no-redact -d 'Write secrets (keys, tokens, passwords) as they are, for this command only (default: replaced by [REDACTED:kind]; see docs/security.md).'
 complete -c sessionctl -n '__sessionctl_at add' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at add' -f -a '(__sessionctl_dynamic)'
 # sessionctl store
 complete -c sessionctl -n '__sessionctl_at store' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (instead of SESSION).'
 complete -c sessionctl -n '__sessionctl_at store' -l model -r -f -d 'Model that answered.'
+complete -c sessionctl -n '__sessionctl_at store' -l no-redact -d 'Write secrets (keys, tokens, passwords) as they are, for this command only (default: replaced by [REDACTED:kind]; see docs/security.md).'
 complete -c sessionctl -n '__sessionctl_at store' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at store' -f -a '(__sessionctl_dynamic)'
 # sessionctl drop
@@ -201,6 +207,7 @@ complete -c sessionctl -n '__sessionctl_at export' -f -a '(__sessionctl_dynamic)
 complete -c sessionctl -n '__sessionctl_at import' -l as -r -f -d 'Name of the new session.'
 complete -c sessionctl -n '__sessionctl_at import' -l max-line-bytes -r -f -d 'Refuse a JSON line (one message) longer than this: bytes, or K, M, G.'
 complete -c sessionctl -n '__sessionctl_at import' -l max-bytes -r -f -d 'Refuse input longer than this in all: bytes, or K, M, G.'
+complete -c sessionctl -n '__sessionctl_at import' -l no-redact -d 'Write secrets (keys, tokens, passwords) as they are, for this command only (default: replaced by [REDACTED:kind]; see docs/security.md).'
 complete -c sessionctl -n '__sessionctl_at import' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at import' -F
 # sessionctl fork
@@ -262,6 +269,16 @@ complete -c sessionctl -n '__sessionctl_at config set' -f -a '(__sessionctl_dyna
 # sessionctl config unset
 complete -c sessionctl -n '__sessionctl_at config unset' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at config unset' -f -a '(__sessionctl_dynamic)'
+# sessionctl scrub
+complete -c sessionctl -n '__sessionctl_at scrub' -l pattern -r -f -d 'Remove matches of this regular expression.'
+complete -c sessionctl -n '__sessionctl_at scrub' -l literal -r -f -d 'Remove this exact text.'
+complete -c sessionctl -n '__sessionctl_at scrub' -l secrets -d 'Remove every secret shape that redaction knows (and config adds).'
+complete -c sessionctl -n '__sessionctl_at scrub' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session to scrub (repeatable).'
+complete -c sessionctl -n '__sessionctl_at scrub' -l all -d 'Scrub every live session.'
+complete -c sessionctl -n '__sessionctl_at scrub' -l dry-run -d 'Count the matches, change nothing.'
+complete -c sessionctl -n '__sessionctl_at scrub' -l json -d 'Print JSON.'
+complete -c sessionctl -n '__sessionctl_at scrub' -s h -l help -d 'Show this message and exit.'
+complete -c sessionctl -n '__sessionctl_at scrub' -f
 # sessionctl stats
 complete -c sessionctl -n '__sessionctl_at stats' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (instead of SESSION).'
 complete -c sessionctl -n '__sessionctl_at stats' -l since -r -f -d 'Only answers since: 30d, 12h, 2w, or a date (2026-11-01).'

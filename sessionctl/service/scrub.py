@@ -1,0 +1,252 @@
+"""``scrub``: remove a literal, a pattern or every known secret shape from stored
+sessions, rebuild their index from the scrubbed text, then prove none remains.
+
+Each session is one atomic rewrite under its lock (the path ``drop ID`` and
+``clear`` take), so a kill leaves every session either scrubbed or untouched.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from sessionctl.errors import StoreError, UsageError
+from sessionctl.models import Message
+from sessionctl.redact import COUNT_KEY, MARK, merge_counts, redactor
+
+if TYPE_CHECKING:
+    from sessionctl.backend.files.transcript import Header
+    from sessionctl.service.store import Store
+
+SCRUB_KIND = "scrubbed"
+
+
+class SessionScrub(NamedTuple):
+    """One session's figures: matches removed (or found, in a dry run) and left after."""
+
+    session: str
+    messages: int  # messages changed
+    matches: int  # matches removed from messages, the system prompt and set-aside lines
+    remaining: int  # matches a fresh read (and a grep of the session's files) still finds
+
+
+class ScrubReport(NamedTuple):
+    sessions: list[SessionScrub]
+    dry_run: bool
+
+    @property
+    def verified(self) -> bool:
+        """True when no scrubbed session holds a match any more."""
+        return self.dry_run or all(s.remaining == 0 for s in self.sessions)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "verified": self.verified,
+            "sessions": [s._asdict() for s in self.sessions],
+            "matches": sum(s.matches for s in self.sessions),
+        }
+
+
+class Matcher(NamedTuple):
+    """Replace matches in a text: returns the new text and how many were replaced."""
+
+    fix: Callable[[str], tuple[str, int]]
+    kind: Callable[[str], dict[str, int]]
+
+
+def matcher(*, pattern: str | None, literal: str | None, secrets: bool, store: Store) -> Matcher:
+    """Build the one matcher chosen (exactly one of pattern, literal, secrets)."""
+    chosen = [
+        n
+        for n, on in (
+            ("--pattern", pattern is not None),
+            ("--literal", literal is not None),
+            ("--secrets", secrets),
+        )
+        if on
+    ]
+    if len(chosen) != 1:
+        raise UsageError(
+            "choose exactly one of --pattern RE, --literal TEXT, --secrets"
+            + (f" (got {', '.join(chosen)})" if chosen else "")
+        )
+    if secrets:
+        settings = store.settings
+        found = redactor(settings.redact_patterns, settings.redact_allow)
+
+        def fix_secrets(text: str) -> tuple[str, int]:
+            result = found.text(text)
+            return result.text, sum(result.counts.values())
+
+        return Matcher(fix_secrets, lambda text: found.text(text).counts)
+    if literal is not None:
+        if not literal:
+            raise UsageError("--literal needs a non-empty text")
+        regex = re.compile(re.escape(literal))
+    else:
+        assert pattern is not None
+        try:
+            regex = re.compile(pattern)
+        except re.error as exc:
+            raise UsageError(f"invalid --pattern {pattern!r}: {exc}") from None
+        if regex.search(""):
+            raise UsageError(f"--pattern {pattern!r} matches the empty text: make it specific")
+    mark = MARK.format(kind=SCRUB_KIND)
+    replacement = "" if regex.search(mark) else mark  # the mark must not match again
+
+    def fix(text: str) -> tuple[str, int]:
+        return regex.subn(lambda _m: replacement, text)
+
+    def kinds(text: str) -> dict[str, int]:
+        n = len(regex.findall(text))
+        return {SCRUB_KIND: n} if n else {}
+
+    return Matcher(fix, kinds)
+
+
+def _value(m: Matcher, value: Any, counts: dict[str, int]) -> Any:
+    if isinstance(value, str):
+        found = m.kind(value)
+        if not found:
+            return value
+        for kind, n in found.items():
+            counts[kind] = counts.get(kind, 0) + n
+        return m.fix(value)[0]
+    if isinstance(value, dict):
+        return {k: (v if k == COUNT_KEY else _value(m, v, counts)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_value(m, v, counts) for v in value]
+    return value
+
+
+def scrub_message(m: Matcher, message: Message) -> tuple[Message, int]:
+    """Return ``message`` with every match replaced (counted in its metadata) and how many."""
+    counts: dict[str, int] = {}
+    content = _value(m, message.content, counts)
+    tool_calls = _value(m, message.tool_calls, counts)
+    metadata = _value(m, message.metadata, counts)
+    if not counts:
+        return message, 0
+    changed = message._replace(
+        content=content, tool_calls=tool_calls, metadata=merge_counts(metadata, counts)
+    )
+    return changed, sum(counts.values())
+
+
+def _count(m: Matcher, text: str) -> int:
+    return sum(m.kind(text).values())
+
+
+def _remaining(store: Store, m: Matcher, name: str) -> int:
+    from sessionctl.backend.files.scrubbing import grep_session_files
+
+    scanned = store.backend.scan(name)
+    left = sum(_count(m, text) for text in _texts(scanned.header, scanned.messages))
+    return left + grep_session_files(store.backend, name, lambda text: _count(m, text))
+
+
+def _texts(header: Header, messages: Sequence[Message]) -> list[str]:
+    import json
+
+    out = [header.system or "", json.dumps(header.metadata, ensure_ascii=False)]
+    for msg in messages:
+        out.append(msg.content)
+        for extra in (msg.tool_calls, msg.metadata):
+            if extra is not None:
+                out.append(json.dumps(extra, ensure_ascii=False))
+    return out
+
+
+def scrub(
+    store: Store,
+    names: Sequence[str] | None,
+    *,
+    pattern: str | None = None,
+    literal: str | None = None,
+    secrets: bool = False,
+    dry_run: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> ScrubReport:
+    """Scrub ``names`` (None: every live session); return per-session figures.
+
+    Sessions without a match are not rewritten. Those that had one are reindexed
+    from their scrubbed transcripts and then verified by a fresh read.
+    """
+    from sessionctl.backend.files.scrubbing import scrub_rejects
+
+    m = matcher(pattern=pattern, literal=literal, secrets=secrets, store=store)
+    if names is None:
+        targets = sorted(n for n, _ in store.backend.names())
+    else:
+        targets = list(dict.fromkeys(names))
+        for name in targets:
+            store.existing(name)
+    results: list[SessionScrub] = []
+    touched: list[str] = []
+    for name in targets:
+        if progress is not None:
+            progress(name)
+        changed = 0
+        found = 0
+
+        def transform(header: Header, messages: list[Message]) -> tuple[Header, list[Message]]:
+            nonlocal changed, found
+            out = []
+            for msg in messages:
+                fixed, n = scrub_message(m, msg)
+                if n:
+                    changed += 1
+                    found += n
+                out.append(fixed)
+            if header.system:
+                system, n = m.fix(header.system)
+                found += n
+                header.system = system
+            metadata_counts: dict[str, int] = {}
+            header.metadata = _value(m, header.metadata, metadata_counts)
+            found += sum(metadata_counts.values())
+            if not found or dry_run:
+                raise _Unchanged
+            return header, out
+
+        scanned = store.backend.scan(name)
+        if dry_run:
+            try:
+                transform(scanned.header, scanned.messages)
+            except _Unchanged:
+                pass
+        elif any(_count(m, text) for text in _texts(scanned.header, scanned.messages)):
+            try:  # again under the lock: the figures are those of what is rewritten
+                store.backend.rewrite(name, transform)
+            except _Unchanged:
+                pass
+        found += scrub_rejects(store.backend, name, m.fix, dry_run=dry_run)
+        if found and not dry_run:
+            touched.append(name)
+        results.append(SessionScrub(name, changed, found, 0))
+    if dry_run:
+        return ScrubReport(results, dry_run)
+    if touched:
+        store.reindex(touched)
+    verified = []
+    for result in results:
+        if result.session in touched or names is not None:
+            result = result._replace(remaining=_remaining(store, m, result.session))
+        verified.append(result)
+    return ScrubReport(verified, dry_run)
+
+
+class _Unchanged(Exception):
+    """Raised inside a rewrite's transform to leave the transcript as it is."""
+
+
+def check(report: ScrubReport) -> None:
+    """Raise StoreError when the verification found matches left."""
+    left = [s for s in report.sessions if s.remaining]
+    if left:
+        raise StoreError(
+            "scrub could not remove every match: "
+            + ", ".join(f"{s.session} ({s.remaining} left)" for s in left)
+        )
