@@ -90,6 +90,9 @@ def main() -> None:
             "sessionctl add (100k session)": [*cli, "add", "-s", "big", "--role", "user", "hi"],
             "sessionctl drop (100k session)": [*cli, "drop", "-s", "big"],
             "sessionctl --version": [*cli, "--version"],
+            "bare Typer app --help": [*bare_app(home)[:2], "--help"],
+            "sessionctl --help": [*cli, "--help"],
+            "sessionctl --help, rendered by typer (TERMINAL_WIDTH set)": [*cli, "--help"],
             "sessionctl list --limit 20, config found by platformdirs": [
                 *cli,
                 "list",
@@ -101,7 +104,9 @@ def main() -> None:
         # who does not has platformdirs imported to find it: the last row.
         default_config = {k: v for k, v in env.items() if k != "SESSIONCTL_CONFIG"}
         default_config["XDG_CONFIG_HOME"] = str(home / "xdg-config")  # empty: no config
-        envs = [None] * (len(commands) - 1) + [default_config]
+        typer_help = {**env, "TERMINAL_WIDTH": "80"}  # the pre-rendered help steps aside
+        envs: list[dict[str, str] | None] = [None] * (len(commands) - 2)
+        envs += [typer_help, default_config]
         # Round-robin, so drift hits the baseline and every command alike.
         medians = interleaved_medians(list(commands.values()), runs=args.runs, env=env, envs=envs)
         base = medians[0]
