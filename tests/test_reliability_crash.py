@@ -625,10 +625,14 @@ def _check_cycle(home: Path, cli: Any, model: Model, log: list[dict[str, Any]], 
 
 def _assert_store_index_consistent(store: Any, where: str) -> None:
     from sessionctl.backend.files.vectors.journal import load
+    from sessionctl.service.memory import embedder_for
 
     warned: list[str] = []
     store.backend.warn = warned.append
-    store.backend.vectors.catch_up(None, HashEmbedder())
+    # The writers and the per-session checks embed with the default model; a
+    # store-wide index built (from their per-session indexes) with another one
+    # would rightly be rebuilt, with a warning.
+    store.backend.vectors.catch_up(None, embedder_for(store))
     loaded = load(store.home / "index")
     dead = loaded.dead_mask()
     by_key = {s.key: s.name for s in loaded.sessions.values()}
