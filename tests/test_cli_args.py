@@ -414,3 +414,14 @@ def test_every_help_example_is_indented_the_same(cli: Cli) -> None:
         indent = len(example) - len(example.lstrip())
         heading = len(lines[head]) - len(lines[head].lstrip())
         assert indent - heading == 4, (command.name, lines[head], example)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["add", "-s", "x", "hi"], ["export", "x", "--format", "yaml"], ["recent", "--bogus"]],
+)
+def test_usage_errors_are_one_line(cli: Cli, args: list[str]) -> None:
+    result = cli(*args)
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and "\t" not in result.stderr, result.stderr
+    assert result.stderr.startswith("sessionctl: error: ")

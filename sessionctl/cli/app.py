@@ -96,7 +96,8 @@ def run(argv: list[str] | None = None, out: Output | None = None) -> int:
         if ctx is not None and isinstance(exc, _click.exceptions.UsageError):
             hint = f" (see `{ctx.command_path} --help`)"
             message = rewrite_unknown(exc) or message
-        out.error(message + hint)
+        # One line: click lays some messages out over several (`Choose from:\n\t…`).
+        out.error(" ".join(message.split()) + hint)
         return int(exc.exit_code)
     except (KeyboardInterrupt, _click.exceptions.Abort):
         out.info("interrupted")
