@@ -117,7 +117,72 @@ def commands(base_url: str, port: int, tmp: Path) -> list[tuple[str, list[str]]]
                 "hi",
             ],
         ),
+        (
+            "chat one-shot, 1,000-message session (fits: no model)",
+            [
+                *SESSIONCTL,
+                "chat",
+                "-s",
+                "long",
+                "-m",
+                "test-model",
+                "--api-base",
+                base_url,
+                "--context-window",
+                "1000000",
+                "hi",
+            ],
+        ),
+        (
+            "chat one-shot, 1,000-message session (8k window)",
+            [
+                *SESSIONCTL,
+                "chat",
+                "-s",
+                "long",
+                "-m",
+                "test-model",
+                "--api-base",
+                base_url,
+                "--context-window",
+                "8192",
+                "hi",
+            ],
+        ),
+        (
+            "chat one-shot, empty session (8k window)",
+            [
+                *SESSIONCTL,
+                "chat",
+                "-s",
+                "short",
+                "-m",
+                "test-model",
+                "--api-base",
+                base_url,
+                "--context-window",
+                "8192",
+                "hi",
+            ],
+        ),
     ]
+
+
+def build_long(home: Path, count: int = 1000) -> None:
+    """A 1,000-message session of 20-word chat turns (~27k tokens: more than 8k)."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from common import WORDS  # bench/common.py
+
+    from sessionctl import Store
+
+    words = WORDS * 3
+    Store(home).session("long").add_messages(
+        [
+            {"role": "user" if i % 2 == 0 else "assistant",
+             "content": f"turn {i}: " + " ".join(words[i % 7 : i % 7 + 20])}
+            for i in range(count)
+        ]
+    )  # fmt: skip
 
 
 def repl_commands(base_url: str) -> list[tuple[str, list[str]]]:
@@ -225,6 +290,7 @@ def main() -> None:
         env["NO_COLOR"] = "1"
         env.pop("OPENAI_API_KEY", None)
 
+        build_long(tmp / "home")
         print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {args.runs} runs each")
         print(f"{'command':38} {'median':>9} {'min':>9} {'ratio':>7}")
         baseline: float | None = None

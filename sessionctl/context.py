@@ -147,10 +147,12 @@ def assemble(
     def measure(counter: TokenCounter, msgs: Iterable[Mapping[str, Any]]) -> int:
         return sum(counter([m]) for m in msgs)
 
-    rough = measure(estimate, [*head, *tail, *wire.values()])
+    estimated = {key: estimate([m]) for key, m in wire.items()}
+    rough = measure(estimate, [*head, *tail]) + sum(estimated.values())
     use_exact = count is not None and rough > budget * EXACT_ABOVE
     counter: TokenCounter = count if use_exact and count is not None else estimate
-    cache: dict[int, int] = {}
+    # Estimated once: the rough pass's figures are the costs unless counted exactly.
+    cache: dict[int, int] = {} if counter is not estimate else estimated
 
     def cost(message: Any) -> int:
         key = id(message)

@@ -587,3 +587,28 @@ def test_xargs_parallel_one_shots(llm_server: FakeLLMServer, home: Path) -> None
     names = sorted(line.rsplit(" ", 1)[1] for line in proc.stderr.splitlines())
     assert len(set(names)) == 4, proc.stderr
     assert all(len(records(home, n)) == 2 for n in names)
+
+
+def test_a_history_longer_than_the_read_window_but_fitting_is_sent_whole_without_a_search(
+    cli: Cli, llm_server: FakeLLMServer, home: Path
+) -> None:
+    from sessionctl import Store
+    from sessionctl.service.chat import HISTORY_WINDOW
+
+    count = HISTORY_WINDOW + 7
+    Store(home).session("long").add_messages(
+        [{"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i}"}
+         for i in range(count)]
+    )  # fmt: skip
+    ok(cli("chat", "-s", "long", *direct(llm_server), "--context-window", "1000000", "next"))
+    assert [m["content"] for m in sent(llm_server)] == [
+        *(f"turn {i}" for i in range(count)),
+        "next",
+    ]
+    # Everything fitted: no semantic search, so no index was built (no model loaded).
+    assert not list((home / "sessions").glob("long.*faiss*"))
+    assert not (home / "index").exists()
+    # A window that cannot hold it still brings the newest turns, and searches.
+    ok(cli("chat", "-s", "long", *direct(llm_server), "--context-window", "2000", "again"))
+    assert sent(llm_server)[-1]["content"] == "again"
+    assert len(sent(llm_server)) < count

@@ -250,6 +250,19 @@ def prepare_turn(store: Store, session: Session, prompt: str, opts: ChatOptions)
         )
 
     context = build([])
+    total = session.info().messages if session.exists else 0
+    limit = HISTORY_WINDOW
+    while (
+        summary is None
+        and limit < total
+        and len(history) >= limit
+        and len(context.included_recent) == len(history)
+    ):
+        # All of the last HISTORY_WINDOW messages fit: the window may hold more
+        # of the history, and only what it cannot hold calls for a search.
+        limit = min(total, limit * 4)
+        history, summary = split_summaries(session.recent_messages(limit))
+        context = build([])
     full = history
     if summary is not None and len(context.included_recent) < len(history):
         # The history does not fit: the latest summary stands in for what it covers.
@@ -263,7 +276,6 @@ def prepare_turn(store: Store, session: Session, prompt: str, opts: ChatOptions)
         except PromptTooLarge:  # the summary itself does not fit: go without it
             sent_system, history = system, full
             context = build([])
-    total = session.info().messages if session.exists else 0
     if summary is not None:
         total = len(history)
     if not opts.no_context and relevant_limit and len(context.included_recent) < total:
