@@ -17,7 +17,7 @@ import pytest
 from conftest import REPO, Cli
 
 COMPLETIONS = REPO / "completions"
-HEAVY = ("litellm", "faiss", "onnxruntime", "numpy", "tokenizers", "httpx", "openai")
+HEAVY = ("litellm", "faiss", "onnxruntime", "numpy", "tokenizers", "httpx", "openai", "psycopg")
 
 
 def need(shell: str) -> str:

@@ -21,6 +21,7 @@ HEAVY_HOME = {
     "faiss": "backend",
     "onnxruntime": "embed",
     "tokenizers": "embed",
+    "psycopg": "backend",  # backend/postgres: only for a postgresql:// store
 }
 
 
