@@ -46,7 +46,13 @@ def test_check_mode_exits_1_on_drift_and_writes_nothing(tmp_path: Path) -> None:
 def test_package_data_copies_are_installed_by_the_wheel() -> None:
     files = gen_docs.generate()
     shared = sorted(rel.name for rel in files if rel.parts[:2] == ("sessionctl", "share"))
-    assert shared == ["_sessionctl", "sessionctl.1", "sessionctl.bash", "sessionctl.fish", "top.txt"]
+    assert shared == [
+        "_sessionctl",
+        "sessionctl.1",
+        "sessionctl.bash",
+        "sessionctl.fish",
+        "top.txt",
+    ]
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert "share/**/*" in pyproject["tool"]["setuptools"]["package-data"]["sessionctl"]
 

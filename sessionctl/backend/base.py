@@ -106,6 +106,10 @@ class SessionStore(Protocol):
         """(name, last activity ns) of every live session, unordered."""
         ...
 
+    def names_with_prefix(self, prefix: str) -> list[str]:
+        """Live session names starting with ``prefix``, sorted (shell completion: cheap)."""
+        ...
+
     def list_live(
         self, limit: int | None, after: tuple[int, str] | None = None
     ) -> list[tuple[SessionInfo, int]]:

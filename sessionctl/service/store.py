@@ -77,6 +77,10 @@ class Store:
     def __getitem__(self, name: str) -> Session:
         return self.session(name)
 
+    def names(self, prefix: str = "") -> list[str]:
+        """Live session names starting with ``prefix``, sorted (cheap: for completion)."""
+        return self.backend.names_with_prefix(prefix)
+
     def existing(self, name: str) -> Session:
         """Return the live session ``name`` or raise SessionNotFound."""
         session = self.session(name)

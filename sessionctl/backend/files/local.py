@@ -248,6 +248,18 @@ class LocalBackend(TrashMixin):
                 return file[: -len(TRANSCRIPT)]
         return None
 
+    def names_with_prefix(self, prefix: str) -> list[str]:
+        """One listing of ``sessions/``: no activity log, no transcript opened."""
+        try:
+            files = os.listdir(self.sessions_dir)
+        except OSError:
+            return []
+        return sorted(
+            n[: -len(TRANSCRIPT)]
+            for n in files
+            if n.endswith(TRANSCRIPT) and not n.startswith(".") and n.startswith(prefix)
+        )
+
     def names(self) -> list[tuple[str, int]]:
         """Return (name, last activity in ns) of every live session, unordered."""
         return list(self.activity_times().items())
@@ -371,9 +383,7 @@ class LocalBackend(TrashMixin):
         except FileNotFoundError:
             raise SessionNotFound(f"no session named {name!r} (see `sessionctl list`)") from None
         high = max(scanned.header.base_seq, scanned.high_seq)
-        return Snapshot(
-            name, public_header(scanned.header), scanned.messages, high, when, trash_id
-        )
+        return Snapshot(name, public_header(scanned.header), scanned.messages, high, when, trash_id)
 
     def tail(self, name: str, k: int, roles: frozenset[str] | None = None) -> list[Message]:
         """Return ``name``'s last ``k`` messages (of ``roles``), oldest first."""
