@@ -1,8 +1,8 @@
 """Kept only for ``service/memory.py`` until the hybrid branch moves its sidecar work
-below the seam: the stamp logic itself is the file backend's
-(:mod:`sessionctl.backend.files.freshness`). Delete this module with that change.
+below the seam: the stamp is the file backend's (:mod:`sessionctl.backend.files.freshness`,
+reached through the sidecar index object memory.py passes). Delete it with that change.
 
-Nothing here touches a file: each call is forwarded to the store's backend.
+Nothing here touches a file or the store: each call goes to the index object given.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from typing import Any
 
 
 def write_stamp(store: Any, name: str, index: Any, uid: str, size: int | None = None) -> None:
-    """See :func:`sessionctl.backend.files.freshness.write_stamp`."""
-    store.backend.write_stamp(name, index, uid, size)
+    """``index.write_stamp``: the index covers ``name``'s transcript (up to ``size``)."""
+    index.write_stamp(uid, size)
 
 
 def fast_catch_up(store: Any, name: str, embedder: Any, index: Any) -> bool:
-    """See :func:`sessionctl.backend.files.freshness.fast_catch_up`."""
-    return bool(store.backend.fast_catch_up(name, embedder, index))
+    """``index.fast_catch_up``: current from the stamp, or False (a full sync is needed)."""
+    return bool(index.fast_catch_up(embedder))

@@ -112,8 +112,9 @@ class Store:
 
     def most_recent(self) -> Session | None:
         """Return the most recently active live session, or None."""
-        newest = self.backend.list_live(1)
-        return Session(self, newest[0][0].name) if newest else None
+        # By name and time only: the session itself is not read (it may be unreadable).
+        names = self.backend.names()
+        return Session(self, min(names, key=lambda e: (-e[1], e[0]))[0]) if names else None
 
     # -- listing -------------------------------------------------------------
     def list_sessions(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sessionctl.backend.files.transcript import (
@@ -29,7 +30,6 @@ from sessionctl.backend.files.transcript import (
 from sessionctl.fsutil import atomic_write
 
 if TYPE_CHECKING:
-    from sessionctl.backend.files.local import LocalBackend
     from sessionctl.backend.files.sidecar import SidecarIndex
     from sessionctl.embed import Embedder
 
@@ -50,13 +50,13 @@ def _index_stats(index: SidecarIndex) -> list[list[int] | None]:
 
 
 def write_stamp(
-    backend: LocalBackend, name: str, index: SidecarIndex, uid: str, size: int | None = None
+    transcript: Path, stamp_path: Path, index: SidecarIndex, uid: str, size: int | None = None
 ) -> None:
     """Record that ``index`` covers ``name``'s transcript up to ``size`` (default: all of it).
 
     Call under the session lock, right after the index was saved.
     """
-    path = backend.path(name)
+    path = transcript
     stat = _stat(path)
     if stat is None:
         return
@@ -71,14 +71,14 @@ def write_stamp(
         "index": _index_stats(index),
     }
     try:
-        atomic_write(backend.path(name, STAMP_SUFFIX), json.dumps(stamp).encode())
+        atomic_write(stamp_path, json.dumps(stamp).encode())
     except OSError:
         pass  # derived data: the next search does a full sync
 
 
-def _read_stamp(backend: LocalBackend, name: str) -> dict[str, Any] | None:
+def _read_stamp(stamp_path: Path) -> dict[str, Any] | None:
     try:
-        with open(backend.path(name, STAMP_SUFFIX), "rb") as f:
+        with open(stamp_path, "rb") as f:
             value = json.loads(f.read())
     except (OSError, ValueError):
         return None
@@ -86,14 +86,14 @@ def _read_stamp(backend: LocalBackend, name: str) -> dict[str, Any] | None:
 
 
 def fast_catch_up(
-    backend: LocalBackend, name: str, embedder: Embedder, index: SidecarIndex
+    transcript: Path, stamp_path: Path, embedder: Embedder, index: SidecarIndex
 ) -> bool:
     """Bring the index current from the stamp; False when a full sync is needed.
 
     Call under the session lock.
     """
-    stamp = _read_stamp(backend, name)
-    path = backend.path(name)
+    stamp = _read_stamp(stamp_path)
+    path = transcript
     current = _stat(path)
     if stamp is None or current is None or stamp.get("index") != _index_stats(index):
         return False
@@ -141,5 +141,5 @@ def fast_catch_up(
             return False
         if report.save_error:
             return True  # current in memory; no stamp, so the next search syncs in full
-    write_stamp(backend, name, index, uid, size + len(complete))
+    write_stamp(transcript, stamp_path, index, uid, size + len(complete))
     return True

@@ -65,9 +65,7 @@ from sessionctl.models import MAX_SEQ, Message, SessionInfo
 from sessionctl.timeutil import from_epoch_ns, now_iso
 
 if TYPE_CHECKING:
-    from sessionctl.backend.files.sidecar import SidecarIndex
     from sessionctl.backend.files.vectors import StoreIndex
-    from sessionctl.embed import Embedder
 
 FACTS = "server-facts.json"
 
@@ -672,19 +670,6 @@ class LocalBackend(TrashMixin):
                         f"could not copy the index of {source!r} to {new!r} ({exc});"
                         " it will be rebuilt"
                     )
-
-    # -- the per-session index's freshness stamp (see freshness.py) ----------
-    def write_stamp(
-        self, name: str, index: SidecarIndex, uid: str, size: int | None = None
-    ) -> None:
-        from sessionctl.backend.files.freshness import write_stamp
-
-        write_stamp(self, name, index, uid, size)
-
-    def fast_catch_up(self, name: str, embedder: Embedder, index: SidecarIndex) -> bool:
-        from sessionctl.backend.files.freshness import fast_catch_up
-
-        return fast_catch_up(self, name, embedder, index)
 
     def rewrite(self, name: str, transform: Transform) -> tuple[Header, list[Message]]:
         """Replace ``name``'s transcript with ``transform(header, messages)`` atomically."""
