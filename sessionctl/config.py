@@ -235,3 +235,9 @@ def load_settings(environ: Mapping[str, str] | None = None, **flags: Any) -> Set
         config_path=config_path,
         **values,
     )
+
+
+def from_environment(key: str) -> bool:
+    """True when setting ``key``'s environment variable is set (where a value came from)."""
+    var = ENV_VARS.get(key)
+    return bool(var and os.environ.get(var))

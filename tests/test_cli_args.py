@@ -401,7 +401,7 @@ def test_ctrl_c_in_reindex_exits_130_saying_interrupted_not_error(home: Path) ->
 
 
 def test_every_help_example_is_indented_the_same(cli: Cli) -> None:
-    from sessionctl.cli.docmodel import command_tree
+    from sessionctl._build.docmodel import command_tree
 
     for command in command_tree().walk():
         if not command.example:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from sessionctl.cli import gen_docs
-from sessionctl.cli.docmodel import command_tree
+from sessionctl._build import gen_docs
+from sessionctl._build.docmodel import command_tree
 from sessionctl.config import ENV_VARS
 from sessionctl.errors import ExitCode
 
@@ -29,7 +29,7 @@ def test_committed_files_are_what_the_app_generates(tmp_path: Path) -> None:
     stale = [
         str(rel) for rel in files if (REPO / rel).read_bytes() != (tmp_path / rel).read_bytes()
     ]
-    assert not stale, f"out of date: {stale}; run `python -m sessionctl.cli.gen_docs`"
+    assert not stale, f"out of date: {stale}; run `python -m sessionctl._build.gen_docs`"
 
 
 def test_check_mode_exits_1_on_drift_and_writes_nothing(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import re
 import pytest
 from conftest import Cli
 
-from sessionctl.cli.docmodel import CommandDoc, command_tree
+from sessionctl._build.docmodel import CommandDoc, command_tree
 from sessionctl.cli.registry import COMMAND_MODULES
 
 TREE = {" ".join(cmd.path): cmd for cmd in command_tree().walk()[1:]}

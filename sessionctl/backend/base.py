@@ -21,7 +21,7 @@ are described in ``docs/architecture.md``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from sessionctl.models import Message, SessionInfo
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 MakeMessages = Callable[[int], list[Message]]
 # (session name, done, total) while catching up or rebuilding an index.
 IndexProgress = Callable[[str, int, int], None]
+# A text in, the text with every match replaced and how many there were out (scrub).
+TextFix = Callable[[str], tuple[str, int]]
 
 
 class SessionHeader(NamedTuple):
@@ -62,6 +64,13 @@ class Snapshot(NamedTuple):
     trash_id: str | None = None  # set when read from the trash
 
 
+class SessionStream(NamedTuple):
+    """A session read once: its header, then its messages as they are consumed."""
+
+    header: SessionHeader
+    messages: Iterator[Message]
+
+
 class HeaderPatch(NamedTuple):
     """A change to a header."""
 
@@ -87,9 +96,20 @@ class SessionStore(Protocol):
     def vectors(self) -> VectorStore: ...
 
     # discovery
+    def has_data(self) -> bool:
+        """False when nothing was ever written to this store (a mistyped home, a new URL)."""
+        ...
+
     def exists(self, name: str) -> bool: ...
     def case_twin(self, name: str) -> str | None: ...
-    def names(self, prefix: str = "") -> list[str]: ...
+    def names(self) -> list[tuple[str, int]]:
+        """(name, last activity ns) of every live session, unordered."""
+        ...
+
+    def names_with_prefix(self, prefix: str) -> list[str]:
+        """Live session names starting with ``prefix``, sorted (shell completion: cheap)."""
+        ...
+
     def list_live(
         self, limit: int | None, after: tuple[int, str] | None = None
     ) -> list[tuple[SessionInfo, int]]:
@@ -122,6 +142,9 @@ class SessionStore(Protocol):
     def tail(self, name: str, k: int, roles: frozenset[str] | None = None) -> list[Message]: ...
     def get(self, name: str, seqs: Iterable[int]) -> dict[int, Message]: ...
     def snapshot(self, name: str, *, trash_id: str | None = None) -> Snapshot: ...
+    def stream(self, name: str) -> SessionStream:
+        """The header and, read as consumed, the messages of one consistent state (export)."""
+        ...
 
     # writing (each one atomic)
     def create(
@@ -155,10 +178,42 @@ class SessionStore(Protocol):
         ...
 
     def fork(self, source: str, new: str, *, at: str | None, header: SessionHeader) -> None:
-        """Copy ``source`` up to message ``at`` into ``new`` (fresh ids, same seqs, vectors too)."""
+        """Copy ``source`` up to message ``at`` into ``new`` (fresh ids, same seqs, vectors too).
+
+        ``header`` is the new session's; its ``parent_message`` is set to the id of the
+        last message copied. MessageNotFound when ``at`` is not in ``source``.
+        """
         ...
 
     def rename(self, old: str, new: str) -> None: ...
+
+    def edit_messages(
+        self,
+        name: str,
+        message: Callable[[Message], Message],
+        header: Callable[[SessionHeader], SessionHeader],
+    ) -> bool:
+        """Replace messages and header by what the two functions return, atomically.
+
+        Called under the session's lock (row locks) for every message and once for
+        the header; only what they change is written (ids and seqs are kept), and
+        nothing at all when nothing changed (returns False). For ``scrub``.
+        """
+        ...
+
+    def scrub_residue(self, name: str, fix: TextFix, *, dry_run: bool) -> int:
+        """Apply ``fix`` to what the store keeps of ``name`` beside its messages and
+        header (the file backend: lines set aside as unreadable); return the matches."""
+        ...
+
+    def count_residue(self, name: str, count: Callable[[str], int]) -> int:
+        """Matches ``count`` finds anywhere ``name``'s data is kept, derived data too
+        (the check after a scrub that nothing is left)."""
+        ...
+
+    # a small cache (what model servers reported), never the source of anything
+    def read_facts(self) -> dict[str, object]: ...
+    def write_facts(self, facts: Mapping[str, object]) -> None: ...
 
     # trash
     def delete(self, name: str, *, unless_active_since: int | None = None) -> str | None: ...

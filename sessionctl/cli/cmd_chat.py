@@ -199,16 +199,6 @@ def _one_shot_prompt(prompt: str | None) -> str:
     return text
 
 
-def oversized_warning(turn: Any) -> str:
-    """What --force says when it sends a prompt bigger than the window."""
-    ctx = turn.context
-    return (
-        f"sending a prompt of about {ctx.token_estimate} tokens to {turn.model} "
-        f"({ctx.context_window}-token window) because of --force: the server may cut or "
-        "refuse it, and later turns will not carry it"
-    )
-
-
 def print_context(state: State, turn: Any) -> None:
     """Print exactly what a turn would send, and its token count."""
     from sessionctl import llm
@@ -265,6 +255,8 @@ def _one_shot(
         print_context(state, turn)
         return
     if turn.context.oversized:
+        from sessionctl.cli.render import oversized_warning
+
         state.out.warn(oversized_warning(turn))
     out = state.out.stdout
     wrote: list[bool] = []

@@ -1,32 +1,21 @@
 """Options shared by several commands, and session-name completion."""
 
 import enum
-import os
 from typing import Annotated, Any
 
 import typer
 
 
 def complete_session(ctx: typer.Context, incomplete: str) -> list[str]:
-    """Complete live session names (reads one directory; imports nothing heavy)."""
-    from pathlib import Path
-
+    """Complete live session names (one listing in the file backend; nothing heavy)."""
     from sessionctl.config import load_settings
+    from sessionctl.service.store import Store
 
     home = ctx.find_root().params.get("home")
     try:
-        settings = load_settings(home=home)
-    except Exception:
+        return Store(settings=load_settings(home=home), warn=lambda _m: None).names(incomplete)
+    except Exception:  # a TAB must never print a traceback into the prompt
         return []
-    try:
-        names = os.listdir(Path(settings.home) / "sessions")
-    except OSError:
-        return []
-    return sorted(
-        n[:-6]
-        for n in names
-        if n.endswith(".jsonl") and not n.startswith(".") and n.startswith(incomplete)
-    )
 
 
 SESSION_ENV = "SESSIONCTL_SESSION"

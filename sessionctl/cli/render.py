@@ -411,3 +411,13 @@ def session_rows(infos: Sequence[SessionInfo], *, deleted: bool = False) -> Rows
 def environ_flag(name: str) -> bool:
     """Return True when environment variable ``name`` is set to a non-empty value."""
     return bool(os.environ.get(name))
+
+
+def oversized_warning(turn: Any) -> str:
+    """What --force says when it sends a prompt bigger than the window."""
+    ctx = turn.context
+    return (
+        f"sending a prompt of about {ctx.token_estimate} tokens to {turn.model} "
+        f"({ctx.context_window}-token window) because of --force: the server may cut or "
+        "refuse it, and later turns will not carry it"
+    )

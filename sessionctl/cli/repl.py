@@ -193,7 +193,7 @@ class Repl:
         from rich.live import Live
         from rich.markdown import Markdown
 
-        from sessionctl.cli.cmd_chat import oversized_warning
+        from sessionctl.cli.render import oversized_warning
         from sessionctl.service.chat import run_turn
 
         if turn.context.oversized:

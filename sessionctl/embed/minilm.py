@@ -165,7 +165,7 @@ class MiniLMEmbedder:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
-        from sessionctl.embed import DEFAULT_MODEL_ID, MINILM_DISTANCE_THRESHOLD
+        from sessionctl.embed.defaults import DEFAULT_MODEL_ID, MINILM_DISTANCE_THRESHOLD
 
         self._model_id = DEFAULT_MODEL_ID
         self._threshold = MINILM_DISTANCE_THRESHOLD

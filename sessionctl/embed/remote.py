@@ -66,7 +66,7 @@ class LiteLLMEmbedder:
         default_distance_threshold: float | None = None,
         timeout: float = 60.0,
     ) -> None:
-        from sessionctl.embed import LITELLM_DISTANCE_THRESHOLD
+        from sessionctl.embed.defaults import LITELLM_DISTANCE_THRESHOLD
 
         self.model = model
         self.api_base = api_base

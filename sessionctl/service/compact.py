@@ -86,7 +86,7 @@ def auto_compact(store: Store, turn: Any, share: float = AUTO_SHARE) -> Message 
     """After a turn: compact when the history not yet summarised passes ``share`` of the
     window (estimated), keeping the last :data:`DEFAULT_KEEP_LAST`; else None."""
     from sessionctl.llm.tokens import estimate_tokens
-    from sessionctl.service.chat import HISTORY_WINDOW
+    from sessionctl.service.window import HISTORY_WINDOW
 
     session = turn.session
     plain, latest = split_summaries(session.recent_messages(HISTORY_WINDOW))
@@ -106,7 +106,7 @@ def compact(
     summarised) and append it. Raises before writing anything on any failure."""
     from sessionctl import llm
     from sessionctl.llm.tokens import estimate_tokens
-    from sessionctl.service.chat import context_window_for
+    from sessionctl.service.window import context_window_for
 
     if keep_last < 0:
         raise UsageError(f"--keep-last must be 0 or more, not {keep_last}")

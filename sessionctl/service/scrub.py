@@ -1,8 +1,9 @@
 """``scrub``: remove a literal, a pattern or every known secret shape from stored
 sessions, rebuild their index from the scrubbed text, then prove none remains.
 
-Each session is one atomic rewrite under its lock (the path ``drop ID`` and
-``clear`` take), so a kill leaves every session either scrubbed or untouched.
+Each session is one atomic edit (``SessionStore.edit_messages``: in the file
+backend the rewrite ``drop ID`` and ``clear`` take), so a kill leaves every
+session either scrubbed or untouched.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from sessionctl.models import Message
 from sessionctl.redact import COUNT_KEY, MARK, merge_counts, redactor
 
 if TYPE_CHECKING:
-    from sessionctl.backend.files.transcript import Header
+    from sessionctl.backend.base import SessionHeader
     from sessionctl.service.store import Store
 
 SCRUB_KIND = "scrubbed"
@@ -140,14 +141,12 @@ def _count(m: Matcher, text: str) -> int:
 
 
 def _remaining(store: Store, m: Matcher, name: str) -> int:
-    from sessionctl.backend.files.scrubbing import grep_session_files
-
-    scanned = store.backend.scan(name)
-    left = sum(_count(m, text) for text in _texts(scanned.header, scanned.messages))
-    return left + grep_session_files(store.backend, name, lambda text: _count(m, text))
+    snap = store.backend.snapshot(name)
+    left = sum(_count(m, text) for text in _texts(snap.header, snap.messages))
+    return left + store.backend.count_residue(name, lambda text: _count(m, text))
 
 
-def _texts(header: Header, messages: Sequence[Message]) -> list[str]:
+def _texts(header: SessionHeader, messages: Sequence[Message]) -> list[str]:
     import json
 
     out = [header.system or "", json.dumps(header.metadata, ensure_ascii=False)]
@@ -174,8 +173,6 @@ def scrub(
     Sessions without a match are not rewritten. Those that had one are reindexed
     from their scrubbed transcripts and then verified by a fresh read.
     """
-    from sessionctl.backend.files.scrubbing import scrub_rejects
-
     m = matcher(pattern=pattern, literal=literal, secrets=secrets, store=store)
     if names is None:
         targets = sorted(n for n, _ in store.backend.names())
@@ -191,38 +188,36 @@ def scrub(
         changed = 0
         found = 0
 
-        def transform(header: Header, messages: list[Message]) -> tuple[Header, list[Message]]:
+        def fix_message(msg: Message) -> Message:
             nonlocal changed, found
-            out = []
-            for msg in messages:
-                fixed, n = scrub_message(m, msg)
-                if n:
-                    changed += 1
-                    found += n
-                out.append(fixed)
-            if header.system:
-                system, n = m.fix(header.system)
+            fixed, n = scrub_message(m, msg)
+            if n:
+                changed += 1
                 found += n
-                header.system = system
-            metadata_counts: dict[str, int] = {}
-            header.metadata = _value(m, header.metadata, metadata_counts)
-            found += sum(metadata_counts.values())
-            if not found or dry_run:
-                raise _Unchanged
-            return header, out
+            return fixed
 
-        scanned = store.backend.scan(name)
+        def fix_header(header: SessionHeader) -> SessionHeader:
+            nonlocal found
+            system = header.system
+            if system:
+                system, n = m.fix(system)
+                found += n
+            metadata_counts: dict[str, int] = {}
+            metadata = _value(m, header.metadata, metadata_counts)
+            found += sum(metadata_counts.values())
+            return header._replace(system=system, metadata=metadata)
+
+        snap = store.backend.snapshot(name)
         if dry_run:
-            try:
-                transform(scanned.header, scanned.messages)
-            except _Unchanged:
-                pass
-        elif any(_count(m, text) for text in _texts(scanned.header, scanned.messages)):
-            try:  # again under the lock: the figures are those of what is rewritten
-                store.backend.rewrite(name, transform)
-            except _Unchanged:
-                pass
-        found += scrub_rejects(store.backend, name, m.fix, dry_run=dry_run)
+            for msg in snap.messages:
+                fix_message(msg)
+            fix_header(snap.header)
+        elif any(_count(m, text) for text in _texts(snap.header, snap.messages)):
+            # Counted again as it is edited (under the lock): the figures are those of
+            # what is written, even when a writer came in between.
+            changed = found = 0
+            store.backend.edit_messages(name, fix_message, fix_header)
+        found += store.backend.scrub_residue(name, m.fix, dry_run=dry_run)
         if found and not dry_run:
             touched.append(name)
         results.append(SessionScrub(name, changed, found, 0))
@@ -236,10 +231,6 @@ def scrub(
             result = result._replace(remaining=_remaining(store, m, result.session))
         verified.append(result)
     return ScrubReport(verified, dry_run)
-
-
-class _Unchanged(Exception):
-    """Raised inside a rewrite's transform to leave the transcript as it is."""
 
 
 def check(report: ScrubReport) -> None:

@@ -5,15 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sessionctl.backend.files.transcript import Header, encode
+from sessionctl.backend.base import HeaderPatch
 from sessionctl.errors import SessionNotFound, UsageError
 from sessionctl.ids import new_ulid
+from sessionctl.jsonlines import encode
 from sessionctl.models import OPTIONAL_FIELDS, Message, SessionInfo, normalize_role
 from sessionctl.redact import redact_message
 from sessionctl.service.checks import check_top_k, roles_filter
 from sessionctl.timeutil import now_iso
 
 if TYPE_CHECKING:
+    from sessionctl.backend.base import SessionHeader, SessionStore
     from sessionctl.service.store import Store
 
 MessageInput = Mapping[str, Any]
@@ -110,7 +112,7 @@ class Session:
         return f"Session({self.name!r})"
 
     @property
-    def _backend(self) -> Any:
+    def _backend(self) -> SessionStore:
         return self._store.backend
 
     @property
@@ -160,25 +162,13 @@ class Session:
 
     def drop(self, id: str | None = None) -> Message:
         """Remove message ``id`` (the last one when None) and return it."""
-        if id is None:  # the common undo: O(1), no rewrite
-            last = self._backend.drop_last(self.name)
-            self._store._after_removal(self.name, [last.seq])
-            return last  # type: ignore[no-any-return]
-        dropped: Message = self._backend.drop(self.name, id)  # one streamed pass
-        self._store._after_removal(self.name, [dropped.seq])
-        return dropped
+        # Without an id the common undo (O(1) in the file backend); with one, one pass.
+        # Vectors of a removed message go with it (a search catches its index up first).
+        return self._backend.drop(self.name, id)
 
     def clear(self) -> int:
         """Remove every message of this session only (settings stay); return how many."""
-        removed: list[int] = []
-
-        def transform(header: Header, messages: list[Message]) -> tuple[Header, list[Message]]:
-            removed.extend(m.seq for m in messages)
-            return header, []
-
-        self._backend.rewrite(self.name, transform)
-        self._store._after_removal(self.name, removed)
-        return len(removed)
+        return len(self._backend.clear(self.name))
 
     def delete(self, *, purge: bool = False) -> None:
         """Move the session to the trash (or remove it for good with ``purge``)."""
@@ -208,38 +198,24 @@ class Session:
             system = redact.text(system).text  # a system prompt is written too
         if not self.exists:
             self._store._create_empty(self.name)
-
-        def change(header: Header) -> bool:
-            unchanged = (
-                (model is None or model == header.model)
-                and (system is None or (system or None) == header.system)
-                and all(header.metadata.get(k, object()) == v for k, v in (metadata or {}).items())
-                and not any(k in header.metadata for k in unset)
-            )
-            if model is not None:
-                header.model = model
-            if system is not None:
-                header.system = system or None
-            if metadata:
-                header.metadata.update(metadata)
-            for key in unset:
-                header.metadata.pop(key, None)
-            return not unchanged
-
-        header = self._backend.header(self.name)
-        if change(header):  # checked without the lock first: an unchanged header is not locked
-            self._backend.update_header(self.name, change)  # in place, never the messages
+        fields: dict[str, Any] = {}
+        if model is not None:
+            fields["model"] = model
+        if system is not None:
+            fields["system"] = system or None
+        patch = HeaderPatch(fields, metadata or None, tuple(unset))
+        self._backend.update_header(self.name, patch)  # never the messages; a no-op: no lock
         return self.info()
 
     # -- reading -----------------------------------------------------------
     def info(self) -> SessionInfo:
         """Return this session's summary."""
-        return self._backend.info(self.name)  # type: ignore[no-any-return]
+        return self._backend.info(self.name)
 
     @property
-    def header(self) -> Header:
+    def header(self) -> SessionHeader:
         """Return the session-level state (model, system prompt, metadata, parent)."""
-        return self._backend.header(self.name)  # type: ignore[no-any-return]
+        return self._backend.header(self.name)
 
     def get_messages(self) -> list[Message]:
         """Return every message as :class:`Message` objects, in seq order."""

@@ -7,20 +7,24 @@ import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import sessionctl.service.session as session_module
-from sessionctl.backend.files.local import LocalBackend
-from sessionctl.backend.files.transcript import Header, Warn
+from sessionctl.backend import open_backend
+from sessionctl.backend.base import SessionHeader, SessionStore
 from sessionctl.config import Settings, absolute_path, load_settings
-from sessionctl.errors import MessageNotFound, SessionNotFound, StoreError, UsageError
+from sessionctl.errors import SessionNotFound, UsageError
 from sessionctl.ids import new_ulid
 from sessionctl.models import Page, SessionInfo
 from sessionctl.names import check_name
 from sessionctl.redact import Redactor, redactor
 from sessionctl.service.session import Session
 from sessionctl.timeutil import now_iso, parse_duration
+
+if TYPE_CHECKING:
+    from os import PathLike
+
+Warn = Callable[[str], None]
 
 
 class PruneReport(NamedTuple):
@@ -42,7 +46,7 @@ class Store:
 
     def __init__(
         self,
-        home: str | Path | None = None,
+        home: str | PathLike[str] | None = None,
         *,
         settings: Settings | None = None,
         warn: Warn | None = None,
@@ -54,7 +58,7 @@ class Store:
         self.settings = settings
         self.home = settings.home
         self.warn: Warn = warn or _default_warn
-        self.backend = LocalBackend(self.home, self.warn)
+        self.backend: SessionStore = open_backend(self.home, self.warn)
 
     def __repr__(self) -> str:
         return f"Store({str(self.home)!r})"
@@ -73,6 +77,10 @@ class Store:
     def __getitem__(self, name: str) -> Session:
         return self.session(name)
 
+    def names(self, prefix: str = "") -> list[str]:
+        """Live session names starting with ``prefix``, sorted (cheap: for completion)."""
+        return self.backend.names_with_prefix(prefix)
+
     def existing(self, name: str) -> Session:
         """Return the live session ``name`` or raise SessionNotFound."""
         session = self.session(name)
@@ -80,24 +88,19 @@ class Store:
             raise SessionNotFound(f"no session named {name!r} (see `sessionctl list`)")
         return session
 
-    def _new_header(self, name: str) -> Header:
-        if not self.backend.exists(name) and any(i.name == name for i in self.backend.deleted()):
+    def _new_header(self, name: str) -> SessionHeader:
+        if not self.backend.exists(name) and any(
+            i.name == name for i in self.backend.list_deleted(None)
+        ):
             self.warn(
                 f"session {name!r} is in the trash; starting a new session with that name"
                 f" (the deleted one stays restorable under another name: `sessionctl restore`)"
             )
         now = now_iso()
-        return Header(uid=new_ulid(), created_at=now, updated_at=now)
+        return SessionHeader(uid=new_ulid(), created_at=now, updated_at=now)
 
     def _create_empty(self, name: str) -> None:
         self.backend.append(name, lambda _seq: [], create=self._new_header(name))
-
-    def _after_removal(self, name: str, seqs: list[int]) -> None:
-        """Messages left the transcript.
-
-        The index is not loaded here (drop stays O(1) and import-free): every
-        search first syncs the index with the transcript, which removes them.
-        """
 
     def has_data(self) -> bool:
         """Return False when nothing was ever written here (the home does not exist yet).
@@ -105,12 +108,13 @@ class Store:
         An empty listing from a mistyped ``--home`` then differs from one of an
         empty store.
         """
-        return self.backend.has_home()
+        return self.backend.has_data()
 
     def most_recent(self) -> Session | None:
         """Return the most recently active live session, or None."""
-        newest = self.backend.newest(1)
-        return Session(self, newest[0][0]) if newest else None
+        # By name and time only: the session itself is not read (it may be unreadable).
+        names = self.backend.names()
+        return Session(self, min(names, key=lambda e: (-e[1], e[0]))[0]) if names else None
 
     # -- listing -------------------------------------------------------------
     def list_sessions(
@@ -123,29 +127,17 @@ class Store:
             return self._list_deleted(limit, cursor)
         after = None
         if cursor is not None:
-            mtime, name = _decode_cursor(cursor, int)
-            after = (-mtime, name)
+            after = _decode_cursor(cursor, int)
         # A page of 20 out of 10,000, and one more to know there is more.
-        entries = self.backend.newest(None if limit is None else limit + 1, after)
-        page = entries if limit is None else entries[:limit]
-        infos = []
-        for name, when in page:
-            try:
-                infos.append(self.backend.info(name, when))
-            except SessionNotFound:
-                continue  # removed while we listed
-            except StoreError as exc:  # one unreadable file must not hide every session
-                self.warn(f"skipped: {exc}")
-                continue
-        more = limit is not None and len(entries) > limit and limit > 0
-        next_cursor = _encode_cursor(page[-1][1], page[-1][0]) if more and page else None
-        return Page(infos, next_cursor)
+        rows = self.backend.list_live(None if limit is None else limit + 1, after)
+        page = rows if limit is None else rows[:limit]
+        more = limit is not None and len(rows) > limit and limit > 0
+        next_cursor = _encode_cursor(page[-1][1], page[-1][0].name) if more and page else None
+        return Page([info for info, _ in page], next_cursor)
 
     def _list_deleted(self, limit: int | None, cursor: str | None) -> Page:
-        entries = self.backend.deleted()
-        if cursor is not None:
-            trash_id, after = _decode_cursor(cursor, str)
-            entries = [e for e in entries if ((e.trash_id or ""), e.name) < (trash_id, after)]
+        after = _decode_cursor(cursor, str) if cursor is not None else None
+        entries = self.backend.list_deleted(None if limit is None else limit + 1, after)
         page = entries if limit is None else entries[:limit]
         more = limit is not None and len(entries) > limit and limit > 0
         next_cursor = _encode_cursor(page[-1].trash_id, page[-1].name) if more and page else None
@@ -177,34 +169,19 @@ class Store:
         """Copy ``source`` (up to and including message ``at``) into the new session ``new``."""
         check_name(source)
         check_name(new)
-        scanned = self.backend.scan(source)
-        messages = scanned.messages
-        if at is not None:
-            index = next((i for i, m in enumerate(messages) if m.id == at), -1)
-            if index < 0:
-                raise MessageNotFound(f"no message with id {at!r} in session {source!r}")
-            messages = messages[: index + 1]
+        parent = self.backend.header(source)
         now = now_iso()
-        header = Header(
+        header = SessionHeader(
             uid=new_ulid(),
             created_at=now,
             updated_at=now,
-            model=scanned.header.model,
-            system=scanned.header.system,
-            metadata=dict(scanned.header.metadata),
+            model=parent.model,
+            system=parent.system,
+            metadata=dict(parent.metadata),
             parent=source,
-            parent_message=messages[-1].id if messages else None,
         )
-        copies = [m._replace(id=new_ulid()) for m in messages]
-        self.backend.create(new, header, copies)
-        self._after_fork(source, new, [m.seq for m in messages])
+        self.backend.fork(source, new, at=at, header=header)  # vectors too
         return Session(self, new)
-
-    def _after_fork(self, source: str, new: str, seqs: list[int]) -> None:
-        """A fork copied these seqs: give it the vectors its source already has."""
-        from sessionctl.service.memory import copy_for_fork
-
-        copy_for_fork(self, source, new, seqs)
 
     # -- semantic memory -----------------------------------------------------------
     def get_relevant(
@@ -273,9 +250,7 @@ class Store:
         if age.total_seconds() <= 0:
             raise UsageError("older_than must be greater than zero")
         cutoff_ns = int(((time.time() if now is None else now) - age.total_seconds()) * 1e9)
-        stale = sorted(
-            (e for e in self.backend.names() if e[1] <= cutoff_ns), key=lambda e: (e[1], e[0])
-        )
+        stale = self.backend.stale(cutoff_ns)
         removed: list[SessionInfo] = []
         skipped: list[str] = []
         for name, _ in stale:
@@ -306,7 +281,7 @@ class Store:
                 cutoff_iso = _iso_from_ns(cutoff_ns)
             except (ValueError, OverflowError, OSError):  # before year 1: nothing is older
                 cutoff_iso = ""
-            for entry in self.backend.deleted():
+            for entry in self.backend.list_deleted(None):
                 if entry.deleted_at and entry.deleted_at <= cutoff_iso and entry.trash_id:
                     if not dry_run:
                         try:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterable, Iterator, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sessionctl.backend.files.transcript import Header, encode
+from sessionctl.backend.base import SessionHeader
 from sessionctl.errors import UsageError
 from sessionctl.ids import new_ulid
+from sessionctl.jsonlines import encode
 from sessionctl.models import FORMAT_NAME, FORMAT_VERSION
 from sessionctl.names import check_name, is_valid_name
 from sessionctl.redact import redact_message
@@ -59,7 +59,7 @@ def session_stream(session: Session) -> tuple[dict[str, Any], Iterator[dict[str,
     """Return the :func:`session_to_dict` fields but ``messages``, and the messages (raw
     dicts) as an iterator that reads the transcript as it goes (constant memory)."""
     opened = session._backend.stream(session.name)
-    header: Header = opened.header
+    header = opened.header
     out: dict[str, Any] = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "name": session.name}
     for key in SESSION_KEYS:
         out[key] = getattr(header, key)
@@ -166,7 +166,7 @@ def import_session(
     fields, records = read_import(stream, source, **limits)
     target = name or fields.get("name")
     if not target and where != "-":
-        stem = Path(where).name.split(".")[0]
+        stem = where.rstrip("/").rsplit("/", 1)[-1].split(".")[0]  # the file name's stem
         target = stem if is_valid_name(stem) else None
     if not target:
         raise UsageError("cannot tell the session name; pass --as NAME")
@@ -185,7 +185,7 @@ def _create(
         if isinstance(system, str):
             system = redact.text(system).text
     now = now_iso()
-    header = Header(
+    header = SessionHeader(
         uid=new_ulid(),
         created_at=fields.get("created_at") or now,
         updated_at=now,

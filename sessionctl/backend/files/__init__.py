@@ -1,1 +1,1 @@
-"""Storage backends behind the :class:`~sessionctl.backend.files.base.Backend` Protocol."""
+"""The file backend: JSON-lines transcripts and derived indexes under a home."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sessionctl.backend.base import HeaderPatch, SessionHeader
 from sessionctl.models import FORMAT_NAME, FORMAT_VERSION, Message, SessionInfo
 
 _HEADER_KEYS = (
@@ -134,3 +135,47 @@ def session_info(name: str, header: Header, count: int, updated_at: str) -> Sess
         parent_message=header.parent_message,
         metadata=dict(header.metadata),
     )
+
+
+def public_header(header: Header) -> SessionHeader:
+    """The backend-neutral view of ``header`` (no rewrite bookkeeping)."""
+    return SessionHeader(
+        uid=header.uid,
+        created_at=header.created_at,
+        updated_at=header.updated_at,
+        model=header.model,
+        system=header.system,
+        metadata=dict(header.metadata),
+        parent=header.parent,
+        parent_message=header.parent_message,
+        extra=dict(header.extra),
+    )
+
+
+def file_header(header: SessionHeader) -> Header:
+    """A transcript header for ``header`` (the bookkeeping is filled in on write)."""
+    return Header(
+        uid=header.uid,
+        created_at=header.created_at,
+        updated_at=header.updated_at,
+        model=header.model,
+        system=header.system,
+        metadata=dict(header.metadata),
+        parent=header.parent,
+        parent_message=header.parent_message,
+        extra=dict(header.extra),
+    )
+
+
+def apply_patch(header: Header, patch: HeaderPatch) -> bool:
+    """Apply ``patch`` to ``header`` in place; return True when that changed anything."""
+    before = (header.model, header.system, dict(header.metadata))
+    for key, value in patch.fields.items():
+        if key not in ("model", "system"):
+            raise ValueError(f"unknown header field {key!r}")
+        setattr(header, key, value)
+    if patch.metadata:
+        header.metadata.update(patch.metadata)
+    for key in patch.unset:
+        header.metadata.pop(key, None)
+    return (header.model, header.system, header.metadata) != before

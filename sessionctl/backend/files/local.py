@@ -22,10 +22,25 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sessionctl.backend.base import (
+    Capabilities,
+    HeaderPatch,
+    MakeMessages,
+    SessionHeader,
+    SessionStream,
+    Snapshot,
+    TextFix,
+)
 from sessionctl.backend.files import listing, transcript
 from sessionctl.backend.files.activity import LOG_NAME, ActivityLog
-from sessionctl.backend.files.base import MakeMessages, Transform
-from sessionctl.backend.files.header import message_count, session_info
+from sessionctl.backend.files.base import Transform
+from sessionctl.backend.files.header import (
+    apply_patch,
+    file_header,
+    message_count,
+    public_header,
+    session_info,
+)
 from sessionctl.backend.files.layout import SESSION_SUFFIXES, SIDECAR_SUFFIXES, TRANSCRIPT
 from sessionctl.backend.files.transcript import Header, Warn, encode
 from sessionctl.backend.files.trash import TrashMixin
@@ -45,6 +60,7 @@ from sessionctl.fsutil import (
     try_exclusive_lock,
     write_new_private,
 )
+from sessionctl.ids import new_ulid
 from sessionctl.models import MAX_SEQ, Message, SessionInfo
 from sessionctl.timeutil import from_epoch_ns, now_iso
 
@@ -55,7 +71,7 @@ FACTS = "server-facts.json"
 
 
 class LocalBackend(TrashMixin):
-    """The file-based :class:`~sessionctl.backend.files.base.Backend`."""
+    """The file backend: a :class:`~sessionctl.backend.base.SessionStore` over a home."""
 
     def __init__(self, home: Path, warn: Warn | None = None) -> None:
         self.home = home
@@ -75,6 +91,13 @@ class LocalBackend(TrashMixin):
 
             self._vectors = StoreIndex(self)
         return self._vectors
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(cross_session_search=True, keyword_search=False, shared=False)
+
+    def close(self) -> None:
+        """Nothing to release: every call opens and closes its own files."""
 
     # -- a small cache of server facts -----------------------------------
     def read_facts(self) -> dict[str, object]:
@@ -191,6 +214,9 @@ class LocalBackend(TrashMixin):
         """Return True when the home exists (sessionctl creates it on the first write)."""
         return os.path.lexists(self.home)
 
+    def has_data(self) -> bool:
+        return self.has_home()
+
     def exists(self, name: str) -> bool:
         """Return True when a live session ``name`` exists."""
         self._check_dirs()
@@ -219,6 +245,18 @@ class LocalBackend(TrashMixin):
             if file != own and file.casefold() == target and file[0] != ".":
                 return file[: -len(TRANSCRIPT)]
         return None
+
+    def names_with_prefix(self, prefix: str) -> list[str]:
+        """One listing of ``sessions/``: no activity log, no transcript opened."""
+        try:
+            files = os.listdir(self.sessions_dir)
+        except OSError:
+            return []
+        return sorted(
+            n[: -len(TRANSCRIPT)]
+            for n in files
+            if n.endswith(TRANSCRIPT) and not n.startswith(".") and n.startswith(prefix)
+        )
 
     def names(self) -> list[tuple[str, int]]:
         """Return (name, last activity in ns) of every live session, unordered."""
@@ -258,12 +296,43 @@ class LocalBackend(TrashMixin):
         except OSError:
             return 0
 
-    def header(self, name: str) -> Header:
+    def header(self, name: str) -> SessionHeader:
         """Return ``name``'s header (line 1 only)."""
+        return public_header(self._file_header(name))
+
+    def _file_header(self, name: str) -> Header:
         try:
             return transcript.read_header(self._require(name))
         except FileNotFoundError:
             raise SessionNotFound(f"no session named {name!r} (see `sessionctl list`)") from None
+
+    def list_live(
+        self, limit: int | None, after: tuple[int, str] | None = None
+    ) -> list[tuple[SessionInfo, int]]:
+        """Live sessions by (last activity desc, name); one that vanished or cannot be
+        read is left out (the latter with a warning: it must not hide every session)."""
+        entries = self.newest(limit, None if after is None else (-after[0], after[1]))
+        rows = []
+        for name, when in entries:
+            try:
+                rows.append((self.info(name, when), when))
+            except SessionNotFound:
+                continue  # removed while we listed
+            except StoreError as exc:
+                if self.warn is not None:
+                    self.warn(f"skipped: {exc}")
+        return rows
+
+    def list_deleted(
+        self, limit: int | None, after: tuple[str, str] | None = None
+    ) -> list[SessionInfo]:
+        entries = self.deleted()
+        if after is not None:
+            entries = [e for e in entries if ((e.trash_id or ""), e.name) < after]
+        return entries if limit is None else entries[:limit]
+
+    def stale(self, cutoff_ns: int) -> list[tuple[str, int]]:
+        return sorted((e for e in self.names() if e[1] <= cutoff_ns), key=lambda e: (e[1], e[0]))
 
     def info(self, name: str, activity_ns: int | None = None) -> SessionInfo:
         """Return ``name``'s summary from its header, its last record and its last activity.
@@ -291,6 +360,29 @@ class LocalBackend(TrashMixin):
         except FileNotFoundError:
             raise SessionNotFound(f"no session named {name!r} (see `sessionctl list`)") from None
 
+    def get(self, name: str, seqs: Iterable[int]) -> dict[int, Message]:
+        """The messages with these seqs (missing ones are absent): a binary search by offset."""
+        from sessionctl.backend.files.lookup import messages_by_seq
+
+        try:
+            return messages_by_seq(self._require(name), seqs)
+        except FileNotFoundError:
+            raise SessionNotFound(f"no session named {name!r} (see `sessionctl list`)") from None
+
+    def snapshot(self, name: str, *, trash_id: str | None = None) -> Snapshot:
+        """``name`` as one parsed whole (live, or the trash entry ``trash_id``)."""
+        if trash_id is None:
+            path = self._require(name)
+        else:
+            path = self.trash_dir / trash_id / f"{name}{TRANSCRIPT}"
+        try:
+            scanned = transcript.scan(path, self.warn)
+            when = self.last_activity(name) if trash_id is None else self._mtime(path)
+        except FileNotFoundError:
+            raise SessionNotFound(f"no session named {name!r} (see `sessionctl list`)") from None
+        high = max(scanned.header.base_seq, scanned.high_seq)
+        return Snapshot(name, public_header(scanned.header), scanned.messages, high, when, trash_id)
+
     def tail(self, name: str, k: int, roles: frozenset[str] | None = None) -> list[Message]:
         """Return ``name``'s last ``k`` messages (of ``roles``), oldest first."""
         try:
@@ -301,12 +393,27 @@ class LocalBackend(TrashMixin):
             raise SessionNotFound(f"no session named {name!r} (see `sessionctl list`)") from None
 
     # -- writing ---------------------------------------------------------
-    def create(self, name: str, header: Header, messages: Iterable[Message] = ()) -> None:
+    def create(
+        self,
+        name: str,
+        header: SessionHeader,
+        messages: Iterable[Message] = (),
+        *,
+        high_seq: int | None = None,
+        last_active_ns: int | None = None,
+        trash_id: str | None = None,
+    ) -> None:
         """Create ``name`` with ``header`` and ``messages``; SessionExists if it is taken."""
+        if trash_id is not None:
+            raise StoreError("the file backend cannot create a session in the trash yet")
         with self._namespace_lock(), self.lock(name):
-            self._create_locked(name, header, messages)
+            self._create_locked(name, file_header(header), messages, high_seq)
+            if last_active_ns is not None:
+                self.activity.touch(name, last_active_ns, reset=True)
 
-    def _create_locked(self, name: str, header: Header, messages: Iterable[Message]) -> None:
+    def _create_locked(
+        self, name: str, header: Header, messages: Iterable[Message], high_seq: int | None = None
+    ) -> None:
         if self.exists(name):
             raise SessionExists(f"session {name!r} already exists; choose another name")
         twin = self.case_twin(name)
@@ -321,7 +428,7 @@ class LocalBackend(TrashMixin):
             with contextlib.suppress(FileNotFoundError):
                 self.path(name, suffix).unlink()
         messages = _numbered(messages)
-        header.base_seq = max((m.seq for m in messages), default=0)
+        header.base_seq = max(max((m.seq for m in messages), default=0), high_seq or 0)
         header.base_count = len(messages)
         data = transcript.encode_header(header) + b"".join(encode(m.to_record()) for m in messages)
         target = self.path(name)
@@ -337,7 +444,9 @@ class LocalBackend(TrashMixin):
         fsync_dir(self.sessions_dir)
         self.activity.touch(name)
 
-    def append(self, name: str, make: MakeMessages, *, create: Header | None) -> list[Message]:
+    def append(
+        self, name: str, make: MakeMessages, *, create: SessionHeader | None
+    ) -> list[Message]:
         """Append the messages ``make(next_seq)`` builds; create the session first if asked."""
         self._ensure_dirs()
         while True:
@@ -350,7 +459,7 @@ class LocalBackend(TrashMixin):
             else:
                 with self._namespace_lock(), self.lock(name):
                     if not self.exists(name):
-                        self._create_locked(name, create, ())
+                        self._create_locked(name, file_header(create), ())
                     return self._append_locked(name, make)
 
     def _append_locked(self, name: str, make: MakeMessages) -> list[Message]:
@@ -382,6 +491,10 @@ class LocalBackend(TrashMixin):
         return messages
 
     def drop_last(self, name: str) -> Message:
+        """Remove the last message: ``drop(name)``."""
+        return self._drop_last(name)
+
+    def _drop_last(self, name: str) -> Message:
         """Remove the last message without rewriting the file: truncate, then a tombstone.
 
         O(1) in the transcript's size. A crash between the two steps leaves the
@@ -425,9 +538,20 @@ class LocalBackend(TrashMixin):
             self.activity.touch(name, floor=before)
             return state.last
 
-    def update_header(self, name: str, change: transcript.HeaderChange) -> Header:
-        """Apply ``change`` to ``name``'s header in place: O(1) in the number of messages
-        (one streamed rewrite when the header outgrows line 1's reserve)."""
+    def update_header(
+        self, name: str, patch: HeaderPatch, *, create: bool = False
+    ) -> SessionHeader:
+        """Apply ``patch`` to ``name``'s header in place: O(1) in the number of messages
+        (one streamed rewrite when the header outgrows line 1's reserve). A patch that
+        changes nothing takes no lock and writes nothing."""
+        if create and not self.exists(name):
+            now = now_iso()
+            self.append(name, lambda _seq: [], create=SessionHeader(new_ulid(), now, now))
+        if not apply_patch(self._file_header(name), patch):  # checked before the lock
+            return self.header(name)
+        return public_header(self._edit_header(name, lambda h: apply_patch(h, patch)))
+
+    def _edit_header(self, name: str, change: transcript.HeaderChange) -> Header:
         self._require(name)
         with self.lock(name):
             path = self._require(name)
@@ -438,8 +562,13 @@ class LocalBackend(TrashMixin):
                 self.activity.touch(name, floor=before)
             return header
 
-    def drop(self, name: str, message_id: str) -> Message:
-        """Remove message ``message_id``: one streamed pass into a temp file, constant memory."""
+    def drop(self, name: str, message_id: str | None = None) -> Message:
+        """Remove message ``message_id``: one streamed pass into a temp file, constant memory.
+
+        Without an id, the last message: :meth:`drop_last`, O(1).
+        """
+        if message_id is None:
+            return self._drop_last(name)
         self._require(name)
         with self.lock(name):
             path = self._require(name)
@@ -452,16 +581,95 @@ class LocalBackend(TrashMixin):
             assert result.dropped is not None
             return result.dropped
 
-    def stream(self, name: str) -> transcript.Stream:
+    def stream(self, name: str) -> SessionStream:
         """Open ``name`` for one pass: its header, then its messages in constant memory."""
         try:
-            return transcript.stream(self._require(name), self.warn)
+            opened = transcript.stream(self._require(name), self.warn)
         except FileNotFoundError:
             raise SessionNotFound(f"no session named {name!r} (see `sessionctl list`)") from None
+        return SessionStream(public_header(opened.header), opened.messages)
 
     def iter_messages(self, name: str) -> Iterator[Message]:
         """Every message of ``name`` in order, in constant memory."""
         return self.stream(name).messages
+
+    def clear(self, name: str) -> list[int]:
+        """Remove every message of ``name`` (one atomic rewrite); return their seqs."""
+        removed: list[int] = []
+
+        def transform(header: Header, messages: list[Message]) -> tuple[Header, list[Message]]:
+            removed[:] = [m.seq for m in messages]
+            return header, []
+
+        self.rewrite(name, transform)
+        return removed
+
+    def edit_messages(
+        self,
+        name: str,
+        message: Callable[[Message], Message],
+        header: Callable[[SessionHeader], SessionHeader],
+    ) -> bool:
+        """Apply the edits under the lock; one atomic rewrite when anything changed."""
+
+        def transform(head: Header, messages: list[Message]) -> tuple[Header, list[Message]]:
+            out = [message(m) for m in messages]
+            before = public_header(head)
+            after = header(before)
+            if after == before and out == messages:
+                raise _Unchanged
+            head.model, head.system = after.model, after.system
+            head.metadata, head.extra = dict(after.metadata), dict(after.extra)
+            head.parent, head.parent_message = after.parent, after.parent_message
+            return head, out
+
+        try:
+            self.rewrite(name, transform)
+        except _Unchanged:
+            return False
+        return True
+
+    def scrub_residue(self, name: str, fix: TextFix, *, dry_run: bool) -> int:
+        from sessionctl.backend.files.scrubbing import scrub_rejects
+
+        return scrub_rejects(self, name, fix, dry_run=dry_run)
+
+    def count_residue(self, name: str, count: Callable[[str], int]) -> int:
+        from sessionctl.backend.files.scrubbing import grep_session_files
+
+        return grep_session_files(self, name, count)
+
+    def fork(self, source: str, new: str, *, at: str | None, header: SessionHeader) -> None:
+        """Copy ``source`` (up to and including ``at``) into ``new``, with its sidecar vectors."""
+        messages = self.scan(source).messages
+        if at is not None:
+            index = next((i for i, m in enumerate(messages) if m.id == at), -1)
+            if index < 0:
+                raise MessageNotFound(f"no message with id {at!r} in session {source!r}")
+            messages = messages[: index + 1]
+        header = header._replace(parent_message=messages[-1].id if messages else None)
+        copies = [m._replace(id=new_ulid()) for m in messages]
+        self.create(new, header, copies)
+        self._copy_vectors(source, new, [m.seq for m in messages])
+
+    def _copy_vectors(self, source: str, new: str, seqs: list[int]) -> None:
+        """Give a fork the sidecar vectors its source already has (if it is indexed)."""
+        from sessionctl.backend.files.sidecar import SidecarIndex
+
+        source_index = SidecarIndex.for_session(self.sessions_dir, source)
+        if not source_index.files()[0].exists() or not seqs:
+            return
+        uid = self._file_header(new).uid
+        with self.lock(new):
+            try:
+                target = SidecarIndex.for_session(self.sessions_dir, new)
+                source_index.copy_to(target, {s: s for s in seqs}, transcript_uid=uid)
+            except Exception as exc:  # derived data: the next query rebuilds it
+                if self.warn is not None:
+                    self.warn(
+                        f"could not copy the index of {source!r} to {new!r} ({exc});"
+                        " it will be rebuilt"
+                    )
 
     def rewrite(self, name: str, transform: Transform) -> tuple[Header, list[Message]]:
         """Replace ``name``'s transcript with ``transform(header, messages)`` atomically."""
@@ -509,6 +717,10 @@ class LocalBackend(TrashMixin):
             self.path(old, ".lock").unlink()
             fsync_dir(self.sessions_dir)
             self.activity.touch(new, when, reset=True)  # a rename is not activity
+
+
+class _Unchanged(Exception):
+    """Raised inside a rewrite's transform to leave the transcript as it is."""
 
 
 def _session_of(file: str) -> str | None:

@@ -52,9 +52,12 @@ class _DimensionChanged(Exception):
 class SidecarIndex:
     """Exact cosine search over one session's message vectors, ids = seq."""
 
-    def __init__(self, faiss_path: Path, manifest_path: Path) -> None:
+    def __init__(
+        self, faiss_path: Path, manifest_path: Path, transcript: Path | None = None
+    ) -> None:
         self.faiss_path = faiss_path
         self.manifest_path = manifest_path
+        self.transcript = transcript  # a session's sidecar: its transcript (for the stamp)
         self._state: State | None = None
         self._stamp: tuple[int, int, int] | None = None  # manifest (ino, size, mtime_ns)
         self._dirty = False  # the loaded index has changes a failed save did not write
@@ -63,7 +66,33 @@ class SidecarIndex:
     @classmethod
     def for_session(cls, directory: Path, name: str) -> SidecarIndex:
         """The sidecar of session ``name``: ``NAME.faiss`` and ``NAME.index.json``."""
-        return cls(directory / f"{name}.faiss", directory / f"{name}.index.json")
+        return cls(
+            directory / f"{name}.faiss",
+            directory / f"{name}.index.json",
+            directory / f"{name}.jsonl",
+        )
+
+    # -- the freshness stamp (see freshness.py): a session's sidecar only ----------
+    def _stamp_files(self) -> tuple[Path, Path]:
+        from sessionctl.backend.files.freshness import STAMP_SUFFIX
+
+        if self.transcript is None:
+            raise ValueError("only a session's sidecar (SidecarIndex.for_session) has a stamp")
+        return self.transcript, self.transcript.with_name(
+            self.transcript.name[: -len(".jsonl")] + STAMP_SUFFIX
+        )
+
+    def write_stamp(self, uid: str, size: int | None = None) -> None:
+        """Record that this index covers its transcript (up to ``size``); under the lock."""
+        from sessionctl.backend.files.freshness import write_stamp
+
+        write_stamp(*self._stamp_files(), self, uid, size)
+
+    def fast_catch_up(self, embedder: Embedder) -> bool:
+        """Bring this index current from its stamp; False when a full sync is needed."""
+        from sessionctl.backend.files.freshness import fast_catch_up
+
+        return fast_catch_up(*self._stamp_files(), embedder, self)
 
     def trust(self, faiss_stat: Sequence[int] | None) -> None:
         """Skip re-hashing the ``.faiss`` file while it keeps this (inode, size, mtime_ns).

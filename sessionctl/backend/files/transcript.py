@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from sessionctl.backend.files.header import Header as Header  # re-exported: it lives in header.py
-from sessionctl.errors import CorruptData, MessageNotFound, StoreError, UsageError
+from sessionctl.errors import CorruptData, MessageNotFound, StoreError
 from sessionctl.fsutil import FILE_MODE, append_private, atomic_write_with, check_own_file
+from sessionctl.jsonlines import encode as encode  # re-exported: the line format
 from sessionctl.models import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -48,16 +49,6 @@ JOURNAL = "header-edit"  # the record type of a header edit's journal record
 # of the file's end tells whether it ends in one.
 _JOURNAL_END = b',"type":"header-edit"}\n'
 MIN_HEADER_WIDTH = 1024
-
-
-def encode(record: dict[str, Any]) -> bytes:
-    """Return one JSON line (UTF-8, compact, newline-terminated)."""
-    text = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
-    try:
-        return text.encode()
-    except UnicodeEncodeError:
-        # Lone surrogates, e.g. command-line bytes that were not UTF-8.
-        raise UsageError("text is not valid UTF-8 (undecodable bytes); nothing written") from None
 
 
 def decode_record(line: bytes) -> dict[str, Any] | None:

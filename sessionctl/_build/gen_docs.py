@@ -2,14 +2,15 @@
 
 Usage (from the repository root)::
 
-    python -m sessionctl.cli.gen_docs            # write them
-    python -m sessionctl.cli.gen_docs --check    # exit 1 when the committed ones drifted
+    python -m sessionctl._build.gen_docs            # write them
+    python -m sessionctl._build.gen_docs --check    # exit 1 when the committed ones drifted
 
 Writes ``completions/`` and ``man/sessionctl.1`` (what the repository shows),
 and the same files under ``sessionctl/share/`` (what the wheel installs as
 package data; ``sessionctl config path share`` prints where), plus
 ``sessionctl/share/help/top.txt``: the top-level ``--help`` pre-rendered for
-every terminal width (:mod:`sessionctl.cli.fasthelp`).
+every terminal width (:mod:`sessionctl._build.helptext`, served by
+:mod:`sessionctl.cli.fasthelp`).
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ COMPLETION_FILES = {"sessionctl.bash": "bash", "_sessionctl": "zsh", "sessionctl
 
 def generate() -> dict[Path, str]:
     """Return every generated file's content by its path relative to the repository root."""
-    from sessionctl.cli.docmodel import command_tree
-    from sessionctl.cli.gen_completions import render_bash, render_fish, render_zsh
-    from sessionctl.cli.gen_man import render_man
+    from sessionctl._build.docmodel import command_tree
+    from sessionctl._build.gen_completions import render_bash, render_fish, render_zsh
+    from sessionctl._build.gen_man import render_man
 
     tree = command_tree()
     renderers = {"bash": render_bash, "zsh": render_zsh, "fish": render_fish}
@@ -40,7 +41,8 @@ def generate() -> dict[Path, str]:
     man = render_man(tree)
     files[Path("man") / "sessionctl.1"] = man
     files[SHARE / "man" / "man1" / "sessionctl.1"] = man
-    from sessionctl.cli.fasthelp import HELP_FILE, build
+    from sessionctl._build.helptext import build
+    from sessionctl.cli.fasthelp import HELP_FILE
 
     # `sessionctl --help` as typer/rich print it, for every width (see fasthelp.py)
     files[SHARE / "help" / HELP_FILE.name] = build()
@@ -73,7 +75,7 @@ def drifted(out: Path, files: dict[Path, str]) -> list[Path]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; return the exit status."""
     parser = argparse.ArgumentParser(
-        prog="python -m sessionctl.cli.gen_docs", description=__doc__.split("\n")[0]
+        prog="python -m sessionctl._build.gen_docs", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--out", type=Path, default=Path("."), help="repository root (default: .)")
     parser.add_argument(
@@ -86,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for rel in stale:
             sys.stderr.write(f"out of date: {rel}\n")
         if stale:
-            sys.stderr.write("run: python -m sessionctl.cli.gen_docs\n")
+            sys.stderr.write("run: python -m sessionctl._build.gen_docs\n")
         return 1 if stale else 0
     for rel in write(args.out, files):
         sys.stderr.write(f"wrote {rel}\n")
