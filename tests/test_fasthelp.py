@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from sessionctl._build.helptext import render_with_typer
 from sessionctl.cli import fasthelp
 
 PY = [sys.executable, "-m", "sessionctl"]
@@ -54,7 +55,7 @@ class _Stream(io.StringIO):
 @pytest.mark.parametrize("width", [50, 80, 123, 200])
 def test_stored_text_is_what_typer_prints_now(width: int) -> None:
     for variant in fasthelp.VARIANTS:
-        assert _stored(width, variant) == fasthelp.render_with_typer(width, variant)
+        assert _stored(width, variant) == render_with_typer(width, variant)
 
 
 @pytest.mark.parametrize("flag", ["--help", "-h"])
