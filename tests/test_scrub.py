@@ -81,6 +81,60 @@ def test_scrub_reaches_set_aside_lines_and_the_system_prompt(home: Path) -> None
     assert Store(home).session("w").header.system == "you know [REDACTED:scrubbed]"
 
 
+def test_scrub_trash_reaches_deleted_sessions_and_keeps_their_times(home: Path) -> None:
+    ok(cli("add", "-s", "gone", "--role", "user", "--no-redact", "the code is hunter2-qq"))
+    ok(cli("add", "-s", "gone", "--role", "assistant", "noted"))
+    ok(cli("relevant", "code", "-s", "gone"))  # a sidecar index that holds vectors of it
+    ok(cli("add", "-s", "live", "--role", "user", "--no-redact", "also hunter2-qq here"))
+    ok(cli("delete", "gone"))
+    ok(cli("add", "-s", "gone", "--role", "user", "--no-redact", "a new gone: hunter2-qq"))
+    ok(cli("delete", "gone"))  # two trash entries of the same name
+    before = json.loads(ok(cli("list", "--deleted", "--json")).stdout)["sessions"]
+    assert len(before) == 2
+    mtimes = {p: p.stat().st_mtime_ns for p in (home / "trash").rglob("*.jsonl")}
+
+    # without --trash the trash is left alone (and said nothing about)
+    ok(cli("scrub", "--literal", "hunter2-qq", "--all"))
+    assert len(grep_home(home / "trash", ["hunter2-qq"])) == 2
+    assert grep_home(home / "sessions", ["hunter2-qq"]) == []
+
+    # -s NAME --trash reaches a name that only the trash holds
+    report = json.loads(
+        ok(cli("scrub", "--literal", "hunter2-qq", "-s", "gone", "--trash", "--json")).stdout
+    )
+    assert report["verified"]
+    assert sorted((s["session"], s["matches"]) for s in report["sessions"]) == [
+        ("gone", 1),
+        ("gone", 1),
+    ]
+    assert all(s["trash_id"] for s in report["sessions"])
+    assert grep_home(home, ["hunter2-qq"]) == []
+    assert not list((home / "trash").rglob("*.faiss"))  # derived vectors of the old text gone
+    # the last activity is kept (what a restore takes); the deletion time can only move
+    # later (the kernel's ctime of the entry is one of its witnesses), so prune --purge
+    # never removes a scrubbed entry sooner than it would have
+    assert {p: p.stat().st_mtime_ns for p in (home / "trash").rglob("*.jsonl")} == mtimes
+    after = json.loads(ok(cli("list", "--deleted", "--json")).stdout)["sessions"]
+    assert [(i["name"], i["trash_id"]) for i in after] == [
+        (i["name"], i["trash_id"]) for i in before
+    ]
+    assert [i["updated_at"] for i in after] == [i["updated_at"] for i in before]
+    assert all(a["deleted_at"] >= b["deleted_at"] for a, b in zip(after, before, strict=True))
+
+    ok(cli("restore", "gone"))
+    shown = json.loads(ok(cli("show", "gone", "--json")).stdout)
+    assert shown["messages"][0]["content"] == "a new gone: [REDACTED:scrubbed]"
+    hits = json.loads(ok(cli("relevant", "new gone", "-s", "gone", "--json")).stdout)
+    assert hits and "[REDACTED:scrubbed]" in hits[0]["content"]  # its index is rebuilt
+    # the second entry, scrubbed in the trash, restores whole after the first is renamed away
+    ok(cli("rename", "gone", "gone2"))
+    ok(cli("restore", "gone"))
+    shown = json.loads(ok(cli("show", "gone", "--json")).stdout)
+    assert [m["content"] for m in shown["messages"]] == ["the code is [REDACTED:scrubbed]", "noted"]
+    # a name neither live nor deleted is still an unknown session
+    assert cli("scrub", "--literal", "x", "-s", "never", "--trash").returncode == 3
+
+
 def test_scrub_usage_errors(home: Path) -> None:
     ok(cli("add", "-s", "w", "--role", "user", "x"))
     for args in (

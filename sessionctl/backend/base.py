@@ -192,21 +192,29 @@ class SessionStore(Protocol):
         name: str,
         message: Callable[[Message], Message],
         header: Callable[[SessionHeader], SessionHeader],
+        *,
+        trash_id: str | None = None,
     ) -> bool:
         """Replace messages and header by what the two functions return, atomically.
 
         Called under the session's lock (row locks) for every message and once for
         the header; only what they change is written (ids and seqs are kept), and
         nothing at all when nothing changed (returns False). For ``scrub``.
+        With ``trash_id`` the deleted session in that trash entry is edited (its
+        deletion time and last activity kept, its derived index data dropped).
         """
         ...
 
-    def scrub_residue(self, name: str, fix: TextFix, *, dry_run: bool) -> int:
+    def scrub_residue(
+        self, name: str, fix: TextFix, *, dry_run: bool, trash_id: str | None = None
+    ) -> int:
         """Apply ``fix`` to what the store keeps of ``name`` beside its messages and
         header (the file backend: lines set aside as unreadable); return the matches."""
         ...
 
-    def count_residue(self, name: str, count: Callable[[str], int]) -> int:
+    def count_residue(
+        self, name: str, count: Callable[[str], int], *, trash_id: str | None = None
+    ) -> int:
         """Matches ``count`` finds anywhere ``name``'s data is kept, derived data too
         (the check after a scrub that nothing is left)."""
         ...

@@ -38,6 +38,13 @@ def scrub(
         ),
     ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Scrub every live session.")] = False,
+    trash: Annotated[
+        bool,
+        typer.Option(
+            "--trash",
+            help="Also scrub deleted sessions in the trash (of the -s names, or all with --all).",
+        ),
+    ] = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Count the matches, change nothing.")
     ] = False,
@@ -54,8 +61,9 @@ def scrub(
 
         sessionctl scrub --literal 'hunter2' --all
         sessionctl scrub --secrets -s work --dry-run --json
+        sessionctl scrub --literal 'hunter2' --all --trash
     """
-    from sessionctl.service.scrub import check
+    from sessionctl.service.scrub import check, label
     from sessionctl.service.scrub import scrub as run_scrub
 
     state: State = ctx.obj
@@ -68,6 +76,7 @@ def scrub(
         literal=literal,
         secrets=secrets,
         dry_run=dry_run,
+        trash=trash,
     )
     if json_:
         state.out.json(report.to_dict())
@@ -76,7 +85,7 @@ def scrub(
         for s in report.sessions:
             if s.matches or s.remaining:
                 left = f", {s.remaining} left" if s.remaining else ""
-                state.out.line(f"{s.session}\t{verb} {s.matches} in {s.messages} message(s){left}")
+                state.out.line(f"{label(s)}\t{verb} {s.matches} in {s.messages} message(s){left}")
         total = sum(s.matches for s in report.sessions)
         touched = sum(1 for s in report.sessions if s.matches)
         state.out.info(f"{verb} {total} match(es) in {touched} session(s)")

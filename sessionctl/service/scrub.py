@@ -30,6 +30,7 @@ class SessionScrub(NamedTuple):
     messages: int  # messages changed
     matches: int  # matches removed from messages, the system prompt and set-aside lines
     remaining: int  # matches a fresh read (and a grep of the session's files) still finds
+    trash_id: str | None = None  # set for a deleted session (scrub --trash)
 
 
 class ScrubReport(NamedTuple):
@@ -140,10 +141,10 @@ def _count(m: Matcher, text: str) -> int:
     return sum(m.kind(text).values())
 
 
-def _remaining(store: Store, m: Matcher, name: str) -> int:
-    snap = store.backend.snapshot(name)
+def _remaining(store: Store, m: Matcher, name: str, trash_id: str | None) -> int:
+    snap = store.backend.snapshot(name, trash_id=trash_id)
     left = sum(_count(m, text) for text in _texts(snap.header, snap.messages))
-    return left + store.backend.count_residue(name, lambda text: _count(m, text))
+    return left + store.backend.count_residue(name, lambda text: _count(m, text), trash_id=trash_id)
 
 
 def _texts(header: SessionHeader, messages: Sequence[Message]) -> list[str]:
@@ -158,6 +159,29 @@ def _texts(header: SessionHeader, messages: Sequence[Message]) -> list[str]:
     return out
 
 
+def _targets(
+    store: Store, names: Sequence[str] | None, trash: bool
+) -> list[tuple[str, str | None]]:
+    """(name, trash id or None) for each session to scrub: the live ones, then, with
+    ``trash``, the deleted ones of the same names (every one when ``names`` is None)."""
+    deleted = (
+        [(i.name, i.trash_id) for i in store.backend.list_deleted(None) if i.trash_id]
+        if trash
+        else []
+    )
+    if names is None:
+        live = sorted(n for n, _ in store.backend.names())
+    else:
+        wanted = list(dict.fromkeys(names))
+        in_trash = {n for n, _ in deleted}
+        for name in wanted:
+            if name not in in_trash:
+                store.existing(name)  # SessionNotFound, with a suggestion
+        live = [n for n in wanted if store.backend.exists(n)]
+        deleted = [d for d in deleted if d[0] in wanted]
+    return [(n, None) for n in live] + [(n, t) for n, t in deleted]
+
+
 def scrub(
     store: Store,
     names: Sequence[str] | None,
@@ -166,23 +190,21 @@ def scrub(
     literal: str | None = None,
     secrets: bool = False,
     dry_run: bool = False,
+    trash: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> ScrubReport:
-    """Scrub ``names`` (None: every live session); return per-session figures.
+    """Scrub ``names`` (None: every live session; with ``trash`` the deleted sessions of
+    those names too, or every one); return per-session figures.
 
-    Sessions without a match are not rewritten. Those that had one are reindexed
-    from their scrubbed transcripts and then verified by a fresh read.
+    Sessions without a match are not rewritten. Live ones that had one are
+    reindexed from their scrubbed transcripts (deleted ones lose their derived
+    index data, which a restore rebuilds); all are then verified by a fresh read.
     """
     m = matcher(pattern=pattern, literal=literal, secrets=secrets, store=store)
-    if names is None:
-        targets = sorted(n for n, _ in store.backend.names())
-    else:
-        targets = list(dict.fromkeys(names))
-        for name in targets:
-            store.existing(name)
+    targets = _targets(store, names, trash)
     results: list[SessionScrub] = []
-    touched: list[str] = []
-    for name in targets:
+    touched: list[tuple[str, str | None]] = []
+    for name, trash_id in targets:
         if progress is not None:
             progress(name)
         changed = 0
@@ -207,7 +229,7 @@ def scrub(
             found += sum(metadata_counts.values())
             return header._replace(system=system, metadata=metadata)
 
-        snap = store.backend.snapshot(name)
+        snap = store.backend.snapshot(name, trash_id=trash_id)
         if dry_run:
             for msg in snap.messages:
                 fix_message(msg)
@@ -216,19 +238,21 @@ def scrub(
             # Counted again as it is edited (under the lock): the figures are those of
             # what is written, even when a writer came in between.
             changed = found = 0
-            store.backend.edit_messages(name, fix_message, fix_header)
-        found += store.backend.scrub_residue(name, m.fix, dry_run=dry_run)
+            store.backend.edit_messages(name, fix_message, fix_header, trash_id=trash_id)
+        found += store.backend.scrub_residue(name, m.fix, dry_run=dry_run, trash_id=trash_id)
         if found and not dry_run:
-            touched.append(name)
-        results.append(SessionScrub(name, changed, found, 0))
+            touched.append((name, trash_id))
+        results.append(SessionScrub(name, changed, found, 0, trash_id))
     if dry_run:
         return ScrubReport(results, dry_run)
-    if touched:
-        store.reindex(touched)
+    live_touched = [n for n, t in touched if t is None]
+    if live_touched:
+        store.reindex(live_touched)
     verified = []
     for result in results:
-        if result.session in touched or names is not None:
-            result = result._replace(remaining=_remaining(store, m, result.session))
+        if (result.session, result.trash_id) in touched or names is not None:
+            left = _remaining(store, m, result.session, result.trash_id)
+            result = result._replace(remaining=left)
         verified.append(result)
     return ScrubReport(verified, dry_run)
 
@@ -239,5 +263,10 @@ def check(report: ScrubReport) -> None:
     if left:
         raise StoreError(
             "scrub could not remove every match: "
-            + ", ".join(f"{s.session} ({s.remaining} left)" for s in left)
+            + ", ".join(f"{label(s)} ({s.remaining} left)" for s in left)
         )
+
+
+def label(s: SessionScrub) -> str:
+    """How a report names a session: a deleted one with its trash id."""
+    return s.session if s.trash_id is None else f"{s.session} (deleted, {s.trash_id})"

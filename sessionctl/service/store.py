@@ -229,6 +229,32 @@ class Store:
 
         return reindex(self, names, model=model, progress=progress, sessions_done=sessions_done)
 
+    def scrub(
+        self,
+        names: Sequence[str] | None = None,
+        *,
+        pattern: str | None = None,
+        literal: str | None = None,
+        secrets: bool = False,
+        dry_run: bool = False,
+        trash: bool = False,
+    ) -> Any:
+        """Remove a regex ``pattern``, a ``literal`` or every known secret (``secrets``)
+        from ``names`` (default: every live session; ``trash`` adds their deleted copies,
+        or the whole trash), as ``sessionctl scrub``; returns a ``ScrubReport`` whose
+        ``verified`` is False when a fresh read still finds a match."""
+        from sessionctl.service.scrub import scrub
+
+        return scrub(
+            self,
+            names,
+            pattern=pattern,
+            literal=literal,
+            secrets=secrets,
+            dry_run=dry_run,
+            trash=trash,
+        )
+
     def prune(
         self,
         older_than: str | timedelta,

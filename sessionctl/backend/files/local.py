@@ -609,8 +609,14 @@ class LocalBackend(TrashMixin):
         name: str,
         message: Callable[[Message], Message],
         header: Callable[[SessionHeader], SessionHeader],
+        *,
+        trash_id: str | None = None,
     ) -> bool:
-        """Apply the edits under the lock; one atomic rewrite when anything changed."""
+        """Apply the edits under the lock; one atomic rewrite when anything changed.
+
+        With ``trash_id`` the trash entry is edited instead (see
+        :func:`~sessionctl.backend.files.scrubbing.edit_deleted`).
+        """
 
         def transform(head: Header, messages: list[Message]) -> tuple[Header, list[Message]]:
             out = [message(m) for m in messages]
@@ -624,20 +630,29 @@ class LocalBackend(TrashMixin):
             return head, out
 
         try:
-            self.rewrite(name, transform)
+            if trash_id is None:
+                self.rewrite(name, transform)
+            else:
+                from sessionctl.backend.files.scrubbing import edit_deleted
+
+                edit_deleted(self, name, trash_id, lambda p, r: self._rewrite_file(p, r, transform))
         except _Unchanged:
             return False
         return True
 
-    def scrub_residue(self, name: str, fix: TextFix, *, dry_run: bool) -> int:
+    def scrub_residue(
+        self, name: str, fix: TextFix, *, dry_run: bool, trash_id: str | None = None
+    ) -> int:
         from sessionctl.backend.files.scrubbing import scrub_rejects
 
-        return scrub_rejects(self, name, fix, dry_run=dry_run)
+        return scrub_rejects(self, name, fix, dry_run=dry_run, trash_id=trash_id)
 
-    def count_residue(self, name: str, count: Callable[[str], int]) -> int:
+    def count_residue(
+        self, name: str, count: Callable[[str], int], *, trash_id: str | None = None
+    ) -> int:
         from sessionctl.backend.files.scrubbing import grep_session_files
 
-        return grep_session_files(self, name, count)
+        return grep_session_files(self, name, count, trash_id=trash_id)
 
     def fork(self, source: str, new: str, *, at: str | None, header: SessionHeader) -> None:
         """Copy ``source`` (up to and including ``at``) into ``new``, with its sidecar vectors."""
@@ -676,25 +691,32 @@ class LocalBackend(TrashMixin):
         self._require(name)
         with self.lock(name):
             path = self._require(name)
-            scanned = transcript.scan(path, self.warn)
-            rejects = self.path(name, ".rejects")
-            transcript.set_aside(rejects, list(scanned.bad_lines), "corrupt line (before rewrite)")
-            if scanned.torn is not None:
-                transcript.set_aside(rejects, [(None, scanned.torn)], "torn last line")
-            transcript.set_aside(
-                rejects, list(scanned.unfinished), "unfinished multi-message write (interrupted)"
-            )
-            header, messages = transform(scanned.header, scanned.messages)
-            messages = _numbered(messages)
-            header.base_seq = max(header.base_seq, scanned.high_seq)
-            header.base_count = len(messages)
-            header.updated_at = now_iso()
-            data = transcript.encode_header(header)
-            data += b"".join(encode(m.to_record()) for m in messages)
             before = self._mtime(path)
-            atomic_write(path, data)
+            result = self._rewrite_file(path, self.path(name, ".rejects"), transform)
             self.activity.touch(name, floor=before)
-            return header, messages
+            return result
+
+    def _rewrite_file(
+        self, path: Path, rejects: Path, transform: Transform
+    ) -> tuple[Header, list[Message]]:
+        """Replace the transcript at ``path`` (its lock held) by ``transform``'s result;
+        unreadable lines go to ``rejects`` first, so nothing is lost."""
+        scanned = transcript.scan(path, self.warn)
+        transcript.set_aside(rejects, list(scanned.bad_lines), "corrupt line (before rewrite)")
+        if scanned.torn is not None:
+            transcript.set_aside(rejects, [(None, scanned.torn)], "torn last line")
+        transcript.set_aside(
+            rejects, list(scanned.unfinished), "unfinished multi-message write (interrupted)"
+        )
+        header, messages = transform(scanned.header, scanned.messages)
+        messages = _numbered(messages)
+        header.base_seq = max(header.base_seq, scanned.high_seq)
+        header.base_count = len(messages)
+        header.updated_at = now_iso()
+        data = transcript.encode_header(header)
+        data += b"".join(encode(m.to_record()) for m in messages)
+        atomic_write(path, data)
+        return header, messages
 
     # -- namespace operations -------------------------------------------
     def _move_files(self, src: Callable[[str], Path], dst: Callable[[str], Path]) -> None:

@@ -160,7 +160,7 @@ _sessionctl_spec() {
             args=dynamic ;;
         "scrub")
             subs=""
-            opts="--pattern --literal --secrets -s --session --all --dry-run --json -h --help"
+            opts="--pattern --literal --secrets -s --session --all --trash --dry-run --json -h --help"
             valued="--pattern --literal -s --session"
             vdynamic="-s --session"
             args=none ;;

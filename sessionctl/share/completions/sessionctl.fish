@@ -275,6 +275,7 @@ complete -c sessionctl -n '__sessionctl_at scrub' -l literal -r -f -d 'Remove th
 complete -c sessionctl -n '__sessionctl_at scrub' -l secrets -d 'Remove every secret shape that redaction knows (and config adds).'
 complete -c sessionctl -n '__sessionctl_at scrub' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session to scrub (repeatable).'
 complete -c sessionctl -n '__sessionctl_at scrub' -l all -d 'Scrub every live session.'
+complete -c sessionctl -n '__sessionctl_at scrub' -l trash -d 'Also scrub deleted sessions in the trash (of the -s names, or all with --all).'
 complete -c sessionctl -n '__sessionctl_at scrub' -l dry-run -d 'Count the matches, change nothing.'
 complete -c sessionctl -n '__sessionctl_at scrub' -l json -d 'Print JSON.'
 complete -c sessionctl -n '__sessionctl_at scrub' -s h -l help -d 'Show this message and exit.'
