@@ -1067,15 +1067,15 @@ def test_tail_agrees_with_a_full_read(
         for where, data in junk:
             lines.insert(1 + min(where, len(lines) - 1), data.replace(b"\n", b" "))
         path.write_bytes(b"\n".join(lines) + b"\n" + torn)
-        saved = transcript._BLOCK
-        transcript._BLOCK = block
+        saved = transcript.BLOCK
+        transcript.BLOCK = block
         try:
             full = transcript.scan(path).messages
             assert transcript.tail(path, k) == (full[-k:] if k else [])
             state = transcript.tail_state(path)
             assert state.last == (full[-1] if full else None)
         finally:
-            transcript._BLOCK = saved
+            transcript.BLOCK = saved
 
 
 # -- the stateful model -----------------------------------------------------------------------

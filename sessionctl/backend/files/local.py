@@ -31,7 +31,7 @@ from sessionctl.backend.base import (
     Snapshot,
     TextFix,
 )
-from sessionctl.backend.files import listing, transcript
+from sessionctl.backend.files import listing, repair, streaming, transcript
 from sessionctl.backend.files.activity import LOG_NAME, ActivityLog
 from sessionctl.backend.files.base import Transform
 from sessionctl.backend.files.header import (
@@ -465,7 +465,7 @@ class LocalBackend(TrashMixin):
     def _append_locked(self, name: str, make: MakeMessages) -> list[Message]:
         path = self.path(name)
         header = transcript.read_header(path)  # a newer format is refused before any repair
-        transcript.repair_tail(path, self.path(name, ".rejects"), self.warn)
+        repair.repair_tail(path, self.path(name, ".rejects"), self.warn)
         state = transcript.tail_state(path)
         messages = make(header.next_seq(state.high_seq))
         messages = _numbered(messages, message_count(header, state.last))
@@ -505,7 +505,7 @@ class LocalBackend(TrashMixin):
         with self.lock(name):
             path = self._require(name)
             transcript.read_header(path)
-            transcript.repair_tail(path, self.path(name, ".rejects"), self.warn)
+            repair.repair_tail(path, self.path(name, ".rejects"), self.warn)
             state = transcript.tail_state(path)
             if state.last is None:
                 raise MessageNotFound(f"session {name!r} has no messages to drop")
@@ -524,7 +524,7 @@ class LocalBackend(TrashMixin):
                     and (transcript.decode_record(line) or {}).get("type")
                     not in ("dropped", transcript.JOURNAL)
                 ]
-                transcript.set_aside(self.path(name, ".rejects"), junk, "corrupt line (drop)")
+                repair.set_aside(self.path(name, ".rejects"), junk, "corrupt line (drop)")
                 transcript.finish_previous(fd, state.last_offset)
                 os.ftruncate(fd, state.last_offset)
                 os.fsync(fd)
@@ -557,7 +557,7 @@ class LocalBackend(TrashMixin):
             path = self._require(name)
             transcript.read_header(path)  # a newer format is refused before any repair
             before = self._mtime(path)
-            header = transcript.edit_header(path, self.path(name, ".rejects"), self.warn, change)
+            header = streaming.edit_header(path, self.path(name, ".rejects"), self.warn, change)
             if os.stat(path, follow_symlinks=False).st_mtime_ns != before:
                 self.activity.touch(name, floor=before)
             return header
@@ -574,7 +574,7 @@ class LocalBackend(TrashMixin):
             path = self._require(name)
             transcript.read_header(path)
             before = self._mtime(path)
-            result = transcript.rewrite(
+            result = streaming.rewrite(
                 path, self.path(name, ".rejects"), self.warn, lambda h: h, drop_id=message_id
             )
             self.activity.touch(name, floor=before)
@@ -584,7 +584,7 @@ class LocalBackend(TrashMixin):
     def stream(self, name: str) -> SessionStream:
         """Open ``name`` for one pass: its header, then its messages in constant memory."""
         try:
-            opened = transcript.stream(self._require(name), self.warn)
+            opened = streaming.stream(self._require(name), self.warn)
         except FileNotFoundError:
             raise SessionNotFound(f"no session named {name!r} (see `sessionctl list`)") from None
         return SessionStream(public_header(opened.header), opened.messages)
@@ -702,10 +702,10 @@ class LocalBackend(TrashMixin):
         """Replace the transcript at ``path`` (its lock held) by ``transform``'s result;
         unreadable lines go to ``rejects`` first, so nothing is lost."""
         scanned = transcript.scan(path, self.warn)
-        transcript.set_aside(rejects, list(scanned.bad_lines), "corrupt line (before rewrite)")
+        repair.set_aside(rejects, list(scanned.bad_lines), "corrupt line (before rewrite)")
         if scanned.torn is not None:
-            transcript.set_aside(rejects, [(None, scanned.torn)], "torn last line")
-        transcript.set_aside(
+            repair.set_aside(rejects, [(None, scanned.torn)], "torn last line")
+        repair.set_aside(
             rejects, list(scanned.unfinished), "unfinished multi-message write (interrupted)"
         )
         header, messages = transform(scanned.header, scanned.messages)
