@@ -20,6 +20,8 @@ FORMAT_VERSION = 1
 OPTIONAL_FIELDS = ("model", "usage", "tool_call_id", "tool_calls", "name", "metadata")
 # Fields of a message that a model needs to replay the conversation.
 REPLAY_FIELDS = ("tool_call_id", "tool_calls", "name")
+# The optional fields Message.to_dict shows when set (seed APIs return metadata too).
+PUBLIC_OPTIONAL_FIELDS = ("model", "usage", *REPLAY_FIELDS, "metadata")
 # A seq is an int from 1 to MAX_SEQ: the index stores it as a signed 64-bit vector id.
 MAX_SEQ = 2**63 - 1
 
@@ -141,7 +143,9 @@ class Message(NamedTuple):
         )
 
     def to_dict(self, *, raw: bool = False) -> dict[str, Any]:
-        """Return the public JSON shape: id, seq, role, content, created_at (+ all with raw)."""
+        """Return the public JSON shape: id, seq, role, content, created_at, then each
+        optional field that is set (model, usage, tool fields, metadata, interrupted);
+        ``raw`` adds what a newer sessionctl wrote, as stored."""
         if raw:
             record = self.to_record()
             del record["type"]
@@ -154,7 +158,7 @@ class Message(NamedTuple):
             "content": self.content,
             "created_at": self.created_at,
         }
-        for key in REPLAY_FIELDS:
+        for key in PUBLIC_OPTIONAL_FIELDS:
             value = getattr(self, key)
             if value is not None:
                 out[key] = value

@@ -529,7 +529,15 @@ def test_meta_merge_json_values_and_unset(cli: Cli) -> None:
     assert "n" not in data and data["project"] == "apollo"
     fails(cli("meta", "work", "novalue"), 2, "KEY=VALUE")
     fails(cli("meta", "work", "=x"), 2)
-    fails(cli("meta", "ghost", "a=1"), 3)
+    # setting keys creates a session (as `add` does); showing or unsetting does not
+    fails(cli("meta", "ghost"), 3)
+    fails(cli("meta", "ghost", "--unset", "a"), 3)
+    fails(cli("meta", "ghost", "k=bad \udcff"), 2, "UTF-8")
+    fails(cli("meta", "bad/name", "a=1"), 2)
+    assert "ghost" not in listed(cli)
+    assert json.loads(ok(cli("meta", "ghost", "a=1", "--json")).stdout) == {"a": 1}
+    assert "ghost" in listed(cli)
+    assert json.loads(ok(cli("show", "ghost", "--json")).stdout)["messages"] == []
     fails(cli("meta", "work", "k=bad \udcff"), 2, "UTF-8")
     assert "k" not in json.loads(ok(cli("meta", "work", "--json")).stdout)
 

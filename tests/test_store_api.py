@@ -98,9 +98,15 @@ def test_optional_fields_round_trip(store: Store) -> None:
     assert raw[0]["tool_calls"] == calls and raw[0]["model"] == "gpt"
     assert raw[1]["tool_call_id"] == "c1" and raw[1]["name"] == "f"
     assert raw[2]["metadata"] == {"a": [1, {"b": None}]}
-    # The plain shape carries what a model needs to replay, not the bookkeeping.
-    plain = work.get_recent()
-    assert plain[1]["tool_call_id"] == "c1" and "model" not in plain[0]
+    # The plain shape (get_recent, Session.messages) carries every stored optional
+    # field that is set, metadata included, as the seed APIs return it; never the
+    # storage bookkeeping.
+    for plain in (work.get_recent(), work.messages):
+        assert plain[0]["tool_calls"] == calls and plain[0]["model"] == "gpt"
+        assert plain[1]["tool_call_id"] == "c1" and plain[1]["name"] == "f"
+        assert plain[2]["metadata"] == {"a": [1, {"b": None}]}
+        assert "metadata" not in plain[0] and "usage" not in plain[0]
+        assert all("pos" not in m and "type" not in m for m in plain)
 
 
 # -- reading ---------------------------------------------------------------------
@@ -344,6 +350,20 @@ def test_update_merges_metadata_and_unsets(store: Store) -> None:
     _set_mtime(path, 1_000_000)
     work.update(metadata={"b": 3})
     assert path.stat().st_mtime == 1_000_000
+
+
+def test_update_creates_a_session_in_one_write_or_not_at_all(store: Store) -> None:
+    from sessionctl.errors import UsageError as Usage
+
+    with pytest.raises(Usage):
+        store.session("new").update(metadata={"k": "bad \udcff"})
+    with pytest.raises(Usage):
+        store.session("new").update(system="bad \udcff")
+    assert not store.session("new").exists and store.names() == []
+    info = store.session("new").update(
+        model="m", system="s", metadata={"a": 1, "b": 2}, unset=["b"]
+    )
+    assert (info.model, info.system, info.metadata, info.messages) == ("m", "s", {"a": 1}, 0)
 
 
 def test_rename_moves_everything(store: Store) -> None:

@@ -365,6 +365,7 @@ def meta(
 ) -> None:
     """Show or merge a session's metadata (keys not named are kept).
 
+    Setting a key on a session that does not exist creates it.
     VALUE is parsed as JSON when it is valid JSON (3, true, [1,2]), else kept as text.
     A session name never contains "=", so `meta -s work KEY=VALUE` works too.
 
@@ -377,8 +378,12 @@ def meta(
     if name is not None and "=" in name:  # `meta -s work k=v`: a name has no "="
         items.insert(0, name)
         name = None
-    target = state.store().existing(pick_session(ctx, name, session))
     values = dict(_parse_assignment(a) for a in items)
+    picked = pick_session(ctx, name, session)
+    # Setting keys creates the session, as `add` and Session.update() do (Zep's "add a
+    # session with metadata"); showing or only unsetting needs one that exists.
+    store = state.store()
+    target = store.session(picked) if values else store.existing(picked)
     changing = bool(values or unset)
     info = target.update(metadata=values, unset=unset or []) if changing else target.info()
     if json_:

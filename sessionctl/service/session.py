@@ -196,15 +196,22 @@ class Session:
         redact = self._store.redactor()
         if system and redact is not None:
             system = redact.text(system).text  # a system prompt is written too
-        if not self.exists:
-            self._store._create_empty(self.name)
         fields: dict[str, Any] = {}
         if model is not None:
             fields["model"] = model
         if system is not None:
             fields["system"] = system or None
         patch = HeaderPatch(fields, metadata or None, tuple(unset))
-        self._backend.update_header(self.name, patch)  # never the messages; a no-op: no lock
+        if not self.exists:
+            # Created with the patch already in its header: one write, so a value the
+            # store refuses (undecodable text) leaves no empty session behind.
+            new = self._store._new_header(self.name)
+            kept = {k: v for k, v in (metadata or {}).items() if k not in unset}
+            new = new._replace(metadata=kept, **fields)
+            self._backend.append(self.name, lambda _seq: [], create=new)
+        # Applied again in case another process created the session first; a patch
+        # that changes nothing takes no lock and writes nothing.
+        self._backend.update_header(self.name, patch)  # never the messages
         return self.info()
 
     # -- reading -----------------------------------------------------------
