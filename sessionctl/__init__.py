@@ -29,6 +29,9 @@ _EXPORTS = {
     "SessionInfo": "sessionctl.models",
     "PruneReport": "sessionctl.service.store",
     "Session": "sessionctl.service.session",
+    "Reply": "sessionctl.service.conversation",
+    "TextDelta": "sessionctl.service.conversation",
+    "Finished": "sessionctl.service.conversation",
     "Store": "sessionctl.service.store",
 }
 
@@ -43,6 +46,7 @@ if TYPE_CHECKING:
         UsageError,
     )
     from sessionctl.models import Message, SessionInfo
+    from sessionctl.service.conversation import Finished, Reply, TextDelta
     from sessionctl.service.session import Session
     from sessionctl.service.store import PruneReport, Store
 
@@ -67,16 +71,19 @@ def open_store(home: str | None = None) -> Store:
 
 __all__ = [
     "ExitCode",
+    "Finished",
     "Message",
     "MessageNotFound",
     "ProviderError",
     "PruneReport",
+    "Reply",
     "Session",
     "SessionExists",
     "SessionInfo",
     "SessionNotFound",
     "SessionctlError",
     "Store",
+    "TextDelta",
     "UsageError",
     "__version__",
     "open_store",

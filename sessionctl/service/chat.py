@@ -8,7 +8,7 @@ by Ctrl-C is kept as the user saw it, marked ``interrupted``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sessionctl.errors import Interrupted, PromptTooLarge, ProviderError, UsageError
@@ -278,6 +278,28 @@ def run_turn(
     more (``on_notice`` is told); a second refusal propagates. On Ctrl-C the prompt and
     the partial answer are saved (marked interrupted) and :class:`Interrupted` is raised.
     """
+    deltas = turn_deltas(turn, on_notice)
+    while True:
+        try:
+            delta = next(deltas)
+        except StopIteration as done:
+            result: TurnResult = done.value
+            return result
+        if on_delta is not None:
+            try:
+                on_delta(delta)
+            except KeyboardInterrupt:
+                deltas.throw(KeyboardInterrupt())  # saved as Ctrl-C inside the stream
+
+
+def turn_deltas(
+    turn: PreparedTurn, on_notice: Callable[[str], None] | None = None
+) -> Generator[str, None, TurnResult]:
+    """:func:`run_turn` as a generator of text deltas that returns the recorded turn.
+
+    Closing it before the end (an abandoned or cancelled stream) records the prompt
+    and what was produced, marked interrupted, as Ctrl-C does.
+    """
     from sessionctl import llm
 
     started = time.monotonic()
@@ -302,13 +324,15 @@ def run_turn(
             for delta in stream:
                 if not first and delta:
                     first.append(time.monotonic())
-                if on_delta is not None:
-                    on_delta(delta)
+                yield delta
         except KeyboardInterrupt:
             _record(turn, stream.partial_text, turn.model, None, interrupted=True)
             raise Interrupted(
                 f"interrupted; the partial answer was saved in session {turn.session.name!r}"
             ) from None
+        except GeneratorExit:
+            _record(turn, stream.partial_text, turn.model, None, interrupted=True)
+            raise
         except (llm.ConnectionFailed, llm.ProviderTimeout) as exc:
             # The server died or stalled mid-answer: keep what the user saw, as Ctrl-C
             # does. A call that failed before any text still appends nothing.

@@ -16,6 +16,7 @@ from sessionctl.timeutil import now_iso
 
 if TYPE_CHECKING:
     from sessionctl.backend.base import SessionHeader, SessionStore
+    from sessionctl.service.conversation import Reply, StreamEvent
     from sessionctl.service.store import Store
 
 MessageInput = Mapping[str, Any]
@@ -306,6 +307,58 @@ class Session:
     def fork(self, new_name: str, at: str | None = None) -> Session:
         """Copy this session (up to and including message ``at``) into ``new_name``."""
         return self._store.fork(self.name, new_name, at=at)
+
+    # -- conversation ------------------------------------------------------
+    def chat(
+        self,
+        prompt: str,
+        *,
+        model: str | None = None,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        **options: Any,
+    ) -> Reply:
+        """Send ``prompt`` with this session's context, record prompt and answer, and
+        return the :class:`~sessionctl.service.conversation.Reply` (``text``, ``model``,
+        ``usage``, ``messages``). The same turn as ``sessionctl chat``: ``options`` are
+        its other settings (``api_base``, ``context_recent``, ``context_relevant``,
+        ``no_context``, ``timeout``, ``via``, ``context_window``, ``force``). A failed
+        call raises ``ProviderError`` (or a subclass) and appends nothing."""
+        from sessionctl.service import conversation
+
+        opts = conversation.options(
+            model=model,
+            system=system,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            extra=options,
+        )
+        return conversation.chat(self, prompt, opts)
+
+    def stream(
+        self,
+        prompt: str,
+        *,
+        model: str | None = None,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        **options: Any,
+    ) -> Iterator[StreamEvent]:
+        """Like :meth:`chat`, as events: ``TextDelta(text)`` pieces, then one
+        ``Finished(reply)``; history is written when the stream completes. Closing it
+        part-way keeps the prompt and the partial answer, marked interrupted."""
+        from sessionctl.service import conversation
+
+        opts = conversation.options(
+            model=model,
+            system=system,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            extra=options,
+        )
+        return conversation.stream(self, prompt, opts)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the whole session as a JSON-ready dict (the ``export --format json`` shape)."""
