@@ -4,6 +4,7 @@ OpenAI-compatible server on 127.0.0.1 (the same turn as `sessionctl chat`)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from llm_server import FakeLLMServer, Reply, llm_server
@@ -15,7 +16,7 @@ __all__ = ["llm_server"]  # the fixture, re-exported for pytest
 ANSWER = "Hello from the fake model."
 
 
-def opts(server: FakeLLMServer) -> dict[str, str]:
+def opts(server: FakeLLMServer) -> dict[str, Any]:
     return {"api_base": server.base_url, "model": "test-model"}
 
 
