@@ -8,7 +8,7 @@ the prompt and what was produced, marked interrupted, as Ctrl-C in the REPL does
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sessionctl.errors import UsageError
@@ -112,7 +112,7 @@ def chat(session: Session, prompt: str, opts: ChatOptions) -> Reply:
     return _reply(run_turn(turn))
 
 
-def stream(session: Session, prompt: str, opts: ChatOptions) -> Iterator[StreamEvent]:
+def stream(session: Session, prompt: str, opts: ChatOptions) -> Generator[StreamEvent, None, None]:
     """One turn as events: :class:`TextDelta` pieces, then one :class:`Finished`.
 
     Nothing is sent before the first ``next()``. Closing the iterator early (``break``

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sessionctl.backend.base import HeaderPatch
@@ -345,7 +345,7 @@ class Session:
         temperature: float | None = None,
         max_tokens: int | None = None,
         **options: Any,
-    ) -> Iterator[StreamEvent]:
+    ) -> Generator[StreamEvent, None, None]:
         """Like :meth:`chat`, as events: ``TextDelta(text)`` pieces, then one
         ``Finished(reply)``; history is written when the stream completes. Closing it
         part-way keeps the prompt and the partial answer, marked interrupted."""
