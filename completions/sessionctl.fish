@@ -9,7 +9,7 @@ function __sessionctl_spec --description 'sessionctl subcommands or valued optio
         case 'subs '
             printf '%s\n' chat recent add store drop relevant reindex list show export import fork rename meta clear delete restore prune config scrub stats compact models
         case 'valued '
-            printf '%s\n' --home
+            printf '%s\n' --home --store --namespace
         case 'valued chat'
             printf '%s\n' -s --session -m --model --system --temperature --max-tokens --api-base --context-recent --context-relevant --context-window --via
         case 'valued recent'
@@ -112,6 +112,8 @@ complete -c sessionctl -n '__sessionctl_at' -f -a stats -d 'Sum the answers\' to
 complete -c sessionctl -n '__sessionctl_at' -f -a compact -d 'Ask the model for a summary of older turns and append it as one record.'
 complete -c sessionctl -n '__sessionctl_at' -f -a models -d 'List the default and configured models, and the providers and models litellm knows.'
 complete -c sessionctl -n '__sessionctl_at' -l home -r -F -d 'Data directory (default: the platform\'s user data dir).'
+complete -c sessionctl -n '__sessionctl_at' -l store -r -f -d 'Keep sessions in this PostgreSQL database (postgresql://user@host/db; also SESSIONCTL_STORE or config `store`) instead of the files under the home. The password is never printed; prefer PGPASSWORD or ~/.pgpass.'
+complete -c sessionctl -n '__sessionctl_at' -l namespace -r -f -d 'The PostgreSQL store\'s namespace: every query stays inside it (default: the OS user name; also SESSIONCTL_NAMESPACE).'
 complete -c sessionctl -n '__sessionctl_at' -l version -d 'Print the version.'
 complete -c sessionctl -n '__sessionctl_at' -l install-completion -d 'Install completion for the current shell.'
 complete -c sessionctl -n '__sessionctl_at' -l show-completion -d 'Show completion for the current shell, to copy it or customize the installation.'

@@ -94,7 +94,9 @@ class LocalBackend(TrashMixin):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(cross_session_search=True, keyword_search=False, shared=False)
+        return Capabilities(
+            cross_session_search=True, keyword_search=False, shared=False, session_indexes=True
+        )
 
     def close(self) -> None:
         """Nothing to release: every call opens and closes its own files."""

@@ -10,8 +10,8 @@ _sessionctl_spec() {
     case "$1" in
         "")
             subs="chat recent add store drop relevant reindex list show export import fork rename meta clear delete restore prune config scrub stats compact models"
-            opts="--home --version --install-completion --show-completion -h --help"
-            valued="--home"
+            opts="--home --store --namespace --version --install-completion --show-completion -h --help"
+            valued="--home --store --namespace"
             vdynamic=""
             args=none ;;
         "chat")
