@@ -65,22 +65,32 @@ class PgVectors:
         embedder: Embedder,
         *,
         progress: IndexProgress | None = None,
+        report: bool = True,
     ) -> list[tuple[str, SyncReport]]:
-        """Embed the messages that have no vector for this model yet."""
+        """Embed the messages that have no vector for this model yet (``report=False``:
+        skip the per-session reports when nothing was missing, for a search)."""
         import numpy as np
 
         db = self.backend.db
         model = embedder.model_id
         self.embedded = 0
         with db.transaction() as conn:
-            targets = self._targets(conn, names)
-            todo_rows = conn.execute(
-                "SELECT m.session_id, m.seq, m.content, m.content_raw FROM sc_message m"
+            # One anti-join: the messages of the wanted live sessions without a vector.
+            sql = (
+                "SELECT m.session_id, m.seq, m.content, m.content_raw FROM sc_session s"
+                " JOIN sc_message m ON m.session_id = s.id"
                 " LEFT JOIN sc_embedding e ON e.session_id = m.session_id AND e.seq = m.seq"
-                " AND e.model_id = %s WHERE m.session_id = ANY(%s) AND e.seq IS NULL"
-                " ORDER BY m.session_id, m.seq",
-                (model, [sid for sid, _ in targets]),
-            ).fetchall()
+                " AND e.model_id = %s WHERE s.namespace = %s AND s.trash_id IS NULL"
+                " AND e.seq IS NULL"
+            )
+            params: list[Any] = [model, self.backend.namespace]
+            if names is not None:
+                sql += " AND s.name = ANY(%s)"
+                params.append(list(names))
+            todo_rows = conn.execute(sql + " ORDER BY m.session_id, m.seq", params).fetchall()
+            if not report and not todo_rows:
+                return []
+            targets = self._targets(conn, names)
             totals = dict(
                 conn.execute(
                     "SELECT session_id, count(*) FROM sc_message WHERE session_id = ANY(%s)"
@@ -161,7 +171,7 @@ class PgVectors:
         if k <= 0:
             return []
         query = np.asarray(query_vec, dtype=np.float32).reshape(-1)
-        self.catch_up(where.names, embedder)
+        self.catch_up(where.names, embedder, report=False)
         cols = ", ".join(f"m.{c.strip()}" for c in _MSG_COLS.split(","))
         sql = (
             "SELECT s.name, (e.vec <=> %s::halfvec) AS d, " + cols + " FROM sc_embedding e"
