@@ -128,3 +128,16 @@ def test_two_stores_on_one_database_see_each_others_writes_at_once(postgres: str
             "from one",
             "from two",
         ]
+
+
+def test_relevant_and_its_fall_back_never_cross_namespaces(postgres: str) -> None:
+    with _store(postgres, "alice") as alice, _store(postgres, "bob") as bob:
+        alice.session("trip").add_message({"role": "user", "content": "The ferry leaves at noon."})
+        bob.session("trip").add_message({"role": "user", "content": "The ferry leaves at one."})
+        bob.session("pets").add_message({"role": "user", "content": "My cat is called Miso."})
+        hits = alice.get_relevant("when does the ferry leave?", top_k=10, distance_threshold=2.0)
+        assert [h["content"] for h in hits] == ["The ferry leaves at noon."]
+        far = alice.get_relevant("zebra", top_k=5, distance_threshold=0.0, fall_back=True)
+        assert [h["content"] for h in far] == ["The ferry leaves at noon."]  # alice's fall-back
+        assert [n for n in alice.names()] == ["trip"]
+        assert bob.session("pets").get_messages()[0].content == "My cat is called Miso."
