@@ -411,6 +411,8 @@ class LocalBackend(TrashMixin):
         with self._namespace_lock(), self.lock(name):
             self._create_locked(name, file_header(header), messages, high_seq)
             if last_active_ns is not None:
+                # last_activity() is the later of the log and the mtime: both, exactly.
+                os.utime(self.path(name), ns=(last_active_ns, last_active_ns))
                 self.activity.touch(name, last_active_ns, reset=True)
 
     def _create_locked(
