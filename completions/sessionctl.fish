@@ -7,9 +7,9 @@
 function __sessionctl_spec --description 'sessionctl subcommands or valued options'
     switch "$argv[1] $argv[2..-1]"
         case 'subs '
-            printf '%s\n' chat recent add store drop relevant reindex list show export import fork rename meta clear delete restore prune config scrub stats compact models
+            printf '%s\n' chat recent add store drop relevant reindex list show export import fork rename meta clear delete restore prune config scrub stats compact models migrate
         case 'valued '
-            printf '%s\n' --home
+            printf '%s\n' --home --store --namespace
         case 'valued chat'
             printf '%s\n' -s --session -m --model --system --temperature --max-tokens --api-base --context-recent --context-relevant --context-window --via
         case 'valued recent'
@@ -56,6 +56,8 @@ function __sessionctl_spec --description 'sessionctl subcommands or valued optio
             printf '%s\n' -s --session --keep-last -m --model --api-base --via
         case 'valued models'
             printf '%s\n' -p --provider
+        case 'valued migrate'
+            printf '%s\n' --to
     end
 end
 
@@ -111,7 +113,10 @@ complete -c sessionctl -n '__sessionctl_at' -f -a scrub -d 'Remove a literal, a 
 complete -c sessionctl -n '__sessionctl_at' -f -a stats -d 'Sum the answers\' tokens, latency and cost (USD, where litellm\'s table knows the model).'
 complete -c sessionctl -n '__sessionctl_at' -f -a compact -d 'Ask the model for a summary of older turns and append it as one record.'
 complete -c sessionctl -n '__sessionctl_at' -f -a models -d 'List the default and configured models, and the providers and models litellm knows.'
+complete -c sessionctl -n '__sessionctl_at' -f -a migrate -d 'Copy every session of this store (--home or --store) into another, losslessly.'
 complete -c sessionctl -n '__sessionctl_at' -l home -r -F -d 'Data directory (default: the platform\'s user data dir).'
+complete -c sessionctl -n '__sessionctl_at' -l store -r -f -d 'Keep sessions in this PostgreSQL database (postgresql://user@host/db; also SESSIONCTL_STORE or config `store`) instead of the files under the home. The password is never printed; prefer PGPASSWORD or ~/.pgpass.'
+complete -c sessionctl -n '__sessionctl_at' -l namespace -r -f -d 'The PostgreSQL store\'s namespace: every query stays inside it (default: the OS user name; also SESSIONCTL_NAMESPACE).'
 complete -c sessionctl -n '__sessionctl_at' -l version -d 'Print the version.'
 complete -c sessionctl -n '__sessionctl_at' -l install-completion -d 'Install completion for the current shell.'
 complete -c sessionctl -n '__sessionctl_at' -l show-completion -d 'Show completion for the current shell, to copy it or customize the installation.'
@@ -301,3 +306,9 @@ complete -c sessionctl -n '__sessionctl_at models' -s p -l provider -r -f -d 'Li
 complete -c sessionctl -n '__sessionctl_at models' -l json -d 'Print JSON.'
 complete -c sessionctl -n '__sessionctl_at models' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at models' -f
+# sessionctl migrate
+complete -c sessionctl -n '__sessionctl_at migrate' -l to -r -f -d 'Destination: a postgresql:// URL or a home directory.'
+complete -c sessionctl -n '__sessionctl_at migrate' -l include-trash -d 'Copy the trash too (into PostgreSQL only).'
+complete -c sessionctl -n '__sessionctl_at migrate' -l dry-run -d 'Say what would be copied; write nothing.'
+complete -c sessionctl -n '__sessionctl_at migrate' -s h -l help -d 'Show this message and exit.'
+complete -c sessionctl -n '__sessionctl_at migrate' -f

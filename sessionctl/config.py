@@ -33,6 +33,8 @@ ENV_VARS: dict[str, str] = {
     "via": "SESSIONCTL_VIA",
     "color": "SESSIONCTL_COLOR",
     "redact": "SESSIONCTL_REDACT",
+    "store": "SESSIONCTL_STORE",
+    "namespace": "SESSIONCTL_NAMESPACE",
 }
 CONFIG_ENV = "SESSIONCTL_CONFIG"
 DEBUG_ENV = "SESSIONCTL_DEBUG"
@@ -58,6 +60,8 @@ class Settings(NamedTuple):
     debug: bool = False
     no_color: bool = False
     config_path: Path | None = None
+    store: str | None = None  # None: files under home; else a postgresql:// URL
+    namespace: str | None = None  # the PostgreSQL store's namespace (None: the OS user)
 
     def with_overrides(self, **values: Any) -> Settings:
         """Return a copy with the non-None ``values`` applied (flags win)."""
@@ -133,6 +137,34 @@ def _patterns(key: str, value: Any) -> tuple[str, ...]:
     return tuple(items)
 
 
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (config show, errors, repr)."""
+    import re
+
+    out = re.sub(r"(://[^:/@?#]*:)[^@/?#]*@", r"\1***@", url)
+    return re.sub(r"(?i)(password\s*=\s*)[^&\s]*", r"\1***", out)
+
+
+def _store(key: str, value: Any) -> str:
+    text = _text(key, value)
+    if not text.lower().startswith(("postgresql://", "postgres://")):
+        raise UsageError(
+            f"setting {key!r} must be a postgresql:// URL (unset: the files under the home)"
+        )
+    return text
+
+
+def _namespace(key: str, value: Any) -> str:
+    import re
+
+    text = _text(key, value)
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._@-]{0,127}", text):
+        raise UsageError(
+            f"setting {key!r} must be 1-128 letters, digits, '.', '_', '@' or '-', got {value!r}"
+        )
+    return text
+
+
 def _via(key: str, value: Any) -> str:
     if value not in VIA_CHOICES:
         raise UsageError(f"setting {key!r} must be one of {', '.join(VIA_CHOICES)}")
@@ -154,6 +186,8 @@ CONFIG_KEYS: dict[str, Callable[[str, Any], Any]] = {
     "redact": _bool,
     "redact_patterns": _patterns,
     "redact_allow": _patterns,
+    "store": _store,
+    "namespace": _namespace,
 }
 
 

@@ -24,6 +24,7 @@ from sessionctl.config import (
     default_config_path,
     load_settings,
     read_config_file,
+    redact_url,
     validate_setting,
 )
 from sessionctl.errors import SessionctlError, UsageError
@@ -65,7 +66,10 @@ def effective_settings(
             source = "file"
         else:
             source = "default"
-        rows.append(SettingSource(key, getattr(settings, key), source, var))
+        value = getattr(settings, key)
+        if key == "store" and isinstance(value, str):
+            value = redact_url(value)  # never print a password
+        rows.append(SettingSource(key, value, source, var))
     return settings, rows
 
 

@@ -46,11 +46,13 @@ def _migrate_in_process(url: str) -> int:
 
 
 def test_processes_connecting_at_once_apply_it_once(postgres: str) -> None:
+    from sessionctl.backend.postgres.schema import LATEST
+
     with multiprocessing.get_context("spawn").Pool(4) as pool:
         befores = pool.map(_migrate_in_process, [postgres] * 4)
     assert sorted(befores)[0] == 0 and befores.count(0) == 1
     with _connect(postgres) as conn:
-        assert conn.execute("SELECT count(*) FROM sc_schema").fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM sc_schema").fetchone()[0] == LATEST
 
 
 def test_a_newer_schema_is_refused_and_left_alone(postgres: str) -> None:

@@ -42,6 +42,10 @@ ENVIRONMENT: dict[str, str] = {
     ENV_VARS["embedding_model"]: "Embedding model for the semantic index "
     "(default all-MiniLM-L6-v2, built in and offline).",
     ENV_VARS["system"]: "Default system prompt for new sessions.",
+    ENV_VARS["store"]: "Keep sessions in this PostgreSQL database (as --store), a "
+    "postgresql:// URL; unset: the files under the home. Its password is never printed.",
+    ENV_VARS["namespace"]: "The PostgreSQL store's namespace (as --namespace; default: "
+    "the OS user name).",
     ENV_VARS["context_recent"]: "At most this many recent messages are sent with each prompt.",
     ENV_VARS["context_relevant"]: "At most this many relevant older messages are sent.",
     ENV_VARS["context_window"]: "The model's context window in tokens (default: what an "

@@ -15,11 +15,43 @@ if TYPE_CHECKING:
     from sessionctl.backend.base import SessionStore
 
 
-def open_backend(home: Path, warn: Callable[[str], None] | None = None) -> SessionStore:
-    """The session store for ``home`` (today always the file backend under that path).
+#: URL schemes of the PostgreSQL backend (libpq's).
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
-    The one place that names a concrete backend: a ``postgresql://`` store plugs in here.
+
+def is_postgres_url(store: str | None) -> bool:
+    return bool(store) and str(store).lower().startswith(POSTGRES_SCHEMES)
+
+
+def open_backend(
+    home: Path,
+    warn: Callable[[str], None] | None = None,
+    *,
+    store: str | None = None,
+    namespace: str | None = None,
+) -> SessionStore:
+    """The session store: the file backend under ``home``, or the database ``store`` names.
+
+    The one place that names a concrete backend. psycopg is imported only for a
+    ``postgresql://`` store, so the file store's start-up is untouched.
     """
+    if store:
+        if not is_postgres_url(store):
+            from sessionctl.errors import UsageError
+
+            raise UsageError(
+                "unsupported store: use a postgresql://user@host/dbname URL"
+                " (or leave it unset for the files under the home)"
+            )
+        try:
+            from sessionctl.backend.postgres.store import PostgresBackend
+        except ImportError as exc:
+            from sessionctl.errors import StoreError
+
+            raise StoreError(
+                f"a postgresql:// store needs psycopg: pip install 'sessionctl[postgres]' ({exc})"
+            ) from None
+        return PostgresBackend(store, warn, namespace=namespace)
     from sessionctl.backend.files.local import LocalBackend
 
     return LocalBackend(home, warn)

@@ -85,6 +85,7 @@ class Capabilities(NamedTuple):
     cross_session_search: bool = True  # one call searches many sessions
     keyword_search: bool = False  # search(mode="text"/"hybrid") is supported
     shared: bool = False  # other hosts may write concurrently (clock = server's)
+    session_indexes: bool = False  # one session is searched (and reindexed) by its own index
 
 
 class SessionStore(Protocol):

@@ -55,13 +55,37 @@ def root(
             show_default=False,
         ),
     ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            help="Keep sessions in this PostgreSQL database (postgresql://user@host/db;"
+            " also SESSIONCTL_STORE or config `store`) instead of the files under the home."
+            " The password is never printed; prefer PGPASSWORD or ~/.pgpass.",
+            show_default=False,
+        ),
+    ] = None,
+    namespace: Annotated[
+        str | None,
+        typer.Option(
+            "--namespace",
+            help="The PostgreSQL store's namespace: every query stays inside it"
+            " (default: the OS user name; also SESSIONCTL_NAMESPACE).",
+            show_default=False,
+        ),
+    ] = None,
     version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = False,
 ) -> None:
     """Chat with LLMs from the terminal; every conversation is a local session."""
-    ctx.obj = State(home=home, out=Output(no_color=bool(os.environ.get("NO_COLOR"))))
+    ctx.obj = State(
+        home=home,
+        out=Output(no_color=bool(os.environ.get("NO_COLOR"))),
+        store=store,
+        namespace=namespace,
+    )
 
 
 def run(argv: list[str] | None = None, out: Output | None = None) -> int:

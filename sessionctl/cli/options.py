@@ -11,9 +11,11 @@ def complete_session(ctx: typer.Context, incomplete: str) -> list[str]:
     from sessionctl.config import load_settings
     from sessionctl.service.store import Store
 
-    home = ctx.find_root().params.get("home")
+    params = ctx.find_root().params
+    flags = {k: params.get(k) for k in ("home", "store", "namespace")}
     try:
-        return Store(settings=load_settings(home=home), warn=lambda _m: None).names(incomplete)
+        with Store(settings=load_settings(**flags), warn=lambda _m: None) as store:
+            return store.names(incomplete)
     except Exception:  # a TAB must never print a traceback into the prompt
         return []
 

@@ -53,6 +53,7 @@ COMMAND_MODULES: dict[str, str] = {
     "stats": "sessionctl.cli.cmd_stats",
     "compact": "sessionctl.cli.cmd_compact",
     "models": "sessionctl.cli.cmd_models",
+    "migrate": "sessionctl.cli.cmd_migrate",
 }
 
 

@@ -18,8 +18,17 @@ if TYPE_CHECKING:
 class State:
     """What every command needs: flags from the root callback, then lazily the store."""
 
-    def __init__(self, home: Path | None = None, out: Output | None = None) -> None:
+    def __init__(
+        self,
+        home: Path | None = None,
+        out: Output | None = None,
+        *,
+        store: str | None = None,
+        namespace: str | None = None,
+    ) -> None:
         self.home = home
+        self.store_flag = store
+        self.namespace_flag = namespace
         self.out = out or Output()
         self._settings: Settings | None = None
         self._store: Store | None = None
@@ -37,7 +46,14 @@ class State:
     def settings(self) -> Settings:
         """Return the settings (flag > env > config file > default), resolved once."""
         if self._settings is None:
-            self._settings = load_settings(home=self.home)
+            from sessionctl.config import validate_setting
+
+            flags = {
+                key: validate_setting(key, value)
+                for key, value in (("store", self.store_flag), ("namespace", self.namespace_flag))
+                if value is not None
+            }
+            self._settings = load_settings(home=self.home, **flags)
             if self._no_redact:
                 self._settings = self._settings._replace(redact=False)
             self.out.color = self._settings.color
@@ -56,7 +72,12 @@ class State:
         """For a read command: say on stderr when the home does not exist (exit stays 0)."""
         store = self.store()
         if not store.has_data():
-            self.out.info(f"no data at {store.home} yet")
+            where = store.home
+            if store.settings.store:
+                from sessionctl.config import redact_url
+
+                where = redact_url(store.settings.store)  # type: ignore[assignment]
+            self.out.info(f"no data at {where} yet")
 
 
 def debug_enabled() -> bool:

@@ -152,7 +152,7 @@ def search(
     if threshold is None:
         threshold = embedder.default_distance_threshold
     query = embedder.embed([prompt])[0]
-    if sessions is None or len(names) > 1:
+    if sessions is None or len(names) > 1 or not store.backend.capabilities.session_indexes:
         wide = _store_wide(store, None if sessions is None else names, embedder, query,
                            top_k, threshold, roles)  # fmt: skip
         if wide is not None:
@@ -260,7 +260,7 @@ def _store_wide(
         store.warn(f"{exc}; searching session by session")
         return None
     except StoreError as exc:
-        if names is not None:
+        if names is not None or not store.backend.capabilities.session_indexes:
             raise
         store.warn(f"semantic index: {exc}; searching session by session")
         return None
@@ -338,6 +338,14 @@ def reindex(
         for name in targets:
             store.existing(name)
     embedder = embedder_for(store, model=model, threads=max(1, os.cpu_count() or 1))
+    if not store.backend.capabilities.session_indexes:  # one index for the store: rebuild it
+        if sessions_done is not None:
+            sessions_done(0, len(targets))
+        rebuilt = store.backend.vectors.rebuild(None if every else targets, embedder,
+                                             progress=progress)  # fmt: skip
+        if sessions_done is not None:
+            sessions_done(len(targets), len(targets))
+        return rebuilt
     reports: list[tuple[str, SyncReport]] = []
     failed: list[str] = []
     seen = set(targets)

@@ -58,10 +58,26 @@ class Store:
         self.settings = settings
         self.home = settings.home
         self.warn: Warn = warn or _default_warn
-        self.backend: SessionStore = open_backend(self.home, self.warn)
+        self.backend: SessionStore = open_backend(
+            self.home, self.warn, store=settings.store, namespace=settings.namespace
+        )
 
     def __repr__(self) -> str:
+        if self.settings.store:
+            from sessionctl.config import redact_url
+
+            return f"Store({redact_url(self.settings.store)!r})"
         return f"Store({str(self.home)!r})"
+
+    def close(self) -> None:
+        """Release what the backend holds (a database connection); the Store stays usable."""
+        self.backend.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def redactor(self) -> Redactor | None:
         """The secret redaction applied to every write, or None when ``redact`` is off."""

@@ -51,9 +51,85 @@ def _files_set_activity(store: Store, name: str, ns: int) -> None:
     ActivityLog(Path(store.home) / LOG_NAME).touch(name, ns, reset=True)
 
 
+# -- postgres ---------------------------------------------------------------------
+# One server per test session (tests/local_postgres.py), one migrated template
+# database, and a fresh database cloned from it per test (CREATE DATABASE … TEMPLATE:
+# ~30 ms, no migration per test).
+_PG: dict[str, object] = {}
+_OPEN: list[Store] = []
+
+
+def _pg_missing() -> str | None:
+    from local_postgres import missing_reason
+
+    reason = missing_reason()
+    if reason is not None and os.environ.get("CI"):
+        pytest.fail(f"CI needs a real PostgreSQL: {reason}")
+    return reason
+
+
+def _pg_template() -> tuple[str, str]:
+    """(admin URL, template database name) of the session's server, started on first use."""
+    if "admin" not in _PG:
+        import atexit
+        import shutil
+        import tempfile
+
+        import local_postgres
+        import psycopg
+
+        from sessionctl.backend.postgres.schema import migrate
+
+        root = Path(tempfile.mkdtemp(prefix="sessionctl-pg-"))
+        server = local_postgres.start(root)
+
+        def _stop() -> None:
+            local_postgres.stop(server)
+            shutil.rmtree(root, ignore_errors=True)
+
+        atexit.register(_stop)
+        _PG["stop"] = _stop
+        url = server.database()
+        with psycopg.connect(url) as conn:
+            migrate(conn)
+        _PG["admin"] = server.admin_dsn
+        _PG["template"] = url.rsplit("/", 1)[1]
+        _PG["base"] = url.rsplit("/", 1)[0]
+    return str(_PG["admin"]), str(_PG["template"])
+
+
+def _pg_make(root: Path) -> Store:
+    import uuid
+
+    import psycopg
+
+    from sessionctl.config import load_settings
+
+    admin, template = _pg_template()
+    name = "c_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    url = f"{_PG['base']}/{name}"
+    store = Store(settings=load_settings(home=root, store=url, namespace="contract"))
+    _OPEN.append(store)
+    return store
+
+
+def _pg_set_activity(store: Store, name: str, ns: int) -> None:
+    assert store.settings.store is not None
+    import psycopg
+
+    with psycopg.connect(store.settings.store) as conn:
+        conn.execute(
+            "UPDATE sc_session SET last_active_ns = %s WHERE namespace = %s AND name = %s"
+            " AND trash_id IS NULL",
+            (ns, store.settings.namespace, name),
+        )
+
+
 BACKENDS: dict[str, Backend] = {
     "files": Backend("files", _files_make, set_activity=_files_set_activity),
-    # "postgres": Backend("postgres", _pg_make, missing=_pg_missing, set_activity=_pg_activity),
+    "postgres": Backend("postgres", _pg_make, missing=_pg_missing, set_activity=_pg_set_activity),
 }
 
 
@@ -64,7 +140,11 @@ def _selected() -> list[str]:
     return [name.strip() for name in wanted.split(",") if name.strip()]
 
 
-@pytest.fixture(scope="session", params=_selected())
+def _param(name: str) -> object:
+    return pytest.param(name, marks=pytest.mark.postgres) if name == "postgres" else name
+
+
+@pytest.fixture(scope="session", params=[_param(n) for n in _selected()])
 def backend(request: pytest.FixtureRequest) -> Backend:
     """The backend under test (skipped, with the reason, when it cannot run here)."""
     name = request.param
@@ -80,11 +160,19 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 @pytest.fixture
 def store(backend: Backend, home: Path) -> Iterator[Store]:
     """A new, empty store of the backend under test (``home`` is the test's private dir)."""
-    yield backend.make(home)
+    made = backend.make(home)
+    try:
+        yield made
+    finally:
+        for opened in [made, *_OPEN]:
+            opened.close()
+        _OPEN.clear()
 
 
 def _reopen(store: Store) -> Store:
-    return Store(settings=store.settings, warn=store.warn)
+    again = Store(settings=store.settings, warn=store.warn)
+    _OPEN.append(again)
+    return again
 
 
 @pytest.fixture

@@ -270,3 +270,30 @@ def test_prune_refuses_a_bad_age_and_removes_nothing(store: Store, age: str | ti
 def test_prune_of_an_empty_store(store: Store) -> None:
     report = store.prune("30d", purge=True)
     assert (report.sessions, report.trash, report.skipped) == ([], [], [])
+
+
+def test_scrub_with_trash_reaches_deleted_sessions_and_keeps_their_activity(
+    store: Store,
+) -> None:
+    store.session("gone").add_messages([_user("the code is hunter2-zz"), _user("other")])
+    store.session("live").add_messages([_user("hunter2-zz here too")])
+    store.delete("gone")
+    (entry,) = store.list_sessions(deleted=True).sessions
+    assert entry.trash_id is not None
+    before = store.backend.snapshot("gone", trash_id=entry.trash_id).last_active_ns
+
+    report = store.scrub(literal="hunter2-zz")  # the trash only when asked
+    assert [(s.session, s.matches) for s in report.sessions] == [("live", 1)]
+    report = store.scrub(["gone"], literal="hunter2-zz", trash=True)
+    assert report.verified
+    assert [(s.session, s.trash_id, s.matches) for s in report.sessions] == [
+        ("gone", entry.trash_id, 1)
+    ]
+    after = store.backend.snapshot("gone", trash_id=entry.trash_id)
+    assert after.last_active_ns == before
+    assert [m.content for m in after.messages] == ["the code is [REDACTED:scrubbed]", "other"]
+    store.restore("gone")
+    restored = store.session("gone").messages
+    assert restored[0]["content"] == "the code is [REDACTED:scrubbed]"
+    with pytest.raises(SessionNotFound):
+        store.scrub(["never"], literal="x", trash=True)

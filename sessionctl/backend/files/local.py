@@ -94,7 +94,9 @@ class LocalBackend(TrashMixin):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(cross_session_search=True, keyword_search=False, shared=False)
+        return Capabilities(
+            cross_session_search=True, keyword_search=False, shared=False, session_indexes=True
+        )
 
     def close(self) -> None:
         """Nothing to release: every call opens and closes its own files."""
@@ -409,6 +411,8 @@ class LocalBackend(TrashMixin):
         with self._namespace_lock(), self.lock(name):
             self._create_locked(name, file_header(header), messages, high_seq)
             if last_active_ns is not None:
+                # last_activity() is the later of the log and the mtime: both, exactly.
+                os.utime(self.path(name), ns=(last_active_ns, last_active_ns))
                 self.activity.touch(name, last_active_ns, reset=True)
 
     def _create_locked(

@@ -86,8 +86,29 @@ CREATE TABLE sc_embedding (
 );
 """
 
+# v2: what a lossless round trip needs (unknown header and message keys), uids
+# unique per namespace (one home migrated into two namespaces), names ordered by
+# code point (COLLATE "C", as Python sorts them), the server-facts cache.
+_V2 = """
+ALTER TABLE sc_session ADD COLUMN header_extra jsonb NOT NULL DEFAULT '{}'::jsonb;
+ALTER TABLE sc_message ADD COLUMN extra jsonb;
+-- text cannot hold U+0000: such a content is kept exactly here (``content`` has U+FFFD)
+ALTER TABLE sc_message ADD COLUMN content_raw bytea;
+ALTER TABLE sc_session DROP CONSTRAINT sc_session_uid_key;
+CREATE UNIQUE INDEX sc_session_uid ON sc_session (namespace, uid);
+DROP INDEX sc_session_recent;
+CREATE INDEX sc_session_recent
+    ON sc_session (namespace, last_active_ns DESC, name COLLATE "C") WHERE trash_id IS NULL;
+DROP INDEX sc_message_id;
+CREATE INDEX sc_message_id ON sc_message (session_id, id);
+CREATE TABLE sc_facts (
+    namespace text  PRIMARY KEY,
+    facts     jsonb NOT NULL DEFAULT '{}'::jsonb
+);
+"""
+
 #: (version, SQL) in order; a database at version N gets every step after N.
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1),)
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2))
 LATEST = MIGRATIONS[-1][0]
 
 

@@ -9,9 +9,9 @@ _sessionctl_spec() {
     # Set subs, opts, valued, vdynamic and args for the command path $1.
     case "$1" in
         "")
-            subs="chat recent add store drop relevant reindex list show export import fork rename meta clear delete restore prune config scrub stats compact models"
-            opts="--home --version --install-completion --show-completion -h --help"
-            valued="--home"
+            subs="chat recent add store drop relevant reindex list show export import fork rename meta clear delete restore prune config scrub stats compact models migrate"
+            opts="--home --store --namespace --version --install-completion --show-completion -h --help"
+            valued="--home --store --namespace"
             vdynamic=""
             args=none ;;
         "chat")
@@ -180,6 +180,12 @@ _sessionctl_spec() {
             subs=""
             opts="-p --provider --json -h --help"
             valued="-p --provider"
+            vdynamic=""
+            args=none ;;
+        "migrate")
+            subs=""
+            opts="--to --include-trash --dry-run -h --help"
+            valued="--to"
             vdynamic=""
             args=none ;;
         *) subs="" opts="" valued="" vdynamic="" args=none ;;

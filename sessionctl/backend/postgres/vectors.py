@@ -1,0 +1,218 @@
+"""pgvector message vectors: a :class:`~sessionctl.backend.base.VectorStore` on ``sc_embedding``.
+
+A message's vector exists exactly while the message has the text it was embedded
+from: a drop or a purge cascades, an edit (scrub) deletes it in the same
+transaction, and a catch-up inserts a vector only if the message still has the text
+it embedded (``md5`` checked in the INSERT). So catching up is "embed what has no
+vector for this model", and a search is one exact SQL query over every session.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from sessionctl.backend.base import IndexHit, IndexProgress, SearchFilter
+from sessionctl.backend.postgres.rows import MSG_COLS as _MSG_COLS
+from sessionctl.backend.postgres.rows import message as _message
+from sessionctl.errors import EmbeddingError, StoreError
+from sessionctl.index.hits import similarity_to_distance, within_threshold
+from sessionctl.index.report import SyncReport
+
+if TYPE_CHECKING:
+    from sessionctl.backend.postgres.store import PostgresBackend
+    from sessionctl.embed import Embedder
+
+BATCH = 64
+
+
+def _vec_text(vec: Any) -> str:
+    return "[" + ",".join(f"{float(x):.7g}" for x in vec) + "]"
+
+
+def _md5(text: str) -> str:
+    return hashlib.md5(text.encode("utf-8", "surrogatepass"), usedforsecurity=False).hexdigest()
+
+
+class PgVectors:
+    """The PostgreSQL backend's vector store."""
+
+    def __init__(self, backend: PostgresBackend) -> None:
+        self.backend = backend
+        self.skipped: set[str] = set()  # the service reads it (nothing is ever skipped here)
+        self.embedded = 0
+
+    def _targets(self, conn: Any, names: Sequence[str] | None) -> list[tuple[int, str]]:
+        ns = self.backend.namespace
+        if names is None:
+            rows = conn.execute(
+                "SELECT id, name FROM sc_session WHERE namespace = %s AND trash_id IS NULL"
+                ' ORDER BY name COLLATE "C"',
+                (ns,),
+            ).fetchall()
+        else:
+            rows = conn.execute(
+                "SELECT id, name FROM sc_session WHERE namespace = %s AND trash_id IS NULL"
+                ' AND name = ANY(%s) ORDER BY name COLLATE "C"',
+                (ns, list(names)),
+            ).fetchall()
+        return [(int(r[0]), str(r[1])) for r in rows]
+
+    def catch_up(
+        self,
+        names: Sequence[str] | None,
+        embedder: Embedder,
+        *,
+        progress: IndexProgress | None = None,
+        report: bool = True,
+    ) -> list[tuple[str, SyncReport]]:
+        """Embed the messages that have no vector for this model yet (``report=False``:
+        skip the per-session reports when nothing was missing, for a search)."""
+        import numpy as np
+
+        db = self.backend.db
+        model = embedder.model_id
+        self.embedded = 0
+        with db.transaction() as conn:
+            # One anti-join: the messages of the wanted live sessions without a vector.
+            sql = (
+                "SELECT m.session_id, m.seq, m.content, m.content_raw FROM sc_session s"
+                " JOIN sc_message m ON m.session_id = s.id"
+                " LEFT JOIN sc_embedding e ON e.session_id = m.session_id AND e.seq = m.seq"
+                " AND e.model_id = %s WHERE s.namespace = %s AND s.trash_id IS NULL"
+                " AND e.seq IS NULL"
+            )
+            params: list[Any] = [model, self.backend.namespace]
+            if names is not None:
+                sql += " AND s.name = ANY(%s)"
+                params.append(list(names))
+            todo_rows = conn.execute(sql + " ORDER BY m.session_id, m.seq", params).fetchall()
+            if not report and not todo_rows:
+                return []
+            targets = self._targets(conn, names)
+            totals = dict(
+                conn.execute(
+                    "SELECT session_id, count(*) FROM sc_message WHERE session_id = ANY(%s)"
+                    " GROUP BY session_id",
+                    ([sid for sid, _ in targets],),
+                ).fetchall()
+            )
+        by_session: dict[int, list[tuple[int, str]]] = {}
+        for sid, seq, content, raw in todo_rows:
+            text = content if raw is None else bytes(raw).decode()
+            by_session.setdefault(int(sid), []).append((int(seq), text))
+        reports: list[tuple[str, SyncReport]] = []
+        for sid, name in targets:
+            todo = by_session.get(sid, [])
+            for start in range(0, len(todo), BATCH):
+                chunk = todo[start : start + BATCH]
+                out = np.asarray(embedder.embed([t for _, t in chunk]), dtype=np.float32)
+                if out.ndim != 2 or out.shape[0] != len(chunk):
+                    raise EmbeddingError(
+                        f"embedding model returned shape {out.shape} for {len(chunk)} texts"
+                    )
+                with db.transaction() as conn:
+                    conn.execute(
+                        "INSERT INTO sc_embedding (session_id, seq, model_id, vec)"
+                        " SELECT m.session_id, m.seq, %s, u.vec::halfvec FROM sc_message m"
+                        " JOIN unnest(%s::bigint[], %s::text[], %s::text[]) AS u(seq, md5, vec)"
+                        " ON u.seq = m.seq WHERE m.session_id = %s AND md5(convert_to("
+                        "COALESCE(convert_from(m.content_raw, 'UTF8'), m.content), 'UTF8'))"
+                        " = u.md5 ON CONFLICT DO NOTHING",
+                        (
+                            model,
+                            [s for s, _ in chunk],
+                            [_md5(t) for _, t in chunk],
+                            [_vec_text(v) for v in out],
+                            sid,
+                        ),
+                    )
+                self.embedded += len(chunk)
+                if progress is not None:
+                    progress(name, min(start + BATCH, len(todo)), len(todo))
+            reports.append((name, SyncReport(added=len(todo), removed=0,
+                                             total=int(totals.get(sid, 0)))))  # fmt: skip
+        return reports
+
+    def rebuild(
+        self,
+        names: Sequence[str] | None,
+        embedder: Embedder,
+        *,
+        progress: IndexProgress | None = None,
+    ) -> list[tuple[str, SyncReport]]:
+        """Drop the vectors of ``names`` (every model) and embed them again."""
+        with self.backend.db.transaction() as conn:
+            targets = self._targets(conn, names)
+            conn.execute(
+                "DELETE FROM sc_embedding WHERE session_id = ANY(%s)",
+                ([sid for sid, _ in targets],),
+            )
+        return self.catch_up(names, embedder, progress=progress)
+
+    def search(
+        self,
+        query_vec: Any,
+        embedder: Embedder,
+        *,
+        k: int,
+        max_distance: float,
+        where: SearchFilter | None = None,
+        query_text: str | None = None,
+        mode: str = "vector",
+    ) -> list[IndexHit]:
+        """One exact query: cosine distance, filters in SQL, sorted (distance, session, seq)."""
+        import numpy as np
+
+        if mode != "vector":
+            raise StoreError(f"search mode {mode!r} is not supported by the PostgreSQL backend yet")
+        where = where or SearchFilter()
+        if k <= 0:
+            return []
+        query = np.asarray(query_vec, dtype=np.float32).reshape(-1)
+        self.catch_up(where.names, embedder, report=False)
+        cols = ", ".join(f"m.{c.strip()}" for c in _MSG_COLS.split(","))
+        sql = (
+            "SELECT s.name, (e.vec <=> %s::halfvec) AS d, " + cols + " FROM sc_embedding e"
+            " JOIN sc_message m ON m.session_id = e.session_id AND m.seq = e.seq"
+            " JOIN sc_session s ON s.id = e.session_id"
+            " WHERE s.namespace = %s AND s.trash_id IS NULL AND e.model_id = %s"
+        )
+        params: list[Any] = [_vec_text(query), self.backend.namespace, embedder.model_id]
+        if where.names is not None:
+            sql += " AND s.name = ANY(%s)"
+            params.append(list(where.names))
+        if where.roles is not None:
+            sql += " AND m.role = ANY(%s)"
+            params.append(sorted(where.roles))
+        if where.since:
+            sql += " AND m.created_at >= %s"
+            params.append(where.since)
+        if where.until:
+            sql += " AND m.created_at <= %s"
+            params.append(where.until)
+        for key, value in (where.metadata or {}).items():
+            from psycopg.types.json import Jsonb
+
+            sql += " AND m.metadata -> %s = %s"
+            params += [key, Jsonb(value)]
+        sql += ' ORDER BY d, s.name COLLATE "C", m.seq LIMIT %s'
+        params.append(k)
+        with self.backend.db.transaction() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        hits = []
+        for row in rows:
+            if row[1] is None or row[1] != row[1]:  # NaN: a zero vector
+                continue
+            distance = similarity_to_distance(1.0 - float(row[1]))
+            if within_threshold(distance, max_distance):
+                hits.append(IndexHit(str(row[0]), int(row[2]), distance, _message(row[2:])))
+        return hits
+
+
+if TYPE_CHECKING:
+    from sessionctl.backend.base import VectorStore
+
+    def _conforms(index: PgVectors) -> VectorStore:
+        return index
