@@ -278,3 +278,14 @@ class VectorStore(Protocol):
         *,
         progress: IndexProgress | None = None,
     ) -> list[tuple[str, SyncReport]]: ...
+
+    def text_search(
+        self, query: str, *, k: int, where: SearchFilter | None = None
+    ) -> list[IndexHit]:
+        """Keyword (BM25) matches of ``query``, caught up first (``capabilities.keyword_search``).
+
+        Sorted by score (best first), then session, then seq; ``distance`` is None
+        and ``sources["text"]`` holds ``{"rank": 1-based, "score": BM25, higher better}``.
+        Filters ``where.since``/``until``/``roles``/``names`` apply before the cut to k.
+        """
+        ...

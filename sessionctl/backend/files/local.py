@@ -94,10 +94,17 @@ class LocalBackend(TrashMixin):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(cross_session_search=True, keyword_search=False, shared=False)
+        return Capabilities(cross_session_search=True, keyword_search=True, shared=False)
 
     def close(self) -> None:
-        """Nothing to release: every call opens and closes its own files."""
+        """Every call opens and closes its own files; only an in-memory keyword index
+        (a home where it cannot be written) is held, and released here."""
+        if self._vectors is not None and self._vectors._keywords is not None:
+            self._vectors._keywords.close()
+
+    def forget_keywords(self, name: str) -> None:
+        """Drop ``name``'s rows from the keyword index now (scrub, delete, purge)."""
+        self.vectors.keywords.forget(name)
 
     # -- a small cache of server facts -----------------------------------
     def read_facts(self) -> dict[str, object]:
@@ -627,6 +634,7 @@ class LocalBackend(TrashMixin):
             self.rewrite(name, transform)
         except _Unchanged:
             return False
+        self.forget_keywords(name)  # no old text left in the keyword index
         return True
 
     def scrub_residue(self, name: str, fix: TextFix, *, dry_run: bool) -> int:
@@ -637,7 +645,7 @@ class LocalBackend(TrashMixin):
     def count_residue(self, name: str, count: Callable[[str], int]) -> int:
         from sessionctl.backend.files.scrubbing import grep_session_files
 
-        return grep_session_files(self, name, count)
+        return grep_session_files(self, name, count) + self.vectors.keywords.count(name, count)
 
     def fork(self, source: str, new: str, *, at: str | None, header: SessionHeader) -> None:
         """Copy ``source`` (up to and including ``at``) into ``new``, with its sidecar vectors."""

@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sessionctl.backend.base import IndexHit, IndexProgress, SearchFilter
+from sessionctl.backend.files.keywords import KeywordIndex
 from sessionctl.backend.files.layout import TRANSCRIPT
 from sessionctl.backend.files.vectors import follow
 from sessionctl.backend.files.vectors.journal import (
@@ -85,6 +86,7 @@ class StoreIndex:
         # The last index loaded, by the journal's (dev, ino, size, mtime): a commit,
         # a compaction or a rebuild changes it.
         self._cache: tuple[tuple[int, ...], Loaded] | None = None
+        self._keywords: KeywordIndex | None = None
 
     def _warn(self, message: str) -> None:
         if self.backend.warn is not None:
@@ -167,6 +169,42 @@ class StoreIndex:
             force = stale
         hits.sort(key=lambda h: (h.distance, h.session, h.seq))
         return hits[:k]
+
+    def text_search(
+        self, query: str, *, k: int, where: SearchFilter | None = None
+    ) -> list[IndexHit]:
+        """Keyword (BM25) matches from the store-wide keyword index (keywords.py)."""
+        from sessionctl.backend.files.lookup import messages_by_seq
+
+        where = where or SearchFilter()
+        if k <= 0:
+            return []
+        names = None if where.names is None else list(dict.fromkeys(where.names))
+        found = self.keywords.search(
+            query, k=k, names=names, roles=where.roles, since=where.since, until=where.until
+        )
+        by_session: dict[str, list[int]] = {}
+        for name, seq, _ in found:
+            by_session.setdefault(name, []).append(seq)
+        messages: dict[str, dict[int, Message]] = {}
+        for name, seqs in by_session.items():
+            try:
+                messages[name] = messages_by_seq(self.backend.path(name), seqs)
+            except (FileNotFoundError, StoreError):
+                messages[name] = {}  # deleted since the catch-up
+        hits: list[IndexHit] = []
+        for name, seq, score in found:
+            message = messages[name].get(seq)
+            if message is not None:
+                source = {"rank": len(hits) + 1, "score": score}
+                hits.append(IndexHit(name, seq, None, message, {"text": source}))
+        return hits
+
+    @property
+    def keywords(self) -> KeywordIndex:
+        if self._keywords is None:
+            self._keywords = KeywordIndex(self.backend)
+        return self._keywords
 
     # -- internals -----------------------------------------------------------------
     def _wanted(self, names: Sequence[str] | None) -> dict[str, int]:
