@@ -57,7 +57,9 @@ def test_accents_case_and_cjk(store: Store) -> None:
 
 
 def test_query_syntax_is_never_interpreted() -> None:
-    assert match_expression('x" OR NEAR(a b) *') == '"x" OR "OR" OR "NEAR" OR "a" OR "b"'
+    assert match_expression('xy" NOT NEAR(ab cd) *') == '"xy" OR "NOT" OR "NEAR" OR "ab" OR "cd"'
+    assert match_expression("what is my pet's name") == '"pet" OR "name"'  # function words out
+    assert match_expression("what is it") == '"what" OR "is" OR "it"'  # nothing else: kept
     assert match_expression("  ... ()") is None
 
 

@@ -25,7 +25,9 @@ Tokenisation (what a query can find), done the same way for texts and queries:
   them in a query is a phrase: ``数据库`` finds ``数据库锁定了`` (substring match),
   which unicode61 alone cannot do for text written without spaces.
 
-A query is the OR of its words and phrases, ranked by BM25 (FTS5's ``bm25()``;
+A query is the OR of its words and phrases, less common function words
+("the", "is", "my", ... and one-letter words; ``STOPWORDS``) unless it has
+nothing else, ranked by BM25 (FTS5's ``bm25()``;
 lower is better, reported as a positive score, higher is better).
 """
 
@@ -39,7 +41,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sessionctl.errors import StoreError
+from sessionctl.errors import SessionctlError, StoreError
 from sessionctl.models import Message
 
 if TYPE_CHECKING:
@@ -65,6 +67,16 @@ _CJK = re.compile(
 _CJK_RUN = re.compile(_CJK.pattern[:-2] + "]+)")
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _TERM = re.compile(r"[^\W_]+(?:[_.\-:/@#]+[^\W_]+)*", re.UNICODE)
+
+
+# Query words that say nothing about what to find (they are still indexed): a
+# query made of nothing else searches for them after all.
+STOPWORDS = frozenset(
+    "a an and are as at be but by can could did do does for from had has have how i if in"
+    " is it its me my of on or our so that the their them then there these they this to"
+    " was we were what when where which who why will with would you your"
+    " de la le les des un une et est du en el los las y es".split()
+)
 
 
 class TextHit(NamedTuple):
@@ -97,16 +109,26 @@ def match_expression(query: str) -> str | None:
             phrase = '"' + " ".join(parts) + '"'
             if parts and phrase not in phrases:
                 phrases.append(phrase)
+    telling = [p for p in phrases if not _stopword(p)]
+    phrases = telling or phrases
     if not phrases:
         return None
     return " OR ".join(phrases)
 
 
+def _stopword(phrase: str) -> bool:
+    word = phrase.strip('"')
+    if " " in word or _CJK.search(word):
+        return False
+    return len(word) < 2 or word.casefold() in STOPWORDS
+
+
 class KeywordIndex:
     """The store-wide FTS5 index of one file backend (used through ``StoreIndex``)."""
 
-    def __init__(self, backend: LocalBackend) -> None:
+    def __init__(self, backend: LocalBackend, warn_skip: Callable[[str, Exception], None]) -> None:
         self.backend = backend
+        self.warn_skip = warn_skip
         self.path = backend.home / DB_NAME
         self.rows_written = 0  # by the last catch-up (the bench reads it)
         self._memory: sqlite3.Connection | None = None  # a home where nothing can be written
@@ -223,8 +245,10 @@ class KeywordIndex:
                     messages = self.backend.messages(name)
                 except FileNotFoundError:
                     continue
-                except StoreError as exc:  # an unreadable transcript: the others still count
-                    self._warn(f"keyword index: session {name!r} skipped: {exc}")
+                except Exception as exc:
+                    if not _isolable(exc):
+                        raise
+                    self.warn_skip(name, exc)  # an unreadable transcript: the others count
                     continue
                 self._add(conn, name, messages)
                 conn.execute("INSERT INTO sessions(name, activity) VALUES (?, ?)", (name, when))
@@ -332,6 +356,11 @@ class KeywordIndex:
                 self._warn(f"keyword index rebuilt: {exc}")
                 self.rebuild()
         return []
+
+
+def _isolable(exc: Exception) -> bool:
+    """A failure of one session's data (not a bad argument, not memory, not Ctrl-C)."""
+    return isinstance(exc, StoreError) or not isinstance(exc, (SessionctlError, MemoryError))
 
 
 def _differs(known: Mapping[str, int], live: Mapping[str, int]) -> bool:

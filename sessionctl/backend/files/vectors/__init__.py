@@ -87,10 +87,18 @@ class StoreIndex:
         # a compaction or a rebuild changes it.
         self._cache: tuple[tuple[int, ...], Loaded] | None = None
         self._keywords: KeywordIndex | None = None
+        self._skip_warned: set[str] = set()
 
     def _warn(self, message: str) -> None:
         if self.backend.warn is not None:
             self.backend.warn(message)
+
+    def warn_skip(self, name: str, exc: Exception) -> None:
+        """Warn that ``name`` was skipped; once per reason (both indexes share it)."""
+        message = _skip_warning(name, exc)
+        if message not in self._skip_warned:
+            self._skip_warned.add(message)
+            self._warn(message)
 
     # -- the VectorStore interface ---------------------------------------------------
     def catch_up(
@@ -203,7 +211,7 @@ class StoreIndex:
     @property
     def keywords(self) -> KeywordIndex:
         if self._keywords is None:
-            self._keywords = KeywordIndex(self.backend)
+            self._keywords = KeywordIndex(self.backend, self.warn_skip)
         return self._keywords
 
     # -- internals -----------------------------------------------------------------
@@ -370,7 +378,7 @@ class StoreIndex:
                     if strict or not _isolable(exc):
                         raise
                     # One session that cannot be read must not fail a search over the others.
-                    self._warn(_skip_warning(name, exc))
+                    self.warn_skip(name, exc)
                     self.skipped.add(name)
                     continue
                 reports.append((name, report))
