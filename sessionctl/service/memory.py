@@ -226,7 +226,9 @@ def _fuse(prompt: str, vector: list[Hit], text: list[Hit]) -> list[Hit]:
 
     score = sum over the lists that found a message of 1 / (RRF_K + rank). A
     message containing the whole query verbatim (case and spacing aside) ranks
-    before every other; ties by session, then seq.
+    before every other, then messages by how many of the query's identifiers
+    (``ERR_E4471``, ``user-123``, ``QZ-9981``: what vectors cannot see) they hold;
+    ties by session, then seq.
     """
     merged: dict[tuple[str, int], tuple[Message, float | None, dict[str, Any]]] = {}
     for kind, hits in (("vector", vector), ("text", text)):
@@ -240,15 +242,17 @@ def _fuse(prompt: str, vector: list[Hit], text: list[Hit]) -> list[Hit]:
                 sources["text"] = {**hit.sources["text"], "rank": rank}
             merged[key] = (message, distance, sources)
     phrase = " ".join(prompt.casefold().split())
-    scored: list[tuple[bool, float, str, int, Hit]] = []
+    scored: list[tuple[bool, int, float, str, int, Hit]] = []
     for (session, seq), (message, distance, sources) in merged.items():
         fused = sum(1.0 / (RRF_K + s["rank"]) for s in sources.values())
         sources["fused"] = round(fused, 6)
         exact = bool(phrase) and phrase in " ".join(message.content.casefold().split())
         sources["exact"] = exact
-        scored.append((not exact, -fused, session, seq, Hit(session, message, distance, sources)))
-    scored.sort(key=lambda t: t[:4])
-    return [t[4] for t in scored]
+        ids = int(sources.get("text", {}).get("identifiers", 0))
+        hit = Hit(session, message, distance, sources)
+        scored.append((not exact, -ids, -fused, session, seq, hit))
+    scored.sort(key=lambda t: t[:5])
+    return [t[5] for t in scored]
 
 
 def _vector_search(

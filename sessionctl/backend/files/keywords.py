@@ -116,6 +116,27 @@ def match_expression(query: str) -> str | None:
     return " OR ".join(phrases)
 
 
+def identifiers(query: str) -> list[tuple[str, ...]]:
+    """The query's identifier-like terms, as casefolded parts: joined parts
+    (``ERR_E4471``, ``user-123``, ``foo.bar``) or a word mixing letters and digits."""
+    found: list[tuple[str, ...]] = []
+    for term in _TERM.findall(query):
+        parts = tuple(p.casefold() for p in _WORD.findall(term))
+        mixed = any(c.isdigit() for c in term) and any(c.isalpha() for c in term)
+        if (len(parts) > 1 or mixed) and parts not in found:
+            found.append(parts)
+    return found
+
+
+def count_identifiers(wanted: Sequence[tuple[str, ...]], text: str) -> int:
+    """How many of ``wanted`` occur in ``text`` as adjacent parts in order."""
+    if not wanted:
+        return 0
+    words = [w.casefold() for w in _WORD.findall(text)]
+    joined = " " + " ".join(words) + " "
+    return sum((" " + " ".join(parts) + " ") in joined for parts in wanted)
+
+
 def _stopword(phrase: str) -> bool:
     word = phrase.strip('"')
     if " " in word or _CJK.search(word):

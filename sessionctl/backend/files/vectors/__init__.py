@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sessionctl.backend.base import IndexHit, IndexProgress, SearchFilter
-from sessionctl.backend.files.keywords import KeywordIndex
+from sessionctl.backend.files.keywords import KeywordIndex, count_identifiers, identifiers
 from sessionctl.backend.files.layout import TRANSCRIPT
 from sessionctl.backend.files.vectors import follow
 from sessionctl.backend.files.vectors.journal import (
@@ -200,11 +200,16 @@ class StoreIndex:
                 messages[name] = messages_by_seq(self.backend.path(name), seqs)
             except (FileNotFoundError, StoreError):
                 messages[name] = {}  # deleted since the catch-up
+        wanted = identifiers(query)
         hits: list[IndexHit] = []
         for name, seq, score in found:
             message = messages[name].get(seq)
             if message is not None:
-                source = {"rank": len(hits) + 1, "score": score}
+                source = {
+                    "rank": len(hits) + 1,
+                    "score": score,
+                    "identifiers": count_identifiers(wanted, message.content),
+                }
                 hits.append(IndexHit(name, seq, None, message, {"text": source}))
         return hits
 

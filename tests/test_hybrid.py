@@ -1,0 +1,141 @@
+"""Hybrid retrieval: vector and keyword lists fused (real MiniLM, real files, real CLI)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sessionctl import Store
+
+SUBJECTS = [
+    "the garden", "our kitchen", "the quarterly budget", "my bicycle", "the team offsite",
+    "the new laptop", "grandma's birthday", "the hiking trip", "the piano lessons",
+    "the office plants", "the marketing plan", "the cat's vet visit",
+]  # fmt: skip
+VERBS = [
+    "needs more attention", "went really well", "was postponed again", "is over budget",
+    "made everyone happy", "should be reviewed on Friday", "took the whole afternoon",
+    "reminded me of last summer", "is finally sorted out", "needs a second opinion",
+]  # fmt: skip
+
+ERR = "The nightly deploy failed with ERR_E4471 while migrating the billing schema."
+LOCKED = "SQLite returned SQLITE_BUSY on every write during the import, nothing got committed."
+TICKET = "Volunteers repainted hydrant QZ-9981 near the lighthouse a bright crimson."
+
+
+def corpus(store: Store) -> None:
+    filler = [f"{s.capitalize()} {v}." for s in SUBJECTS for v in VERBS]  # 120 messages
+    for i in range(0, len(filler), 20):
+        store.session(f"s{i // 20}").add_messages(
+            [{"role": "user", "content": text} for text in filler[i : i + 20]]
+        )
+    store.session("ops").add_messages(
+        [
+            {"role": "user", "content": ERR},
+            {"role": "assistant", "content": LOCKED},
+            {"role": "user", "content": TICKET},
+            {"role": "user", "content": "The deploy of the web frontend went fine today."},
+        ]
+    )
+    store.session("near").add_messages(  # closer in meaning to the QZ-9981 query than it
+        [
+            {"role": "user", "content": f"Budget line {i} for the offsite: catering and buses."}
+            for i in range(60)
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("hybrid") / "home"
+    corpus(Store(home))
+    return home
+
+
+def contents(hits: Any) -> list[str]:
+    return [h["content"] for h in hits]
+
+
+def test_an_error_code_is_the_first_hit(built: Path) -> None:
+    store = Store(built)
+    assert contents(store.get_relevant("ERR_E4471", top_k=1)) == [ERR]
+    [hit] = store.get_relevant("ERR_E4471", top_k=1)
+    assert set(hit["sources"]) >= {"text"} and hit["sources"]["exact"] is True
+    assert hit["sources"]["text"]["rank"] == 1
+
+
+def test_a_paraphrase_without_shared_words_is_still_found(built: Path) -> None:
+    store = Store(built)
+    assert LOCKED in contents(store.get_relevant("the database kept locking up", top_k=5))
+    assert LOCKED not in contents(
+        store.get_relevant("the database kept locking up", top_k=5, mode="text")
+    )
+
+
+def test_a_keyword_only_hit_appears(built: Path) -> None:
+    store = Store(built)
+    query = "QZ-9981 offsite budget"
+    vector = store.get_relevant(query, top_k=50, mode="vector", distance_threshold=2.0)
+    assert len(vector) == 50 and TICKET not in contents(vector)
+    hybrid = store.get_relevant(query, top_k=5)
+    [hit] = [h for h in hybrid if h["content"] == TICKET]
+    assert hybrid[0] == hit  # the identifier typed is what the user is after
+    assert hit["distance"] is None and set(hit["sources"]) == {"text", "fused", "exact"}
+
+
+def test_text_mode_is_bm25_only(built: Path) -> None:
+    store = Store(built)
+    hits = store.get_relevant("ERR_E4471", top_k=5, mode="text")
+    assert contents(hits) == [ERR]
+    assert hits[0]["distance"] is None and hits[0]["sources"]["text"]["score"] > 0
+    assert store.get_relevant("the database kept locking up", mode="text") == []
+
+
+def test_vector_mode_keeps_the_threshold(built: Path) -> None:
+    store = Store(built)
+    hits = store.get_relevant("ERR_E4471", top_k=5, mode="vector", distance_threshold=0.0)
+    assert hits == []
+    # In hybrid the threshold filters the vector side only: the keyword match stays.
+    hybrid = store.get_relevant("ERR_E4471", top_k=5, distance_threshold=0.0)
+    assert contents(hybrid) == [ERR] and hybrid[0]["distance"] is None
+
+
+def test_deterministic_and_sorted(built: Path) -> None:
+    store = Store(built)
+    first = store.get_relevant("deploy budget", top_k=20)
+    assert first == store.get_relevant("deploy budget", top_k=20)
+    keys = [
+        (not h["sources"]["exact"], -h["sources"]["fused"], h["session"], h["seq"]) for h in first
+    ]
+    assert keys == sorted(keys)
+
+
+def test_session_api_and_bad_mode(built: Path) -> None:
+    from sessionctl.errors import UsageError
+
+    store = Store(built)
+    assert contents(store.session("ops").get_relevant("QZ-9981", top_k=1)) == [TICKET]
+    assert store.session("s0").get_relevant("QZ-9981", top_k=3, mode="text") == []
+    with pytest.raises(UsageError, match="search mode"):
+        store.get_relevant("x", mode="fuzzy")
+
+
+def test_cli_modes_and_json(
+    built: Path,
+    sh: Callable[..., subprocess.CompletedProcess[str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SESSIONCTL_HOME", str(built))
+    out = sh("relevant", "ERR_E4471", "-k", "1", "--json")
+    assert out.returncode == 0, out.stderr
+    [hit] = json.loads(out.stdout)
+    assert hit["content"] == ERR and hit["sources"]["text"]["rank"] == 1
+    text = sh("relevant", "QZ-9981", "--mode", "text")
+    assert text.returncode == 0 and "QZ-9981" in text.stdout and text.stdout.split()[5] == "-"
+    bad = sh("relevant", "x", "--mode", "fuzzy")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
