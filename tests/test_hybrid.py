@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from sessionctl import Store
+from sessionctl import Session, Store
 
 SUBJECTS = [
     "the garden", "our kitchen", "the quarterly budget", "my bicycle", "the team offsite",
@@ -57,32 +57,35 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home
 
 
+def rel(target: Store | Session, prompt: str, **kwargs: Any) -> list[dict[str, Any]]:
+    hits = target.get_relevant(prompt, **kwargs)
+    return [h for h in hits if isinstance(h, dict)]
+
+
 def contents(hits: Any) -> list[str]:
     return [h["content"] for h in hits]
 
 
 def test_an_error_code_is_the_first_hit(built: Path) -> None:
     store = Store(built)
-    assert contents(store.get_relevant("ERR_E4471", top_k=1)) == [ERR]
-    [hit] = store.get_relevant("ERR_E4471", top_k=1)
+    assert contents(rel(store, "ERR_E4471", top_k=1)) == [ERR]
+    [hit] = rel(store, "ERR_E4471", top_k=1)
     assert set(hit["sources"]) >= {"text"} and hit["sources"]["exact"] is True
     assert hit["sources"]["text"]["rank"] == 1
 
 
 def test_a_paraphrase_without_shared_words_is_still_found(built: Path) -> None:
     store = Store(built)
-    assert LOCKED in contents(store.get_relevant("the database kept locking up", top_k=5))
-    assert LOCKED not in contents(
-        store.get_relevant("the database kept locking up", top_k=5, mode="text")
-    )
+    assert LOCKED in contents(rel(store, "the database kept locking up", top_k=5))
+    assert LOCKED not in contents(rel(store, "the database kept locking up", top_k=5, mode="text"))
 
 
 def test_a_keyword_only_hit_appears(built: Path) -> None:
     store = Store(built)
     query = "QZ-9981 offsite budget"
-    vector = store.get_relevant(query, top_k=50, mode="vector", distance_threshold=2.0)
+    vector = rel(store, query, top_k=50, mode="vector", distance_threshold=2.0)
     assert len(vector) == 50 and TICKET not in contents(vector)
-    hybrid = store.get_relevant(query, top_k=5)
+    hybrid = rel(store, query, top_k=5)
     [hit] = [h for h in hybrid if h["content"] == TICKET]
     assert hybrid[0] == hit  # the identifier typed is what the user is after
     assert hit["distance"] is None and set(hit["sources"]) == {"text", "fused", "exact"}
@@ -90,25 +93,25 @@ def test_a_keyword_only_hit_appears(built: Path) -> None:
 
 def test_text_mode_is_bm25_only(built: Path) -> None:
     store = Store(built)
-    hits = store.get_relevant("ERR_E4471", top_k=5, mode="text")
+    hits = rel(store, "ERR_E4471", top_k=5, mode="text")
     assert contents(hits) == [ERR]
     assert hits[0]["distance"] is None and hits[0]["sources"]["text"]["score"] > 0
-    assert store.get_relevant("the database kept locking up", mode="text") == []
+    assert rel(store, "the database kept locking up", mode="text") == []
 
 
 def test_vector_mode_keeps_the_threshold(built: Path) -> None:
     store = Store(built)
-    hits = store.get_relevant("ERR_E4471", top_k=5, mode="vector", distance_threshold=0.0)
+    hits = rel(store, "ERR_E4471", top_k=5, mode="vector", distance_threshold=0.0)
     assert hits == []
     # In hybrid the threshold filters the vector side only: the keyword match stays.
-    hybrid = store.get_relevant("ERR_E4471", top_k=5, distance_threshold=0.0)
+    hybrid = rel(store, "ERR_E4471", top_k=5, distance_threshold=0.0)
     assert contents(hybrid) == [ERR] and hybrid[0]["distance"] is None
 
 
 def test_deterministic_and_sorted(built: Path) -> None:
     store = Store(built)
-    first = store.get_relevant("deploy budget", top_k=20)
-    assert first == store.get_relevant("deploy budget", top_k=20)
+    first = rel(store, "deploy budget", top_k=20)
+    assert first == rel(store, "deploy budget", top_k=20)
     keys = [
         (not h["sources"]["exact"], -h["sources"]["fused"], h["session"], h["seq"]) for h in first
     ]
@@ -119,10 +122,10 @@ def test_session_api_and_bad_mode(built: Path) -> None:
     from sessionctl.errors import UsageError
 
     store = Store(built)
-    assert contents(store.session("ops").get_relevant("QZ-9981", top_k=1)) == [TICKET]
-    assert store.session("s0").get_relevant("QZ-9981", top_k=3, mode="text") == []
+    assert contents(rel(store.session("ops"), "QZ-9981", top_k=1)) == [TICKET]
+    assert rel(store.session("s0"), "QZ-9981", top_k=3, mode="text") == []
     with pytest.raises(UsageError, match="search mode"):
-        store.get_relevant("x", mode="fuzzy")
+        rel(store, "x", mode="fuzzy")
 
 
 def test_cli_modes_and_json(
