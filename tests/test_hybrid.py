@@ -142,3 +142,21 @@ def test_cli_modes_and_json(
     assert text.returncode == 0 and "QZ-9981" in text.stdout and text.stdout.split()[5] == "-"
     bad = sh("relevant", "x", "--mode", "fuzzy")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_hybrid_recall_is_at_least_the_better_list_on_every_category(tmp_path: Path) -> None:
+    """The labelled pairs of tests/data/hybrid_pairs.json (bench/eval_hybrid.py prints them)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "eval_hybrid", Path(__file__).resolve().parent.parent / "bench" / "eval_hybrid.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    data = json.loads(module.PAIRS.read_text(encoding="utf-8"))
+    assert len(data["pairs"]) >= 50
+    table = module.recall(module.build(tmp_path / "home"))
+    for category, by in table.items():
+        assert by["hybrid"] >= max(by["vector"], by["text"]), (category, by)
+    assert table["identifier"]["hybrid"] == 1.0
