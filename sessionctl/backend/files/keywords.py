@@ -56,7 +56,7 @@ TOKENIZER = "unicode61 remove_diacritics 2"
 _SCHEMA_SQL = (
     "CREATE TABLE sessions(name TEXT PRIMARY KEY, activity INTEGER NOT NULL)",
     "CREATE TABLE docs(id INTEGER PRIMARY KEY, session TEXT NOT NULL, seq INTEGER NOT NULL,"
-    " role TEXT NOT NULL, at TEXT NOT NULL, meta TEXT)",
+    " role TEXT NOT NULL, at TEXT NOT NULL, record TEXT NOT NULL)",
     "CREATE INDEX docs_session ON docs(session, seq)",
     f"CREATE VIRTUAL TABLE fts USING fts5(body, tokenize='{TOKENIZER}', detail=full)",
 )
@@ -291,10 +291,10 @@ class KeywordIndex:
 
     def _add(self, conn: sqlite3.Connection, name: str, messages: Sequence[Message]) -> None:
         for m in messages:
-            meta = json.dumps(m.metadata, sort_keys=True) if m.metadata else None
+            record = json.dumps(m.to_record(), ensure_ascii=False, separators=(",", ":"))
             cur = conn.execute(
-                "INSERT INTO docs(session, seq, role, at, meta) VALUES (?, ?, ?, ?, ?)",
-                (name, m.seq, m.role, m.created_at, meta),
+                "INSERT INTO docs(session, seq, role, at, record) VALUES (?, ?, ?, ?, ?)",
+                (name, m.seq, m.role, m.created_at, record),
             )
             conn.execute(
                 "INSERT INTO fts(rowid, body) VALUES (?, ?)", (cur.lastrowid, index_text(m.content))
@@ -355,8 +355,12 @@ class KeywordIndex:
         roles: frozenset[str] | None,
         since: str | None = None,
         until: str | None = None,
-    ) -> list[tuple[str, int, float]]:
-        """(session, seq, score) of the best ``k`` matches, caught up first.
+    ) -> list[tuple[str, int, float, Message]]:
+        """(session, seq, score, message) of the best ``k`` matches, caught up first.
+
+        The message comes from the copy of its record kept beside its tokens
+        (written in the same transaction as the activity stamp that proves it
+        current): no transcript is read to answer.
 
         Sorted by score (higher first), then session, then seq.
         """
@@ -402,7 +406,7 @@ def _query(
     roles: frozenset[str] | None,
     since: str | None,
     until: str | None,
-) -> list[tuple[str, int, float]]:
+) -> list[tuple[str, int, float, Message]]:
     where = ["fts MATCH ?"]
     args: list[Any] = [expression]
     if names is not None:
@@ -422,11 +426,13 @@ def _query(
         where.append("d.at <= ?")
         args.append(until)
     sql = (
-        "SELECT d.session, d.seq, bm25(fts) AS rank FROM fts JOIN docs d ON d.id = fts.rowid"
-        f" WHERE {' AND '.join(where)} ORDER BY rank, d.session, d.seq LIMIT ?"
+        "SELECT d.session, d.seq, bm25(fts) AS rank, d.record FROM fts"
+        f" JOIN docs d ON d.id = fts.rowid WHERE {' AND '.join(where)}"
+        " ORDER BY rank, d.session, d.seq LIMIT ?"
     )
     args.append(k)
-    return [(s, int(q), -float(r)) for s, q, r in conn.execute(sql, args).fetchall()]
+    rows = conn.execute(sql, args).fetchall()
+    return [(s, int(q), -float(r), Message.from_record(json.loads(rec))) for s, q, r, rec in rows]
 
 
 class _Corrupt(Exception):

@@ -182,8 +182,6 @@ class StoreIndex:
         self, query: str, *, k: int, where: SearchFilter | None = None
     ) -> list[IndexHit]:
         """Keyword (BM25) matches from the store-wide keyword index (keywords.py)."""
-        from sessionctl.backend.files.lookup import messages_by_seq
-
         where = where or SearchFilter()
         if k <= 0:
             return []
@@ -191,26 +189,15 @@ class StoreIndex:
         found = self.keywords.search(
             query, k=k, names=names, roles=where.roles, since=where.since, until=where.until
         )
-        by_session: dict[str, list[int]] = {}
-        for name, seq, _ in found:
-            by_session.setdefault(name, []).append(seq)
-        messages: dict[str, dict[int, Message]] = {}
-        for name, seqs in by_session.items():
-            try:
-                messages[name] = messages_by_seq(self.backend.path(name), seqs)
-            except (FileNotFoundError, StoreError):
-                messages[name] = {}  # deleted since the catch-up
         wanted = identifiers(query)
         hits: list[IndexHit] = []
-        for name, seq, score in found:
-            message = messages[name].get(seq)
-            if message is not None:
-                source = {
-                    "rank": len(hits) + 1,
-                    "score": score,
-                    "identifiers": count_identifiers(wanted, message.content),
-                }
-                hits.append(IndexHit(name, seq, None, message, {"text": source}))
+        for name, seq, score, message in found:
+            source = {
+                "rank": len(hits) + 1,
+                "score": score,
+                "identifiers": count_identifiers(wanted, message.content),
+            }
+            hits.append(IndexHit(name, seq, None, message, {"text": source}))
         return hits
 
     @property
