@@ -46,9 +46,9 @@ _sessionctl_spec() {
             args=dynamic ;;
         "relevant")
             subs=""
-            opts="-s --session -k --top-k -d --distance-threshold --fall-back -r --role --text -0 --null --json --raw -h --help"
-            valued="-s --session -k --top-k -d --distance-threshold -r --role"
-            vdynamic="-s --session -r --role"
+            opts="-s --session -k --top-k -d --distance-threshold --fall-back -r --role -m --mode --text -0 --null --json --raw -h --help"
+            valued="-s --session -k --top-k -d --distance-threshold -r --role -m --mode"
+            vdynamic="-s --session -r --role -m --mode"
             args=none ;;
         "reindex")
             subs=""

@@ -21,7 +21,7 @@ function __sessionctl_spec --description 'sessionctl subcommands or valued optio
         case 'valued drop'
             printf '%s\n' -s --session
         case 'valued relevant'
-            printf '%s\n' -s --session -k --top-k -d --distance-threshold -r --role
+            printf '%s\n' -s --session -k --top-k -d --distance-threshold -r --role -m --mode
         case 'valued reindex'
             printf '%s\n' -s --session --model
         case 'valued list'
@@ -95,7 +95,7 @@ complete -c sessionctl -n '__sessionctl_at' -f -a recent -d 'Show the last K mes
 complete -c sessionctl -n '__sessionctl_at' -f -a add -d 'Append one message without calling a model; print its id.'
 complete -c sessionctl -n '__sessionctl_at' -f -a store -d 'Append a prompt and its response (user, then assistant); print both ids.'
 complete -c sessionctl -n '__sessionctl_at' -f -a drop -d 'Remove one message (the last one unless ID is given); print its id.'
-complete -c sessionctl -n '__sessionctl_at' -f -a relevant -d 'Find past messages by meaning, across all sessions unless -s is given.'
+complete -c sessionctl -n '__sessionctl_at' -f -a relevant -d 'Find past messages by meaning and by their words, across all sessions unless -s is given.'
 complete -c sessionctl -n '__sessionctl_at' -f -a reindex -d 'Rebuild semantic indexes from the transcripts (with a progress bar on a TTY).'
 complete -c sessionctl -n '__sessionctl_at' -f -a list -d 'List sessions, most recently active first.'
 complete -c sessionctl -n '__sessionctl_at' -f -a show -d 'Show a whole session: its settings and every message.'
@@ -178,6 +178,7 @@ complete -c sessionctl -n '__sessionctl_at relevant' -s k -l top-k -r -f -d 'At 
 complete -c sessionctl -n '__sessionctl_at relevant' -s d -l distance-threshold -r -f -d 'Keep hits with cosine distance <= D (0-2; 0.3 = similarity >= 0.7). Default: the model\'s (0.70 for MiniLM).'
 complete -c sessionctl -n '__sessionctl_at relevant' -l fall-back -d 'Nothing close enough: show the same session\'s recent messages.'
 complete -c sessionctl -n '__sessionctl_at relevant' -s r -l role -r -f -a '(__sessionctl_dynamic)' -d 'Only messages of this role (repeatable).'
+complete -c sessionctl -n '__sessionctl_at relevant' -s m -l mode -r -f -a '(__sessionctl_dynamic)' -d 'hybrid: by meaning and by words, fused; vector: by meaning only (the distance threshold applies to this side only); text: by words only (BM25).'
 complete -c sessionctl -n '__sessionctl_at relevant' -l text -d 'Print only the contents, one message per line (a message\'s own newlines are kept: use -0 or --json when messages may span lines).'
 complete -c sessionctl -n '__sessionctl_at relevant' -s 0 -l null -d 'End each message with a NUL byte instead of a newline, so messages that span lines stay apart (for xargs -0).'
 complete -c sessionctl -n '__sessionctl_at relevant' -l json -d 'Print JSON.'

@@ -287,3 +287,15 @@ class VectorStore(Protocol):
         *,
         progress: IndexProgress | None = None,
     ) -> list[tuple[str, SyncReport]]: ...
+
+    def text_search(
+        self, query: str, *, k: int, where: SearchFilter | None = None
+    ) -> list[IndexHit]:
+        """Keyword (BM25) matches of ``query``, caught up first (``capabilities.keyword_search``).
+
+        Sorted by score (best first), then session, then seq; ``distance`` is None
+        and ``sources["text"]`` holds ``{"rank": 1-based, "score": BM25, higher better,
+        "identifiers": how many of the query's identifier-like terms the text holds}``.
+        Filters ``where.since``/``until``/``roles``/``names`` apply before the cut to k.
+        """
+        ...

@@ -11,6 +11,7 @@ from sessionctl.cli.options import (
     JsonOpt,
     NullOpt,
     RoleFilterOpt,
+    SearchMode,
     complete_session,
     optional_session,
     role_values,
@@ -59,14 +60,28 @@ def relevant(
         ),
     ] = False,
     role: RoleFilterOpt = None,
+    search_mode: Annotated[
+        SearchMode,
+        typer.Option(
+            "--mode",
+            "-m",
+            help="hybrid: by meaning and by words, fused; vector: by meaning only "
+            "(the distance threshold applies to this side only); text: by words only (BM25).",
+        ),
+    ] = SearchMode.hybrid,
     text: TextOpt = False,
     null: NullOpt = False,
     json_: JsonOpt = False,
     raw: Annotated[bool, typer.Option("--raw", help="JSON with every stored field.")] = False,
 ) -> None:
-    """Find past messages by meaning, across all sessions unless -s is given.
+    """Find past messages by meaning and by their words, across all sessions unless -s is given.
 
-    Results are sorted by cosine distance (ties by session, then order). On a
+    --mode hybrid (default) fuses the nearest messages in meaning with the best
+    keyword matches (reciprocal rank fusion; a message holding the query
+    verbatim first): error codes, ids and names are found as typed. --mode
+    vector sorts by cosine distance, --mode text by BM25 (ties by session, then
+    order); distance is "-" for a keyword-only hit. --json says, per hit, which
+    lists found it ("sources": rank, distance or score). On a
     terminal too narrow for a readable table they are shown one under another.
     -0 prints the contents (as --text), each ended by a NUL byte.
 
@@ -88,6 +103,7 @@ def relevant(
         distance_threshold=distance_threshold,
         fall_back=fall_back,
         role=role_values(role),
+        mode=search_mode.value,
     )
     state.note_if_no_data()
     out = state.out

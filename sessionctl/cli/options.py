@@ -96,6 +96,14 @@ class Via(str, enum.Enum):
     direct = "direct"
 
 
+class SearchMode(str, enum.Enum):
+    """What ``relevant --mode`` takes (service.memory.MODES)."""
+
+    hybrid = "hybrid"
+    vector = "vector"
+    text = "text"
+
+
 class StatsBy(str, enum.Enum):
     """What ``stats --by`` takes."""
 

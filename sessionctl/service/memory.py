@@ -28,15 +28,39 @@ Progress = Callable[[str, int, int], None]
 
 
 class Hit(NamedTuple):
-    """A message found by meaning (``distance`` None when it came from the fall-back)."""
+    """A message found by meaning and/or by its words.
+
+    ``distance`` is the cosine distance when the vector side found it (None for
+    keyword-only hits and fall-back results); ``sources`` says which lists found
+    it: ``{"vector": {"rank", "distance"}, "text": {"rank", "score"}}`` (ranks
+    1-based; in hybrid mode also ``"fused"``: the reciprocal-rank-fusion score).
+    """
 
     session: str
     message: Message
     distance: float | None
+    sources: dict[str, Any] = {}  # noqa: RUF012 - NamedTuple default, never mutated
 
     def to_dict(self, *, raw: bool = False) -> dict[str, Any]:
-        """The message's JSON shape plus ``session`` and ``distance``."""
-        return {**self.message.to_dict(raw=raw), "session": self.session, "distance": self.distance}
+        """The message's JSON shape plus ``session``, ``distance`` and ``sources``."""
+        return {
+            **self.message.to_dict(raw=raw),
+            "session": self.session,
+            "distance": self.distance,
+            "sources": self.sources,
+        }
+
+
+MODES = ("hybrid", "vector", "text")
+RRF_K = 60  # reciprocal rank fusion: 1 / (RRF_K + rank) per list (Cormack et al., 2009)
+CANDIDATES = 50  # at least this many candidates per list before fusing
+
+
+def check_mode(mode: str) -> str:
+    """Return a valid search mode or raise UsageError."""
+    if mode not in MODES:
+        raise UsageError(f"search mode must be one of {', '.join(MODES)}, got {mode!r}")
+    return mode
 
 
 def check_threshold(value: float | None) -> float | None:
@@ -126,6 +150,120 @@ def search(
     distance_threshold: float | None = None,
     fall_back: bool = False,
     role: str | Iterable[str] | None = None,
+    mode: str = "hybrid",
+) -> list[Hit]:
+    """Messages matching ``prompt``, across ``sessions`` (default: all live).
+
+    ``mode`` "vector": nearest in meaning (below); "text": keyword matches by
+    BM25, best first; "hybrid" (default): the union of both candidate lists,
+    fused by reciprocal rank fusion, a message holding the query verbatim first
+    (see :func:`_fuse`). The distance threshold filters the vector side only:
+    a keyword match is kept in hybrid mode however far it is in meaning.
+    """
+    from sessionctl.service.checks import check_top_k, roles_filter
+
+    check_mode(mode)
+    if mode == "vector":
+        return _vector_search(store, prompt, sessions=sessions, top_k=top_k,
+                              distance_threshold=distance_threshold, fall_back=fall_back,
+                              role=role)  # fmt: skip
+    check_top_k(top_k)
+    check_threshold(distance_threshold)
+    roles = roles_filter(role)
+    names: list[str] | None = None
+    if sessions is not None:
+        names = list(dict.fromkeys(sessions))
+        for name in names:
+            store.existing(name)
+    if top_k == 0:
+        return []
+    depth = max(CANDIDATES, 4 * top_k)
+    text = _text_search(store, prompt, names, roles, depth, required=mode == "text")
+    if mode == "text":
+        found = text[:top_k]
+    else:
+        vector = _vector_search(store, prompt, sessions=sessions, top_k=depth,
+                                distance_threshold=distance_threshold, role=role)  # fmt: skip
+        found = _fuse(prompt, vector, text)[:top_k]
+    if found or not fall_back:
+        return found
+    # Nothing by either list: the vector search's fall-back (it knows what it skipped).
+    return _vector_search(store, prompt, sessions=sessions, top_k=top_k,
+                          distance_threshold=distance_threshold, fall_back=True,
+                          role=role)  # fmt: skip
+
+
+def _text_search(
+    store: Store,
+    prompt: str,
+    names: list[str] | None,
+    roles: frozenset[str] | None,
+    depth: int,
+    *,
+    required: bool,
+) -> list[Hit]:
+    """The keyword list (empty, with a warning, when the backend has none or it failed)."""
+    from sessionctl.backend.base import SearchFilter
+
+    if not store.backend.capabilities.keyword_search:
+        if required:
+            raise UsageError("this store has no keyword index: use --mode vector")
+        return []
+    try:
+        hits = store.backend.vectors.text_search(
+            prompt, k=depth, where=SearchFilter(names=names, roles=roles)
+        )
+    except StoreError as exc:
+        if required:
+            raise
+        store.warn(f"keyword index: {exc}; searching by meaning only")
+        return []
+    return [Hit(h.session, h.message, None, {"text": dict(h.sources["text"])}) for h in hits]
+
+
+def _fuse(prompt: str, vector: list[Hit], text: list[Hit]) -> list[Hit]:
+    """Reciprocal rank fusion of the two lists (each already best first).
+
+    score = sum over the lists that found a message of 1 / (RRF_K + rank). A
+    message containing the whole query verbatim (case and spacing aside) ranks
+    before every other, then messages by how many of the query's identifiers
+    (``ERR_E4471``, ``user-123``, ``QZ-9981``: what vectors cannot see) they hold;
+    ties by session, then seq.
+    """
+    merged: dict[tuple[str, int], tuple[Message, float | None, dict[str, Any]]] = {}
+    for kind, hits in (("vector", vector), ("text", text)):
+        for rank, hit in enumerate(hits, 1):
+            key = (hit.session, hit.message.seq)
+            message, distance, sources = merged.get(key, (hit.message, None, {}))
+            if kind == "vector":
+                distance = hit.distance
+                sources["vector"] = {"rank": rank, "distance": hit.distance}
+            else:
+                sources["text"] = {**hit.sources["text"], "rank": rank}
+            merged[key] = (message, distance, sources)
+    phrase = " ".join(prompt.casefold().split())
+    scored: list[tuple[bool, int, float, str, int, Hit]] = []
+    for (session, seq), (message, distance, sources) in merged.items():
+        fused = sum(1.0 / (RRF_K + s["rank"]) for s in sources.values())
+        sources["fused"] = round(fused, 6)
+        exact = bool(phrase) and phrase in " ".join(message.content.casefold().split())
+        sources["exact"] = exact
+        ids = int(sources.get("text", {}).get("identifiers", 0))
+        hit = Hit(session, message, distance, sources)
+        scored.append((not exact, -ids, -fused, session, seq, hit))
+    scored.sort(key=lambda t: t[:5])
+    return [t[5] for t in scored]
+
+
+def _vector_search(
+    store: Store,
+    prompt: str,
+    *,
+    sessions: Sequence[str] | None = None,
+    top_k: int = 5,
+    distance_threshold: float | None = None,
+    fall_back: bool = False,
+    role: str | Iterable[str] | None = None,
 ) -> list[Hit]:
     """Messages nearest in meaning to ``prompt``, across ``sessions`` (default: all live).
 
@@ -176,13 +314,23 @@ def search(
             continue
         if found_here is not None:
             per_session[name], by_seq[name] = found_here
-    found = [
-        Hit(name, by_seq[name][seq], distance)
-        for name, seq, distance in merge_hits(per_session, top_k)
-    ]
+    found = _ranked(
+        [
+            Hit(name, by_seq[name][seq], distance)
+            for name, seq, distance in merge_hits(per_session, top_k)
+        ]
+    )
     if found or not fall_back:
         return found
     return _fall_back(store, sessions, top_k, roles, skipped)
+
+
+def _ranked(hits: list[Hit]) -> list[Hit]:
+    """The vector list with each hit's rank and distance in ``sources``."""
+    return [
+        h._replace(sources={"vector": {"rank": i, "distance": h.distance}})
+        for i, h in enumerate(hits, 1)
+    ]
 
 
 def _search_one(
@@ -264,7 +412,7 @@ def _store_wide(
             raise
         store.warn(f"semantic index: {exc}; searching session by session")
         return None
-    return [Hit(h.session, h.message, h.distance) for h in hits]
+    return _ranked([Hit(h.session, h.message, h.distance) for h in hits])
 
 
 def _fast_search(

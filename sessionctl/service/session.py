@@ -272,10 +272,12 @@ class Session:
         as_text: bool = False,
         raw: bool = False,
         role: str | Iterable[str] | None = None,
+        mode: str = "hybrid",
     ) -> list[dict[str, Any]] | list[str]:
-        """Messages of this session nearest in meaning to ``prompt`` (cosine distance ≤ threshold).
+        """Messages of this session matching ``prompt`` (see :meth:`Store.get_relevant`).
 
-        Dicts carry ``distance`` (None for fall-back results) and ``session``.
+        Dicts carry ``distance`` (None for keyword-only and fall-back results),
+        ``session`` and ``sources``.
         """
         return self._store.get_relevant(
             prompt,
@@ -286,12 +288,21 @@ class Session:
             as_text=as_text,
             raw=raw,
             role=role,
+            mode=mode,
         )
 
     def relevant_messages(
-        self, prompt: str, top_k: int = 5, *, distance_threshold: float | None = None
+        self,
+        prompt: str,
+        top_k: int = 5,
+        *,
+        distance_threshold: float | None = None,
+        mode: str = "vector",
     ) -> list[Message]:
-        """Like :meth:`get_relevant` but returns :class:`Message` objects, best first."""
+        """Like :meth:`get_relevant` but returns :class:`Message` objects, best first.
+
+        Default mode "vector" (by meaning): what chat puts in its context.
+        """
         from sessionctl.service.memory import search
 
         hits = search(
@@ -300,6 +311,7 @@ class Session:
             sessions=[self.name],
             top_k=top_k,
             distance_threshold=distance_threshold,
+            mode=mode,
         )
         return [h.message for h in hits]
 

@@ -211,8 +211,15 @@ class Store:
         as_text: bool = False,
         raw: bool = False,
         role: str | Iterable[str] | None = None,
+        mode: str = "hybrid",
     ) -> list[dict[str, Any]] | list[str]:
-        """Messages nearest in meaning to ``prompt`` across ``sessions`` (default: all live)."""
+        """Messages matching ``prompt`` across ``sessions`` (default: all live).
+
+        ``mode``: "hybrid" (default: by meaning and by words, fused), "vector"
+        (by meaning, cosine distance ≤ threshold) or "text" (keywords, BM25).
+        Each dict carries ``session``, ``distance`` (None when not found by
+        meaning) and ``sources`` (per list: rank and distance or score).
+        """
         from sessionctl.service.memory import search
 
         hits = search(
@@ -223,6 +230,7 @@ class Store:
             distance_threshold=distance_threshold,
             fall_back=fall_back,
             role=role,
+            mode=mode,
         )
         if as_text:
             return [h.message.content for h in hits]

@@ -67,7 +67,8 @@ def test_distances_are_cosine_distances_of_the_embeddings(store: Store) -> None:
 
     _corpus(store)
     query = "when does the boat to the island go?"
-    hits = _hits(store, query, top_k=100, distance_threshold=2.0)
+    # Distances and their order are the vector side's (hybrid orders by fused rank).
+    hits = _hits(store, query, top_k=100, distance_threshold=2.0, mode="vector")
     assert len(hits) == 7  # every message of every live session
     model = get_embedder(store.settings.embedding_model)
     vectors = np.asarray(model.embed([query, *(h["content"] for h in hits)]), dtype=np.float64)
@@ -90,15 +91,15 @@ def test_the_threshold_is_inclusive(store: Store) -> None:
     """Each hit's own distance, used as the threshold, returns it and every closer one."""
     _corpus(store)
     query = "what is the cat's name?"
-    everything = _hits(store, query, top_k=100, distance_threshold=2.0)
+    everything = _hits(store, query, top_k=100, distance_threshold=2.0, mode="vector")
     assert len(everything) == 7
     for i, hit in enumerate(everything):
         d = hit["distance"]
-        got = _hits(store, query, top_k=100, distance_threshold=d)
+        got = _hits(store, query, top_k=100, distance_threshold=d, mode="vector")
         expected = [h for h in everything if h["distance"] <= d]
         assert [_key(h) for h in got] == [_key(h) for h in expected]
         assert everything[i]["id"] in {h["id"] for h in got}  # exactly at the threshold: kept
-        below = _hits(store, query, top_k=100, distance_threshold=max(0.0, d - 0.01))
+        below = _hits(store, query, top_k=100, distance_threshold=max(0.0, d - 0.01), mode="vector")
         assert hit["id"] not in {h["id"] for h in below}
 
 
@@ -232,3 +233,18 @@ def test_dropped_cleared_and_new_messages_are_reflected_at_once(store: Store) ->
     work.clear()
     assert store.get_relevant("ferry", top_k=10, distance_threshold=2.0) == []
     assert store.get_relevant("ferry", sessions=["work"], fall_back=True) == []
+
+
+# -- keyword and hybrid ---------------------------------------------------------------
+def test_an_exact_identifier_is_found_by_text_and_first_by_hybrid(store: Store) -> None:
+    _corpus(store)
+    store.session("ops").add_messages(
+        [_user("The deploy failed with ERR_E4471 on host db-7."), _user("Rolled back at nine.")]
+    )
+    store.delete("food")  # a deleted session never matches
+    for mode in ("text", "hybrid"):
+        hits = _hits(store, "ERR_E4471", top_k=1, mode=mode)
+        assert [(h["session"], h["seq"]) for h in hits] == [("ops", 1)], mode
+        assert "text" in hits[0]["sources"], mode
+    assert _hits(store, "Sourdough autolyse", top_k=5, mode="text") == []
+    assert _hits(store, "zzqx-nothing-like-it", top_k=5, mode="text") == []

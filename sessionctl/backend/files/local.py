@@ -95,11 +95,18 @@ class LocalBackend(TrashMixin):
     @property
     def capabilities(self) -> Capabilities:
         return Capabilities(
-            cross_session_search=True, keyword_search=False, shared=False, session_indexes=True
+            cross_session_search=True, keyword_search=True, shared=False, session_indexes=True
         )
 
     def close(self) -> None:
-        """Nothing to release: every call opens and closes its own files."""
+        """Every call opens and closes its own files; only an in-memory keyword index
+        (a home where it cannot be written) is held, and released here."""
+        if self._vectors is not None and self._vectors._keywords is not None:
+            self._vectors._keywords.close()
+
+    def forget_keywords(self, name: str) -> None:
+        """Drop ``name``'s rows from the keyword index now (scrub, delete, purge)."""
+        self.vectors.keywords.forget(name)
 
     # -- a small cache of server facts -----------------------------------
     def read_facts(self) -> dict[str, object]:
@@ -642,6 +649,8 @@ class LocalBackend(TrashMixin):
                 edit_deleted(self, name, trash_id, lambda p, r: self._rewrite_file(p, r, transform))
         except _Unchanged:
             return False
+        if trash_id is None:  # a deleted session has no rows in the keyword index
+            self.forget_keywords(name)  # no old text left in the keyword index
         return True
 
     def scrub_residue(
@@ -656,7 +665,10 @@ class LocalBackend(TrashMixin):
     ) -> int:
         from sessionctl.backend.files.scrubbing import grep_session_files
 
-        return grep_session_files(self, name, count, trash_id=trash_id)
+        found = grep_session_files(self, name, count, trash_id=trash_id)
+        if trash_id is None:  # a deleted session has no rows in the keyword index
+            found += self.vectors.keywords.count(name, count)
+        return found
 
     def fork(self, source: str, new: str, *, at: str | None, header: SessionHeader) -> None:
         """Copy ``source`` (up to and including ``at``) into ``new``, with its sidecar vectors."""

@@ -40,6 +40,7 @@ class TrashMixin:
     last_activity: Callable[[str], int]
     _require: Callable[[str], Path]
     _move_files: Callable[[Callable[[str], Path], Callable[[str], Path]], None]
+    forget_keywords: Callable[[str], None]
 
     def _active_since(self, name: str, cutoff_ns: int | None) -> bool:
         if cutoff_ns is None:
@@ -64,6 +65,7 @@ class TrashMixin:
             self._move_files(lambda s: self.path(name, s), lambda s: folder / f"{name}{s}")
             self.path(name, ".lock").unlink()
             fsync_dir(self.sessions_dir)
+        self.forget_keywords(name)
         return trash_id
 
     def purge(self, name: str, *, unless_active_since: int | None = None) -> bool:
@@ -78,6 +80,7 @@ class TrashMixin:
                     self.path(name, suffix).unlink()
             self.path(name, ".lock").unlink()
             fsync_dir(self.sessions_dir)
+        self.forget_keywords(name)
         return True
 
     def deleted(self) -> list[SessionInfo]:

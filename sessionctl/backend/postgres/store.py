@@ -110,7 +110,7 @@ class PostgresBackend:
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(cross_session_search=True, keyword_search=False, shared=True)
+        return Capabilities(cross_session_search=True, keyword_search=True, shared=True)
 
     @property
     def vectors(self) -> PgVectors:

@@ -210,6 +210,66 @@ class PgVectors:
                 hits.append(IndexHit(str(row[0]), int(row[2]), distance, _message(row[2:])))
         return hits
 
+    def text_search(
+        self, query: str, *, k: int, where: SearchFilter | None = None
+    ) -> list[IndexHit]:
+        """Keyword matches by PostgreSQL full-text search (the ``simple`` configuration:
+        words lower-cased, no stemming, no stop words), any query word matching,
+        ranked by ``ts_rank_cd``; computed per query (no stored index yet), so its cost
+        grows with the messages searched. Ties by session, then seq."""
+        import re
+
+        from sessionctl.backend.files.keywords import STOPWORDS, count_identifiers, identifiers
+
+        where = where or SearchFilter()
+        words = re.findall(r"\w+", query)
+        # Common words alone would match nearly everything: dropped, as the file
+        # backend's keyword index drops them (unless the query has nothing else).
+        telling = [w for w in words if len(w) > 1 and w.casefold() not in STOPWORDS]
+        terms = " ".join(telling or words)
+        if k <= 0 or not terms:
+            return []
+        cols = ", ".join(f"m.{c.strip()}" for c in _MSG_COLS.split(","))
+        sql = (
+            "WITH q AS (SELECT NULLIF(replace(plainto_tsquery('simple', %s)::text, '&', '|'),"
+            " '')::tsquery AS q)"
+            " SELECT s.name, ts_rank_cd(to_tsvector('simple', m.content), q.q) AS score, "
+            + cols
+            + " FROM q, sc_message m JOIN sc_session s ON s.id = m.session_id"
+            " WHERE q.q IS NOT NULL AND s.namespace = %s AND s.trash_id IS NULL"
+            " AND to_tsvector('simple', m.content) @@ q.q"
+        )
+        params: list[Any] = [terms, self.backend.namespace]
+        if where.names is not None:
+            sql += " AND s.name = ANY(%s)"
+            params.append(list(where.names))
+        if where.roles is not None:
+            sql += " AND m.role = ANY(%s)"
+            params.append(sorted(where.roles))
+        if where.since:
+            sql += " AND m.created_at >= %s"
+            params.append(where.since)
+        if where.until:
+            sql += " AND m.created_at <= %s"
+            params.append(where.until)
+        sql += ' ORDER BY score DESC, s.name COLLATE "C", m.seq LIMIT %s'
+        params.append(k)
+        with self.backend.db.transaction() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        wanted = identifiers(query)
+        hits = []
+        for rank, row in enumerate(rows, start=1):
+            message = _message(row[2:])
+            sources = {
+                "text": {
+                    "rank": rank,
+                    "score": float(row[1]),
+                    "identifiers": count_identifiers(wanted, message.content),
+                }
+            }
+            hits.append(IndexHit(str(row[0]), message.seq, None, message, sources))
+        return hits
+
 
 if TYPE_CHECKING:
     from sessionctl.backend.base import VectorStore

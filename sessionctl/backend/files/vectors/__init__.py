@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sessionctl.backend.base import IndexHit, IndexProgress, SearchFilter
+from sessionctl.backend.files.keywords import KeywordIndex, count_identifiers, identifiers
 from sessionctl.backend.files.layout import TRANSCRIPT
 from sessionctl.backend.files.vectors import follow
 from sessionctl.backend.files.vectors.journal import (
@@ -85,10 +86,19 @@ class StoreIndex:
         # The last index loaded, by the journal's (dev, ino, size, mtime): a commit,
         # a compaction or a rebuild changes it.
         self._cache: tuple[tuple[int, ...], Loaded] | None = None
+        self._keywords: KeywordIndex | None = None
+        self._skip_warned: set[str] = set()
 
     def _warn(self, message: str) -> None:
         if self.backend.warn is not None:
             self.backend.warn(message)
+
+    def warn_skip(self, name: str, exc: Exception) -> None:
+        """Warn that ``name`` was skipped; once per reason (both indexes share it)."""
+        message = _skip_warning(name, exc)
+        if message not in self._skip_warned:
+            self._skip_warned.add(message)
+            self._warn(message)
 
     # -- the VectorStore interface ---------------------------------------------------
     def catch_up(
@@ -167,6 +177,34 @@ class StoreIndex:
             force = stale
         hits.sort(key=lambda h: (h.distance, h.session, h.seq))
         return hits[:k]
+
+    def text_search(
+        self, query: str, *, k: int, where: SearchFilter | None = None
+    ) -> list[IndexHit]:
+        """Keyword (BM25) matches from the store-wide keyword index (keywords.py)."""
+        where = where or SearchFilter()
+        if k <= 0:
+            return []
+        names = None if where.names is None else list(dict.fromkeys(where.names))
+        found = self.keywords.search(
+            query, k=k, names=names, roles=where.roles, since=where.since, until=where.until
+        )
+        wanted = identifiers(query)
+        hits: list[IndexHit] = []
+        for name, seq, score, message in found:
+            source = {
+                "rank": len(hits) + 1,
+                "score": score,
+                "identifiers": count_identifiers(wanted, message.content),
+            }
+            hits.append(IndexHit(name, seq, None, message, {"text": source}))
+        return hits
+
+    @property
+    def keywords(self) -> KeywordIndex:
+        if self._keywords is None:
+            self._keywords = KeywordIndex(self.backend, self.warn_skip)
+        return self._keywords
 
     # -- internals -----------------------------------------------------------------
     def _wanted(self, names: Sequence[str] | None) -> dict[str, int]:
@@ -332,7 +370,7 @@ class StoreIndex:
                     if strict or not _isolable(exc):
                         raise
                     # One session that cannot be read must not fail a search over the others.
-                    self._warn(_skip_warning(name, exc))
+                    self.warn_skip(name, exc)
                     self.skipped.add(name)
                     continue
                 reports.append((name, report))
