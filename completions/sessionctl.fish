@@ -31,7 +31,7 @@ function __sessionctl_spec --description 'sessionctl subcommands or valued optio
         case 'valued export'
             printf '%s\n' -s --session -f --format
         case 'valued import'
-            printf '%s\n' --as --max-line-bytes --max-bytes
+            printf '%s\n' --as --max-line-bytes --max-bytes --from --prefix
         case 'valued fork'
             printf '%s\n' -s --session --at
         case 'valued rename'
@@ -208,6 +208,11 @@ complete -c sessionctl -n '__sessionctl_at import' -l as -r -f -d 'Name of the n
 complete -c sessionctl -n '__sessionctl_at import' -l max-line-bytes -r -f -d 'Refuse a JSON line (one message) longer than this: bytes, or K, M, G.'
 complete -c sessionctl -n '__sessionctl_at import' -l max-bytes -r -f -d 'Refuse input longer than this in all: bytes, or K, M, G.'
 complete -c sessionctl -n '__sessionctl_at import' -l no-redact -d 'Write secrets (keys, tokens, passwords) as they are, for this command only (default: replaced by [REDACTED:kind]; see docs/security.md).'
+complete -c sessionctl -n '__sessionctl_at import' -l from -r -f -d 'Format of FILE: sessionctl, openai, sharegpt, chatgpt, claude-code, llm, sgpt, gptme (a file or the tool\'s directory).'
+complete -c sessionctl -n '__sessionctl_at import' -l prefix -r -f -d 'Name imported sessions P-ID (default SOURCE-ID).'
+complete -c sessionctl -n '__sessionctl_at import' -l dry-run -d 'Read and check everything; write nothing.'
+complete -c sessionctl -n '__sessionctl_at import' -l branches -d 'chatgpt: import side branches as forks too.'
+complete -c sessionctl -n '__sessionctl_at import' -l json -d 'Print JSON.'
 complete -c sessionctl -n '__sessionctl_at import' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at import' -F
 # sessionctl fork

@@ -151,11 +151,35 @@ def import_(
         ),
     ] = "1G",
     no_redact: NoRedactOpt = False,
+    from_: Annotated[
+        str,
+        typer.Option(
+            "--from",
+            metavar="SOURCE",
+            help="Format of FILE: sessionctl, openai, sharegpt, chatgpt, claude-code, llm,"
+            " sgpt, gptme (a file or the tool's directory).",
+        ),
+    ] = "sessionctl",
+    prefix: Annotated[
+        str | None,
+        typer.Option(
+            "--prefix", metavar="P", help="Name imported sessions P-ID (default SOURCE-ID)."
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Read and check everything; write nothing.")
+    ] = False,
+    branches: Annotated[
+        bool, typer.Option("--branches", help="chatgpt: import side branches as forks too.")
+    ] = False,
+    json_: JsonOpt = False,
 ) -> None:
     """Create a session from an exported file (or stdin); print its name.
 
     JSON lines are read one at a time; every field is checked before anything
-    is written, and bad input is refused naming the line (exit 2).
+    is written, and bad input is refused naming the line (exit 2). With --from
+    another tool's history is imported, one session per conversation; importing
+    again adds only what is new (docs/import-export.md).
 
     Example:
 
@@ -166,6 +190,11 @@ def import_(
 
     state: State = ctx.obj
     state.no_redact(no_redact)
+    if from_ != "sessionctl":
+        _import_from(state, from_, file, as_, prefix, dry_run, branches, json_)
+        return
+    if prefix is not None or dry_run or branches or json_:
+        raise UsageError("--prefix, --dry-run, --branches and --json go with --from SOURCE")
     limits = {
         "max_line_bytes": parse_size(max_line_bytes, "--max-line-bytes"),
         "max_bytes": parse_size(max_bytes, "--max-bytes"),
@@ -188,6 +217,42 @@ def import_(
         with stream:
             session = import_session(state.store(), stream, where=file, name=as_, **limits)
     state.out.line(session.name)
+
+
+def _import_from(
+    state: State,
+    source: str,
+    path: str,
+    as_: str | None,
+    prefix: str | None,
+    dry_run: bool,
+    branches: bool,
+    json_: bool,
+) -> None:
+    from sessionctl.service.bulk_import import import_sources
+    from sessionctl.sources import read_source
+
+    if path == "-":
+        raise UsageError(f"--from {source} reads a file or directory, not stdin")
+    conversations = read_source(source, path, branches=branches)
+    summary = import_sources(
+        state.store(), source, conversations, as_=as_, prefix=prefix, dry_run=dry_run
+    )
+    if json_:
+        state.out.json(summary)
+        return
+    for item in summary["sessions"]:
+        state.out.line(item["name"])
+    for item in summary["skipped"]:
+        state.out.warn(f"skipped {item['where']}: {item['reason']}")
+    for item in summary["renamed"]:
+        state.out.info(f"conversation {item['key']!r} imported as {item['name']}")
+    state.out.info(
+        ("would import" if dry_run else "imported")
+        + f" {summary['messages_added']} messages: {summary['sessions_created']} new sessions,"
+        f" {summary['sessions_updated']} updated, {summary['sessions_unchanged']} unchanged,"
+        f" {len(summary['skipped'])} messages skipped"
+    )
 
 
 @commands.command()

@@ -76,8 +76,8 @@ _sessionctl_spec() {
             args=dynamic ;;
         "import")
             subs=""
-            opts="--as --max-line-bytes --max-bytes --no-redact -h --help"
-            valued="--as --max-line-bytes --max-bytes"
+            opts="--as --max-line-bytes --max-bytes --no-redact --from --prefix --dry-run --branches --json -h --help"
+            valued="--as --max-line-bytes --max-bytes --from --prefix"
             vdynamic=""
             args=files ;;
         "fork")
