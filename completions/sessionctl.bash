@@ -70,9 +70,9 @@ _sessionctl_spec() {
             args=dynamic ;;
         "export")
             subs=""
-            opts="-s --session -f --format -h --help"
-            valued="-s --session -f --format"
-            vdynamic="-s --session -f --format"
+            opts="-s --session -f --format --all --last --since --until -r --role -h --help"
+            valued="-s --session -f --format --last --since --until -r --role"
+            vdynamic="-s --session -f --format -r --role"
             args=dynamic ;;
         "import")
             subs=""

@@ -15,9 +15,11 @@ from sessionctl.cli.options import (
     JsonOpt,
     NoRedactOpt,
     NullOpt,
+    RoleFilterOpt,
     SessionArg,
     SessionOpt,
     pick_session,
+    role_values,
     session_argument,
     session_option,
 )
@@ -106,22 +108,61 @@ def export(
     session: SessionOpt = None,
     format_: Annotated[
         ExportFormat,
-        typer.Option("--format", "-f", help="jsonl (lossless), json or markdown (md)."),
+        typer.Option(
+            "--format",
+            "-f",
+            help="jsonl (lossless), json, markdown (md), openai (messages JSON),"
+            " openai-ft (fine-tuning JSONL) or sharegpt (JSONL).",
+        ),
     ] = ExportFormat.jsonl,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Every session, one after the other.")
+    ] = False,
+    last: Annotated[
+        int | None, typer.Option("--last", metavar="N", min=1, help="Only the last N messages.")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(metavar="WHEN", help="Only messages since: 30d, 12h, or a date."),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(metavar="WHEN", help="Only messages until: 30d (ago), or a date."),
+    ] = None,
+    role: RoleFilterOpt = None,
 ) -> None:
     """Write a whole session to stdout.
 
-    `export --format jsonl` then `import` round-trips exactly.
+    `export --format jsonl` then `import` round-trips exactly; `--format openai`
+    then `import --from openai` keeps roles, contents and tool calls.
 
     Example:
 
         sessionctl export work > work.jsonl
     """
-    from sessionctl.service.transfer import export_chunks
+    from sessionctl.service.stats import parse_since
+    from sessionctl.service.transfer import Selection, export_chunks
+    from sessionctl.timeutil import format_iso
 
     state: State = ctx.obj
-    target = state.store().existing(pick_session(ctx, name, session))
-    state.out.write_chunks(export_chunks(target, format_.value))  # streamed
+    store = state.store()
+    roles = role_values(role)
+    pick = Selection(
+        last=last,
+        since=format_iso(parse_since(since)) if since else None,
+        until=format_iso(parse_since(until)) if until else None,
+        roles=frozenset(roles) if roles else None,
+    )
+    if all_:
+        if name is not None or session is not None:
+            raise UsageError("--all exports every session: give no session name")
+        if format_.value in ("json", "openai", "markdown", "md", "jsonl"):
+            raise UsageError("--all needs a one-line-per-session format: openai-ft or sharegpt")
+        for item in store.names():
+            state.out.write_chunks(export_chunks(store.existing(item), format_.value, pick))
+        return
+    target = store.existing(pick_session(ctx, name, session))
+    state.out.write_chunks(export_chunks(target, format_.value, pick))  # streamed
 
 
 @commands.command(name="import")

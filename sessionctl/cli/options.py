@@ -109,6 +109,9 @@ class ExportFormat(str, enum.Enum):
     json = "json"
     markdown = "markdown"
     md = "md"
+    openai = "openai"
+    openai_ft = "openai-ft"
+    sharegpt = "sharegpt"
 
 
 RoleFilterOpt = Annotated[

@@ -29,7 +29,7 @@ function __sessionctl_spec --description 'sessionctl subcommands or valued optio
         case 'valued show'
             printf '%s\n' -s --session
         case 'valued export'
-            printf '%s\n' -s --session -f --format
+            printf '%s\n' -s --session -f --format --last --since --until -r --role
         case 'valued import'
             printf '%s\n' --as --max-line-bytes --max-bytes --from --prefix
         case 'valued fork'
@@ -200,7 +200,12 @@ complete -c sessionctl -n '__sessionctl_at show' -s h -l help -d 'Show this mess
 complete -c sessionctl -n '__sessionctl_at show' -f -a '(__sessionctl_dynamic)'
 # sessionctl export
 complete -c sessionctl -n '__sessionctl_at export' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (instead of SESSION).'
-complete -c sessionctl -n '__sessionctl_at export' -s f -l format -r -f -a '(__sessionctl_dynamic)' -d 'jsonl (lossless), json or markdown (md).'
+complete -c sessionctl -n '__sessionctl_at export' -s f -l format -r -f -a '(__sessionctl_dynamic)' -d 'jsonl (lossless), json, markdown (md), openai (messages JSON), openai-ft (fine-tuning JSONL) or sharegpt (JSONL).'
+complete -c sessionctl -n '__sessionctl_at export' -l all -d 'Every session, one after the other.'
+complete -c sessionctl -n '__sessionctl_at export' -l last -r -f -d 'Only the last N messages.'
+complete -c sessionctl -n '__sessionctl_at export' -l since -r -f -d 'Only messages since: 30d, 12h, or a date.'
+complete -c sessionctl -n '__sessionctl_at export' -l until -r -f -d 'Only messages until: 30d (ago), or a date.'
+complete -c sessionctl -n '__sessionctl_at export' -s r -l role -r -f -a '(__sessionctl_dynamic)' -d 'Only messages of this role (repeatable).'
 complete -c sessionctl -n '__sessionctl_at export' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at export' -f -a '(__sessionctl_dynamic)'
 # sessionctl import
