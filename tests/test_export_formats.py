@@ -10,7 +10,7 @@ import pytest
 from conftest import Cli
 
 CALL = {"id": "call_1", "type": "function", "function": {"name": "add", "arguments": '{"a": 1}'}}
-MESSAGES = [
+MESSAGES: list[dict[str, Any]] = [
     {"role": "user", "content": "add one", "created_at": "2025-01-01T00:00:00Z"},
     {
         "role": "assistant",

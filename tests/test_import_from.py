@@ -252,3 +252,55 @@ def test_missing_source_and_bad_names(cli: Cli, tmp_path: Path) -> None:
     name = result["sessions"][0]["name"]
     assert name == "sharegpt-etc-vil-name" and result["renamed"][0]["name"] == name
     assert not (tmp_path / "etc").exists()
+
+
+def test_truncated_and_huge_lines(cli: Cli, tmp_path: Path) -> None:
+    whole = (DATA / "chatgpt-conversations.json").read_text()
+    cut = tmp_path / "cut.json"
+    cut.write_text(whole[: len(whole) // 2])
+    result = cli("import", "--from", "chatgpt", str(cut))
+    assert result.exit_code == 2 and "not valid JSON" in result.stderr and "line" in result.stderr
+    huge = tmp_path / "huge.jsonl"
+    with huge.open("w") as stream:
+        stream.write('{"messages": [{"role": "user", "content": "ok"}]}\n')
+        stream.write('{"messages": [{"role": "user", "content": "' + "x" * (17 * 2**20) + '"}]}\n')
+    result = cli("import", "--from", "openai", str(huge))
+    assert result.exit_code == 2 and f"{huge}: line 2: longer than" in result.stderr
+    assert cli("list", "--json").stdout.count('"name"') == 0  # nothing half-imported
+
+
+def test_wrong_types_are_reported_not_dropped(cli: Cli, tmp_path: Path) -> None:
+    path = tmp_path / "types.json"
+    path.write_text(json.dumps([{"role": "user", "content": 5}, {"role": "user", "content": "ok"}]))
+    result = summary(cli, "--from", "openai", str(path))
+    assert result["messages_added"] == 1
+    assert result["skipped"][0]["where"] == f"{path}: message 1"
+
+
+def test_gptme_logs_from_documented_format(cli: Cli, tmp_path: Path) -> None:
+    # gptme's logs dir: one folder per conversation with conversation.jsonl of
+    # {"role", "content", "timestamp"} lines (gptme.logmanager)
+    conv = tmp_path / "logs" / "2025-01-01-happy-fox"
+    conv.mkdir(parents=True)
+    lines = [
+        {"role": "system", "content": "You are gptme.", "timestamp": "2025-01-01T10:00:00"},
+        {"role": "user", "content": "hello", "timestamp": "2025-01-01T10:00:01"},
+        {"role": "assistant", "content": "hi", "timestamp": "2025-01-01T10:00:02"},
+    ]
+    (conv / "conversation.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    result = summary(cli, "--from", "gptme", str(tmp_path / "logs"))
+    assert result["sessions"][0]["name"] == "gptme-2025-01-01-happy-fox"
+    session = exported(cli, "gptme-2025-01-01-happy-fox")
+    assert [m["role"] for m in session["messages"]] == ["system", "user", "assistant"]
+    with (conv / "conversation.jsonl").open("a") as stream:  # growth
+        stream.write(json.dumps({"role": "user", "content": "more"}) + "\n")
+    assert summary(cli, "--from", "gptme", str(tmp_path / "logs"))["messages_added"] == 1
+
+
+def test_secrets_are_redacted_on_import(cli: Cli, tmp_path: Path) -> None:
+    path = tmp_path / "s.json"
+    secret = "sk-proj-" + "A1b2C3d4" * 6
+    path.write_text(json.dumps([{"role": "user", "content": f"my key is {secret}"}]))
+    summary(cli, "--from", "openai", str(path))
+    stored = exported(cli, "openai-s")["messages"][0]["content"]
+    assert secret not in stored

@@ -275,10 +275,18 @@ def _import_from(
 
     if path == "-":
         raise UsageError(f"--from {source} reads a file or directory, not stdin")
-    conversations = read_source(source, path, branches=branches)
+    store = state.store()
+    # A first pass reads and checks the whole source, writing nothing, so a source
+    # malformed anywhere (truncated, a huge line at the end) imports nothing at all.
     summary = import_sources(
-        state.store(), source, conversations, as_=as_, prefix=prefix, dry_run=dry_run
-    )
+        store, source, read_source(source, path, branches=branches),
+        as_=as_, prefix=prefix, dry_run=True,
+    )  # fmt: skip
+    if not dry_run:
+        summary = import_sources(
+            store, source, read_source(source, path, branches=branches),
+            as_=as_, prefix=prefix, dry_run=False,
+        )  # fmt: skip
     if json_:
         state.out.json(summary)
         return

@@ -108,10 +108,10 @@ class ExportFormat(str, enum.Enum):
     jsonl = "jsonl"
     json = "json"
     markdown = "markdown"
-    md = "md"
     openai = "openai"
     openai_ft = "openai-ft"
     sharegpt = "sharegpt"
+    md = "md"
 
 
 RoleFilterOpt = Annotated[
