@@ -96,7 +96,9 @@ def test_bash(env: dict[str, str], cli: Cli) -> None:
     assert got["sessionctl drop -s work "] == sorted([first, last])
     assert got["sessionctl drop work "] == sorted([first, last])  # the session as an argument
     assert got["sessionctl clear "] == ["fun", "weekly", "work"]
-    assert got["sessionctl export work --format "] == ["json", "jsonl", "markdown", "md"]
+    assert got["sessionctl export work --format "] == sorted(
+        ["json", "jsonl", "markdown", "md", "openai", "openai-ft", "sharegpt"]
+    )
     assert got["sessionctl export work -f m"] == ["markdown", "md"]  # not file names
     assert got["sessionctl recent -r "] == ["assistant", "llm", "system", "tool", "user"]
     assert got["sessionctl recent --js"] == ["--json"]

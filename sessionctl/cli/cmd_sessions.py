@@ -15,9 +15,11 @@ from sessionctl.cli.options import (
     JsonOpt,
     NoRedactOpt,
     NullOpt,
+    RoleFilterOpt,
     SessionArg,
     SessionOpt,
     pick_session,
+    role_values,
     session_argument,
     session_option,
 )
@@ -106,22 +108,61 @@ def export(
     session: SessionOpt = None,
     format_: Annotated[
         ExportFormat,
-        typer.Option("--format", "-f", help="jsonl (lossless), json or markdown (md)."),
+        typer.Option(
+            "--format",
+            "-f",
+            help="jsonl (lossless), json, markdown (md), openai (messages JSON),"
+            " openai-ft (fine-tuning JSONL) or sharegpt (JSONL).",
+        ),
     ] = ExportFormat.jsonl,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Every session, one after the other.")
+    ] = False,
+    last: Annotated[
+        int | None, typer.Option("--last", metavar="N", min=1, help="Only the last N messages.")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(metavar="WHEN", help="Only messages since: 30d, 12h, or a date."),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(metavar="WHEN", help="Only messages until: 30d (ago), or a date."),
+    ] = None,
+    role: RoleFilterOpt = None,
 ) -> None:
     """Write a whole session to stdout.
 
-    `export --format jsonl` then `import` round-trips exactly.
+    `export --format jsonl` then `import` round-trips exactly; `--format openai`
+    then `import --from openai` keeps roles, contents and tool calls.
 
     Example:
 
         sessionctl export work > work.jsonl
     """
-    from sessionctl.service.transfer import export_chunks
+    from sessionctl.service.stats import parse_since
+    from sessionctl.service.transfer import Selection, export_chunks
+    from sessionctl.timeutil import format_iso
 
     state: State = ctx.obj
-    target = state.store().existing(pick_session(ctx, name, session))
-    state.out.write_chunks(export_chunks(target, format_.value))  # streamed
+    store = state.store()
+    roles = role_values(role)
+    pick = Selection(
+        last=last,
+        since=format_iso(parse_since(since)) if since else None,
+        until=format_iso(parse_since(until)) if until else None,
+        roles=frozenset(roles) if roles else None,
+    )
+    if all_:
+        if name is not None or session is not None:
+            raise UsageError("--all exports every session: give no session name")
+        if format_.value in ("json", "openai", "markdown", "md", "jsonl"):
+            raise UsageError("--all needs a one-line-per-session format: openai-ft or sharegpt")
+        for item in store.names():
+            state.out.write_chunks(export_chunks(store.existing(item), format_.value, pick))
+        return
+    target = store.existing(pick_session(ctx, name, session))
+    state.out.write_chunks(export_chunks(target, format_.value, pick))  # streamed
 
 
 @commands.command(name="import")
@@ -151,11 +192,35 @@ def import_(
         ),
     ] = "1G",
     no_redact: NoRedactOpt = False,
+    from_: Annotated[
+        str,
+        typer.Option(
+            "--from",
+            metavar="SOURCE",
+            help="Format of FILE: sessionctl, openai, sharegpt, chatgpt, claude-code, llm,"
+            " sgpt, gptme (a file or the tool's directory).",
+        ),
+    ] = "sessionctl",
+    prefix: Annotated[
+        str | None,
+        typer.Option(
+            "--prefix", metavar="P", help="Name imported sessions P-ID (default SOURCE-ID)."
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Read and check everything; write nothing.")
+    ] = False,
+    branches: Annotated[
+        bool, typer.Option("--branches", help="chatgpt: import side branches as forks too.")
+    ] = False,
+    json_: JsonOpt = False,
 ) -> None:
     """Create a session from an exported file (or stdin); print its name.
 
     JSON lines are read one at a time; every field is checked before anything
-    is written, and bad input is refused naming the line (exit 2).
+    is written, and bad input is refused naming the line (exit 2). With --from
+    another tool's history is imported, one session per conversation; importing
+    again adds only what is new (docs/import-export.md).
 
     Example:
 
@@ -166,6 +231,11 @@ def import_(
 
     state: State = ctx.obj
     state.no_redact(no_redact)
+    if from_ != "sessionctl":
+        _import_from(state, from_, file, as_, prefix, dry_run, branches, json_)
+        return
+    if prefix is not None or dry_run or branches or json_:
+        raise UsageError("--prefix, --dry-run, --branches and --json go with --from SOURCE")
     limits = {
         "max_line_bytes": parse_size(max_line_bytes, "--max-line-bytes"),
         "max_bytes": parse_size(max_bytes, "--max-bytes"),
@@ -188,6 +258,50 @@ def import_(
         with stream:
             session = import_session(state.store(), stream, where=file, name=as_, **limits)
     state.out.line(session.name)
+
+
+def _import_from(
+    state: State,
+    source: str,
+    path: str,
+    as_: str | None,
+    prefix: str | None,
+    dry_run: bool,
+    branches: bool,
+    json_: bool,
+) -> None:
+    from sessionctl.service.bulk_import import import_sources
+    from sessionctl.sources import read_source
+
+    if path == "-":
+        raise UsageError(f"--from {source} reads a file or directory, not stdin")
+    store = state.store()
+    # A first pass reads and checks the whole source, writing nothing, so a source
+    # malformed anywhere (truncated, a huge line at the end) imports nothing at all.
+    summary = import_sources(
+        store, source, read_source(source, path, branches=branches),
+        as_=as_, prefix=prefix, dry_run=True,
+    )  # fmt: skip
+    if not dry_run:
+        summary = import_sources(
+            store, source, read_source(source, path, branches=branches),
+            as_=as_, prefix=prefix, dry_run=False,
+        )  # fmt: skip
+    if json_:
+        state.out.json(summary)
+        return
+    for item in summary["sessions"]:
+        state.out.line(item["name"])
+    for item in summary["skipped"]:
+        state.out.warn(f"skipped {item['where']}: {item['reason']}")
+    for item in summary["renamed"]:
+        state.out.info(f"conversation {item['key']!r} imported as {item['name']}")
+    state.out.info(
+        ("would import" if dry_run else "imported")
+        + f" {summary['messages_added']} messages: {summary['sessions_created']} new sessions,"
+        f" {summary['sessions_updated']} updated, {summary['sessions_unchanged']} unchanged,"
+        f" {len(summary['skipped'])} messages skipped"
+    )
 
 
 @commands.command()

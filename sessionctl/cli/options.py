@@ -118,6 +118,9 @@ class ExportFormat(str, enum.Enum):
     jsonl = "jsonl"
     json = "json"
     markdown = "markdown"
+    openai = "openai"
+    openai_ft = "openai-ft"
+    sharegpt = "sharegpt"
     md = "md"
 
 

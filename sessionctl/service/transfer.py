@@ -6,10 +6,11 @@ of what is imported are in :mod:`sessionctl.service.importing`.
 
 from __future__ import annotations
 
+import collections
 import io
 import json
 from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sessionctl.backend.base import SessionHeader
 from sessionctl.errors import UsageError
@@ -30,13 +31,14 @@ from sessionctl.service.importing import (
     refuse,
     session_fields,
 )
-from sessionctl.timeutil import now_iso
+from sessionctl.timeutil import now_iso, parse_iso
 
 if TYPE_CHECKING:
     from sessionctl.service.session import Session
     from sessionctl.service.store import Store
 
-EXPORT_FORMATS = ("jsonl", "json", "markdown")
+EXPORT_FORMATS = ("jsonl", "json", "markdown", "openai", "openai-ft", "sharegpt")
+_SHAREGPT_FROM = {"user": "human", "assistant": "gpt", "system": "system", "tool": "tool"}
 EXPORT_ALIASES = {"md": "markdown"}
 _SESSION_KEYS = (
     "created_at",
@@ -86,19 +88,93 @@ def export_session(session: Session, fmt: str) -> str:
     return "".join(export_chunks(session, fmt))
 
 
-def export_chunks(session: Session, fmt: str) -> Iterator[str]:
+class Selection(NamedTuple):
+    """Which messages an export keeps: the last N, a time range, some roles."""
+
+    last: int | None = None
+    since: str | None = None  # ISO times, compared as instants
+    until: str | None = None
+    roles: frozenset[str] | None = None
+
+
+def _select(messages: Iterator[dict[str, Any]], pick: Selection) -> Iterator[dict[str, Any]]:
+    since = parse_iso(pick.since) if pick.since else None
+    until = parse_iso(pick.until) if pick.until else None
+    kept: Iterable[dict[str, Any]] = (
+        m
+        for m in messages
+        if (pick.roles is None or m.get("role") in pick.roles)
+        and (since is None or _when(m) >= since)
+        and (until is None or _when(m) <= until)
+    )
+    if pick.last is not None:
+        kept = collections.deque(kept, maxlen=pick.last)
+    yield from kept
+
+
+def _when(message: Mapping[str, Any]) -> Any:
+    try:
+        return parse_iso(str(message.get("created_at", "")))
+    except ValueError:
+        return parse_iso("1970-01-01T00:00:00Z")
+
+
+def export_chunks(session: Session, fmt: str, pick: Selection | None = None) -> Iterator[str]:
     """Yield the export of ``session`` piece by piece (constant memory; see export_session)."""
     fmt = EXPORT_ALIASES.get(fmt, fmt)
     if fmt not in EXPORT_FORMATS:
         raise UsageError(f"unknown export format {fmt!r}: use {', '.join(EXPORT_FORMATS)}")
     head, messages = session_stream(session)
+    if pick is not None and pick != Selection():
+        messages = _select(messages, pick)
     return _export_chunks(head, messages, fmt)
+
+
+def chat_message(m: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored message as an OpenAI chat message (role, content, tool fields)."""
+    out: dict[str, Any] = {"role": m["role"], "content": m.get("content", "")}
+    if m.get("tool_calls"):
+        calls = []
+        for call in m["tool_calls"]:
+            call = dict(call)
+            function = call.get("function")
+            if isinstance(function, Mapping) and not isinstance(function.get("arguments"), str):
+                call["function"] = {**function, "arguments": json.dumps(function.get("arguments"))}
+            calls.append(call)
+        out["tool_calls"] = calls
+    for key in ("tool_call_id", "name"):
+        if m.get(key) is not None:
+            out[key] = m[key]
+    return out
+
+
+def _with_system(
+    head: Mapping[str, Any], messages: Iterable[dict[str, Any]]
+) -> Iterator[dict[str, Any]]:
+    if head.get("system"):
+        yield {"role": "system", "content": head["system"]}
+    for m in messages:
+        yield chat_message(m)
 
 
 def _export_chunks(
     head: dict[str, Any], messages: Iterator[dict[str, Any]], fmt: str
 ) -> Iterator[str]:
-    if fmt == "json":
+    if fmt == "openai":
+        yield from json_chunks({}, "messages", _with_system(head, messages), ensure_ascii=False)
+        yield "\n"
+    elif fmt == "openai-ft":
+        line = {"messages": list(_with_system(head, messages))}
+        yield json.dumps(line, ensure_ascii=False) + "\n"
+    elif fmt == "sharegpt":
+        turns = [
+            {"from": _SHAREGPT_FROM[m["role"]], "value": m.get("content", "")} for m in messages
+        ]
+        item: dict[str, Any] = {"id": head["name"], "conversations": turns}
+        if head.get("system"):
+            item["system"] = head["system"]
+        yield json.dumps(item, ensure_ascii=False) + "\n"
+    elif fmt == "json":
         yield from json_chunks(head, "messages", messages, ensure_ascii=False)
         yield "\n"
     elif fmt == "jsonl":

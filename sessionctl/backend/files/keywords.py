@@ -206,6 +206,9 @@ class KeywordIndex:
         import sqlite3
 
         conn: sqlite3.Connection | None = None
+        if self._memory is not None:  # the file proved unusable earlier in this command
+            yield self._memory
+            return
         try:
             try:
                 conn = self._connect()
@@ -378,8 +381,23 @@ class KeywordIndex:
             except sqlite3.DatabaseError as exc:
                 if attempt or (isinstance(exc, sqlite3.OperationalError) and _busy(exc)):
                     raise StoreError(f"keyword index unusable: {exc}") from exc
+                if isinstance(exc, sqlite3.OperationalError):
+                    # Readable but not writable (a read-only home or mount): not corrupt,
+                    # so not rebuilt; this command catches up a copy in memory.
+                    self._warn(
+                        f"keyword index {self.path} not usable ({exc}); in memory for this command"
+                    )
+                    self._in_memory()
+                    continue
                 self._warn(f"keyword index rebuilt: {exc}")
-                self.rebuild()
+                try:
+                    self.rebuild()
+                except OSError as os_exc:
+                    why = os_exc.strerror or os_exc
+                    self._warn(
+                        f"keyword index {self.path} not usable ({why}); in memory for this command"
+                    )
+                    self._in_memory()
         return []
 
 

@@ -70,14 +70,14 @@ _sessionctl_spec() {
             args=dynamic ;;
         "export")
             subs=""
-            opts="-s --session -f --format -h --help"
-            valued="-s --session -f --format"
-            vdynamic="-s --session -f --format"
+            opts="-s --session -f --format --all --last --since --until -r --role -h --help"
+            valued="-s --session -f --format --last --since --until -r --role"
+            vdynamic="-s --session -f --format -r --role"
             args=dynamic ;;
         "import")
             subs=""
-            opts="--as --max-line-bytes --max-bytes --no-redact -h --help"
-            valued="--as --max-line-bytes --max-bytes"
+            opts="--as --max-line-bytes --max-bytes --no-redact --from --prefix --dry-run --branches --json -h --help"
+            valued="--as --max-line-bytes --max-bytes --from --prefix"
             vdynamic=""
             args=files ;;
         "fork")

@@ -29,9 +29,9 @@ function __sessionctl_spec --description 'sessionctl subcommands or valued optio
         case 'valued show'
             printf '%s\n' -s --session
         case 'valued export'
-            printf '%s\n' -s --session -f --format
+            printf '%s\n' -s --session -f --format --last --since --until -r --role
         case 'valued import'
-            printf '%s\n' --as --max-line-bytes --max-bytes
+            printf '%s\n' --as --max-line-bytes --max-bytes --from --prefix
         case 'valued fork'
             printf '%s\n' -s --session --at
         case 'valued rename'
@@ -206,7 +206,12 @@ complete -c sessionctl -n '__sessionctl_at show' -s h -l help -d 'Show this mess
 complete -c sessionctl -n '__sessionctl_at show' -f -a '(__sessionctl_dynamic)'
 # sessionctl export
 complete -c sessionctl -n '__sessionctl_at export' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (instead of SESSION).'
-complete -c sessionctl -n '__sessionctl_at export' -s f -l format -r -f -a '(__sessionctl_dynamic)' -d 'jsonl (lossless), json or markdown (md).'
+complete -c sessionctl -n '__sessionctl_at export' -s f -l format -r -f -a '(__sessionctl_dynamic)' -d 'jsonl (lossless), json, markdown (md), openai (messages JSON), openai-ft (fine-tuning JSONL) or sharegpt (JSONL).'
+complete -c sessionctl -n '__sessionctl_at export' -l all -d 'Every session, one after the other.'
+complete -c sessionctl -n '__sessionctl_at export' -l last -r -f -d 'Only the last N messages.'
+complete -c sessionctl -n '__sessionctl_at export' -l since -r -f -d 'Only messages since: 30d, 12h, or a date.'
+complete -c sessionctl -n '__sessionctl_at export' -l until -r -f -d 'Only messages until: 30d (ago), or a date.'
+complete -c sessionctl -n '__sessionctl_at export' -s r -l role -r -f -a '(__sessionctl_dynamic)' -d 'Only messages of this role (repeatable).'
 complete -c sessionctl -n '__sessionctl_at export' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at export' -f -a '(__sessionctl_dynamic)'
 # sessionctl import
@@ -214,6 +219,11 @@ complete -c sessionctl -n '__sessionctl_at import' -l as -r -f -d 'Name of the n
 complete -c sessionctl -n '__sessionctl_at import' -l max-line-bytes -r -f -d 'Refuse a JSON line (one message) longer than this: bytes, or K, M, G.'
 complete -c sessionctl -n '__sessionctl_at import' -l max-bytes -r -f -d 'Refuse input longer than this in all: bytes, or K, M, G.'
 complete -c sessionctl -n '__sessionctl_at import' -l no-redact -d 'Write secrets (keys, tokens, passwords) as they are, for this command only (default: replaced by [REDACTED:kind]; see docs/security.md).'
+complete -c sessionctl -n '__sessionctl_at import' -l from -r -f -d 'Format of FILE: sessionctl, openai, sharegpt, chatgpt, claude-code, llm, sgpt, gptme (a file or the tool\'s directory).'
+complete -c sessionctl -n '__sessionctl_at import' -l prefix -r -f -d 'Name imported sessions P-ID (default SOURCE-ID).'
+complete -c sessionctl -n '__sessionctl_at import' -l dry-run -d 'Read and check everything; write nothing.'
+complete -c sessionctl -n '__sessionctl_at import' -l branches -d 'chatgpt: import side branches as forks too.'
+complete -c sessionctl -n '__sessionctl_at import' -l json -d 'Print JSON.'
 complete -c sessionctl -n '__sessionctl_at import' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at import' -F
 # sessionctl fork

@@ -1,0 +1,191 @@
+"""Import throughput: `import --from llm` of a 100k-response logs.db and `--from chatgpt`
+of a 10k-conversation conversations.json (issue 17).
+
+Reports messages/s of the import itself (reading, checking, redacting, writing the
+transcripts: before any indexing), the index catch-up separately (embedding with the
+real model, on a sample of sessions: the full catch-up of 200k+ messages takes hours on
+2 cores), and the peak RSS of the import process.
+
+    PYTHONPATH=$PWD python bench/bench_import.py [--responses 100000] [--conversations 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from common import REPO, WORDS
+
+RUN = """
+import json, resource, sys, time
+from sessionctl.service.bulk_import import import_sources
+from sessionctl.service.store import Store
+from sessionctl.sources import read_source
+store = Store()
+t = time.perf_counter()
+summary = import_sources(store, sys.argv[1], read_source(sys.argv[1], sys.argv[2]))
+took = time.perf_counter() - t
+store.backend.close()
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"seconds": took, "messages": summary["messages_added"],
+                  "sessions": summary["sessions_created"], "peak_kib": peak}))
+"""
+
+INDEX = """
+import json, sys, time
+from sessionctl.service.store import Store
+store = Store()
+names = store.names()[: int(sys.argv[1])]
+t = time.perf_counter()
+store.reindex(names)
+took = time.perf_counter() - t
+count = sum(len(store.backend.messages(n)) for n in names)
+store.backend.close()
+print(json.dumps({"seconds": took, "messages": count, "sessions": len(names)}))
+"""
+
+
+def text(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n))
+
+
+def make_llm(path: Path, responses: int, rng: random.Random) -> None:
+    """The pre-0.36 llm schema (responses rows), as llm's migrations create it."""
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE conversations (id TEXT PRIMARY KEY, name TEXT, model TEXT)")
+    db.execute(
+        "CREATE TABLE responses (id TEXT PRIMARY KEY, model TEXT, prompt TEXT, system TEXT,"
+        " prompt_json TEXT, options_json TEXT, response TEXT, response_json TEXT,"
+        " conversation_id TEXT, duration_ms INTEGER, datetime_utc TEXT,"
+        " input_tokens INTEGER, output_tokens INTEGER, token_details TEXT)"
+    )
+    per = 10
+    convs = [(f"01conv{i:08d}", text(rng, 4), "gpt-4o-mini") for i in range(responses // per)]
+    db.executemany("INSERT INTO conversations VALUES (?, ?, ?)", convs)
+    rows = []
+    for i in range(responses):
+        conv = convs[i // per][0]
+        stamp = f"2025-01-{1 + i % 28:02d}T{i % 24:02d}:00:{i % 60:02d}.000000"
+        rows.append(
+            (
+                f"01resp{i:09d}",
+                "gpt-4o-mini",
+                text(rng, 12),
+                "Be brief." if i % per == 0 else None,
+                None,
+                None,
+                text(rng, 30),
+                None,
+                conv,
+                100,
+                stamp,
+                20,
+                40,
+                None,
+            )
+        )
+    db.executemany("INSERT INTO responses VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+    db.commit()
+    db.close()
+
+
+def make_chatgpt(path: Path, conversations: int, rng: random.Random) -> int:
+    out = []
+    total = 0
+    for c in range(conversations):
+        mapping: dict[str, object] = {
+            "root": {"id": "root", "message": None, "parent": None, "children": ["m0"]}
+        }
+        turns = 6
+        for t in range(turns):
+            role = "user" if t % 2 == 0 else "assistant"
+            mapping[f"m{t}"] = {
+                "id": f"m{t}",
+                "parent": "root" if t == 0 else f"m{t - 1}",
+                "children": [f"m{t + 1}"] if t + 1 < turns else [],
+                "message": {
+                    "id": f"m{t}",
+                    "author": {"role": role},
+                    "create_time": 1.7e9 + c * 60 + t,
+                    "content": {"content_type": "text", "parts": [text(rng, 25)]},
+                    "metadata": {"model_slug": "gpt-4o"} if role == "assistant" else {},
+                },
+            }
+        total += turns
+        out.append(
+            {
+                "title": text(rng, 3),
+                "create_time": 1.7e9 + c * 60,
+                "mapping": mapping,
+                "conversation_id": f"conv-{c:06d}",
+                "current_node": f"m{turns - 1}",
+            }
+        )
+    path.write_text(json.dumps(out))
+    return total
+
+
+def run(code: str, env: dict[str, str], *args: str) -> dict[str, float]:
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise SystemExit(done.stderr)
+    value: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--responses", type=int, default=100_000)
+    parser.add_argument("--conversations", type=int, default=10_000)
+    parser.add_argument("--index-sessions", type=int, default=20)
+    args = parser.parse_args()
+    rng = random.Random(17)
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        db = base / "logs.db"
+        make_llm(db, args.responses, rng)
+        conv = base / "conversations.json"
+        make_chatgpt(conv, args.conversations, rng)
+        print(
+            f"sources: logs.db {db.stat().st_size / 2**20:.0f} MiB, "
+            f"conversations.json {conv.stat().st_size / 2**20:.0f} MiB"
+        )
+        for source, path in (("llm", db), ("chatgpt", conv)):
+            home = base / f"home-{source}"
+            env_s = {
+                **env,
+                "SESSIONCTL_HOME": str(home),
+                "SESSIONCTL_CONFIG": str(base / "none.toml"),
+            }
+            got = run(RUN, env_s, source, str(path))
+            rate = got["messages"] / got["seconds"]
+            print(
+                f"import --from {source}: {got['messages']:.0f} messages in {got['sessions']:.0f}"
+                f" sessions, {got['seconds']:.1f} s = {rate:,.0f} messages/s before indexing;"
+                f" peak RSS {got['peak_kib'] / 1024:.0f} MiB"
+            )
+            again = run(RUN, env_s, source, str(path))
+            print(
+                f"  re-import (idempotent): {again['messages']:.0f} added, {again['seconds']:.1f} s"
+            )
+            if args.index_sessions:
+                idx = run(INDEX, env_s, str(args.index_sessions))
+                print(
+                    f"  index catch-up: {idx['messages']:.0f} messages of {idx['sessions']:.0f}"
+                    f" sessions in {idx['seconds']:.1f} s"
+                    f" = {idx['messages'] / idx['seconds']:,.0f}/s"
+                )
+
+
+if __name__ == "__main__":
+    main()

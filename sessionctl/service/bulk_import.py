@@ -1,0 +1,149 @@
+"""``import --from SOURCE``: conversations read from another tool -> sessions.
+
+The face reads the source (:mod:`sessionctl.sources`) and hands the conversations
+here. Each one becomes one session, written whole in one call to the store (a
+failure leaves it absent, never half there). Idempotent: every message id is a
+hash of the source and the source's own ids, and the session records its source
+key, so a second import of the same source adds nothing and an import after the
+source grew appends only the messages not there yet. Messages go through the
+redaction every write gets. Field mapping: docs/import-export.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from sessionctl.backend.base import SessionHeader
+from sessionctl.errors import UsageError
+from sessionctl.ids import new_ulid
+from sessionctl.models import Message
+from sessionctl.names import check_name, is_valid_name
+from sessionctl.redact import redact_message
+from sessionctl.service.importing import Invalid, message_from
+from sessionctl.timeutil import now_iso
+
+if TYPE_CHECKING:
+    from sessionctl.service.store import Store
+    from sessionctl.sources import SourceSession
+
+_BAD = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def session_name(source: str, key: str, prefix: str | None) -> str:
+    """A valid, stable session name for conversation ``key`` of ``source``."""
+    base = _BAD.sub("-", key).strip("-.") or "session"
+    name = f"{prefix if prefix is not None else source}-{base}"
+    if len(name) > 128 or not is_valid_name(name):
+        digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+        name = f"{name[:100].rstrip('-.')}-{digest}"
+    return (
+        name if is_valid_name(name) else f"{source}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    )
+
+
+def import_sources(
+    store: Store,
+    source: str,
+    conversations: Iterable[SourceSession],
+    *,
+    as_: str | None = None,
+    prefix: str | None = None,
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """Import every conversation; return the summary (sessions, messages, skipped)."""
+    if as_ is not None:
+        check_name(as_)
+    if prefix is not None and prefix and not is_valid_name(prefix):
+        raise UsageError(f"invalid --prefix {prefix!r}: it must start a valid session name")
+    summary: dict[str, Any] = {
+        "source": source, "dry_run": dry_run, "sessions_created": 0, "sessions_updated": 0,
+        "sessions_unchanged": 0, "messages_added": 0, "skipped": [], "renamed": [],
+        "sessions": [],
+    }  # fmt: skip
+    redact = store.redactor()
+    backend = store.backend
+    names: dict[str, str] = {}
+    used_as = False
+    for conv in conversations:
+        if as_ is not None:
+            if used_as:
+                raise UsageError(
+                    "--as names one session, but the source holds several; use --prefix"
+                )
+            used_as = True
+            name = as_
+        else:
+            name = session_name(source, conv.key, prefix)
+            if name != f"{prefix if prefix is not None else source}-{conv.key}":
+                summary["renamed"].append({"key": conv.key, "name": name})
+        names[conv.key] = name
+        summary["skipped"].extend({"where": p.where, "reason": p.reason} for p in conv.problems)
+        messages = _messages(conv)
+        if redact is not None:
+            messages = [redact_message(redact, m) for m in messages]
+        tag = {"source": source, "key": conv.key}
+        if backend.exists(name):
+            header = backend.header(name)
+            if (header.metadata or {}).get("imported_from") != tag:
+                raise UsageError(
+                    f"{conv.where}: session {name} exists and was not imported from this"
+                    " conversation; pass --prefix P; nothing more imported"
+                )
+            have = {m.id for m in backend.iter_messages(name)}
+            new = [m for m in messages if m.id not in have]
+            if not new:
+                summary["sessions_unchanged"] += 1
+                continue
+            if not dry_run:
+                backend.append(name, _renumber(new), create=None)
+            summary["sessions_updated"] += 1
+        else:
+            new = messages
+            if not dry_run:
+                system = conv.system
+                if redact is not None and system:
+                    system = redact.text(system).text
+                metadata: dict[str, Any] = {**conv.metadata, "imported_from": tag}
+                parent = names.get(conv.parent) if conv.parent else None
+                header = SessionHeader(
+                    uid=new_ulid(),
+                    created_at=conv.created_at
+                    or (messages[0].created_at if messages else now_iso()),
+                    updated_at=messages[-1].created_at if messages else now_iso(),
+                    model=conv.model,
+                    system=system,
+                    metadata=metadata,
+                    parent=parent,
+                    parent_message=conv.parent_message if parent else None,
+                )
+                backend.create(name, header, messages)
+            summary["sessions_created"] += 1
+        summary["messages_added"] += len(new)
+        summary["sessions"].append({"name": name, "key": conv.key, "added": len(new)})
+    return summary
+
+
+def _renumber(new: list[Message]) -> Any:
+    def make(high: int) -> list[Message]:
+        return [m._replace(seq=high + i) for i, m in enumerate(new, start=1)]
+
+    return make
+
+
+def _messages(conv: SourceSession) -> list[Message]:
+    now = now_iso()
+    out: list[Message] = []
+    seen: set[str] = set()
+    for seq, record in enumerate(conv.messages, start=1):
+        try:
+            message = message_from(record, seq, conv.created_at or now)
+        except Invalid as exc:
+            raise UsageError(f"{conv.where}: message {seq}: {exc}; nothing imported") from None
+        if message.id in seen:
+            continue  # the same source message twice (a repeated line): kept once
+        seen.add(message.id)
+        out.append(message)
+    return out
