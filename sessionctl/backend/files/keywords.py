@@ -166,7 +166,10 @@ class KeywordIndex:
             return self._memory
         if not os.path.lexists(self.path):
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            os.close(fd)
+            try:
+                os.fchmod(fd, 0o600)  # whatever the umask (0o277 would make it 0400)
+            finally:
+                os.close(fd)
         elif os.path.islink(self.path):
             raise StoreError(f"{self.path} is a symbolic link; not opened")
         conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
