@@ -180,23 +180,7 @@ class PgVectors:
             " WHERE s.namespace = %s AND s.trash_id IS NULL AND e.model_id = %s"
         )
         params: list[Any] = [_vec_text(query), self.backend.namespace, embedder.model_id]
-        if where.names is not None:
-            sql += " AND s.name = ANY(%s)"
-            params.append(list(where.names))
-        if where.roles is not None:
-            sql += " AND m.role = ANY(%s)"
-            params.append(sorted(where.roles))
-        if where.since:
-            sql += " AND m.created_at >= %s"
-            params.append(where.since)
-        if where.until:
-            sql += " AND m.created_at <= %s"
-            params.append(where.until)
-        for key, value in (where.metadata or {}).items():
-            from psycopg.types.json import Jsonb
-
-            sql += " AND m.metadata -> %s = %s"
-            params += [key, Jsonb(value)]
+        sql += _filters(where, params)
         sql += ' ORDER BY d, s.name COLLATE "C", m.seq LIMIT %s'
         params.append(k)
         with self.backend.db.transaction() as conn:
@@ -240,18 +224,7 @@ class PgVectors:
             " AND to_tsvector('simple', m.content) @@ q.q"
         )
         params: list[Any] = [terms, self.backend.namespace]
-        if where.names is not None:
-            sql += " AND s.name = ANY(%s)"
-            params.append(list(where.names))
-        if where.roles is not None:
-            sql += " AND m.role = ANY(%s)"
-            params.append(sorted(where.roles))
-        if where.since:
-            sql += " AND m.created_at >= %s"
-            params.append(where.since)
-        if where.until:
-            sql += " AND m.created_at <= %s"
-            params.append(where.until)
+        sql += _filters(where, params)
         sql += ' ORDER BY score DESC, s.name COLLATE "C", m.seq LIMIT %s'
         params.append(k)
         with self.backend.db.transaction() as conn:
@@ -269,6 +242,30 @@ class PgVectors:
             }
             hits.append(IndexHit(str(row[0]), message.seq, None, message, sources))
         return hits
+
+
+def _filters(where: SearchFilter, params: list[Any]) -> str:
+    """The WHERE terms of a search's filters (``s``: sessions, ``m``: messages); their
+    values are appended to ``params`` in order."""
+    sql = ""
+    if where.names is not None:
+        sql += " AND s.name = ANY(%s)"
+        params.append(list(where.names))
+    if where.roles is not None:
+        sql += " AND m.role = ANY(%s)"
+        params.append(sorted(where.roles))
+    if where.since:
+        sql += " AND m.created_at >= %s"
+        params.append(where.since)
+    if where.until:
+        sql += " AND m.created_at <= %s"
+        params.append(where.until)
+    for key, value in (where.metadata or {}).items():
+        from psycopg.types.json import Jsonb
+
+        sql += " AND m.metadata -> %s = %s"
+        params += [key, Jsonb(value)]
+    return sql
 
 
 if TYPE_CHECKING:
