@@ -63,6 +63,25 @@ class Reply:
     send_done: bool = True  # end the stream with ``data: [DONE]``
     reject_stream_options: bool = False  # 400 if the request has stream_options
     echo_auth: bool = False  # put the Authorization header into the error message
+    # Tool calls the model makes: ``{"name": ..., "arguments": "<json text>", "id": ...}``
+    # (``id`` optional). Streamed as OpenAI does: one delta with id and name, then the
+    # arguments in pieces of ``chunk_size``; ``finish_reason`` becomes "tool_calls".
+    tool_calls: list[dict[str, Any]] | None = None
+
+    def calls(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": c.get("id") or f"call_{i}",
+                "type": "function",
+                "function": {"name": c["name"], "arguments": c.get("arguments", "{}")},
+            }
+            for i, c in enumerate(self.tool_calls or [])
+        ]
+
+    def finish(self) -> str:
+        if self.tool_calls and self.finish_reason == "stop":
+            return "tool_calls"
+        return self.finish_reason
 
     def pieces(self) -> list[str]:
         if self.chunks is not None:
@@ -220,14 +239,23 @@ class _Handler(BaseHTTPRequestHandler):
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": "".join(reply.pieces())},
-                    "finish_reason": reply.finish_reason,
+                    "message": self._message(reply),
+                    "finish_reason": reply.finish(),
                 }
             ],
         }
         if reply.send_usage:
             obj["usage"] = self._usage(reply, body)
         self._json(200, obj, reply.headers)
+
+    @staticmethod
+    def _message(reply: Reply) -> dict[str, Any]:
+        text = "".join(reply.pieces())
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if reply.tool_calls:
+            message["content"] = text or None
+            message["tool_calls"] = reply.calls()
+        return message
 
     def _send_chunk(self, data: bytes) -> None:
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
@@ -270,10 +298,22 @@ class _Handler(BaseHTTPRequestHandler):
                     self._send_chunk(b'data: {"choices": [{"delta": {"content": "bro\n\n')
                 if reply.error_mid_stream is not None and i == 0:
                     self._event({"error": reply.error_mid_stream})
+            for n, call in enumerate(reply.calls()):
+                fn = call["function"]
+                head = {"index": n, "id": call["id"], "type": "function"}
+                head["function"] = {"name": fn["name"], "arguments": ""}
+                self._event({**base, "choices": [{"index": 0, "delta": {"tool_calls": [head]}}]})
+                size = max(1, reply.chunk_size)
+                args = fn["arguments"]
+                for j in range(0, len(args), size):
+                    part = {"index": n, "function": {"arguments": args[j : j + size]}}
+                    self._event(
+                        {**base, "choices": [{"index": 0, "delta": {"tool_calls": [part]}}]}
+                    )
             self._event(
                 {
                     **base,
-                    "choices": [{"index": 0, "delta": {}, "finish_reason": reply.finish_reason}],
+                    "choices": [{"index": 0, "delta": {}, "finish_reason": reply.finish()}],
                 }
             )
             if want_usage and reply.send_usage:
