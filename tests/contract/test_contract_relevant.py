@@ -178,7 +178,7 @@ def test_fall_back_returns_only_the_asked_sessions_recent_messages(store: Store)
     assert all(h["distance"] is None for h in several)
     for name in ("food", "travel"):
         mine = [h["id"] for h in several if h["session"] == name]
-        recent_ids = [m["id"] for m in store.session(name).get_recent(top_k=2)]
+        recent_ids = [m.id for m in store.session(name).recent_messages(2)]
         assert mine == recent_ids[len(recent_ids) - len(mine) :]
 
 
