@@ -21,7 +21,7 @@ function __sessionctl_spec --description 'sessionctl subcommands or valued optio
         case 'valued drop'
             printf '%s\n' -s --session
         case 'valued relevant'
-            printf '%s\n' -s --session -k --top-k -d --distance-threshold -r --role --since --until -m --mode
+            printf '%s\n' -s --session -k --top-k -d --distance-threshold -r --role --since --until --meta --model -m --mode
         case 'valued reindex'
             printf '%s\n' -s --session --model
         case 'valued list'
@@ -182,6 +182,8 @@ complete -c sessionctl -n '__sessionctl_at relevant' -l fall-back -d 'Nothing cl
 complete -c sessionctl -n '__sessionctl_at relevant' -s r -l role -r -f -a '(__sessionctl_dynamic)' -d 'Only messages of this role (repeatable).'
 complete -c sessionctl -n '__sessionctl_at relevant' -l since -r -f -d 'Only from WHEN on (inclusive): 30m, 24h, 7d ago, a date or an ISO timestamp.'
 complete -c sessionctl -n '__sessionctl_at relevant' -l until -r -f -d 'Only up to WHEN (inclusive; a date means the end of that day).'
+complete -c sessionctl -n '__sessionctl_at relevant' -l meta -r -f -d 'Only messages whose metadata, or their session\'s, has KEY=VALUE (repeatable: all of them; VALUE as `meta` reads it: JSON or text).'
+complete -c sessionctl -n '__sessionctl_at relevant' -l model -r -f -d 'Only messages of this model (answers it gave; prompts of sessions using it).'
 complete -c sessionctl -n '__sessionctl_at relevant' -s m -l mode -r -f -a '(__sessionctl_dynamic)' -d 'hybrid: by meaning and by words, fused; vector: by meaning only (the distance threshold applies to this side only); text: by words only (BM25).'
 complete -c sessionctl -n '__sessionctl_at relevant' -l text -d 'Print only the contents, one message per line (a message\'s own newlines are kept: use -0 or --json when messages may span lines).'
 complete -c sessionctl -n '__sessionctl_at relevant' -s 0 -l null -d 'End each message with a NUL byte instead of a newline, so messages that span lines stay apart (for xargs -0).'

@@ -251,3 +251,110 @@ def test_export_until_a_date_includes_that_day(cli: Cli, tmp_path: Path, home: P
     out = cli("export", "a", "--since", "2026-11-02", "--until", "2026-11-03")
     contents = [json.loads(line).get("content") for line in out.stdout.splitlines()]
     assert [c for c in contents if c] == ["day 1 note", "day 2 note"]
+
+
+# -- --meta and --model -----------------------------------------------------------
+
+
+def test_json_values_compare_by_json_type() -> None:
+    from sessionctl.service.timefilter import same_json
+
+    assert same_json(3, 3.0) and same_json("x", "x") and same_json(None, None)
+    assert not same_json(True, 1) and not same_json(0, False) and not same_json("3", 3)
+    assert same_json({"a": [1, {"b": True}]}, {"a": [1.0, {"b": True}]})
+    assert not same_json({"a": [1]}, {"a": [1, 2]}) and not same_json([True], [1])
+
+
+def test_meta_items_read_as_the_meta_command_reads_them() -> None:
+    from sessionctl.service.timefilter import criteria
+
+    assert criteria(meta=["n=3"]).metadata == (("n", (3, "3")),)
+    assert criteria(meta=['n="3"', "env=prod", "x=null"]).metadata == (
+        ("n", ("3",)), ("env", ("prod",)), ("x", (None, "null")),
+    )  # fmt: skip
+    assert criteria(meta={"n": [1, 2]}).metadata == (("n", ([1, 2],)),)
+    for bad in (["novalue"], ["=3"], "n=3", [3]):
+        with pytest.raises(UsageError):
+            criteria(meta=bad)  # type: ignore[arg-type]
+    with pytest.raises(UsageError):
+        criteria(model="")
+
+
+def test_relevant_by_metadata_of_the_message_or_its_session(cli: Cli, home: Path) -> None:
+    store = Store(home)
+    store.session("work").add_messages(
+        [
+            {"role": "user", "content": "the deploy failed at noon", "metadata": {"ticket": 42}},
+            {
+                "role": "user",
+                "content": "the deploy worked",
+                "metadata": {"ticket": "42", "ok": True},
+            },
+            {"role": "user", "content": "deploy again", "metadata": {"ticket": None}},
+            {"role": "user", "content": "a deploy with no ticket"},
+        ]
+    )
+    store.session("ops").add_messages([{"role": "user", "content": "deploy the ops stack"}])
+    store.session("ops").update(metadata={"env": "prod", "ticket": 7})
+
+    def seqs(*args: str) -> list[tuple[str, int]]:
+        out = cli("relevant", "deploy", "-k", "10", "--json", *args)
+        assert out.exit_code == 0, out.stderr
+        return sorted((h["session"], h["seq"]) for h in json.loads(out.stdout))
+
+    assert seqs("--meta", "ticket=42") == [("work", 1), ("work", 2)]  # 42, and "42" as text
+    assert seqs("--meta", 'ticket="42"') == [("work", 2)]
+    assert seqs("--meta", "ticket=null") == [("work", 3)]  # a stored null, not a missing key
+    assert seqs("--meta", "ok=true", "--meta", "ticket=42") == [("work", 2)]  # AND
+    assert seqs("--meta", "ok=1") == []  # true is not 1
+    assert seqs("--meta", "env=prod") == [("ops", 1)]  # the session's metadata
+    assert seqs("--meta", "ticket=7") == [("ops", 1)]
+    assert seqs("--meta", "env=prod", "--mode", "text") == [("ops", 1)]
+    assert seqs("--meta", "env=staging") == []
+    hits = store.get_relevant("deploy", top_k=10, meta={"ticket": 42}, mode="vector")
+    assert sorted(h["seq"] for h in hits) == [1]  # type: ignore[index]  # exact JSON value
+
+
+def test_relevant_by_model_of_the_answer_or_the_session(cli: Cli, home: Path) -> None:
+    store = Store(home)
+    store.session("a").add_messages(
+        [
+            {"role": "user", "content": "how do I deploy"},
+            {"role": "assistant", "content": "deploy with make", "model": "llama-3"},
+            {"role": "assistant", "content": "deploy with a script", "model": "gpt-4o"},
+        ]
+    )
+    store.session("a").update(model="llama-3")
+    store.session("b").add_messages([{"role": "user", "content": "deploy question"}])
+
+    def found(*args: str) -> list[tuple[str, int]]:
+        out = cli("relevant", "deploy", "-k", "10", "--json", *args)
+        assert out.exit_code == 0, out.stderr
+        return sorted((h["session"], h["seq"]) for h in json.loads(out.stdout))
+
+    # the prompt names no model: its session's counts; an answer's own model counts
+    assert found("--model", "llama-3") == [("a", 1), ("a", 2)]
+    assert found("--model", "gpt-4o") == [("a", 3)]
+    assert found("--model", "mistral") == []
+
+
+def test_a_metadata_target_deep_in_the_ranking_still_comes_back(home: Path) -> None:
+    store = Store(home)
+    store.session("ops").add_messages(
+        [
+            {
+                "role": "user",
+                "content": f"the deploy of service {n} failed because the database was locked",
+                "metadata": {"n": n},
+            }
+            for n in range(60)
+        ]
+    )
+    ranked = store.get_relevant("deploy database locked", top_k=60, mode="vector")
+    target = ranked[39]
+    assert isinstance(target, dict)
+    for mode in ("vector", "text", "hybrid"):
+        hits = store.get_relevant(
+            "deploy database locked", top_k=1, meta={"n": target["metadata"]["n"]}, mode=mode
+        )
+        assert [h["seq"] for h in hits] == [target["seq"]], mode  # type: ignore[index]

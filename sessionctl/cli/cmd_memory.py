@@ -64,6 +64,24 @@ def relevant(
     role: RoleFilterOpt = None,
     since: SinceOpt = None,
     until: UntilOpt = None,
+    meta: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--meta",
+            metavar="KEY=VALUE",
+            help="Only messages whose metadata, or their session's, has KEY=VALUE"
+            " (repeatable: all of them; VALUE as `meta` reads it: JSON or text).",
+            show_default=False,
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Only messages of this model (answers it gave; prompts of sessions using it).",
+            show_default=False,
+        ),
+    ] = None,
     search_mode: Annotated[
         SearchMode,
         typer.Option(
@@ -86,7 +104,8 @@ def relevant(
     vector sorts by cosine distance, --mode text by BM25 (ties by session, then
     order); distance is "-" for a keyword-only hit. --json says, per hit, which
     lists found it ("sources": rank, distance or score). --since/--until keep
-    messages created in that window, before the cut to K. On a
+    messages created in that window, --meta and --model those with that
+    metadata or model, before the cut to K. On a
     terminal too narrow for a readable table they are shown one under another.
     -0 prints the contents (as --text), each ended by a NUL byte.
 
@@ -96,7 +115,7 @@ def relevant(
         sessionctl relevant "database locking" --since 7d
     """
     from sessionctl.service.memory import search
-    from sessionctl.service.timefilter import time_window
+    from sessionctl.service.timefilter import criteria
 
     state: State = ctx.obj
     mode = pick_output(text=text, json_=json_, raw=raw, null=null)
@@ -111,7 +130,7 @@ def relevant(
         fall_back=fall_back,
         role=role_values(role),
         mode=search_mode.value,
-        window=time_window(since, until),
+        where=criteria(since, until, meta=meta, model=model),
     )
     state.note_if_no_data()
     out = state.out

@@ -8,6 +8,7 @@ rebuilt with one warning; the command still succeeds.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import os
@@ -19,11 +20,12 @@ from sessionctl.models import Message
 from sessionctl.service.freshness import write_stamp
 
 if TYPE_CHECKING:
+    from sessionctl.backend.base import SessionHeader
     from sessionctl.backend.files.sidecar import SidecarIndex
     from sessionctl.embed import Embedder
     from sessionctl.index import SyncReport
     from sessionctl.service.store import Store
-    from sessionctl.service.timefilter import TimeWindow
+    from sessionctl.service.timefilter import Criteria
 
 Progress = Callable[[str, int, int], None]
 
@@ -152,11 +154,12 @@ def search(
     fall_back: bool = False,
     role: str | Iterable[str] | None = None,
     mode: str = "hybrid",
-    window: TimeWindow | None = None,
+    where: Criteria | None = None,
 ) -> list[Hit]:
     """Messages matching ``prompt``, across ``sessions`` (default: all live).
 
-    ``window``: only messages created inside it (see :func:`_search_within`).
+    ``where``: only messages it keeps (time window, metadata, model; see
+    :func:`_search_within`).
 
     ``mode`` "vector": nearest in meaning (below); "text": keyword matches by
     BM25, best first; "hybrid" (default): the union of both candidate lists,
@@ -167,8 +170,8 @@ def search(
     from sessionctl.service.checks import check_top_k, roles_filter
 
     check_mode(mode)
-    if window is not None and not window.open:
-        return _search_within(store, prompt, window, sessions=sessions, top_k=top_k,
+    if where is not None and not where.open:
+        return _search_within(store, prompt, where, sessions=sessions, top_k=top_k,
                               distance_threshold=distance_threshold, fall_back=fall_back,
                               role=role, mode=mode)  # fmt: skip
     if mode == "vector":
@@ -204,7 +207,7 @@ def search(
 def _search_within(
     store: Store,
     prompt: str,
-    window: TimeWindow,
+    where: Criteria,
     *,
     sessions: Sequence[str] | None,
     top_k: int,
@@ -213,13 +216,12 @@ def _search_within(
     role: str | Iterable[str] | None,
     mode: str,
 ) -> list[Hit]:
-    """:func:`search` restricted to messages created inside ``window``.
+    """:func:`search` restricted to the messages ``where`` keeps.
 
-    The window is applied to each list before the cut to k (and before fusing, so
-    ranks count only messages inside it): each list is fetched deeper and deeper
-    (x4) until k of its messages lie in the window or it has nothing more, so k
-    results come back whenever k qualify. The fall-back is the recent messages
-    inside the window.
+    The criteria apply to each list before the cut to k (and before fusing, so
+    ranks count only messages kept): each list is fetched deeper and deeper (x4)
+    until k of its messages are kept or it has nothing more, so k results come
+    back whenever k qualify. The fall-back is the recent messages kept.
     """
     from sessionctl.service.checks import check_top_k, roles_filter
 
@@ -233,6 +235,7 @@ def _search_within(
             store.existing(name)
     if top_k == 0:
         return []
+    keep = where.bind(lambda name: _header_or_none(store, name))
 
     def vector(depth: int) -> list[Hit]:
         return _vector_search(store, prompt, sessions=sessions, top_k=depth,
@@ -242,15 +245,15 @@ def _search_within(
         return _text_search(store, prompt, names, roles, depth, required=mode == "text")
 
     if mode == "vector":
-        found = _ranked(_within(vector, window, top_k))
+        found = _ranked(_within(vector, keep, top_k))
     elif mode == "text":
         found = [
             h._replace(sources={"text": {**h.sources["text"], "rank": i}})
-            for i, h in enumerate(_within(text, window, top_k), 1)
+            for i, h in enumerate(_within(text, keep, top_k), 1)
         ]
     else:
         depth = max(CANDIDATES, 4 * top_k)
-        found = _fuse(prompt, _within(vector, window, depth), _within(text, window, depth))
+        found = _fuse(prompt, _within(vector, keep, depth), _within(text, keep, depth))
         found = found[:top_k]
     if found or not fall_back:
         return found
@@ -259,19 +262,31 @@ def _search_within(
         targets = [] if latest is None else [latest.name]
     else:
         targets = list(dict.fromkeys(sessions))
-    return [
-        Hit(name, m, None)
-        for name in targets
-        for m in store.session(name).recent_messages(top_k, role=role, window=window)
-    ]
+    hits: list[Hit] = []
+    for name in targets:
+        kept: collections.deque[Message] = collections.deque(maxlen=top_k)
+        for m in store.session(name).iter_messages():
+            if (roles is None or m.role in roles) and keep(name, m):
+                kept.append(m)
+        hits += [Hit(name, m, None) for m in kept]
+    return hits
 
 
-def _within(fetch: Callable[[int], list[Hit]], window: TimeWindow, k: int) -> list[Hit]:
-    """The first ``k`` hits of ``fetch(depth)`` inside ``window``, fetching deeper as needed."""
+def _header_or_none(store: Store, name: str) -> SessionHeader | None:
+    try:
+        return store.backend.header(name)
+    except SessionNotFound:
+        return None
+
+
+def _within(
+    fetch: Callable[[int], list[Hit]], keep: Callable[[str, Message], bool], k: int
+) -> list[Hit]:
+    """The first ``k`` hits of ``fetch(depth)`` that ``keep`` keeps, fetching deeper as needed."""
     depth = max(k, 1)
     while True:
         hits = fetch(depth)
-        kept = [h for h in hits if window.holds(h.message.created_at)]
+        kept = [h for h in hits if keep(h.session, h.message)]
         if len(kept) >= k or len(hits) < depth:
             return kept[:k]
         depth *= 4

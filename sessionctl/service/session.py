@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from sessionctl.backend.base import SessionHeader, SessionStore
     from sessionctl.service.conversation import Reply, StreamEvent
     from sessionctl.service.store import Store
-    from sessionctl.service.timefilter import TimeWindow, When
+    from sessionctl.service.timefilter import When
 
 MessageInput = Mapping[str, Any]
 # ``Store`` itself, set by sessionctl.service.store: that module imports this one,
@@ -266,15 +266,13 @@ class Session:
         role: str | Iterable[str] | None = None,
         since: When | None = None,
         until: When | None = None,
-        window: TimeWindow | None = None,
     ) -> list[Message]:
         """Like :meth:`get_recent` but returns :class:`Message` objects."""
         from sessionctl.service.timefilter import time_window
 
         check_top_k(top_k)
         roles = roles_filter(role)
-        if window is None:
-            window = time_window(since, until)
+        window = time_window(since, until)
         if top_k == 0:
             if not self.exists:
                 raise SessionNotFound(f"no session named {self.name!r} (see `sessionctl list`)")
@@ -302,6 +300,8 @@ class Session:
         mode: str = "hybrid",
         since: When | None = None,
         until: When | None = None,
+        meta: Mapping[str, Any] | None = None,
+        model: str | None = None,
     ) -> list[dict[str, Any]] | list[str]:
         """Messages of this session matching ``prompt`` (see :meth:`Store.get_relevant`).
 
@@ -320,6 +320,8 @@ class Session:
             mode=mode,
             since=since,
             until=until,
+            meta=meta,
+            model=model,
         )
 
     def relevant_messages(

@@ -257,6 +257,8 @@ class Store:
         mode: str = "hybrid",
         since: When | None = None,
         until: When | None = None,
+        meta: Mapping[str, Any] | None = None,
+        model: str | None = None,
     ) -> list[dict[str, Any]] | list[str]:
         """Messages matching ``prompt`` across ``sessions`` (default: all live).
 
@@ -264,12 +266,14 @@ class Store:
         (by meaning, cosine distance ≤ threshold) or "text" (keywords, BM25).
         ``since``/``until`` (inclusive): only messages created in that window (a
         duration ago such as ``"7d"``, an ISO timestamp or date, a datetime/date),
-        applied before the cut to ``top_k``.
+        applied before the cut to ``top_k``, as are ``meta`` (every key with its exact
+        JSON value, on the message or else on its session) and ``model`` (the model
+        that answered, or the session's for a message naming none).
         Each dict carries ``session``, ``distance`` (None when not found by
         meaning) and ``sources`` (per list: rank and distance or score).
         """
         from sessionctl.service.memory import search
-        from sessionctl.service.timefilter import time_window
+        from sessionctl.service.timefilter import criteria
 
         hits = search(
             self,
@@ -280,7 +284,7 @@ class Store:
             fall_back=fall_back,
             role=role,
             mode=mode,
-            window=time_window(since, until),
+            where=criteria(since, until, meta=meta, model=model),
         )
         if as_text:
             return [h.message.content for h in hits]

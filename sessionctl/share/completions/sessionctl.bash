@@ -46,8 +46,8 @@ _sessionctl_spec() {
             args=dynamic ;;
         "relevant")
             subs=""
-            opts="-s --session -k --top-k -d --distance-threshold --fall-back -r --role --since --until -m --mode --text -0 --null --json --raw -h --help"
-            valued="-s --session -k --top-k -d --distance-threshold -r --role --since --until -m --mode"
+            opts="-s --session -k --top-k -d --distance-threshold --fall-back -r --role --since --until --meta --model -m --mode --text -0 --null --json --raw -h --help"
+            valued="-s --session -k --top-k -d --distance-threshold -r --role --since --until --meta --model -m --mode"
             vdynamic="-s --session -r --role -m --mode"
             args=none ;;
         "reindex")
