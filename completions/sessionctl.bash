@@ -22,8 +22,8 @@ _sessionctl_spec() {
             args=none ;;
         "recent")
             subs=""
-            opts="-s --session -k --top-k -r --role --text -0 --null --json --raw -h --help"
-            valued="-s --session -k --top-k -r --role"
+            opts="-s --session -k --top-k -r --role --since --until --text -0 --null --json --raw -h --help"
+            valued="-s --session -k --top-k -r --role --since --until"
             vdynamic="-s --session -r --role"
             args=dynamic ;;
         "add")
@@ -46,8 +46,8 @@ _sessionctl_spec() {
             args=dynamic ;;
         "relevant")
             subs=""
-            opts="-s --session -k --top-k -d --distance-threshold --fall-back -r --role -m --mode --text -0 --null --json --raw -h --help"
-            valued="-s --session -k --top-k -d --distance-threshold -r --role -m --mode"
+            opts="-s --session -k --top-k -d --distance-threshold --fall-back -r --role --since --until -m --mode --text -0 --null --json --raw -h --help"
+            valued="-s --session -k --top-k -d --distance-threshold -r --role --since --until -m --mode"
             vdynamic="-s --session -r --role -m --mode"
             args=none ;;
         "reindex")
@@ -58,8 +58,8 @@ _sessionctl_spec() {
             args=dynamic ;;
         "list")
             subs=""
-            opts="-n --limit --cursor --deleted --json -h --help"
-            valued="-n --limit --cursor"
+            opts="-n --limit --cursor --deleted --since --until --json -h --help"
+            valued="-n --limit --cursor --since --until"
             vdynamic=""
             args=none ;;
         "show")

@@ -13,7 +13,7 @@ function __sessionctl_spec --description 'sessionctl subcommands or valued optio
         case 'valued chat'
             printf '%s\n' -s --session -m --model --system --temperature --max-tokens --api-base --context-recent --context-relevant --context-window --via
         case 'valued recent'
-            printf '%s\n' -s --session -k --top-k -r --role
+            printf '%s\n' -s --session -k --top-k -r --role --since --until
         case 'valued add'
             printf '%s\n' -r --role -s --session --model --name --tool-call-id --metadata
         case 'valued store'
@@ -21,11 +21,11 @@ function __sessionctl_spec --description 'sessionctl subcommands or valued optio
         case 'valued drop'
             printf '%s\n' -s --session
         case 'valued relevant'
-            printf '%s\n' -s --session -k --top-k -d --distance-threshold -r --role -m --mode
+            printf '%s\n' -s --session -k --top-k -d --distance-threshold -r --role --since --until -m --mode
         case 'valued reindex'
             printf '%s\n' -s --session --model
         case 'valued list'
-            printf '%s\n' -n --limit --cursor
+            printf '%s\n' -n --limit --cursor --since --until
         case 'valued show'
             printf '%s\n' -s --session
         case 'valued export'
@@ -146,6 +146,8 @@ complete -c sessionctl -n '__sessionctl_at chat' -f
 complete -c sessionctl -n '__sessionctl_at recent' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (instead of SESSION).'
 complete -c sessionctl -n '__sessionctl_at recent' -s k -l top-k -r -f -d 'How many messages.'
 complete -c sessionctl -n '__sessionctl_at recent' -s r -l role -r -f -a '(__sessionctl_dynamic)' -d 'Only messages of this role (repeatable).'
+complete -c sessionctl -n '__sessionctl_at recent' -l since -r -f -d 'Only from WHEN on (inclusive): 30m, 24h, 7d ago, a date or an ISO timestamp.'
+complete -c sessionctl -n '__sessionctl_at recent' -l until -r -f -d 'Only up to WHEN (inclusive; a date means the end of that day).'
 complete -c sessionctl -n '__sessionctl_at recent' -l text -d 'Print only the contents, one message per line (a message\'s own newlines are kept: use -0 or --json when messages may span lines).'
 complete -c sessionctl -n '__sessionctl_at recent' -s 0 -l null -d 'End each message with a NUL byte instead of a newline, so messages that span lines stay apart (for xargs -0).'
 complete -c sessionctl -n '__sessionctl_at recent' -l json -d 'Print JSON.'
@@ -178,6 +180,8 @@ complete -c sessionctl -n '__sessionctl_at relevant' -s k -l top-k -r -f -d 'At 
 complete -c sessionctl -n '__sessionctl_at relevant' -s d -l distance-threshold -r -f -d 'Keep hits with cosine distance <= D (0-2; 0.3 = similarity >= 0.7). Default: the model\'s (0.70 for MiniLM).'
 complete -c sessionctl -n '__sessionctl_at relevant' -l fall-back -d 'Nothing close enough: show the same session\'s recent messages.'
 complete -c sessionctl -n '__sessionctl_at relevant' -s r -l role -r -f -a '(__sessionctl_dynamic)' -d 'Only messages of this role (repeatable).'
+complete -c sessionctl -n '__sessionctl_at relevant' -l since -r -f -d 'Only from WHEN on (inclusive): 30m, 24h, 7d ago, a date or an ISO timestamp.'
+complete -c sessionctl -n '__sessionctl_at relevant' -l until -r -f -d 'Only up to WHEN (inclusive; a date means the end of that day).'
 complete -c sessionctl -n '__sessionctl_at relevant' -s m -l mode -r -f -a '(__sessionctl_dynamic)' -d 'hybrid: by meaning and by words, fused; vector: by meaning only (the distance threshold applies to this side only); text: by words only (BM25).'
 complete -c sessionctl -n '__sessionctl_at relevant' -l text -d 'Print only the contents, one message per line (a message\'s own newlines are kept: use -0 or --json when messages may span lines).'
 complete -c sessionctl -n '__sessionctl_at relevant' -s 0 -l null -d 'End each message with a NUL byte instead of a newline, so messages that span lines stay apart (for xargs -0).'
@@ -195,6 +199,8 @@ complete -c sessionctl -n '__sessionctl_at reindex' -f -a '(__sessionctl_dynamic
 complete -c sessionctl -n '__sessionctl_at list' -s n -l limit -r -f -d 'At most N sessions.'
 complete -c sessionctl -n '__sessionctl_at list' -l cursor -r -f -d 'Continue after a previous page.'
 complete -c sessionctl -n '__sessionctl_at list' -l deleted -d 'List the trash instead.'
+complete -c sessionctl -n '__sessionctl_at list' -l since -r -f -d 'Only from WHEN on (inclusive): 30m, 24h, 7d ago, a date or an ISO timestamp.'
+complete -c sessionctl -n '__sessionctl_at list' -l until -r -f -d 'Only up to WHEN (inclusive; a date means the end of that day).'
 complete -c sessionctl -n '__sessionctl_at list' -l json -d 'Print JSON.'
 complete -c sessionctl -n '__sessionctl_at list' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at list' -f

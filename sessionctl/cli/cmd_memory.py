@@ -12,6 +12,8 @@ from sessionctl.cli.options import (
     NullOpt,
     RoleFilterOpt,
     SearchMode,
+    SinceOpt,
+    UntilOpt,
     complete_session,
     optional_session,
     role_values,
@@ -60,6 +62,8 @@ def relevant(
         ),
     ] = False,
     role: RoleFilterOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
     search_mode: Annotated[
         SearchMode,
         typer.Option(
@@ -81,15 +85,18 @@ def relevant(
     verbatim first): error codes, ids and names are found as typed. --mode
     vector sorts by cosine distance, --mode text by BM25 (ties by session, then
     order); distance is "-" for a keyword-only hit. --json says, per hit, which
-    lists found it ("sources": rank, distance or score). On a
+    lists found it ("sources": rank, distance or score). --since/--until keep
+    messages created in that window, before the cut to K. On a
     terminal too narrow for a readable table they are shown one under another.
     -0 prints the contents (as --text), each ended by a NUL byte.
 
     Example:
 
         sessionctl relevant "what did we decide about the deploy?" -k 3
+        sessionctl relevant "database locking" --since 7d
     """
     from sessionctl.service.memory import search
+    from sessionctl.service.timefilter import time_window
 
     state: State = ctx.obj
     mode = pick_output(text=text, json_=json_, raw=raw, null=null)
@@ -104,6 +111,7 @@ def relevant(
         fall_back=fall_back,
         role=role_values(role),
         mode=search_mode.value,
+        window=time_window(since, until),
     )
     state.note_if_no_data()
     out = state.out

@@ -15,6 +15,8 @@ from sessionctl.cli.options import (
     Role,
     RoleFilterOpt,
     SessionOpt,
+    SinceOpt,
+    UntilOpt,
     optional_session,
     pick_session,
     role_values,
@@ -85,6 +87,8 @@ def recent(
     session: SessionOpt = None,
     k: Annotated[int, typer.Option("-k", "--top-k", min=0, help="How many messages.")] = 5,
     role: RoleFilterOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
     text: TextOpt = False,
     null: NullOpt = False,
     json_: JsonOpt = False,
@@ -100,6 +104,7 @@ def recent(
 
         sessionctl recent work -k 10 --json | jq -r '.[].content'
         sessionctl recent work --text -0 | xargs -0 -n1 printf '[%s]\\n'
+        sessionctl recent work --since 24h
     """
     state: State = ctx.obj
     mode = pick_output(text=text, json_=json_, raw=raw, null=null)
@@ -107,7 +112,7 @@ def recent(
     target = resolve_session(state, named)
     if named is None:  # the most recently active one: say which (stderr, so --json stays data)
         state.out.info(f"session: {target.name}")
-    messages = target.recent_messages(k, role=role_values(role))
+    messages = target.recent_messages(k, role=role_values(role), since=since, until=until)
     print_messages(state, messages, mode, null=null)
 
 

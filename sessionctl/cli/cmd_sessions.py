@@ -18,6 +18,8 @@ from sessionctl.cli.options import (
     RoleFilterOpt,
     SessionArg,
     SessionOpt,
+    SinceOpt,
+    UntilOpt,
     pick_session,
     role_values,
     session_argument,
@@ -37,9 +39,14 @@ def list_sessions(
     ] = None,
     cursor: Annotated[str | None, typer.Option(help="Continue after a previous page.")] = None,
     deleted: Annotated[bool, typer.Option("--deleted", help="List the trash instead.")] = False,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """List sessions, most recently active first.
+
+    --since/--until keep the sessions whose activity (creation to last
+    activity) overlaps that window.
 
     When a page is cut by --limit, the cursor for the next page is printed on
     stderr (and as next_cursor with --json). On a narrow terminal the name is
@@ -48,9 +55,12 @@ def list_sessions(
     Example:
 
         sessionctl list --limit 20 --json | jq -r '.sessions[].name'
+        sessionctl list --since 7d
     """
     state: State = ctx.obj
-    page = state.store().list_sessions(limit=limit, cursor=cursor, deleted=deleted)
+    page = state.store().list_sessions(
+        limit=limit, cursor=cursor, deleted=deleted, since=since, until=until
+    )
     state.note_if_no_data()
     if json_:
         state.out.json(
@@ -140,17 +150,18 @@ def export(
 
         sessionctl export work > work.jsonl
     """
-    from sessionctl.service.stats import parse_since
+    from sessionctl.service.timefilter import time_window
     from sessionctl.service.transfer import Selection, export_chunks
     from sessionctl.timeutil import format_iso
 
     state: State = ctx.obj
     store = state.store()
     roles = role_values(role)
+    window = time_window(since, until)  # as relevant/recent/list: a date --until is its end
     pick = Selection(
         last=last,
-        since=format_iso(parse_since(since)) if since else None,
-        until=format_iso(parse_since(until)) if until else None,
+        since=format_iso(window.since) if window.since else None,
+        until=format_iso(window.until) if window.until else None,
         roles=frozenset(roles) if roles else None,
     )
     if all_:

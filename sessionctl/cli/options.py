@@ -132,6 +132,26 @@ RoleFilterOpt = Annotated[
 ]
 
 
+SinceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--since",
+        metavar="WHEN",
+        help="Only from WHEN on (inclusive): 30m, 24h, 7d ago, a date or an ISO timestamp.",
+        show_default=False,
+    ),
+]
+UntilOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--until",
+        metavar="WHEN",
+        help="Only up to WHEN (inclusive; a date means the end of that day).",
+        show_default=False,
+    ),
+]
+
+
 def role_values(roles: list[Role] | None) -> list[str] | None:
     """Return the --role choices as plain strings (None: every role)."""
     return None if roles is None else [r.value for r in roles]

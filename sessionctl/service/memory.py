@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from sessionctl.embed import Embedder
     from sessionctl.index import SyncReport
     from sessionctl.service.store import Store
+    from sessionctl.service.timefilter import TimeWindow
 
 Progress = Callable[[str, int, int], None]
 
@@ -151,8 +152,11 @@ def search(
     fall_back: bool = False,
     role: str | Iterable[str] | None = None,
     mode: str = "hybrid",
+    window: TimeWindow | None = None,
 ) -> list[Hit]:
     """Messages matching ``prompt``, across ``sessions`` (default: all live).
+
+    ``window``: only messages created inside it (see :func:`_search_within`).
 
     ``mode`` "vector": nearest in meaning (below); "text": keyword matches by
     BM25, best first; "hybrid" (default): the union of both candidate lists,
@@ -163,6 +167,10 @@ def search(
     from sessionctl.service.checks import check_top_k, roles_filter
 
     check_mode(mode)
+    if window is not None and not window.open:
+        return _search_within(store, prompt, window, sessions=sessions, top_k=top_k,
+                              distance_threshold=distance_threshold, fall_back=fall_back,
+                              role=role, mode=mode)  # fmt: skip
     if mode == "vector":
         return _vector_search(store, prompt, sessions=sessions, top_k=top_k,
                               distance_threshold=distance_threshold, fall_back=fall_back,
@@ -191,6 +199,82 @@ def search(
     return _vector_search(store, prompt, sessions=sessions, top_k=top_k,
                           distance_threshold=distance_threshold, fall_back=True,
                           role=role)  # fmt: skip
+
+
+def _search_within(
+    store: Store,
+    prompt: str,
+    window: TimeWindow,
+    *,
+    sessions: Sequence[str] | None,
+    top_k: int,
+    distance_threshold: float | None,
+    fall_back: bool,
+    role: str | Iterable[str] | None,
+    mode: str,
+) -> list[Hit]:
+    """:func:`search` restricted to messages created inside ``window``.
+
+    The window is applied to each list before the cut to k (and before fusing, so
+    ranks count only messages inside it): each list is fetched deeper and deeper
+    (x4) until k of its messages lie in the window or it has nothing more, so k
+    results come back whenever k qualify. The fall-back is the recent messages
+    inside the window.
+    """
+    from sessionctl.service.checks import check_top_k, roles_filter
+
+    check_top_k(top_k)
+    check_threshold(distance_threshold)
+    roles = roles_filter(role)
+    names: list[str] | None = None
+    if sessions is not None:
+        names = list(dict.fromkeys(sessions))
+        for name in names:
+            store.existing(name)
+    if top_k == 0:
+        return []
+
+    def vector(depth: int) -> list[Hit]:
+        return _vector_search(store, prompt, sessions=sessions, top_k=depth,
+                              distance_threshold=distance_threshold, role=role)  # fmt: skip
+
+    def text(depth: int) -> list[Hit]:
+        return _text_search(store, prompt, names, roles, depth, required=mode == "text")
+
+    if mode == "vector":
+        found = _ranked(_within(vector, window, top_k))
+    elif mode == "text":
+        found = [
+            h._replace(sources={"text": {**h.sources["text"], "rank": i}})
+            for i, h in enumerate(_within(text, window, top_k), 1)
+        ]
+    else:
+        depth = max(CANDIDATES, 4 * top_k)
+        found = _fuse(prompt, _within(vector, window, depth), _within(text, window, depth))
+        found = found[:top_k]
+    if found or not fall_back:
+        return found
+    if sessions is None:
+        latest = store.most_recent()
+        targets = [] if latest is None else [latest.name]
+    else:
+        targets = list(dict.fromkeys(sessions))
+    return [
+        Hit(name, m, None)
+        for name in targets
+        for m in store.session(name).recent_messages(top_k, role=role, window=window)
+    ]
+
+
+def _within(fetch: Callable[[int], list[Hit]], window: TimeWindow, k: int) -> list[Hit]:
+    """The first ``k`` hits of ``fetch(depth)`` inside ``window``, fetching deeper as needed."""
+    depth = max(k, 1)
+    while True:
+        hits = fetch(depth)
+        kept = [h for h in hits if window.holds(h.message.created_at)]
+        if len(kept) >= k or len(hits) < depth:
+            return kept[:k]
+        depth *= 4
 
 
 def _text_search(

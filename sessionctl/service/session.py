@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from sessionctl.backend.base import SessionHeader, SessionStore
     from sessionctl.service.conversation import Reply, StreamEvent
     from sessionctl.service.store import Store
+    from sessionctl.service.timefilter import TimeWindow, When
 
 MessageInput = Mapping[str, Any]
 # ``Store`` itself, set by sessionctl.service.store: that module imports this one,
@@ -244,23 +246,48 @@ class Session:
         as_text: bool = False,
         raw: bool = False,
         role: str | Iterable[str] | None = None,
+        since: When | None = None,
+        until: When | None = None,
     ) -> list[dict[str, Any]] | list[str]:
-        """Return the last ``top_k`` messages, oldest first, ordered by seq."""
-        found = self.recent_messages(top_k, role=role)
+        """Return the last ``top_k`` messages, oldest first, ordered by seq.
+
+        ``since``/``until`` (inclusive): only messages created in that window; each
+        is a duration ago (``"7d"``), an ISO timestamp or date, or a datetime/date.
+        """
+        found = self.recent_messages(top_k, role=role, since=since, until=until)
         if as_text:
             return [m.content for m in found]
         return [m.to_dict(raw=raw) for m in found]
 
     def recent_messages(
-        self, top_k: int = 5, *, role: str | Iterable[str] | None = None
+        self,
+        top_k: int = 5,
+        *,
+        role: str | Iterable[str] | None = None,
+        since: When | None = None,
+        until: When | None = None,
+        window: TimeWindow | None = None,
     ) -> list[Message]:
         """Like :meth:`get_recent` but returns :class:`Message` objects."""
+        from sessionctl.service.timefilter import time_window
+
         check_top_k(top_k)
+        roles = roles_filter(role)
+        if window is None:
+            window = time_window(since, until)
         if top_k == 0:
             if not self.exists:
                 raise SessionNotFound(f"no session named {self.name!r} (see `sessionctl list`)")
             return []
-        return list(self._backend.tail(self.name, top_k, roles_filter(role)))
+        if window.open:
+            return list(self._backend.tail(self.name, top_k, roles))
+        # Times need not follow seq (imports keep theirs): every message is looked at,
+        # one at a time, and the last top_k inside the window kept.
+        kept: collections.deque[Message] = collections.deque(maxlen=top_k)
+        for m in self._backend.iter_messages(self.name):
+            if (roles is None or m.role in roles) and window.holds(m.created_at):
+                kept.append(m)
+        return list(kept)
 
     # -- memory ------------------------------------------------------------
     def get_relevant(
@@ -273,6 +300,8 @@ class Session:
         raw: bool = False,
         role: str | Iterable[str] | None = None,
         mode: str = "hybrid",
+        since: When | None = None,
+        until: When | None = None,
     ) -> list[dict[str, Any]] | list[str]:
         """Messages of this session matching ``prompt`` (see :meth:`Store.get_relevant`).
 
@@ -289,6 +318,8 @@ class Session:
             raw=raw,
             role=role,
             mode=mode,
+            since=since,
+            until=until,
         )
 
     def relevant_messages(

@@ -24,6 +24,8 @@ from sessionctl.timeutil import now_iso, parse_duration
 if TYPE_CHECKING:
     from os import PathLike
 
+    from sessionctl.service.timefilter import TimeWindow, When
+
 Warn = Callable[[str], None]
 
 
@@ -134,20 +136,61 @@ class Store:
 
     # -- listing -------------------------------------------------------------
     def list_sessions(
-        self, *, limit: int | None = None, cursor: str | None = None, deleted: bool = False
+        self,
+        *,
+        limit: int | None = None,
+        cursor: str | None = None,
+        deleted: bool = False,
+        since: When | None = None,
+        until: When | None = None,
     ) -> Page:
-        """Return sessions newest activity first (ties by name), a page at a time."""
+        """Return sessions newest activity first (ties by name), a page at a time.
+
+        ``since``/``until`` (inclusive): only sessions whose activity, from creation
+        to last activity, overlaps that window.
+        """
+        from sessionctl.service.timefilter import time_window
+
         if limit is not None and (isinstance(limit, bool) or limit < 0):
             raise UsageError(f"limit must be 0 or more, got {limit}")
+        window = time_window(since, until)
         if deleted:
+            if not window.open:
+                raise UsageError("--since/--until list live sessions; not with --deleted")
             return self._list_deleted(limit, cursor)
         after = None
         if cursor is not None:
             after = _decode_cursor(cursor, int)
+        if not window.open:
+            return self._list_within(window, limit, after)
         # A page of 20 out of 10,000, and one more to know there is more.
         rows = self.backend.list_live(None if limit is None else limit + 1, after)
         page = rows if limit is None else rows[:limit]
         more = limit is not None and len(rows) > limit and limit > 0
+        next_cursor = _encode_cursor(page[-1][1], page[-1][0].name) if more and page else None
+        return Page([info for info, _ in page], next_cursor)
+
+    def _list_within(
+        self, window: TimeWindow, limit: int | None, after: tuple[int, str] | None
+    ) -> Page:
+        """A page of the sessions overlapping ``window``, read page by page from the
+        backend's newest-first listing until it is full (or nothing is recent enough)."""
+        kept: list[tuple[SessionInfo, int]] = []
+        want = None if limit is None else limit + 1
+        batch = 100 if limit is None else max(limit + 1, 20)
+        while want is None or len(kept) < want:
+            rows = self.backend.list_live(batch, after)
+            for info, when in rows:
+                if window.overlaps(info.created_at, info.updated_at):
+                    kept.append((info, when))
+            if len(rows) < batch:
+                break
+            last_info, last_when = rows[-1]
+            after = (last_when, last_info.name)
+            if window.since is not None and last_when < window.since.timestamp() * 1e9:
+                break  # newest first: every session after this one was last active earlier
+        page = kept if limit is None else kept[:limit]
+        more = limit is not None and len(kept) > limit and limit > 0
         next_cursor = _encode_cursor(page[-1][1], page[-1][0].name) if more and page else None
         return Page([info for info, _ in page], next_cursor)
 
@@ -212,15 +255,21 @@ class Store:
         raw: bool = False,
         role: str | Iterable[str] | None = None,
         mode: str = "hybrid",
+        since: When | None = None,
+        until: When | None = None,
     ) -> list[dict[str, Any]] | list[str]:
         """Messages matching ``prompt`` across ``sessions`` (default: all live).
 
         ``mode``: "hybrid" (default: by meaning and by words, fused), "vector"
         (by meaning, cosine distance ≤ threshold) or "text" (keywords, BM25).
+        ``since``/``until`` (inclusive): only messages created in that window (a
+        duration ago such as ``"7d"``, an ISO timestamp or date, a datetime/date),
+        applied before the cut to ``top_k``.
         Each dict carries ``session``, ``distance`` (None when not found by
         meaning) and ``sources`` (per list: rank and distance or score).
         """
         from sessionctl.service.memory import search
+        from sessionctl.service.timefilter import time_window
 
         hits = search(
             self,
@@ -231,6 +280,7 @@ class Store:
             fall_back=fall_back,
             role=role,
             mode=mode,
+            window=time_window(since, until),
         )
         if as_text:
             return [h.message.content for h in hits]

@@ -17,6 +17,7 @@ test may build its own small store.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -177,7 +178,7 @@ def test_fall_back_returns_only_the_asked_sessions_recent_messages(store: Store)
     assert all(h["distance"] is None for h in several)
     for name in ("food", "travel"):
         mine = [h["id"] for h in several if h["session"] == name]
-        recent_ids = [m["id"] for m in store.session(name).get_recent(top_k=2)]
+        recent_ids = [m.id for m in store.session(name).recent_messages(2)]
         assert mine == recent_ids[len(recent_ids) - len(mine) :]
 
 
@@ -248,3 +249,31 @@ def test_an_exact_identifier_is_found_by_text_and_first_by_hybrid(store: Store) 
         assert "text" in hits[0]["sources"], mode
     assert _hits(store, "Sourdough autolyse", top_k=5, mode="text") == []
     assert _hits(store, "zzqx-nothing-like-it", top_k=5, mode="text") == []
+
+
+# -- time windows ---------------------------------------------------------------------
+def test_a_time_window_applies_before_the_cut_on_every_backend(
+    store: Store, tick: Callable[[], float]
+) -> None:
+    from datetime import datetime, timezone
+
+    store.session("before").add_messages([_user("The ferry to the island leaves at noon.")])
+    between = datetime.fromtimestamp(tick(), timezone.utc)
+    store.session("after").add_messages(
+        [_user("Boats to the island depart every two hours."), _user("Sourdough needs salt.")]
+    )
+    query = "when does the boat to the island go?"
+    for mode in ("vector", "text", "hybrid"):
+        late = _hits(store, query, top_k=1, since=between, mode=mode)
+        assert [(h["session"], h["seq"]) for h in late] == [("after", 1)], mode
+        early = _hits(store, query, top_k=5, until=between, mode=mode)
+        assert [(h["session"], h["seq"]) for h in early] == [("before", 1)], mode
+    assert store.session("after").get_recent(since=between, as_text=True) == [
+        "Boats to the island depart every two hours.",
+        "Sourdough needs salt.",
+    ]
+    assert store.session("before").get_recent(since=between) == []
+    assert [i.name for i in store.list_sessions(since=between).sessions] == ["after"]
+    assert [i.name for i in store.list_sessions(until=between).sessions] == ["before"]
+    with pytest.raises(UsageError, match="is after --until"):
+        store.get_relevant(query, since="1h", until="2d")
