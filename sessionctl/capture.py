@@ -2,21 +2,23 @@
 
 ``capture(client)`` patches ``client.chat.completions.create`` of an
 ``openai.OpenAI`` client: each call goes out unchanged and returns the
-client's own response; the request messages the session does not already
-hold, then the answer, are appended through :meth:`Session.add_messages`
-(so redaction applies). A failed call records nothing; a recording failure
-warns once and never breaks the call. Streaming, async clients and litellm
-are not handled yet.
+client's own response (for ``stream=True``, an iterator yielding the client's
+own chunks); the request messages the session does not already hold, then the
+answer with its model and usage, are appended through
+:meth:`Session.add_messages` (so redaction applies). A failed call records
+nothing; a recording failure warns once and never breaks the call. Async
+clients and litellm are not handled yet.
 """
 
 from __future__ import annotations
 
-import secrets
 import time
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 from sessionctl.errors import SessionNotFound
+from sessionctl.service.chat import measured_usage, new_session_name
 from sessionctl.service.session import Session
 from sessionctl.service.store import Store
 
@@ -31,14 +33,16 @@ class Capture:
         self._user = user
         self._agent = agent
         self._warned = False
-        self._name = session or _new_name()
+        self._annotated: set[str] = set()  # sessions whose header got user/agent
+        self._name = session or new_session_name(store)
 
     @property
     def session(self) -> str:
         return self._name
 
     def reset_session(self) -> str:
-        self._name = _new_name()
+        """Switch to a new generated session name (as ``chat`` without ``-s``)."""
+        self._name = new_session_name(self._store)
         return self._name
 
     def set_session(self, name: str) -> None:
@@ -48,33 +52,155 @@ class Capture:
         return {k: v for k, v in (("user", self._user), ("agent", self._agent)) if v is not None}
 
     def record(self, request: list[dict[str, Any]], answer: dict[str, Any]) -> None:
+        """Append the new part of ``request`` and ``answer``; never raises."""
         try:
             sess: Session = self._store.session(self._name)
             try:
                 held = [(m.get("role"), m.get("content")) for m in sess.messages]
             except SessionNotFound:
                 held = []
-            new = list(request)
+            new = [dict(m) for m in request]
             # drop the prefix the session already holds (apps resend history)
-            n = len(held)
+            n = min(len(held), len(new))
             while n and [(m.get("role"), m.get("content")) for m in new[:n]] != held[-n:]:
                 n -= 1
-            items = [dict(m) for m in new[n:]] + [answer]
+            items = [*new[n:], answer]
             meta = self._meta()
             if meta:
                 for m in items:
                     m["metadata"] = {**(m.get("metadata") or {}), **meta}
             sess.add_messages(items)
+            if meta and self._name not in self._annotated:
+                sess.update(metadata=meta)
+                self._annotated.add(self._name)
         except Exception as exc:  # recording must never break the app's call
-            if not self._warned:
-                self._warned = True
-                warnings.warn(
-                    f"sessionctl capture: not recorded: {exc}", RuntimeWarning, stacklevel=3
+            self.warn(exc)
+
+    def warn(self, exc: Exception) -> None:
+        """Say once (``RuntimeWarning``) that an exchange could not be recorded."""
+        if not self._warned:
+            self._warned = True
+            warnings.warn(f"sessionctl capture: not recorded: {exc}", RuntimeWarning, stacklevel=4)
+
+
+def _usage(model: str, usage: Any, started: float, first: float | None) -> dict[str, Any]:
+    raw = usage.model_dump(exclude_none=True) if usage is not None else None
+    return measured_usage(model, raw, started, first)
+
+
+def _answer(
+    text: str,
+    tool_calls: list[dict[str, Any]],
+    model: str | None,
+    usage: dict[str, Any] | None,
+    interrupted: bool = False,
+) -> dict[str, Any]:
+    answer: dict[str, Any] = {"role": "assistant", "content": text}
+    if tool_calls:
+        answer["tool_calls"] = tool_calls
+    if model:
+        answer["model"] = model
+    if usage:
+        answer["usage"] = usage
+    if interrupted:
+        answer["interrupted"] = True
+    return answer
+
+
+class CapturedStream:
+    """What a captured ``create(..., stream=True)`` returns.
+
+    Yields the client's own chunks unchanged. Exhausted: the exchange is
+    recorded. Closed early (``close()``, leaving a ``with`` block, or dropped):
+    the prompt and the partial answer are recorded, marked ``interrupted``.
+    Other attributes are the client's stream's (``response``, ...).
+    """
+
+    def __init__(
+        self, stream: Any, handle: Capture, request: list[dict[str, Any]], started: float
+    ) -> None:
+        self._stream = stream
+        self._iter: Iterator[Any] = iter(stream)
+        self._handle = handle
+        self._request = request
+        self._started = started
+        self._first: float | None = None
+        self._texts: list[str] = []
+        self._calls: dict[int, dict[str, Any]] = {}
+        self._model: str | None = None
+        self._usage: Any = None
+        self._done = False
+
+    def __iter__(self) -> CapturedStream:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            chunk = next(self._iter)
+        except StopIteration:
+            self._finish(interrupted=False)
+            raise
+        except BaseException:
+            self._finish(interrupted=True)  # a connection lost mid-answer keeps what came
+            raise
+        self._take(chunk)
+        return chunk
+
+    def _take(self, chunk: Any) -> None:
+        self._model = getattr(chunk, "model", None) or self._model
+        if getattr(chunk, "usage", None) is not None:
+            self._usage = chunk.usage
+        for choice in getattr(chunk, "choices", None) or []:
+            if choice.index != 0:
+                continue
+            delta = choice.delta
+            if delta.content:
+                if self._first is None:
+                    self._first = time.monotonic()
+                self._texts.append(delta.content)
+            for tc in delta.tool_calls or []:
+                call = self._calls.setdefault(
+                    tc.index,
+                    {"id": "", "type": "function", "function": {"name": "", "arguments": ""}},
                 )
+                if tc.id:
+                    call["id"] = tc.id
+                if tc.type:
+                    call["type"] = tc.type
+                fn = tc.function
+                if fn is not None:
+                    call["function"]["name"] += fn.name or ""
+                    call["function"]["arguments"] += fn.arguments or ""
 
+    def _finish(self, *, interrupted: bool) -> None:
+        if self._done:
+            return
+        self._done = True
+        if interrupted and not self._texts and not self._calls:
+            return  # nothing was produced: a failed call records nothing
+        model = self._model or ""
+        usage = _usage(model, self._usage, self._started, self._first)
+        calls = [self._calls[i] for i in sorted(self._calls)]
+        text = "".join(self._texts)
+        self._handle.record(self._request, _answer(text, calls, self._model, usage, interrupted))
 
-def _new_name() -> str:
-    return time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+    def close(self) -> None:
+        """Stop reading; what was produced so far is recorded as interrupted."""
+        self._finish(interrupted=True)
+        self._stream.close()
+
+    def __enter__(self) -> CapturedStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_done", True):
+            self._finish(interrupted=True)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["_stream"], name)
 
 
 def capture(
@@ -86,18 +212,26 @@ def capture(
     agent: str | None = None,
 ) -> Capture:
     """Patch ``client.chat.completions.create`` to record each exchange."""
-    handle = Capture(store or Store(), session, user, agent)
+    the_store = store or Store()
+    handle = Capture(the_store, session, user, agent)
     completions = client.chat.completions
     original = completions.create
 
     def create(*args: Any, **kwargs: Any) -> Any:
+        started = time.monotonic()
         response = original(*args, **kwargs)
-        if not kwargs.get("stream"):
+        request = list(kwargs.get("messages") or [])
+        if kwargs.get("stream"):
+            return CapturedStream(response, handle, request, started)
+        try:
             msg = response.choices[0].message
-            answer: dict[str, Any] = {"role": "assistant", "content": msg.content or ""}
-            if msg.tool_calls:
-                answer["tool_calls"] = [tc.model_dump() for tc in msg.tool_calls]
-            handle.record(list(kwargs.get("messages") or []), answer)
+            calls = [tc.model_dump(exclude_none=True) for tc in msg.tool_calls or []]
+            usage = _usage(response.model or "", response.usage, started, None)
+            answer = _answer(msg.content or "", calls, response.model, usage)
+        except Exception as exc:  # an answer shape we do not know: still the app's result
+            handle.warn(exc)
+            return response
+        handle.record(request, answer)
         return response
 
     completions.create = create
