@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import string
+import subprocess
+import sys
 from pathlib import Path
 
 import openai
@@ -136,3 +140,72 @@ def test_response_is_the_clients_own_and_tool_calls_recorded(
         and answer.tool_calls[1]["function"]["arguments"] == '{"x": 1}'
     )
     assert resp.id == "chatcmpl-fake" and resp.choices[0].finish_reason == "tool_calls"
+
+
+FAULT_SCRIPT = """
+import json, resource, signal, sys, warnings
+import openai
+from sessionctl import Store, capture
+
+base_url, home = sys.argv[1], sys.argv[2]
+client = openai.OpenAI(base_url=base_url, api_key="k", max_retries=0)
+handle = capture(client, store=Store(home), session="full")
+msgs = [{"role": "user", "content": "hi"}]
+client.chat.completions.create(model="m", messages=msgs)  # recorded: the disk has room
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (64, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+with warnings.catch_warnings(record=True) as seen:
+    warnings.simplefilter("always")
+    texts = [client.chat.completions.create(model="m", messages=msgs).choices[0].message.content
+             for _ in range(2)]
+client.close()
+seen_out = [(w.category.__name__, str(w.message)) for w in seen]
+print(json.dumps({"texts": texts, "warnings": seen_out}))
+"""
+
+
+def test_recording_fault_warns_once_and_returns_the_result(
+    tmp_path: Path, llm_server: FakeLLMServer
+) -> None:
+    """A real fault: a read-only sessions dir (non-root), or a file-size limit (root,
+    who ignores permissions) in a child process, as a full disk refuses the write."""
+    home = tmp_path / "home"
+    llm_server.default = Reply(text="still answered")
+    if os.geteuid() != 0:
+        store = Store(home)
+        with _client(llm_server) as client:
+            capture(client, store=store, session="ro")
+            client.chat.completions.create(model="m", messages=[{"role": "user", "content": "a"}])
+            before = _files_text(home)
+            sessions = home / "sessions"
+            sessions.chmod(0o500)
+            try:
+                with pytest.warns(RuntimeWarning, match="not recorded") as seen:
+                    texts = [
+                        client.chat.completions.create(
+                            model="m", messages=[{"role": "user", "content": f"b{i}"}]
+                        )
+                        .choices[0]
+                        .message.content
+                        for i in range(2)
+                    ]
+            finally:
+                sessions.chmod(0o700)
+        assert texts == ["still answered"] * 2
+        assert len(seen) == 1
+        assert _files_text(home) == before
+        return
+    done = subprocess.run(
+        [sys.executable, "-c", FAULT_SCRIPT, llm_server.base_url, str(home)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["texts"] == ["still answered"] * 2
+    assert len(out["warnings"]) == 1, out["warnings"]
+    kind, message = out["warnings"][0]
+    assert kind == "RuntimeWarning" and "not recorded" in message
+    assert [m["content"] for m in Store(home).session("full").messages] == ["hi", "still answered"]
