@@ -198,6 +198,10 @@ class CapturedStream:
     def __del__(self) -> None:
         if not getattr(self, "_done", True):
             self._finish(interrupted=True)
+            try:
+                self._stream.close()  # give the connection back
+            except Exception:
+                pass
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.__dict__["_stream"], name)

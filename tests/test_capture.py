@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import random
@@ -13,7 +14,7 @@ from pathlib import Path
 import openai
 import pytest
 from llm_server import FakeLLMServer, Reply, llm_server
-from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
+from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageParam
 
 from sessionctl import Store, capture
 
@@ -209,3 +210,100 @@ def test_recording_fault_warns_once_and_returns_the_result(
     kind, message = out["warnings"][0]
     assert kind == "RuntimeWarning" and "not recorded" in message
     assert [m["content"] for m in Store(home).session("full").messages] == ["hi", "still answered"]
+
+
+def _ask(text: str) -> list[ChatCompletionMessageParam]:
+    return [{"role": "user", "content": text}]
+
+
+def test_stream_yields_the_clients_chunks_and_records_when_exhausted(
+    tmp_path: Path, llm_server: FakeLLMServer
+) -> None:
+    store = Store(tmp_path / "home")
+    llm_server.push(Reply(text="Streamed answer, in pieces.", chunk_size=4, model="sm-1"))
+    with _client(llm_server) as client:
+        capture(client, store=store, session="st")
+        stream = client.chat.completions.create(
+            model="m",
+            messages=_ask("stream it"),
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        chunks = list(stream)
+    assert chunks and all(type(c) is ChatCompletionChunk for c in chunks)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Streamed answer, in pieces."
+    assert llm_server.requests[-1].body["stream_options"] == {"include_usage": True}
+    user, answer = store.session("st").get_messages()
+    assert (user.content, answer.content, answer.model) == ("stream it", text, "sm-1")
+    assert not answer.interrupted
+    assert answer.usage is not None and answer.usage["output_tokens"] > 0
+    assert answer.usage["ttft_s"] is not None
+
+
+def test_stream_tool_calls_assembled_by_index(tmp_path: Path, llm_server: FakeLLMServer) -> None:
+    store = Store(tmp_path / "home")
+    calls = [
+        {"name": "lookup", "arguments": '{"city": "Lisbon", "days": 3}', "id": "a1"},
+        {"name": "f", "arguments": "{}"},
+    ]
+    llm_server.push(Reply(text="", tool_calls=calls, chunk_size=3))
+    with _client(llm_server) as client:
+        capture(client, store=store, session="stt")
+        with client.chat.completions.create(model="m", messages=_ask("t"), stream=True) as s:
+            pieces = sum(len(c.choices[0].delta.tool_calls or []) for c in s if c.choices)
+    assert pieces > 2  # the arguments really came in several deltas
+    answer = store.session("stt").get_messages()[-1]
+    assert answer.tool_calls == [
+        {
+            "id": "a1",
+            "type": "function",
+            "function": {"name": "lookup", "arguments": calls[0]["arguments"]},
+        },
+        {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+    ]
+    assert not answer.interrupted
+
+
+@pytest.mark.parametrize("how", ["close", "garbage", "with"])
+def test_stream_closed_early_records_the_partial_answer_interrupted(
+    tmp_path: Path, llm_server: FakeLLMServer, how: str
+) -> None:
+    store = Store(tmp_path / "home")
+    llm_server.push(Reply(text="x" * 2000, chunk_size=10))
+    seen: list[str] = []
+    with _client(llm_server) as client:
+        capture(client, store=store, session="cut")
+        stream = client.chat.completions.create(model="m", messages=_ask("long"), stream=True)
+        if how == "with":
+            with stream:
+                for chunk in stream:
+                    seen.append(chunk.choices[0].delta.content or "")
+                    if len(seen) == 3:
+                        break
+        else:
+            for chunk in stream:
+                seen.append(chunk.choices[0].delta.content or "")
+                if len(seen) == 3:
+                    break
+            if how == "close":
+                stream.close()
+            else:
+                del stream, chunk
+                gc.collect()
+    user, answer = store.session("cut").get_messages()
+    assert user.content == "long"
+    assert answer.content == "".join(seen) and 0 < len(answer.content) < 2000
+    assert answer.interrupted is True
+
+
+def test_stream_failing_before_any_chunk_records_nothing(
+    tmp_path: Path, llm_server: FakeLLMServer
+) -> None:
+    store = Store(tmp_path / "home")
+    llm_server.push(Reply(status=500))
+    with _client(llm_server) as client:
+        capture(client, store=store, session="sf")
+        with pytest.raises(openai.InternalServerError):
+            client.chat.completions.create(model="m", messages=_ask("x"), stream=True)
+    assert not store.session("sf").exists
