@@ -6,6 +6,7 @@ import gc
 import json
 import os
 import random
+import re
 import string
 import subprocess
 import sys
@@ -307,3 +308,24 @@ def test_stream_failing_before_any_chunk_records_nothing(
         with pytest.raises(openai.InternalServerError):
             client.chat.completions.create(model="m", messages=_ask("x"), stream=True)
     assert not store.session("sf").exists
+
+
+def test_default_session_is_generated_as_chat_names_it(
+    tmp_path: Path, llm_server: FakeLLMServer
+) -> None:
+    store = Store(tmp_path / "home")
+    with _client(llm_server) as client:
+        handle = capture(client, store=store)
+        first = handle.session
+        assert re.fullmatch(r"chat-\d{8}-\d{6}-[a-z2-9]{4}", first)
+        client.chat.completions.create(model="m", messages=_ask("one"))
+        second = handle.reset_session()
+        assert second != first and handle.session == second
+        client.chat.completions.create(model="m", messages=_ask("two"))
+        handle.set_session("named")
+        client.chat.completions.create(model="m", messages=_ask("three"))
+    got = {
+        i.name: store.session(i.name).get_recent(role="user", as_text=True)
+        for i in store.list_sessions().sessions
+    }
+    assert got == {first: ["one"], second: ["two"], "named": ["three"]}
