@@ -6,8 +6,9 @@ client's own response (for ``stream=True``, an iterator yielding the client's
 own chunks); the request messages the session does not already hold, then the
 answer with its model and usage, are appended through
 :meth:`Session.add_messages` (so redaction applies). A failed call records
-nothing; a recording failure warns once and never breaks the call. Async
-clients and litellm are not handled yet.
+nothing; a recording failure warns once and never breaks the call. An
+``openai.AsyncOpenAI`` client is captured for non-streamed calls; its streams
+and litellm are not handled yet.
 """
 
 from __future__ import annotations
@@ -207,6 +208,30 @@ class CapturedStream:
         return getattr(self.__dict__["_stream"], name)
 
 
+def _is_async(completions: Any) -> bool:
+    """Whether ``completions`` is an ``openai.AsyncOpenAI`` client's (its ``create`` is async)."""
+    try:
+        from openai.resources.chat.completions import AsyncCompletions
+    except ImportError:  # pragma: no cover - a client without openai installed
+        return False
+    return isinstance(completions, AsyncCompletions)
+
+
+def _record_completion(
+    handle: Capture, request: list[dict[str, Any]], response: Any, started: float
+) -> None:
+    """Record a non-streamed ``ChatCompletion`` (warns once if its shape is unknown)."""
+    try:
+        msg = response.choices[0].message
+        calls = [tc.model_dump(exclude_none=True) for tc in msg.tool_calls or []]
+        usage = _usage(response.model or "", response.usage, started, None)
+        answer = _answer(msg.content or "", calls, response.model, usage)
+    except Exception as exc:  # an answer shape we do not know: still the app's result
+        handle.warn(exc)
+        return
+    handle.record(request, answer)
+
+
 def capture(
     client: Any,
     *,
@@ -215,11 +240,29 @@ def capture(
     user: str | None = None,
     agent: str | None = None,
 ) -> Capture:
-    """Patch ``client.chat.completions.create`` to record each exchange."""
+    """Patch ``client.chat.completions.create`` to record each exchange.
+
+    ``client`` is an ``openai.OpenAI`` or (non-streaming calls only) ``openai.AsyncOpenAI``.
+    """
     the_store = store or Store()
     handle = Capture(the_store, session, user, agent)
     completions = client.chat.completions
     original = completions.create
+
+    if _is_async(completions):
+
+        async def acreate(*args: Any, **kwargs: Any) -> Any:
+            started = time.monotonic()
+            response = await original(*args, **kwargs)
+            request = list(kwargs.get("messages") or [])
+            if kwargs.get("stream"):
+                handle.warn(NotImplementedError("streams of an async client are not captured yet"))
+                return response
+            _record_completion(handle, request, response, started)
+            return response
+
+        completions.create = acreate
+        return handle
 
     def create(*args: Any, **kwargs: Any) -> Any:
         started = time.monotonic()
@@ -227,15 +270,7 @@ def capture(
         request = list(kwargs.get("messages") or [])
         if kwargs.get("stream"):
             return CapturedStream(response, handle, request, started)
-        try:
-            msg = response.choices[0].message
-            calls = [tc.model_dump(exclude_none=True) for tc in msg.tool_calls or []]
-            usage = _usage(response.model or "", response.usage, started, None)
-            answer = _answer(msg.content or "", calls, response.model, usage)
-        except Exception as exc:  # an answer shape we do not know: still the app's result
-            handle.warn(exc)
-            return response
-        handle.record(request, answer)
+        _record_completion(handle, request, response, started)
         return response
 
     completions.create = create

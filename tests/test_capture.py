@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import os
@@ -329,3 +330,53 @@ def test_default_session_is_generated_as_chat_names_it(
         for i in store.list_sessions().sessions
     }
     assert got == {first: ["one"], second: ["two"], "named": ["three"]}
+
+
+def test_async_client_calls_recorded(tmp_path: Path, llm_server: FakeLLMServer) -> None:
+    store = Store(tmp_path / "home")
+    llm_server.push(Reply(text="async hi", model="am-1"), Reply(status=500))
+
+    async def main() -> tuple[ChatCompletion, type[Exception] | None]:
+        client = openai.AsyncOpenAI(base_url=llm_server.base_url, api_key="k", max_retries=0)
+        try:
+            capture(client, store=store, session="aio", user="ann")
+            resp = await client.chat.completions.create(model="m", messages=_ask("hello?"))
+            failed: type[Exception] | None = None
+            try:
+                await client.chat.completions.create(model="m", messages=_ask("fails"))
+            except openai.InternalServerError as exc:
+                failed = type(exc)
+            return resp, failed
+        finally:
+            await client.close()
+
+    resp, failed = asyncio.run(main())
+    assert type(resp) is ChatCompletion and resp.choices[0].message.content == "async hi"
+    assert failed is openai.InternalServerError
+    user, answer = store.session("aio").get_messages()  # the failed call added nothing
+    assert (user.content, answer.content, answer.model) == ("hello?", "async hi", "am-1")
+    assert answer.usage is not None and answer.usage["output_tokens"] > 0
+    assert store.session("aio").info().metadata == {"user": "ann"}
+
+
+def test_async_stream_is_the_clients_and_warns_that_it_is_not_recorded(
+    tmp_path: Path, llm_server: FakeLLMServer
+) -> None:
+    store = Store(tmp_path / "home")
+
+    async def main() -> str:
+        client = openai.AsyncOpenAI(base_url=llm_server.base_url, api_key="k", max_retries=0)
+        try:
+            capture(client, store=store, session="aios")
+            stream = await client.chat.completions.create(
+                model="m", messages=_ask("s"), stream=True
+            )
+            assert type(stream) is openai.AsyncStream
+            return "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        finally:
+            await client.close()
+
+    with pytest.warns(RuntimeWarning, match="async client are not captured yet"):
+        text = asyncio.run(main())
+    assert text == "Hello from the fake model."
+    assert not store.session("aios").exists
