@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 from llm_server import FakeLLMServer, Reply, llm_server
@@ -380,3 +381,20 @@ def test_async_stream_is_the_clients_and_warns_that_it_is_not_recorded(
         text = asyncio.run(main())
     assert text == "Hello from the fake model."
     assert not store.session("aios").exists
+
+
+def test_stream_cut_by_the_server_keeps_the_partial_answer(
+    tmp_path: Path, llm_server: FakeLLMServer
+) -> None:
+    store = Store(tmp_path / "home")
+    llm_server.push(Reply(text="abcdefghij" * 20, chunk_size=10, drop_after=3, send_done=False))
+    seen: list[str] = []
+    with _client(llm_server) as client:
+        capture(client, store=store, session="drop")
+        stream = client.chat.completions.create(model="m", messages=_ask("p"), stream=True)
+        with pytest.raises(httpx.RemoteProtocolError):  # what the SDK itself raises here
+            for chunk in stream:
+                seen.append(chunk.choices[0].delta.content or "")
+    user, answer = store.session("drop").get_messages()
+    assert user.content == "p" and answer.interrupted is True
+    assert answer.content == "".join(seen) and 0 < len(answer.content) < 200
