@@ -61,9 +61,18 @@ class Capture:
             except SessionNotFound:
                 held = []
             new = [dict(m) for m in request]
+            redactor = self._store.redactor()
+
+            def key(m: dict[str, Any]) -> tuple[Any, Any]:
+                content = m.get("content")
+                if redactor is not None and isinstance(content, str):
+                    content = redactor.text(content).text  # as the session stored it
+                return (m.get("role"), content)
+
             # drop the prefix the session already holds (apps resend history)
+            keys = [key(m) for m in new]
             n = min(len(held), len(new))
-            while n and [(m.get("role"), m.get("content")) for m in new[:n]] != held[-n:]:
+            while n and keys[:n] != held[-n:]:
                 n -= 1
             items = [*new[n:], answer]
             meta = self._meta()

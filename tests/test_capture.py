@@ -116,9 +116,22 @@ def test_planted_secret_never_reaches_the_files(tmp_path: Path, llm_server: Fake
         capture(client, store=Store(home), session="sec")
         prompt = f"my key is {secret}, keep it"
         client.chat.completions.create(model="m", messages=[{"role": "user", "content": prompt}])
-    assert llm_server.requests[-1].body["messages"][0]["content"] == prompt  # sent unchanged
+        assert llm_server.requests[-1].body["messages"][0]["content"] == prompt  # sent unchanged
+        # the app resends its history, secret included: stored once, not again each call
+        history: list[ChatCompletionMessageParam] = [
+            {"role": "user", "content": prompt},
+            {"role": "assistant", "content": "Hello from the fake model."},
+            {"role": "user", "content": "next"},
+        ]
+        client.chat.completions.create(model="m", messages=history)
     text = _files_text(home)
     assert "my key is [REDACTED:" in text and secret not in text and secret[8:30] not in text
+    assert [m["role"] for m in Store(home).session("sec").messages] == [
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+    ]
 
 
 def test_response_is_the_clients_own_and_tool_calls_recorded(
