@@ -56,23 +56,27 @@ class Capture:
         """Append the new part of ``request`` and ``answer``; never raises."""
         try:
             sess: Session = self._store.session(self._name)
-            try:
-                held = [(m.get("role"), m.get("content")) for m in sess.messages]
+            new = [dict(m) for m in request]
+            try:  # only the last len(request) messages can be a resent prefix: read the tail
+                held = [(m.role, m.content) for m in sess.recent_messages(len(new))]
             except SessionNotFound:
                 held = []
-            new = [dict(m) for m in request]
             redactor = self._store.redactor()
 
-            def key(m: dict[str, Any]) -> tuple[Any, Any]:
+            def same(m: dict[str, Any], h: tuple[str, str]) -> bool:
                 content = m.get("content")
-                if redactor is not None and isinstance(content, str):
-                    content = redactor.text(content).text  # as the session stored it
-                return (m.get("role"), content)
+                if content is None:  # an assistant message with only tool calls
+                    content = ""
+                if m.get("role") != h[0] or not isinstance(content, str):
+                    return False
+                if content == h[1]:
+                    return True
+                # a secret in a resent message: the session holds it redacted
+                return redactor is not None and redactor.text(content).text == h[1]
 
             # drop the prefix the session already holds (apps resend history)
-            keys = [key(m) for m in new]
             n = min(len(held), len(new))
-            while n and keys[:n] != held[-n:]:
+            while n and not all(map(same, new[:n], held[-n:])):
                 n -= 1
             items = [*new[n:], answer]
             meta = self._meta()

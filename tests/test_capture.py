@@ -12,6 +12,7 @@ import string
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -411,3 +412,29 @@ def test_stream_cut_by_the_server_keeps_the_partial_answer(
     user, answer = store.session("drop").get_messages()
     assert user.content == "p" and answer.interrupted is True
     assert answer.content == "".join(seen) and 0 < len(answer.content) < 200
+
+
+def test_tool_round_trip_resent_is_not_duplicated(
+    tmp_path: Path, llm_server: FakeLLMServer
+) -> None:
+    store = Store(tmp_path / "home")
+    llm_server.push(Reply(text="", tool_calls=[{"name": "f", "arguments": "{}"}]), Reply(text="42"))
+    with _client(llm_server) as client:
+        capture(client, store=store, session="loop")
+        history: list[Any] = [{"role": "user", "content": "use f"}]
+        first = client.chat.completions.create(model="m", messages=history)
+        call = first.choices[0].message
+        assert call.tool_calls is not None
+        history += [
+            call.model_dump(exclude_none=True),  # content None: only the tool call
+            {"role": "tool", "tool_call_id": call.tool_calls[0].id, "content": "42"},
+        ]
+        client.chat.completions.create(model="m", messages=history)
+    msgs = store.session("loop").get_messages()
+    assert [(m.role, m.content) for m in msgs] == [
+        ("user", "use f"),
+        ("assistant", ""),
+        ("tool", "42"),
+        ("assistant", "42"),
+    ]
+    assert msgs[1].tool_calls and msgs[2].tool_call_id == "call_0"
