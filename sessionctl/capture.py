@@ -218,7 +218,10 @@ class CapturedStream:
                 pass
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.__dict__["_stream"], name)
+        stream = self.__dict__.get("_stream")
+        if stream is None:  # not set up (a copy, or __init__ failed)
+            raise AttributeError(name)
+        return getattr(stream, name)
 
 
 def _is_async(completions: Any) -> bool:

@@ -247,6 +247,7 @@ def test_stream_yields_the_clients_chunks_and_records_when_exhausted(
             stream_options={"include_usage": True},
         )
         chunks = list(stream)
+        assert stream.response.status_code == 200  # the client's stream's own attributes
     assert chunks and all(type(c) is ChatCompletionChunk for c in chunks)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "Streamed answer, in pieces."
