@@ -33,9 +33,12 @@ _EXPORTS = {
     "TextDelta": "sessionctl.service.conversation",
     "Finished": "sessionctl.service.conversation",
     "Store": "sessionctl.service.store",
+    "capture": "sessionctl.capture",
+    "Capture": "sessionctl.capture",
 }
 
 if TYPE_CHECKING:
+    from sessionctl.capture import Capture, capture
     from sessionctl.errors import (
         ExitCode,
         MessageNotFound,
@@ -70,6 +73,7 @@ def open_store(home: str | None = None) -> Store:
 
 
 __all__ = [
+    "Capture",
     "ExitCode",
     "Finished",
     "Message",
@@ -86,5 +90,6 @@ __all__ = [
     "TextDelta",
     "UsageError",
     "__version__",
+    "capture",
     "open_store",
 ]

@@ -1,0 +1,441 @@
+"""capture(): an app's own openai calls recorded, against the real SDK and local server."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import random
+import re
+import string
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from llm_server import FakeLLMServer, Reply, llm_server
+from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageParam
+
+from sessionctl import Store, capture
+
+__all__ = ["llm_server"]
+
+
+def test_openai_calls_recorded_without_duplicating_history(
+    tmp_path: Path, llm_server: FakeLLMServer
+) -> None:
+    store = Store(tmp_path / "home")
+    client = openai.OpenAI(base_url=llm_server.base_url, api_key="k")
+    try:
+        handle = capture(client, store=store, session="app", user="ann", agent="bot")
+        llm_server.push(Reply(text="Paris."), Reply(text="2 million."))
+        history: list[ChatCompletionMessageParam] = [
+            {"role": "user", "content": "Capital of France?"}
+        ]
+        first = client.chat.completions.create(model="m", messages=history)
+        assert first.choices[0].message.content == "Paris."
+        history += [
+            {"role": "assistant", "content": "Paris."},
+            {"role": "user", "content": "Population?"},
+        ]
+        client.chat.completions.create(model="m", messages=history)
+    finally:
+        client.close()
+    msgs = store.session(handle.session).messages
+    assert [(m["role"], m["content"]) for m in msgs] == [
+        ("user", "Capital of France?"),
+        ("assistant", "Paris."),
+        ("user", "Population?"),
+        ("assistant", "2 million."),
+    ]
+
+
+def _client(server: FakeLLMServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+
+
+def _files_text(home: Path) -> str:
+    return "".join(p.read_text(errors="replace") for p in sorted(home.rglob("*")) if p.is_file())
+
+
+def test_model_usage_and_attribution_recorded(tmp_path: Path, llm_server: FakeLLMServer) -> None:
+    store = Store(tmp_path / "home")
+    usage = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+    llm_server.push(Reply(text="Hi.", model="served-model-1", usage=usage), Reply(text="Again."))
+    with _client(llm_server) as client:
+        handle = capture(client, store=store, session="attr", user="ann", agent="bot")
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "a"}])
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "b"}])
+    sess = store.session(handle.session)
+    answer = sess.get_messages()[1]
+    assert answer.model == "served-model-1"
+    assert answer.usage is not None
+    assert (answer.usage["input_tokens"], answer.usage["output_tokens"]) == (7, 3)
+    assert answer.usage["total_tokens"] == 10 and answer.usage["latency_s"] >= 0
+    assert all(m.metadata and m.metadata["user"] == "ann" for m in sess.get_messages())
+    assert sess.info().metadata == {"user": "ann", "agent": "bot"}
+    # the header is written once per session, not once per call
+    sess.update(unset=["agent"])
+    with _client(llm_server) as client:
+        again = capture(client, store=store, session="attr", user="ann")
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "c"}])
+    assert again.session == "attr"
+    assert sess.info().metadata == {"user": "ann"}
+    assert len(sess.messages) == 6
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(500, openai.InternalServerError), (401, openai.AuthenticationError)],
+)
+def test_failed_call_records_nothing_and_raises_unchanged(
+    tmp_path: Path, llm_server: FakeLLMServer, status: int, error: type[Exception]
+) -> None:
+    store = Store(tmp_path / "home")
+    store.session("s").add_message({"role": "user", "content": "before"})
+    before = _files_text(tmp_path / "home")
+    llm_server.push(Reply(status=status))
+    with _client(llm_server) as client:
+        capture(client, store=store, session="s")
+        with pytest.raises(error) as caught:
+            client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+    assert type(caught.value) is error and caught.value.status_code == status  # type: ignore[attr-defined]
+    assert _files_text(tmp_path / "home") == before
+
+
+def test_planted_secret_never_reaches_the_files(tmp_path: Path, llm_server: FakeLLMServer) -> None:
+    rng = random.Random(16)
+    secret = "sk-proj-" + "".join(
+        rng.choice(string.ascii_letters + string.digits) for _ in range(40)
+    )
+    home = tmp_path / "home"
+    with _client(llm_server) as client:
+        capture(client, store=Store(home), session="sec")
+        prompt = f"my key is {secret}, keep it"
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": prompt}])
+        assert llm_server.requests[-1].body["messages"][0]["content"] == prompt  # sent unchanged
+        # the app resends its history, secret included: stored once, not again each call
+        history: list[ChatCompletionMessageParam] = [
+            {"role": "user", "content": prompt},
+            {"role": "assistant", "content": "Hello from the fake model."},
+            {"role": "user", "content": "next"},
+        ]
+        client.chat.completions.create(model="m", messages=history)
+    text = _files_text(home)
+    assert "my key is [REDACTED:" in text and secret not in text and secret[8:30] not in text
+    assert [m["role"] for m in Store(home).session("sec").messages] == [
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+    ]
+
+
+def test_response_is_the_clients_own_and_tool_calls_recorded(
+    tmp_path: Path, llm_server: FakeLLMServer
+) -> None:
+    store = Store(tmp_path / "home")
+    calls = [{"name": "f", "arguments": "{}"}, {"name": "g", "arguments": '{"x": 1}', "id": "c9"}]
+    llm_server.push(Reply(text="", tool_calls=calls))
+    with _client(llm_server) as client:
+        capture(client, store=store, session="tools")
+        resp = client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "call f and g"}]
+        )
+    assert type(resp) is ChatCompletion
+    answer = store.session("tools").get_messages()[-1]
+    assert resp.choices[0].message.tool_calls is not None
+    assert answer.tool_calls == [
+        tc.model_dump(exclude_none=True) for tc in resp.choices[0].message.tool_calls
+    ]
+    assert [c["function"]["name"] for c in answer.tool_calls] == ["f", "g"]
+    assert (
+        answer.tool_calls[1]["id"] == "c9"
+        and answer.tool_calls[1]["function"]["arguments"] == '{"x": 1}'
+    )
+    assert resp.id == "chatcmpl-fake" and resp.choices[0].finish_reason == "tool_calls"
+
+
+FAULT_SCRIPT = """
+import json, resource, signal, sys, warnings
+import openai
+from sessionctl import Store, capture
+
+base_url, home = sys.argv[1], sys.argv[2]
+client = openai.OpenAI(base_url=base_url, api_key="k", max_retries=0)
+handle = capture(client, store=Store(home), session="full")
+msgs = [{"role": "user", "content": "hi"}]
+client.chat.completions.create(model="m", messages=msgs)  # recorded: the disk has room
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (64, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+with warnings.catch_warnings(record=True) as seen:
+    warnings.simplefilter("always")
+    texts = [client.chat.completions.create(model="m", messages=msgs).choices[0].message.content
+             for _ in range(2)]
+client.close()
+seen_out = [(w.category.__name__, str(w.message)) for w in seen]
+print(json.dumps({"texts": texts, "warnings": seen_out}))
+"""
+
+
+def test_recording_fault_warns_once_and_returns_the_result(
+    tmp_path: Path, llm_server: FakeLLMServer
+) -> None:
+    """A real fault: a read-only sessions dir (non-root), or a file-size limit (root,
+    who ignores permissions) in a child process, as a full disk refuses the write."""
+    home = tmp_path / "home"
+    llm_server.default = Reply(text="still answered")
+    if os.geteuid() != 0:
+        store = Store(home)
+        with _client(llm_server) as client:
+            capture(client, store=store, session="ro")
+            client.chat.completions.create(model="m", messages=[{"role": "user", "content": "a"}])
+            before = _files_text(home)
+            sessions = home / "sessions"
+            sessions.chmod(0o500)
+            try:
+                with pytest.warns(RuntimeWarning, match="not recorded") as seen:
+                    texts = [
+                        client.chat.completions.create(
+                            model="m", messages=[{"role": "user", "content": f"b{i}"}]
+                        )
+                        .choices[0]
+                        .message.content
+                        for i in range(2)
+                    ]
+            finally:
+                sessions.chmod(0o700)
+        assert texts == ["still answered"] * 2
+        assert len(seen) == 1
+        assert _files_text(home) == before
+        return
+    done = subprocess.run(
+        [sys.executable, "-c", FAULT_SCRIPT, llm_server.base_url, str(home)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["texts"] == ["still answered"] * 2
+    assert len(out["warnings"]) == 1, out["warnings"]
+    kind, message = out["warnings"][0]
+    assert kind == "RuntimeWarning" and "not recorded" in message
+    assert [m["content"] for m in Store(home).session("full").messages] == ["hi", "still answered"]
+
+
+def _ask(text: str) -> list[ChatCompletionMessageParam]:
+    return [{"role": "user", "content": text}]
+
+
+def test_stream_yields_the_clients_chunks_and_records_when_exhausted(
+    tmp_path: Path, llm_server: FakeLLMServer
+) -> None:
+    store = Store(tmp_path / "home")
+    llm_server.push(Reply(text="Streamed answer, in pieces.", chunk_size=4, model="sm-1"))
+    with _client(llm_server) as client:
+        capture(client, store=store, session="st")
+        stream = client.chat.completions.create(
+            model="m",
+            messages=_ask("stream it"),
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        chunks = list(stream)
+        assert stream.response.status_code == 200  # the client's stream's own attributes
+    assert chunks and all(type(c) is ChatCompletionChunk for c in chunks)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Streamed answer, in pieces."
+    assert llm_server.requests[-1].body["stream_options"] == {"include_usage": True}
+    user, answer = store.session("st").get_messages()
+    assert (user.content, answer.content, answer.model) == ("stream it", text, "sm-1")
+    assert not answer.interrupted
+    assert answer.usage is not None and answer.usage["output_tokens"] > 0
+    assert answer.usage["ttft_s"] is not None
+
+
+def test_stream_tool_calls_assembled_by_index(tmp_path: Path, llm_server: FakeLLMServer) -> None:
+    store = Store(tmp_path / "home")
+    calls = [
+        {"name": "lookup", "arguments": '{"city": "Lisbon", "days": 3}', "id": "a1"},
+        {"name": "f", "arguments": "{}"},
+    ]
+    llm_server.push(Reply(text="", tool_calls=calls, chunk_size=3))
+    with _client(llm_server) as client:
+        capture(client, store=store, session="stt")
+        with client.chat.completions.create(model="m", messages=_ask("t"), stream=True) as s:
+            pieces = sum(len(c.choices[0].delta.tool_calls or []) for c in s if c.choices)
+    assert pieces > 2  # the arguments really came in several deltas
+    answer = store.session("stt").get_messages()[-1]
+    assert answer.tool_calls == [
+        {
+            "id": "a1",
+            "type": "function",
+            "function": {"name": "lookup", "arguments": calls[0]["arguments"]},
+        },
+        {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+    ]
+    assert not answer.interrupted
+
+
+@pytest.mark.parametrize("how", ["close", "garbage", "with"])
+def test_stream_closed_early_records_the_partial_answer_interrupted(
+    tmp_path: Path, llm_server: FakeLLMServer, how: str
+) -> None:
+    store = Store(tmp_path / "home")
+    llm_server.push(Reply(text="x" * 2000, chunk_size=10))
+    seen: list[str] = []
+    with _client(llm_server) as client:
+        capture(client, store=store, session="cut")
+        stream = client.chat.completions.create(model="m", messages=_ask("long"), stream=True)
+        if how == "with":
+            with stream:
+                for chunk in stream:
+                    seen.append(chunk.choices[0].delta.content or "")
+                    if len(seen) == 3:
+                        break
+        else:
+            for chunk in stream:
+                seen.append(chunk.choices[0].delta.content or "")
+                if len(seen) == 3:
+                    break
+            if how == "close":
+                stream.close()
+            else:
+                del stream, chunk
+                gc.collect()
+    user, answer = store.session("cut").get_messages()
+    assert user.content == "long"
+    assert answer.content == "".join(seen) and 0 < len(answer.content) < 2000
+    assert answer.interrupted is True
+
+
+def test_stream_failing_before_any_chunk_records_nothing(
+    tmp_path: Path, llm_server: FakeLLMServer
+) -> None:
+    store = Store(tmp_path / "home")
+    llm_server.push(Reply(status=500))
+    with _client(llm_server) as client:
+        capture(client, store=store, session="sf")
+        with pytest.raises(openai.InternalServerError):
+            client.chat.completions.create(model="m", messages=_ask("x"), stream=True)
+    assert not store.session("sf").exists
+
+
+def test_default_session_is_generated_as_chat_names_it(
+    tmp_path: Path, llm_server: FakeLLMServer
+) -> None:
+    store = Store(tmp_path / "home")
+    with _client(llm_server) as client:
+        handle = capture(client, store=store)
+        first = handle.session
+        assert re.fullmatch(r"chat-\d{8}-\d{6}-[a-z2-9]{4}", first)
+        client.chat.completions.create(model="m", messages=_ask("one"))
+        second = handle.reset_session()
+        assert second != first and handle.session == second
+        client.chat.completions.create(model="m", messages=_ask("two"))
+        handle.set_session("named")
+        client.chat.completions.create(model="m", messages=_ask("three"))
+    got = {
+        i.name: store.session(i.name).get_recent(role="user", as_text=True)
+        for i in store.list_sessions().sessions
+    }
+    assert got == {first: ["one"], second: ["two"], "named": ["three"]}
+
+
+def test_async_client_calls_recorded(tmp_path: Path, llm_server: FakeLLMServer) -> None:
+    store = Store(tmp_path / "home")
+    llm_server.push(Reply(text="async hi", model="am-1"), Reply(status=500))
+
+    async def main() -> tuple[ChatCompletion, type[Exception] | None]:
+        client = openai.AsyncOpenAI(base_url=llm_server.base_url, api_key="k", max_retries=0)
+        try:
+            capture(client, store=store, session="aio", user="ann")
+            resp = await client.chat.completions.create(model="m", messages=_ask("hello?"))
+            failed: type[Exception] | None = None
+            try:
+                await client.chat.completions.create(model="m", messages=_ask("fails"))
+            except openai.InternalServerError as exc:
+                failed = type(exc)
+            return resp, failed
+        finally:
+            await client.close()
+
+    resp, failed = asyncio.run(main())
+    assert type(resp) is ChatCompletion and resp.choices[0].message.content == "async hi"
+    assert failed is openai.InternalServerError
+    user, answer = store.session("aio").get_messages()  # the failed call added nothing
+    assert (user.content, answer.content, answer.model) == ("hello?", "async hi", "am-1")
+    assert answer.usage is not None and answer.usage["output_tokens"] > 0
+    assert store.session("aio").info().metadata == {"user": "ann"}
+
+
+def test_async_stream_is_the_clients_and_warns_that_it_is_not_recorded(
+    tmp_path: Path, llm_server: FakeLLMServer
+) -> None:
+    store = Store(tmp_path / "home")
+
+    async def main() -> str:
+        client = openai.AsyncOpenAI(base_url=llm_server.base_url, api_key="k", max_retries=0)
+        try:
+            capture(client, store=store, session="aios")
+            stream = await client.chat.completions.create(
+                model="m", messages=_ask("s"), stream=True
+            )
+            assert type(stream) is openai.AsyncStream
+            return "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        finally:
+            await client.close()
+
+    with pytest.warns(RuntimeWarning, match="async client are not captured yet"):
+        text = asyncio.run(main())
+    assert text == "Hello from the fake model."
+    assert not store.session("aios").exists
+
+
+def test_stream_cut_by_the_server_keeps_the_partial_answer(
+    tmp_path: Path, llm_server: FakeLLMServer
+) -> None:
+    store = Store(tmp_path / "home")
+    llm_server.push(Reply(text="abcdefghij" * 20, chunk_size=10, drop_after=3, send_done=False))
+    seen: list[str] = []
+    with _client(llm_server) as client:
+        capture(client, store=store, session="drop")
+        stream = client.chat.completions.create(model="m", messages=_ask("p"), stream=True)
+        with pytest.raises(httpx.RemoteProtocolError):  # what the SDK itself raises here
+            for chunk in stream:
+                seen.append(chunk.choices[0].delta.content or "")
+    user, answer = store.session("drop").get_messages()
+    assert user.content == "p" and answer.interrupted is True
+    assert answer.content == "".join(seen) and 0 < len(answer.content) < 200
+
+
+def test_tool_round_trip_resent_is_not_duplicated(
+    tmp_path: Path, llm_server: FakeLLMServer
+) -> None:
+    store = Store(tmp_path / "home")
+    llm_server.push(Reply(text="", tool_calls=[{"name": "f", "arguments": "{}"}]), Reply(text="42"))
+    with _client(llm_server) as client:
+        capture(client, store=store, session="loop")
+        history: list[Any] = [{"role": "user", "content": "use f"}]
+        first = client.chat.completions.create(model="m", messages=history)
+        call = first.choices[0].message
+        assert call.tool_calls is not None
+        history += [
+            call.model_dump(exclude_none=True),  # content None: only the tool call
+            {"role": "tool", "tool_call_id": call.tool_calls[0].id, "content": "42"},
+        ]
+        client.chat.completions.create(model="m", messages=history)
+    msgs = store.session("loop").get_messages()
+    assert [(m.role, m.content) for m in msgs] == [
+        ("user", "use f"),
+        ("assistant", ""),
+        ("tool", "42"),
+        ("assistant", "42"),
+    ]
+    assert msgs[1].tool_calls and msgs[2].tool_call_id == "call_0"
