@@ -33,12 +33,12 @@ _EXPORTS = {
     "TextDelta": "sessionctl.service.conversation",
     "Finished": "sessionctl.service.conversation",
     "Store": "sessionctl.service.store",
-    "capture": "sessionctl.capture",
-    "Capture": "sessionctl.capture",
+    "capture": "sessionctl.capturing",
+    "Capture": "sessionctl.capturing",
 }
 
 if TYPE_CHECKING:
-    from sessionctl.capture import Capture, capture
+    from sessionctl.capturing import Capture, capture
     from sessionctl.errors import (
         ExitCode,
         MessageNotFound,
