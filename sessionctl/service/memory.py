@@ -167,8 +167,6 @@ def search(
     (see :func:`_fuse`). The distance threshold filters the vector side only:
     a keyword match is kept in hybrid mode however far it is in meaning.
     """
-    from sessionctl.service.checks import check_top_k, roles_filter
-
     check_mode(mode)
     if where is not None and not where.open:
         return _search_within(store, prompt, where, sessions=sessions, top_k=top_k,
@@ -178,14 +176,7 @@ def search(
         return _vector_search(store, prompt, sessions=sessions, top_k=top_k,
                               distance_threshold=distance_threshold, fall_back=fall_back,
                               role=role)  # fmt: skip
-    check_top_k(top_k)
-    check_threshold(distance_threshold)
-    roles = roles_filter(role)
-    names: list[str] | None = None
-    if sessions is not None:
-        names = list(dict.fromkeys(sessions))
-        for name in names:
-            store.existing(name)
+    roles, names = _checked(store, sessions, top_k, distance_threshold, role)
     if top_k == 0:
         return []
     depth = max(CANDIDATES, 4 * top_k)
@@ -223,16 +214,7 @@ def _search_within(
     until k of its messages are kept or it has nothing more, so k results come
     back whenever k qualify. The fall-back is the recent messages kept.
     """
-    from sessionctl.service.checks import check_top_k, roles_filter
-
-    check_top_k(top_k)
-    check_threshold(distance_threshold)
-    roles = roles_filter(role)
-    names: list[str] | None = None
-    if sessions is not None:
-        names = list(dict.fromkeys(sessions))
-        for name in names:
-            store.existing(name)
+    roles, names = _checked(store, sessions, top_k, distance_threshold, role)
     if top_k == 0:
         return []
     keep = where.bind(lambda name: _header_or_none(store, name))
@@ -277,6 +259,28 @@ def _header_or_none(store: Store, name: str) -> SessionHeader | None:
         return store.backend.header(name)
     except SessionNotFound:
         return None
+
+
+def _checked(
+    store: Store,
+    sessions: Sequence[str] | None,
+    top_k: int,
+    distance_threshold: float | None,
+    role: str | Iterable[str] | None,
+) -> tuple[frozenset[str] | None, list[str] | None]:
+    """The roles and the (deduplicated, existing) session names of a search, checked
+    before any work: a bad argument or an unknown session fails first."""
+    from sessionctl.service.checks import check_top_k, roles_filter
+
+    check_top_k(top_k)
+    check_threshold(distance_threshold)
+    roles = roles_filter(role)
+    names: list[str] | None = None
+    if sessions is not None:
+        names = list(dict.fromkeys(sessions))
+        for name in names:
+            store.existing(name)
+    return roles, names
 
 
 def _within(
