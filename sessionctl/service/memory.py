@@ -376,17 +376,10 @@ def _vector_search(
     ``sessions``: of the most recently active session) — never another's.
     """
     from sessionctl.index import merge_hits
-    from sessionctl.service.checks import check_top_k, roles_filter
 
-    check_top_k(top_k)
+    roles, asked = _checked(store, sessions, top_k, distance_threshold, role)
     threshold = check_threshold(distance_threshold)
-    roles = roles_filter(role)
-    if sessions is not None:
-        names = list(dict.fromkeys(sessions))
-        for name in names:
-            store.existing(name)  # a bad or unknown name fails before any work
-    else:
-        names = [n for n, _ in store.backend.names()]
+    names = asked if asked is not None else [n for n, _ in store.backend.names()]
     if top_k == 0 or not names:
         return []
     embedder = embedder_for(store)
