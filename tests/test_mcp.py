@@ -509,3 +509,30 @@ def test_snippets_center_on_the_words_asked_for() -> None:
     assert "KEYWORD" in cut and cut.startswith("…") and cut.endswith("…")
     assert snippet("short\n\ntext", "x") == "short text"
     assert snippet("a" * 400, "zzz").startswith("a" * 300)
+
+
+def test_a_full_disk_is_a_tool_error_and_reads_go_on(home: Path) -> None:
+    from test_reliability_hostile import full_disk
+
+    from sessionctl.config import load_settings
+    from sessionctl.mcp.tools import Memory, ToolError
+
+    big = {"role": "user", "content": "x" * 20000}
+    with full_disk(home) as disk:
+        memory = Memory(load_settings(home=home), allow_write=True)
+        memory.call(
+            "add_messages", {"session": "d", "messages": [{"role": "user", "content": "kept"}]}
+        )
+        memory.call("search_history", {"query": "kept"})  # the indexes exist
+        before = (home / "sessions" / "d.jsonl").read_bytes()
+        disk.fill()
+        for args in ({"session": "d", "messages": [big]}, {"session": "new", "messages": [big]}):
+            with pytest.raises(ToolError, match="(?i)no space left"):
+                memory.call("add_messages", args)
+        assert (home / "sessions" / "d.jsonl").read_bytes() == before
+        assert not (home / "sessions" / "new.jsonl").exists()
+        found = memory.call("read_session", {"session": "d"})
+        assert [m["content"] for m in found["messages"]] == ["kept"]
+        disk.free()
+        memory.call("add_messages", {"session": "d", "messages": [big]})
+        memory.close()

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from mcp.server.lowlevel import Server
 
 log = logging.getLogger("sessionctl.mcp")
+WARM_AFTER = 3.0  # seconds: load the embedding model by then even if nobody listed the tools
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -35,14 +36,20 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-def build_server(memory: Memory) -> Server[Any]:
-    """The low-level MCP server offering ``memory``'s tools."""
+def build_server(memory: Memory) -> tuple[Server[Any], Callable[[], Awaitable[None]]]:
+    """The low-level MCP server offering ``memory``'s tools, and its warm-up task.
+
+    The warm-up loads the embedding model once the client has listed the tools
+    (or after a few seconds): loading it at once would slow the handshake, which
+    a client waits for, to speed up a first search, which it may never make.
+    """
     import anyio
     import anyio.to_thread
     import mcp_types as types
     from mcp.server.lowlevel import Server
 
     one_at_a_time = anyio.CapacityLimiter(1)
+    answered = anyio.Event()
     listed = [
         types.Tool(
             name=tool.name,
@@ -61,6 +68,7 @@ def build_server(memory: Memory) -> Server[Any]:
     async def list_tools(
         ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
+        answered.set()
         return types.ListToolsResult(tools=listed)
 
     async def call_tool(
@@ -78,22 +86,23 @@ def build_server(memory: Memory) -> Server[Any]:
             content=[types.TextContent(text=text)], structured_content=result
         )
 
-    return Server(
+    async def warm() -> None:
+        with anyio.move_on_after(WARM_AFTER):
+            await answered.wait()
+        await anyio.sleep(0.05)  # the tools/list answer goes out first
+        try:
+            await anyio.to_thread.run_sync(memory.warm, limiter=one_at_a_time)
+        except Exception as exc:  # searches will say what is wrong; the server serves on
+            log.warning("could not load the embedding model: %s", exc)
+
+    server = Server(
         "sessionctl",
         version=__version__,
         instructions=INSTRUCTIONS,
         on_list_tools=list_tools,
         on_call_tool=call_tool,
     )
-
-
-async def _warm(memory: Memory) -> None:
-    import anyio.to_thread
-
-    try:
-        await anyio.to_thread.run_sync(memory.warm)
-    except Exception as exc:  # searches will say what is wrong; the server serves on
-        log.warning("could not load the embedding model: %s", exc)
+    return server, warm
 
 
 async def serve_stdio(memory: Memory) -> None:
@@ -105,9 +114,9 @@ async def serve_stdio(memory: Memory) -> None:
     import anyio
     from mcp.server.stdio import stdio_server
 
-    server = build_server(memory)
+    server, warm = build_server(memory)
     async with anyio.create_task_group() as tasks:
-        tasks.start_soon(_warm, memory)
+        tasks.start_soon(warm)
         async with stdio_server() as (read, write):
             await server.run(read, write, server.create_initialization_options())
         tasks.cancel_scope.cancel()
@@ -174,7 +183,7 @@ async def serve_http(memory: Memory, host: str, port: int, token: str) -> None:
     import anyio
     import uvicorn
 
-    server = build_server(memory)
+    server, warm = build_server(memory)
     app = server.streamable_http_app(host=host)
     loopback = is_loopback(host)
     config = uvicorn.Config(
@@ -187,7 +196,7 @@ async def serve_http(memory: Memory, host: str, port: int, token: str) -> None:
     )
     web = uvicorn.Server(config)
     async with anyio.create_task_group() as tasks:
-        tasks.start_soon(_warm, memory)
+        tasks.start_soon(warm)
         await web.serve()
         tasks.cancel_scope.cancel()
 
