@@ -1,10 +1,16 @@
-"""JSON Schema for a tool from a plain Python callable's type hints and docstring.
+"""Python callables as tools: their JSON Schema, and running the calls a model makes.
 
-First piece of issue 16's tools: the schema sent to the model as an OpenAI
-``tools`` entry.  Supported annotations: str, int, float, bool, list, dict,
-``list[X]``, ``dict[str, X]``, ``Optional[X]`` / ``X | None`` and ``Literal``.
-A parameter with a default is not required.  Anything else is a UsageError,
-raised before any model call.
+:func:`tool_schema` is the OpenAI ``tools`` entry sent to the model for a callable
+(its type hints and docstring). :class:`Toolbox` runs the calls the model asks for:
+the arguments are parsed from the model's JSON, the function is called, and its
+result (or the error, as ``"error: ExcType: message"``) becomes the ``tool`` message
+sent back. A tool's return value is sent as is when it is text, otherwise as JSON
+(``default=str`` for what JSON cannot hold).
+
+Supported annotations: str, int, float, bool, list, dict, ``list[X]``,
+``dict[str, X]``, ``Optional[X]`` / ``X | None`` and ``Literal``. A parameter with
+a default is not required. Anything else is a UsageError, raised before any model
+call.
 """
 
 from __future__ import annotations
@@ -13,9 +19,11 @@ import inspect
 import types
 import typing
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from sessionctl.errors import UsageError
+
+DEFAULT_MAX_TOOL_ROUNDS = 8  # model answers with tool calls run per turn, at most
 
 _SIMPLE: dict[Any, str] = {
     str: "string",
@@ -73,3 +81,69 @@ def tool_schema(fn: Callable[..., Any]) -> dict[str, Any]:
             "parameters": {"type": "object", "properties": props, "required": required},
         },
     }
+
+
+class ToolCall(NamedTuple):
+    """One tool call the model made and what it returned (as sent back to the model)."""
+
+    id: str  # the model's tool_call_id
+    name: str
+    arguments: str  # the JSON text the model sent
+    result: str  # the tool message's content
+    error: bool = False  # the call failed: unknown tool, bad arguments, or it raised
+
+
+class Toolbox:
+    """The callables of one ``chat(tools=[...])``, by name, with their schemas."""
+
+    def __init__(self, tools: Any) -> None:
+        if callable(tools) or isinstance(tools, (str, bytes, dict)):
+            raise UsageError("tools must be a list of functions, e.g. tools=[get_weather]")
+        try:
+            fns = list(tools)
+        except TypeError:
+            raise UsageError(
+                f"tools must be a list of functions, got {type(tools).__name__}"
+            ) from None
+        self.schemas = [tool_schema(fn) for fn in fns]
+        self.functions: dict[str, Callable[..., Any]] = {}
+        for fn, schema in zip(fns, self.schemas, strict=True):
+            name = schema["function"]["name"]
+            if name in self.functions:
+                raise UsageError(f"two tools are named {name!r}: tool names must be unique")
+            self.functions[name] = fn
+
+    def run(self, call: dict[str, Any]) -> ToolCall:
+        """Run one tool call (OpenAI shape); a failure is an error result, never a raise."""
+        import json
+
+        fn_part = call.get("function") or {}
+        name = str(fn_part.get("name") or "")
+        arguments = fn_part.get("arguments")
+        arguments = arguments if isinstance(arguments, str) else ""
+        call_id = str(call.get("id") or "")
+
+        def failed(text: str) -> ToolCall:
+            return ToolCall(call_id, name, arguments, f"error: {text}", True)
+
+        fn = self.functions.get(name)
+        if fn is None:
+            known = ", ".join(self.functions) or "none"
+            return failed(f"UnknownTool: no tool named {name!r} (tools: {known})")
+        try:
+            args = json.loads(arguments) if arguments.strip() else {}
+        except ValueError as exc:
+            return failed(f"BadArguments: arguments are not valid JSON ({exc})")
+        if not isinstance(args, dict):
+            return failed(f"BadArguments: arguments must be a JSON object, got {arguments!r}")
+        try:
+            value = fn(**args)
+        except Exception as exc:
+            return failed(f"{type(exc).__name__}: {exc}")
+        if isinstance(value, str):
+            return ToolCall(call_id, name, arguments, value)
+        try:
+            text = json.dumps(value, ensure_ascii=False, default=str)
+        except (TypeError, ValueError) as exc:  # circular, NaN...
+            return failed(f"{type(exc).__name__}: the result is not JSON ({exc})")
+        return ToolCall(call_id, name, arguments, text)
