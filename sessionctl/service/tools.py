@@ -16,6 +16,7 @@ call.
 from __future__ import annotations
 
 import inspect
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from typing import Any, NamedTuple
 
 from sessionctl.errors import UsageError
 
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # OpenAI's rule for function names
 DEFAULT_MAX_TOOL_ROUNDS = 8  # model answers with tool calls run per turn, at most
 
 _SIMPLE: dict[Any, str] = {
@@ -109,6 +111,11 @@ class Toolbox:
         self.functions: dict[str, Callable[..., Any]] = {}
         for fn, schema in zip(fns, self.schemas, strict=True):
             name = schema["function"]["name"]
+            if not _NAME.fullmatch(name):
+                raise UsageError(
+                    f"tool name {name!r} is not one a model accepts (letters, digits, _ and -, "
+                    "at most 64): pass a named function, not a lambda"
+                )
             if name in self.functions:
                 raise UsageError(f"two tools are named {name!r}: tool names must be unique")
             self.functions[name] = fn
