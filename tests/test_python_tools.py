@@ -334,3 +334,11 @@ def test_bad_tools_arguments_are_usage_errors_before_any_call(
 
 def set_tool(x: set[int]) -> None:
     """Not expressible as JSON Schema here."""
+
+
+def test_the_default_bound_is_eight_rounds(home: Path, llm_server: FakeLLMServer) -> None:
+    w = Weather()
+    llm_server.default = Reply(text="", tool_calls=[call("get_weather", '{"city": "Oslo"}', "d")])
+    with pytest.raises(ToolRoundsExceeded, match="max_tool_rounds=8"):
+        Store(home).session("d").chat("Loop", tools=[w.get_weather], **opts(llm_server))
+    assert len(w.calls) == 8 and len(llm_server.requests) == 9

@@ -280,7 +280,7 @@ def run_turn(
     on_delta: Callable[[str], None] | None = None,
     on_notice: Callable[[str], None] | None = None,
     toolbox: Toolbox | None = None,
-    max_tool_rounds: int = 8,
+    max_tool_rounds: int | None = None,  # None: DEFAULT_MAX_TOOL_ROUNDS
 ) -> TurnResult:
     """Send ``turn``, stream deltas to ``on_delta``, then record prompt and answer.
 
@@ -308,7 +308,7 @@ def turn_events(
     turn: PreparedTurn,
     on_notice: Callable[[str], None] | None = None,
     toolbox: Toolbox | None = None,
-    max_tool_rounds: int = 8,
+    max_tool_rounds: int | None = None,  # None: DEFAULT_MAX_TOOL_ROUNDS
 ) -> Generator[str | ToolCall, None, TurnResult]:
     """The turn as text deltas and, with a ``toolbox``, a :class:`ToolCall` per tool run;
     returns the recorded turn. Closing it before the end (an abandoned or cancelled
@@ -332,6 +332,10 @@ def turn_events(
         return t._replace(request=dataclasses.replace(t.request, tools=toolbox.schemas))
 
     turn = armed(turn)
+    if max_tool_rounds is None:
+        from sessionctl.service.tools import DEFAULT_MAX_TOOL_ROUNDS
+
+        max_tool_rounds = DEFAULT_MAX_TOOL_ROUNDS
     started = time.monotonic()
     try:
         stream = llm.chat(turn.request)

@@ -93,16 +93,19 @@ def options(
     )
 
 
-def toolbox(tools: Any, max_tool_rounds: Any) -> Toolbox | None:
-    """The checked ``tools=`` and ``max_tool_rounds=`` (UsageError before any call)."""
+def toolbox(tools: Any, max_tool_rounds: Any) -> tuple[Toolbox | None, int]:
+    """The checked ``tools=`` and ``max_tool_rounds=`` (None: the default), or UsageError
+    before any call."""
+    if max_tool_rounds is None:
+        max_tool_rounds = DEFAULT_MAX_TOOL_ROUNDS
     if isinstance(max_tool_rounds, bool) or not isinstance(max_tool_rounds, int):
         raise UsageError(f"max_tool_rounds must be an integer, got {max_tool_rounds!r}")
     if max_tool_rounds < 1:
         raise UsageError(f"max_tool_rounds must be at least 1, got {max_tool_rounds}")
     if tools is None:
-        return None
+        return None, max_tool_rounds
     box = Toolbox(tools)
-    return box if box.functions else None
+    return (box if box.functions else None), max_tool_rounds
 
 
 def _reply(result: TurnResult) -> Reply:
@@ -122,16 +125,16 @@ def chat(
     prompt: str,
     opts: ChatOptions,
     tools: Any = None,
-    max_tool_rounds: Any = DEFAULT_MAX_TOOL_ROUNDS,
+    max_tool_rounds: Any = None,
 ) -> Reply:
     """One turn, waited for (tool calls run and answered, as many rounds as allowed)."""
     from sessionctl.service.chat import prepare_turn, run_turn
 
     if not isinstance(prompt, str):
         raise UsageError(f"prompt must be text, got {type(prompt).__name__}")
-    box = toolbox(tools, max_tool_rounds)
+    box, rounds = toolbox(tools, max_tool_rounds)
     turn = prepare_turn(session._store, session, prompt, opts)
-    return _reply(run_turn(turn, toolbox=box, max_tool_rounds=max_tool_rounds))
+    return _reply(run_turn(turn, toolbox=box, max_tool_rounds=rounds))
 
 
 def stream(
@@ -139,7 +142,7 @@ def stream(
     prompt: str,
     opts: ChatOptions,
     tools: Any = None,
-    max_tool_rounds: Any = DEFAULT_MAX_TOOL_ROUNDS,
+    max_tool_rounds: Any = None,
 ) -> Generator[StreamEvent, None, None]:
     """One turn as events: :class:`TextDelta` pieces, a :class:`ToolCall` per tool run
     (after its step was recorded), then one :class:`Finished`.
@@ -152,9 +155,9 @@ def stream(
 
     if not isinstance(prompt, str):
         raise UsageError(f"prompt must be text, got {type(prompt).__name__}")
-    box = toolbox(tools, max_tool_rounds)
+    box, rounds = toolbox(tools, max_tool_rounds)
     turn = prepare_turn(session._store, session, prompt, opts)
-    events = turn_events(turn, toolbox=box, max_tool_rounds=max_tool_rounds)
+    events = turn_events(turn, toolbox=box, max_tool_rounds=rounds)
     try:
         while True:
             try:

@@ -13,7 +13,6 @@ from sessionctl.jsonlines import encode
 from sessionctl.models import OPTIONAL_FIELDS, Message, SessionInfo, normalize_role
 from sessionctl.redact import redact_message
 from sessionctl.service.checks import check_top_k, roles_filter
-from sessionctl.service.tools import DEFAULT_MAX_TOOL_ROUNDS
 from sessionctl.timeutil import now_iso
 
 if TYPE_CHECKING:
@@ -364,7 +363,7 @@ class Session:
         temperature: float | None = None,
         max_tokens: int | None = None,
         tools: Sequence[Callable[..., Any]] | None = None,
-        max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS,
+        max_tool_rounds: int | None = None,  # None: DEFAULT_MAX_TOOL_ROUNDS (8)
         **options: Any,
     ) -> Reply:
         """Send ``prompt`` with this session's context, record prompt and answer, and
@@ -401,7 +400,7 @@ class Session:
         temperature: float | None = None,
         max_tokens: int | None = None,
         tools: Sequence[Callable[..., Any]] | None = None,
-        max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS,
+        max_tool_rounds: int | None = None,  # None: DEFAULT_MAX_TOOL_ROUNDS (8)
         **options: Any,
     ) -> Generator[StreamEvent, None, None]:
         """Like :meth:`chat`, as events: ``TextDelta(text)`` pieces, a ``ToolCall`` per
