@@ -143,11 +143,12 @@ class Store:
         deleted: bool = False,
         since: When | None = None,
         until: When | None = None,
+        prefix: str = "",
     ) -> Page:
         """Return sessions newest activity first (ties by name), a page at a time.
 
         ``since``/``until`` (inclusive): only sessions whose activity, from creation
-        to last activity, overlaps that window.
+        to last activity, overlaps that window; ``prefix``: only names starting with it.
         """
         from sessionctl.service.timefilter import time_window
 
@@ -157,12 +158,14 @@ class Store:
         if deleted:
             if not window.open:
                 raise UsageError("--since/--until list live sessions; not with --deleted")
+            if prefix:
+                raise UsageError("prefix= lists live sessions only, not with deleted=True")
             return self._list_deleted(limit, cursor)
         after = None
         if cursor is not None:
             after = _decode_cursor(cursor, int)
-        if not window.open:
-            return self._list_within(window, limit, after)
+        if not window.open or prefix:
+            return self._list_within(window, limit, after, prefix)
         # A page of 20 out of 10,000, and one more to know there is more.
         rows = self.backend.list_live(None if limit is None else limit + 1, after)
         page = rows if limit is None else rows[:limit]
@@ -171,17 +174,20 @@ class Store:
         return Page([info for info, _ in page], next_cursor)
 
     def _list_within(
-        self, window: TimeWindow, limit: int | None, after: tuple[int, str] | None
+        self, window: TimeWindow, limit: int | None, after: tuple[int, str] | None, prefix: str
     ) -> Page:
-        """A page of the sessions overlapping ``window``, read page by page from the
-        backend's newest-first listing until it is full (or nothing is recent enough)."""
+        """A page of the sessions overlapping ``window`` (named ``prefix``...), read page by
+        page from the backend's newest-first listing until it is full (or nothing is
+        recent enough)."""
         kept: list[tuple[SessionInfo, int]] = []
         want = None if limit is None else limit + 1
         batch = 100 if limit is None else max(limit + 1, 20)
         while want is None or len(kept) < want:
             rows = self.backend.list_live(batch, after)
             for info, when in rows:
-                if window.overlaps(info.created_at, info.updated_at):
+                if info.name.startswith(prefix) and window.overlaps(
+                    info.created_at, info.updated_at
+                ):
                     kept.append((info, when))
             if len(rows) < batch:
                 break
