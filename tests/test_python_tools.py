@@ -342,3 +342,31 @@ def test_the_default_bound_is_eight_rounds(home: Path, llm_server: FakeLLMServer
     with pytest.raises(ToolRoundsExceeded, match="max_tool_rounds=8"):
         Store(home).session("d").chat("Loop", tools=[w.get_weather], **opts(llm_server))
     assert len(w.calls) == 8 and len(llm_server.requests) == 9
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["streamed", "whole"])
+@pytest.mark.parametrize("path", PATHS)
+def test_the_provider_layer_sends_tools_and_reads_tool_calls(
+    llm_server: FakeLLMServer, path: str, stream: bool
+) -> None:
+    from sessionctl.llm import ChatRequest, chat
+
+    calls = [call("f", '{"x": [1, 2]}', "id-f"), call("g", "{}", "id-g")]
+    llm_server.push(Reply(text="", tool_calls=calls, chunk_size=2))
+    schemas = [tool_schema(add)]
+    req = ChatRequest(
+        "openai/test-model",
+        [{"role": "user", "content": "hi"}],
+        api_base=llm_server.base_url,
+        stream=stream,
+        tools=schemas,
+        via_litellm=path == "litellm",
+        timeout=5,
+    )
+    result = chat(req).read()
+    assert llm_server.requests[-1].body["tools"] == schemas
+    assert result.finish_reason == "tool_calls" and result.content == ""
+    assert result.tool_calls == [
+        {"id": "id-f", "type": "function", "function": {"name": "f", "arguments": '{"x": [1, 2]}'}},
+        {"id": "id-g", "type": "function", "function": {"name": "g", "arguments": "{}"}},
+    ]
