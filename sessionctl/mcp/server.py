@@ -16,7 +16,7 @@ import json
 import logging
 import secrets
 import sys
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from sessionctl import __version__
@@ -36,7 +36,7 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-def build_server(memory: Memory) -> tuple[Server[Any], Callable[[], Awaitable[None]]]:
+def build_server(memory: Memory) -> tuple[Server[Any], Callable[[], Coroutine[Any, Any, None]]]:
     """The low-level MCP server offering ``memory``'s tools, and its warm-up task.
 
     The warm-up loads the embedding model once the client has listed the tools

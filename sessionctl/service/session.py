@@ -362,14 +362,24 @@ class Session:
         system: str | None = None,
         temperature: float | None = None,
         max_tokens: int | None = None,
+        tools: Sequence[Callable[..., Any]] | None = None,
+        max_tool_rounds: int | None = None,  # None: DEFAULT_MAX_TOOL_ROUNDS (8)
         **options: Any,
     ) -> Reply:
         """Send ``prompt`` with this session's context, record prompt and answer, and
         return the :class:`~sessionctl.service.conversation.Reply` (``text``, ``model``,
-        ``usage``, ``messages``). The same turn as ``sessionctl chat``: ``options`` are
-        its other settings (``api_base``, ``context_recent``, ``context_relevant``,
-        ``no_context``, ``timeout``, ``via``, ``context_window``, ``force``). A failed
-        call raises ``ProviderError`` (or a subclass) and appends nothing."""
+        ``usage``, ``messages``, ``tool_calls``). The same turn as ``sessionctl chat``:
+        ``options`` are its other settings (``api_base``, ``context_recent``,
+        ``context_relevant``, ``no_context``, ``timeout``, ``via``, ``context_window``,
+        ``force``). A failed call raises ``ProviderError`` (or a subclass) and appends
+        nothing.
+
+        ``tools``: Python functions the model may call (schemas from their type hints
+        and docstrings); each model answer with tool calls is run and recorded as one
+        step (assistant ``tool_calls`` message and a ``tool`` message per call), then
+        sent back, for at most ``max_tool_rounds`` rounds (default 8, then
+        :class:`~sessionctl.errors.ToolRoundsExceeded`). A tool that raises sends
+        ``"error: ExcType: message"`` back to the model."""
         from sessionctl.service import conversation
 
         opts = conversation.options(
@@ -379,7 +389,7 @@ class Session:
             max_tokens=max_tokens,
             extra=options,
         )
-        return conversation.chat(self, prompt, opts)
+        return conversation.chat(self, prompt, opts, tools, max_tool_rounds)
 
     def stream(
         self,
@@ -389,11 +399,14 @@ class Session:
         system: str | None = None,
         temperature: float | None = None,
         max_tokens: int | None = None,
+        tools: Sequence[Callable[..., Any]] | None = None,
+        max_tool_rounds: int | None = None,  # None: DEFAULT_MAX_TOOL_ROUNDS (8)
         **options: Any,
     ) -> Generator[StreamEvent, None, None]:
-        """Like :meth:`chat`, as events: ``TextDelta(text)`` pieces, then one
-        ``Finished(reply)``; history is written when the stream completes. Closing it
-        part-way keeps the prompt and the partial answer, marked interrupted."""
+        """Like :meth:`chat`, as events: ``TextDelta(text)`` pieces, a ``ToolCall`` per
+        tool run (after its step was recorded), then one ``Finished(reply)``; history is
+        written when the stream completes. Closing it part-way keeps the prompt and the
+        partial answer, marked interrupted (tool steps already recorded stay)."""
         from sessionctl.service import conversation
 
         opts = conversation.options(
@@ -403,7 +416,7 @@ class Session:
             max_tokens=max_tokens,
             extra=options,
         )
-        return conversation.stream(self, prompt, opts)
+        return conversation.stream(self, prompt, opts, tools, max_tool_rounds)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the whole session as a JSON-ready dict (the ``export --format json`` shape)."""
