@@ -54,6 +54,7 @@ _OPTIONS = (
     "via",
     "context_window",
     "force",
+    "user",
 )
 
 
