@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -224,8 +225,13 @@ def test_relevant_user_falls_back_to_the_users_own_latest_session(cli: Cli) -> N
     fails(cli("relevant", "x", "-s", "ghost", "--user", "alice"), 3, "ghost")
 
 
-def test_empty_session_list_means_no_session_in_every_mode(home: Path) -> None:
-    store = Store(home)
+@pytest.fixture
+def store(home: Path) -> Iterator[Store]:
+    with Store(home) as opened:
+        yield opened
+
+
+def test_empty_session_list_means_no_session_in_every_mode(store: Store) -> None:
     store.session("w").add_message({"role": "user", "content": "deploy pipeline"})
     for mode in MODES:
         for fall_back in (False, True):
@@ -323,12 +329,83 @@ def test_python_api_postgres(postgres: str) -> None:
         _check_api(store)
 
 
-def test_messages_and_get_recent_show_message_metadata(home: Path) -> None:
+def test_messages_and_get_recent_show_message_metadata(store: Store) -> None:
     """Seed fix: the plain dicts carry per-message metadata (and model/usage) when set."""
-    work = Store(home).session("w")
+    work = store.session("w")
     work.add_message({"role": "tool", "content": "r", "tool_call_id": "c", "metadata": {"k": 1}})
     work.store("q", "a", model="m", usage={"total_tokens": 3}, user="alice")
     for plain in (work.messages, dicts(work.get_recent())):
         assert plain[0]["metadata"] == {"k": 1} and plain[0]["tool_call_id"] == "c"
         assert plain[2]["model"] == "m" and plain[2]["usage"] == {"total_tokens": 3}
         assert "metadata" not in plain[1]  # the session's user is on the session
+
+
+def test_python_chat_and_capture_respect_the_owner(store: Store, llm_server: FakeLLMServer) -> None:
+    import openai
+
+    from sessionctl import capture
+
+    base = llm_server.base_url
+    llm_server.push(Reply(text="hi ann"))
+    store.session("ann-chat").chat("hello", model="test-model", api_base=base, user="ann")
+    assert store.session("ann-chat").user == "ann"
+    store.session("bob-chat").add_message({"role": "user", "content": "bob's"}, user="bob")
+    before = store.session("bob-chat").messages
+    asked = len(llm_server.requests)
+    with pytest.raises(UsageError, match="another user"):
+        store.session("bob-chat").chat("hello", model="test-model", api_base=base, user="ann")
+    assert len(llm_server.requests) == asked and store.session("bob-chat").messages == before
+    # capture(user=ann) into bob's session: the call still works, nothing is recorded
+    # there and bob keeps his session (it warns once); a new session becomes ann's
+    client = openai.OpenAI(base_url=llm_server.base_url, api_key="k", max_retries=0)
+    try:
+        handle = capture(client, store=store, session="bob-chat", user="ann")
+        llm_server.push(Reply(text="answered"), Reply(text="recorded"))
+        with pytest.warns(RuntimeWarning, match="another user"):
+            answer = client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "q"}]
+            )
+        assert answer.choices[0].message.content == "answered"
+        handle.set_session("ann-captured")
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "q2"}])
+    finally:
+        client.close()
+    assert store.session("bob-chat").messages == before
+    assert store.session("bob-chat").info().metadata == {"user": "bob"}
+    assert store.user_sessions("ann") == ["ann-captured", "ann-chat"]
+
+
+def test_user_search_survives_sessions_renamed_meanwhile(home: Path) -> None:
+    """A user's session renamed between the listing and the search: listed again, never
+    an error for a session the caller did not name (a real race, in two threads)."""
+    import threading
+
+    with Store(home) as store:
+        store.session("mine").add_message({"role": "user", "content": "deploy notes"}, user="u")
+        for i in range(5):
+            store.session(f"c{i}").add_message({"role": "user", "content": f"deploy {i}"}, user="u")
+        stop = threading.Event()
+        errors: list[BaseException] = []
+
+        def churn() -> None:
+            with Store(home) as other:
+                while not stop.is_set():
+                    try:
+                        other.rename("c0", "c0x")
+                        other.rename("c0x", "c0")
+                    except BaseException as exc:
+                        errors.append(exc)
+                        return
+
+        thread = threading.Thread(target=churn)
+        thread.start()
+        try:
+            for _ in range(40):
+                hits = dicts(store.get_relevant("deploy", user="u", top_k=3, mode="vector"))
+                assert all(
+                    h["session"] in {"mine", "c0", "c0x", "c1", "c2", "c3", "c4"} for h in hits
+                )
+        finally:
+            stop.set()
+            thread.join()
+        assert errors == []

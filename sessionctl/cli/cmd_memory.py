@@ -160,6 +160,8 @@ def relevant(
             out.stacked([(f"{d}  {s}  #{seq} {r}", c) for d, s, seq, r, c in rows])
         elif rows:
             out.table(headers, rows, keep=["session"])
+        elif user is not None and not state.store().user_sessions(user):
+            out.info(f"user {user!r} has no sessions")
         elif not hits:
             out.info("nothing close enough (raise --distance-threshold, or use --fall-back)")
 

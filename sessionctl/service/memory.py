@@ -227,27 +227,31 @@ def _search_of_user(
     from sessionctl.service.users import check_user
 
     check_user(user)
-    mine = store.user_sessions(user)  # most recently active first
-    if sessions is not None:
-        named = list(dict.fromkeys(sessions))
-        for name in named:
-            store.existing(name)
-        owned = set(mine)
-        names = [n for n in named if n in owned]
-    else:
-        names = mine
+    named = None if sessions is None else list(dict.fromkeys(sessions))
+    for name in named or ():
+        store.existing(name)
 
     def run(targets: list[str], fall: bool) -> list[Hit]:
         return search(store, prompt, sessions=targets, top_k=top_k,
                       distance_threshold=distance_threshold, fall_back=fall, role=role,
                       mode=mode, where=where)  # fmt: skip
 
-    if sessions is not None or len(names) <= 1:
-        return run(names, fall_back)
-    found = run(names, False)
-    if found or not fall_back:
-        return found
-    return run(names[:1], True)  # nothing anywhere: the user's latest session's recent ones
+    for attempt in range(5):
+        mine = store.user_sessions(user)  # most recently active first
+        names = mine if named is None else [n for n in named if n in set(mine)]
+        try:
+            if named is not None or len(names) <= 1:
+                return run(names, fall_back)
+            found = run(names, False)
+            if found or not fall_back:
+                return found
+            return run(names[:1], True)  # nothing anywhere: the user's latest session's
+        except SessionNotFound:
+            # One of them was deleted or renamed since the listing: list them again
+            # (a session named by the caller that is gone fails, as without a user).
+            if attempt == 4 or any(not store.backend.exists(n) for n in named or ()):
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _search_within(
