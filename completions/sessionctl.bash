@@ -9,7 +9,7 @@ _sessionctl_spec() {
     # Set subs, opts, valued, vdynamic and args for the command path $1.
     case "$1" in
         "")
-            subs="chat recent add store drop relevant reindex list show export import fork rename meta clear delete restore prune config scrub stats compact models migrate"
+            subs="chat recent add store drop relevant reindex list show export import fork rename meta clear delete restore prune config scrub stats compact models migrate mcp"
             opts="--home --store --namespace --version --install-completion --show-completion -h --help"
             valued="--home --store --namespace"
             vdynamic=""
@@ -186,6 +186,12 @@ _sessionctl_spec() {
             subs=""
             opts="--to --include-trash --dry-run -h --help"
             valued="--to"
+            vdynamic=""
+            args=none ;;
+        "mcp")
+            subs=""
+            opts="--http --token --allow-write --session-prefix -h --help"
+            valued="--http --token --session-prefix"
             vdynamic=""
             args=none ;;
         *) subs="" opts="" valued="" vdynamic="" args=none ;;

@@ -7,7 +7,7 @@
 function __sessionctl_spec --description 'sessionctl subcommands or valued options'
     switch "$argv[1] $argv[2..-1]"
         case 'subs '
-            printf '%s\n' chat recent add store drop relevant reindex list show export import fork rename meta clear delete restore prune config scrub stats compact models migrate
+            printf '%s\n' chat recent add store drop relevant reindex list show export import fork rename meta clear delete restore prune config scrub stats compact models migrate mcp
         case 'valued '
             printf '%s\n' --home --store --namespace
         case 'valued chat'
@@ -58,6 +58,8 @@ function __sessionctl_spec --description 'sessionctl subcommands or valued optio
             printf '%s\n' -p --provider
         case 'valued migrate'
             printf '%s\n' --to
+        case 'valued mcp'
+            printf '%s\n' --http --token --session-prefix
     end
 end
 
@@ -114,6 +116,7 @@ complete -c sessionctl -n '__sessionctl_at' -f -a stats -d 'Sum the answers\' to
 complete -c sessionctl -n '__sessionctl_at' -f -a compact -d 'Ask the model for a summary of older turns and append it as one record.'
 complete -c sessionctl -n '__sessionctl_at' -f -a models -d 'List the default and configured models, and the providers and models litellm knows.'
 complete -c sessionctl -n '__sessionctl_at' -f -a migrate -d 'Copy every session of this store (--home or --store) into another, losslessly.'
+complete -c sessionctl -n '__sessionctl_at' -f -a mcp -d 'Serve the sessions as memory to MCP clients (agents, editors, chat apps).'
 complete -c sessionctl -n '__sessionctl_at' -l home -r -F -d 'Data directory (default: the platform\'s user data dir).'
 complete -c sessionctl -n '__sessionctl_at' -l store -r -f -d 'Keep sessions in this PostgreSQL database (postgresql://user@host/db; also SESSIONCTL_STORE or config `store`) instead of the files under the home. The password is never printed; prefer PGPASSWORD or ~/.pgpass.'
 complete -c sessionctl -n '__sessionctl_at' -l namespace -r -f -d 'The PostgreSQL store\'s namespace: every query stays inside it (default: the OS user name; also SESSIONCTL_NAMESPACE).'
@@ -336,3 +339,10 @@ complete -c sessionctl -n '__sessionctl_at migrate' -l include-trash -d 'Copy th
 complete -c sessionctl -n '__sessionctl_at migrate' -l dry-run -d 'Say what would be copied; write nothing.'
 complete -c sessionctl -n '__sessionctl_at migrate' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at migrate' -f
+# sessionctl mcp
+complete -c sessionctl -n '__sessionctl_at mcp' -l http -r -f -d 'Serve Streamable HTTP at http://HOST:PORT/mcp (HOST default 127.0.0.1) instead of stdio.'
+complete -c sessionctl -n '__sessionctl_at mcp' -l token -r -f -d 'The bearer token HTTP clients must send (default: $SESSIONCTL_MCP_TOKEN; else one is made and printed on stderr).'
+complete -c sessionctl -n '__sessionctl_at mcp' -l allow-write -d 'Offer add_messages and fork (default: read only).'
+complete -c sessionctl -n '__sessionctl_at mcp' -l session-prefix -r -f -d 'See and write only sessions whose names start with PREFIX.'
+complete -c sessionctl -n '__sessionctl_at mcp' -s h -l help -d 'Show this message and exit.'
+complete -c sessionctl -n '__sessionctl_at mcp' -f

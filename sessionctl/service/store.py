@@ -151,13 +151,14 @@ class Store:
         deleted: bool = False,
         since: When | None = None,
         until: When | None = None,
+        prefix: str = "",
         user: str | None = None,
     ) -> Page:
         """Return sessions newest activity first (ties by name), a page at a time.
 
         ``since``/``until`` (inclusive): only sessions whose activity, from creation
-        to last activity, overlaps that window. ``user``: only that user's sessions
-        (header metadata ``user``).
+        to last activity, overlaps that window; ``prefix``: only names starting with it;
+        ``user``: only that user's sessions (header metadata ``user``).
         """
         from sessionctl.service.timefilter import time_window
         from sessionctl.service.users import check_user, owner
@@ -170,17 +171,21 @@ class Store:
         if deleted:
             if not window.open:
                 raise UsageError("--since/--until list live sessions; not with --deleted")
+            if prefix:
+                raise UsageError("prefix= lists live sessions only, not with deleted=True")
             if user is not None:
                 raise UsageError("--user lists live sessions; not with --deleted")
             return self._list_deleted(limit, cursor)
         after = None
         if cursor is not None:
             after = _decode_cursor(cursor, int)
-        if not window.open or user is not None:
+        if not window.open or prefix or user is not None:
 
             def keep(info: SessionInfo) -> bool:
-                return (user is None or owner(info.metadata) == user) and (
-                    window.open or window.overlaps(info.created_at, info.updated_at)
+                return (
+                    info.name.startswith(prefix)
+                    and (user is None or owner(info.metadata) == user)
+                    and window.overlaps(info.created_at, info.updated_at)
                 )
 
             return self._list_where(keep, window, limit, after)
