@@ -266,6 +266,10 @@ def test_chat_user_claims_refuses_and_continues_the_users_session(
     assert "session: ac" in r.stderr
     assert header(home, "ac")["metadata"] == {"user": "alice"}
     fails(cli("chat", "-c", "--user", "carol", *direct, "x"), 3, "carol")
+    # a generated session (no -s) is created as that user's
+    llm_server.push(Reply(text="new one"))
+    r = ok(cli("chat", "--user", "erin", *direct, "start"))
+    assert listed(cli, "--user", "erin") == [r.stderr.split("new session: ")[1].strip()]
     # a failed call creates nothing, user or not
     llm_server.default = Reply(status=401)  # retried requests get it too
     assert cli("chat", "-s", "failed", "--user", "dan", *direct, "x").exit_code == 4
