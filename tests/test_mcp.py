@@ -59,6 +59,11 @@ def refused(result: Any) -> str:
 
 @pytest.fixture
 def history(home: Path) -> Path:
+    return seed(home)
+
+
+def seed(home: Path) -> Path:
+    """Three sessions: work-deploy (3 messages), work-notes (a long one), private-diary."""
     store = Store(home)
     store.session("work-deploy").add_messages(
         [
@@ -271,6 +276,10 @@ def test_writes_are_offered_only_with_allow_write(history: Path) -> None:
 
 
 def test_a_lost_index_is_rebuilt_and_searches_still_answer(history: Path) -> None:
+    store = Store(history)
+    assert store.get_relevant("E1234")  # both indexes built
+    store.close()
+    assert (history / "keywords.db").is_file() and any((history / "index").iterdir())
     for derived in [history / "index", history / "keywords.db"]:
         if derived.is_dir():
             for f in derived.iterdir():
@@ -283,63 +292,7 @@ def test_a_lost_index_is_rebuilt_and_searches_still_answer(history: Path) -> Non
 
     got = with_client(stdio(history), body)
     assert got["results"][0]["seq"] == 2
-
-
-def test_concurrent_calls_and_cli_writers_lose_nothing(history: Path) -> None:
-    writers = [
-        subprocess.Popen(
-            [sys.executable, "-c", _WRITER, str(w)],
-            env=_env(history),
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        for w in range(2)
-    ]
-
-    async def body(client: Client) -> list[Any]:
-        results: list[Any] = []
-
-        async def add(i: int) -> None:
-            message = {"role": "user", "content": f"mcp note {i}"}
-            results.append(
-                await client.call_tool(
-                    "add_messages", {"session": "work-shared", "messages": [message]}
-                )
-            )
-
-        async def search(i: int) -> None:
-            results.append(await client.call_tool("search_history", {"query": f"note {i}"}))
-
-        async with anyio.create_task_group() as tasks:
-            for i in range(20):
-                tasks.start_soon(add, i)
-                tasks.start_soon(search, i)
-        return results
-
-    results = with_client(stdio(history, "--allow-write"), body)
-    for w in writers:
-        _, err = w.communicate(timeout=120)
-        assert w.returncode == 0, err
-    assert not any(r.is_error for r in results), [r.content[0].text for r in results if r.is_error]
-    store = Store(history)
-    messages = store.session("work-shared").get_messages()
-    store.close()
-    contents = sorted(m.content for m in messages)
-    expected = sorted(
-        [f"mcp note {i}" for i in range(20)] + [f"cli {w} {i}" for w in range(2) for i in range(20)]
-    )
-    assert contents == expected
-    assert sorted(m.seq for m in messages) == list(range(1, 61))
-
-
-_WRITER = """
-import sys
-from sessionctl.cli.app import run
-w = sys.argv[1]
-for i in range(20):
-    assert run(["add", "-s", "work-shared", "--role", "user", f"cli {w} {i}"]) == 0
-"""
+    assert any("keyword index rebuilt" in w for w in got["warnings"]), got
 
 
 # -- HTTP ----------------------------------------------------------------------------
@@ -518,21 +471,22 @@ def test_a_full_disk_is_a_tool_error_and_reads_go_on(home: Path) -> None:
     from sessionctl.mcp.tools import Memory, ToolError
 
     big = {"role": "user", "content": "x" * 20000}
+    kept = {"role": "user", "content": "kept"}
     with full_disk(home) as disk:
         memory = Memory(load_settings(home=home), allow_write=True)
-        memory.call(
-            "add_messages", {"session": "d", "messages": [{"role": "user", "content": "kept"}]}
-        )
-        memory.call("search_history", {"query": "kept"})  # the indexes exist
-        before = (home / "sessions" / "d.jsonl").read_bytes()
-        disk.fill()
-        for args in ({"session": "d", "messages": [big]}, {"session": "new", "messages": [big]}):
-            with pytest.raises(ToolError, match="(?i)no space left"):
-                memory.call("add_messages", args)
-        assert (home / "sessions" / "d.jsonl").read_bytes() == before
-        assert not (home / "sessions" / "new.jsonl").exists()
-        found = memory.call("read_session", {"session": "d"})
-        assert [m["content"] for m in found["messages"]] == ["kept"]
-        disk.free()
-        memory.call("add_messages", {"session": "d", "messages": [big]})
-        memory.close()
+        try:
+            memory.call("add_messages", {"session": "d", "messages": [kept]})
+            memory.call("search_history", {"query": "kept"})  # the indexes exist
+            before = (home / "sessions" / "d.jsonl").read_bytes()
+            disk.fill()
+            for session in ("d", "new"):
+                with pytest.raises(ToolError, match=r"(?i)no space left"):
+                    memory.call("add_messages", {"session": session, "messages": [big]})
+            assert (home / "sessions" / "d.jsonl").read_bytes() == before
+            assert not (home / "sessions" / "new.jsonl").exists()
+            found = memory.call("read_session", {"session": "d"})
+            assert [m["content"] for m in found["messages"]] == ["kept"]
+            disk.free()
+            memory.call("add_messages", {"session": "d", "messages": [big]})
+        finally:
+            memory.close()  # nothing left open: the tmpfs unmounts
