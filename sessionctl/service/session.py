@@ -173,14 +173,6 @@ class Session:
             return
         refuse_other(self.name, metadata, user)
 
-    def claim(self, user: str) -> None:
-        """Make this existing session ``user``'s when it has no user (see :meth:`check_user`)."""
-        from sessionctl.service.users import USER_KEY, owner
-
-        self.check_user(user)
-        if owner(self.header.metadata) is None:
-            self._backend.update_header(self.name, HeaderPatch({}, {USER_KEY: user}))
-
     @property
     def user(self) -> str | None:
         """The user this session belongs to (header metadata ``user``), or None."""
