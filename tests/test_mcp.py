@@ -17,6 +17,7 @@ import anyio
 import pytest
 from conftest import REPO
 from mcp import Client, StdioServerParameters
+from test_reliability_hostile import full_disk
 
 from sessionctl import Store
 
@@ -465,8 +466,6 @@ def test_snippets_center_on_the_words_asked_for() -> None:
 
 
 def test_a_full_disk_is_a_tool_error_and_reads_go_on(home: Path) -> None:
-    from test_reliability_hostile import full_disk
-
     from sessionctl.config import load_settings
     from sessionctl.mcp.tools import Memory, ToolError
 

@@ -48,6 +48,7 @@ class ChatOptions(NamedTuple):
     via: str | None = None  # auto, litellm or direct (None: the setting's)
     context_window: int | None = None  # overrides the model's (and the setting's)
     force: bool = False  # send a prompt that alone exceeds the window
+    user: str | None = None  # the session belongs to this user (another's is refused)
 
 
 class PreparedTurn(NamedTuple):
@@ -133,6 +134,8 @@ def prepare_turn(store: Store, session: Session, prompt: str, opts: ChatOptions)
 
     if not prompt.strip():
         raise UsageError("empty prompt: type a message or pipe text on stdin")
+    if opts.user is not None:  # another user's session: refused before anything is sent
+        session.check_user(opts.user)
     settings = store.settings
     header = session.header if session.exists else None
     model = opts.model or (header.model if header else None) or settings.model
@@ -461,9 +464,12 @@ def _write(
 ) -> list[Message]:
     """Append ``messages`` in one write, after the prompt when this turn wrote nothing yet."""
     session = turn.session
+    owner = turn.opts.user if turn.opts is not None else None
     if recorded:
-        return session.add_messages(messages)
-    written = session.add_messages([{"role": "user", "content": turn.prompt}, *messages])
+        return session.add_messages(messages, user=owner)
+    written = session.add_messages(
+        [{"role": "user", "content": turn.prompt}, *messages], user=owner
+    )
     header = session.header
     if header.model != turn.model or header.system != turn.system:
         # The session remembers the model and system prompt it was last used with.

@@ -56,6 +56,7 @@ _OPTIONS = (
     "via",
     "context_window",
     "force",
+    "user",
 )
 
 
