@@ -27,7 +27,7 @@ from common import (
 )
 
 from sessionctl import Store
-from sessionctl.service.memory import catch_up, embedder_for, index_for
+from sessionctl.service.memory import embedder_for
 
 TOPICS = [
     "the deploy moved to {d} because the database migration is not ready",
@@ -77,12 +77,12 @@ def main() -> None:
             session = store.session(name)
             session.add_messages([{"role": "user", "content": chat_text(i)} for i in range(size)])
             start = time.perf_counter()
-            catch_up(store, name, embedder)
+            store.backend.vectors.sessions.catch_up(name, embedder)
             rate = size / (time.perf_counter() - start)
             argv = [*cli, "relevant", "what colour do I like?", "-s", name, "-k", "5", "--json"]
             # Paired with the model load, taking turns: the ratio is of the same moments.
             fresh, load = interleaved_medians([argv, load_argv], runs=args.runs, env=env)
-            index = index_for(store, name)
+            index = store.backend.vectors.sessions.index(name)
             query = embedder.embed(["what colour do I like?"])[0]
             index.search(query, 5)  # load once
             times = []

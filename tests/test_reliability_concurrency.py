@@ -340,17 +340,18 @@ def assert_index_consistent(home: Path, name: str) -> None:
     """After catch-up the index covers exactly the transcript's seqs, and stays put."""
     from sessionctl import Store
     from sessionctl.backend.files.manifest import Manifest
-    from sessionctl.service.memory import catch_up, embedder_for, index_for
+    from sessionctl.service.memory import embedder_for
 
     store = Store(home)
     embedder = embedder_for(store)
-    messages, report = catch_up(store, name, embedder)
+    sidecars = store.backend.vectors.sessions
+    messages, report = sidecars.catch_up(name, embedder)
     assert report.save_error is None
     assert report.total == len(messages)
     manifest = Manifest.from_json((home / "sessions" / f"{name}.index.json").read_bytes())
     assert list(manifest.seqs) == [m.seq for m in messages]
     assert manifest.transcript_uid == store.session(name).header.uid
-    again = index_for(store, name).sync(
+    again = sidecars.index(name).sync(
         [(m.seq, m.content) for m in messages], embedder, transcript_uid=manifest.transcript_uid
     )
     assert (again.added, again.removed, again.rebuilt_reason) == (0, 0, None)

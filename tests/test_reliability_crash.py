@@ -156,8 +156,6 @@ class Writer:
         self.log.ack(op="fork", session=name)
 
     def index(self) -> None:
-        from sessionctl.service.memory import catch_up
-
         if self.embedder is None:
             from sessionctl.service.memory import embedder_for
 
@@ -167,7 +165,7 @@ class Writer:
             self.add(MAIN)
         self.log.begin(op="index")
         if how < 0.9:
-            catch_up(self.store, MAIN, self.embedder)
+            self.store.backend.vectors.sessions.catch_up(MAIN, self.embedder)
         else:
             self.store.reindex([MAIN])
         self.log.ack(op="index")
@@ -292,7 +290,6 @@ def crash_at(n: int) -> None:
 def crash_op(op: str, home: str) -> None:
     """One operation of the crash-point test, on the baseline data dir copied to ``home``."""
     from sessionctl import Store
-    from sessionctl.service.memory import catch_up
 
     store = Store(home)
     main = store.session(MAIN)
@@ -315,7 +312,7 @@ def crash_op(op: str, home: str) -> None:
     elif op == "fork":
         store.fork(MAIN, "fk")
     elif op == "catch-up":
-        catch_up(store, MAIN, HashEmbedder())
+        store.backend.vectors.sessions.catch_up(MAIN, HashEmbedder())
     elif op == "reindex":
         store.reindex([MAIN])
     elif op == "rename":
@@ -649,9 +646,9 @@ def _assert_store_index_consistent(store: Any, where: str) -> None:
 
 def _assert_index_consistent(store: Any, name: str, where: str) -> None:
     from sessionctl.backend.files.manifest import Manifest
-    from sessionctl.service.memory import catch_up, embedder_for
+    from sessionctl.service.memory import embedder_for
 
-    messages, report = catch_up(store, name, embedder_for(store))
+    messages, report = store.backend.vectors.sessions.catch_up(name, embedder_for(store))
     assert report.save_error is None, where
     manifest_path = store.backend.path(name, ".index.json")
     manifest = Manifest.from_json(manifest_path.read_bytes())
@@ -671,18 +668,18 @@ NAMES = (MAIN, *REN, DEL, "gone", "fk", "imp")
 
 def _build_baseline(home: Path) -> None:
     from sessionctl import Store
-    from sessionctl.service.memory import catch_up
 
     store = Store(home)
+    catch_up = store.backend.vectors.sessions.catch_up
     main = store.session(MAIN)
     main.add_messages([{"role": "user", "content": f"old-{i} message"} for i in range(12)])
     main.update(metadata={"k": "old"})
-    catch_up(store, MAIN, HashEmbedder())
+    catch_up(MAIN, HashEmbedder())
     main.add_messages([{"role": "assistant", "content": f"late-{i} unindexed"} for i in range(3)])
     store.session(REN[0]).add_messages([{"role": "user", "content": f"ren-{i}"} for i in range(3)])
-    catch_up(store, REN[0], HashEmbedder())
+    catch_up(REN[0], HashEmbedder())
     store.session(DEL).add_messages([{"role": "user", "content": f"del-{i}"} for i in range(2)])
-    catch_up(store, DEL, HashEmbedder())
+    catch_up(DEL, HashEmbedder())
     store.session("gone").add_message({"role": "user", "content": "gone-0"})
     store.delete("gone")
 

@@ -22,6 +22,7 @@ are described in ``docs/architecture.md``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from sessionctl.models import Message, SessionInfo
@@ -287,6 +288,41 @@ class VectorStore(Protocol):
         *,
         progress: IndexProgress | None = None,
     ) -> list[tuple[str, SyncReport]]: ...
+
+    def search_session(
+        self,
+        name: str,
+        query_vec: Any,
+        embedder: Embedder,
+        *,
+        k: int,
+        max_distance: float,
+        roles: frozenset[str] | None = None,
+    ) -> list[IndexHit]:
+        """The nearest messages of one session, caught up first; sorted by distance, then seq.
+
+        With ``capabilities.session_indexes`` by that session's own index (the file
+        backend's sidecar: a search of one session costs nothing per other session);
+        otherwise the same as :meth:`search` with ``where.names=[name]``.
+        SessionNotFound when ``name`` is gone; any other error concerns that session.
+        """
+        ...
+
+    def rebuild_session(
+        self, name: str, embedder: Embedder, *, progress: IndexProgress | None = None
+    ) -> SyncReport:
+        """Embed one session's vectors again from its transcript (``reindex NAME``).
+
+        With ``capabilities.session_indexes`` this rebuilds that session's own index
+        only; a :meth:`rebuild` of the names done afterwards carries its vectors into
+        the store-wide index without embedding them again.
+        """
+        ...
+
+    @property
+    def skipped(self) -> AbstractSet[str]:
+        """Sessions the last :meth:`search` could not read (each skipped with a warning)."""
+        ...
 
     def text_search(
         self, query: str, *, k: int, where: SearchFilter | None = None

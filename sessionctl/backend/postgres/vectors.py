@@ -194,6 +194,27 @@ class PgVectors:
                 hits.append(IndexHit(str(row[0]), int(row[2]), distance, _message(row[2:])))
         return hits
 
+    def search_session(
+        self,
+        name: str,
+        query_vec: Any,
+        embedder: Embedder,
+        *,
+        k: int,
+        max_distance: float,
+        roles: frozenset[str] | None = None,
+    ) -> list[IndexHit]:
+        """``name``'s nearest messages: no index per session here, the one query scoped to it."""
+        where = SearchFilter(names=[name], roles=roles)
+        return self.search(query_vec, embedder, k=k, max_distance=max_distance, where=where)
+
+    def rebuild_session(
+        self, name: str, embedder: Embedder, *, progress: IndexProgress | None = None
+    ) -> SyncReport:
+        """Drop ``name``'s vectors and embed them again."""
+        reports = dict(self.rebuild([name], embedder, progress=progress))
+        return reports.get(name, SyncReport(added=0, removed=0, total=0))
+
     def text_search(
         self, query: str, *, k: int, where: SearchFilter | None = None
     ) -> list[IndexHit]:
