@@ -7,15 +7,16 @@ own chunks); the request messages the session does not already hold, then the
 answer with its model and usage, are appended through
 :meth:`Session.add_messages` (so redaction applies). A failed call records
 nothing; a recording failure warns once and never breaks the call. An
-``openai.AsyncOpenAI`` client is captured for non-streamed calls; its streams
-and litellm are not handled yet.
+``openai.AsyncOpenAI`` client is captured the same way (its streams as
+:class:`CapturedAsyncStream`).
 """
 
 from __future__ import annotations
 
+import inspect
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from sessionctl.errors import SessionNotFound
@@ -123,7 +124,73 @@ def _answer(
     return answer
 
 
-class CapturedStream:
+class _Recorder:
+    """Assembles a streamed answer from the client's chunks and records it once."""
+
+    def __init__(self, handle: Capture, request: list[dict[str, Any]], started: float) -> None:
+        self._handle = handle
+        self._request = request
+        self._started = started
+        self._first: float | None = None
+        self._texts: list[str] = []
+        self._calls: dict[int, dict[str, Any]] = {}
+        self._model: str | None = None
+        self._usage: Any = None
+        self._done = False
+
+    def _take(self, chunk: Any) -> None:
+        try:
+            self._model = getattr(chunk, "model", None) or self._model
+            if getattr(chunk, "usage", None) is not None:
+                self._usage = chunk.usage
+            for choice in getattr(chunk, "choices", None) or []:
+                if getattr(choice, "index", 0) != 0:
+                    continue
+                delta = choice.delta
+                if delta.content:
+                    if self._first is None:
+                        self._first = time.monotonic()
+                    self._texts.append(delta.content)
+                for tc in getattr(delta, "tool_calls", None) or []:
+                    call = self._calls.setdefault(
+                        tc.index or 0,
+                        {"id": "", "type": "function", "function": {"name": "", "arguments": ""}},
+                    )
+                    if tc.id:
+                        call["id"] = tc.id
+                    if tc.type:
+                        call["type"] = tc.type
+                    fn = tc.function
+                    if fn is not None:
+                        call["function"]["name"] += fn.name or ""
+                        call["function"]["arguments"] += fn.arguments or ""
+        except Exception as exc:  # a chunk shape we do not know: still the app's chunk
+            self._handle.warn(exc)
+
+    def _finish(self, *, interrupted: bool) -> None:
+        if self._done:
+            return
+        self._done = True
+        if interrupted and not self._texts and not self._calls:
+            return  # nothing was produced: a failed call records nothing
+        try:
+            model = self._model or ""
+            usage = _usage(model, self._usage, self._started, self._first)
+            calls = [self._calls[i] for i in sorted(self._calls)]
+            answer = _answer("".join(self._texts), calls, self._model, usage, interrupted)
+        except Exception as exc:
+            self._handle.warn(exc)
+            return
+        self._handle.record(self._request, answer)
+
+    def __getattr__(self, name: str) -> Any:
+        stream = self.__dict__.get("_stream")
+        if stream is None:  # not set up (a copy, or __init__ failed)
+            raise AttributeError(name)
+        return getattr(stream, name)
+
+
+class CapturedStream(_Recorder):
     """What a captured ``create(..., stream=True)`` returns.
 
     Yields the client's own chunks unchanged. Exhausted: the exchange is
@@ -135,17 +202,9 @@ class CapturedStream:
     def __init__(
         self, stream: Any, handle: Capture, request: list[dict[str, Any]], started: float
     ) -> None:
+        super().__init__(handle, request, started)
         self._stream = stream
         self._iter: Iterator[Any] = iter(stream)
-        self._handle = handle
-        self._request = request
-        self._started = started
-        self._first: float | None = None
-        self._texts: list[str] = []
-        self._calls: dict[int, dict[str, Any]] = {}
-        self._model: str | None = None
-        self._usage: Any = None
-        self._done = False
 
     def __iter__(self) -> CapturedStream:
         return self
@@ -161,44 +220,6 @@ class CapturedStream:
             raise
         self._take(chunk)
         return chunk
-
-    def _take(self, chunk: Any) -> None:
-        self._model = getattr(chunk, "model", None) or self._model
-        if getattr(chunk, "usage", None) is not None:
-            self._usage = chunk.usage
-        for choice in getattr(chunk, "choices", None) or []:
-            if choice.index != 0:
-                continue
-            delta = choice.delta
-            if delta.content:
-                if self._first is None:
-                    self._first = time.monotonic()
-                self._texts.append(delta.content)
-            for tc in delta.tool_calls or []:
-                call = self._calls.setdefault(
-                    tc.index,
-                    {"id": "", "type": "function", "function": {"name": "", "arguments": ""}},
-                )
-                if tc.id:
-                    call["id"] = tc.id
-                if tc.type:
-                    call["type"] = tc.type
-                fn = tc.function
-                if fn is not None:
-                    call["function"]["name"] += fn.name or ""
-                    call["function"]["arguments"] += fn.arguments or ""
-
-    def _finish(self, *, interrupted: bool) -> None:
-        if self._done:
-            return
-        self._done = True
-        if interrupted and not self._texts and not self._calls:
-            return  # nothing was produced: a failed call records nothing
-        model = self._model or ""
-        usage = _usage(model, self._usage, self._started, self._first)
-        calls = [self._calls[i] for i in sorted(self._calls)]
-        text = "".join(self._texts)
-        self._handle.record(self._request, _answer(text, calls, self._model, usage, interrupted))
 
     def close(self) -> None:
         """Stop reading; what was produced so far is recorded as interrupted."""
@@ -219,11 +240,59 @@ class CapturedStream:
             except Exception:
                 pass
 
-    def __getattr__(self, name: str) -> Any:
-        stream = self.__dict__.get("_stream")
-        if stream is None:  # not set up (a copy, or __init__ failed)
-            raise AttributeError(name)
-        return getattr(stream, name)
+
+class CapturedAsyncStream(_Recorder):
+    """What a captured async ``await create(..., stream=True)`` returns.
+
+    ``async for`` yields the client's own chunks unchanged. Exhausted: the
+    exchange is recorded. Closed early (``await close()``, leaving an ``async
+    with`` block, the task cancelled, or dropped): the prompt and the partial
+    answer are recorded, marked ``interrupted``. Other attributes are the
+    client's stream's (``response``, ...).
+    """
+
+    def __init__(
+        self, stream: Any, handle: Capture, request: list[dict[str, Any]], started: float
+    ) -> None:
+        super().__init__(handle, request, started)
+        self._stream = stream
+        self._aiter: AsyncIterator[Any] = stream.__aiter__()
+
+    def __aiter__(self) -> CapturedAsyncStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            chunk = await self._aiter.__anext__()
+        except StopAsyncIteration:
+            self._finish(interrupted=False)
+            raise
+        except BaseException:  # cancelled, or the connection lost: keep what came
+            self._finish(interrupted=True)
+            raise
+        self._take(chunk)
+        return chunk
+
+    async def close(self) -> None:
+        """Stop reading; what was produced so far is recorded as interrupted."""
+        self._finish(interrupted=True)
+        closing = getattr(self._stream, "close", None) or getattr(self._stream, "aclose", None)
+        if closing is not None:
+            result = closing()
+            if inspect.isawaitable(result):
+                await result
+
+    async def __aenter__(self) -> CapturedAsyncStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __del__(self) -> None:
+        # Dropped unclosed: record what came (closing the connection needs the loop,
+        # which the client's own stream leaves to its response's finaliser too).
+        if not getattr(self, "_done", True):
+            self._finish(interrupted=True)
 
 
 def _is_async(completions: Any) -> bool:
@@ -260,7 +329,7 @@ def capture(
 ) -> Capture:
     """Patch ``client.chat.completions.create`` to record each exchange.
 
-    ``client`` is an ``openai.OpenAI`` or (non-streaming calls only) ``openai.AsyncOpenAI``.
+    ``client`` is an ``openai.OpenAI`` or ``openai.AsyncOpenAI``.
     """
     the_store = store or Store()
     handle = Capture(the_store, session, user, agent)
@@ -274,8 +343,7 @@ def capture(
             response = await original(*args, **kwargs)
             request = list(kwargs.get("messages") or [])
             if kwargs.get("stream"):
-                handle.warn(NotImplementedError("streams of an async client are not captured yet"))
-                return response
+                return CapturedAsyncStream(response, handle, request, started)
             _record_completion(handle, request, response, started)
             return response
 

@@ -375,27 +375,140 @@ def test_async_client_calls_recorded(tmp_path: Path, llm_server: FakeLLMServer) 
     assert store.session("aio").info().metadata == {"user": "ann"}
 
 
-def test_async_stream_is_the_clients_and_warns_that_it_is_not_recorded(
-    tmp_path: Path, llm_server: FakeLLMServer
+def _aclient(server: FakeLLMServer) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+
+
+@pytest.mark.parametrize("how", ["for", "with"])
+def test_async_stream_yields_the_clients_chunks_and_records_when_exhausted(
+    tmp_path: Path, llm_server: FakeLLMServer, how: str
 ) -> None:
     store = Store(tmp_path / "home")
+    calls = [{"name": "lookup", "arguments": '{"city": "Oslo"}', "id": "t1"}]
+    llm_server.push(
+        Reply(text="Async streamed, in pieces.", chunk_size=4, model="asm-1", tool_calls=calls)
+    )
 
-    async def main() -> str:
-        client = openai.AsyncOpenAI(base_url=llm_server.base_url, api_key="k", max_retries=0)
+    async def main() -> tuple[list[ChatCompletionChunk], int]:
+        client = _aclient(llm_server)
         try:
-            capture(client, store=store, session="aios")
+            capture(client, store=store, session="aios", user="ann")
             stream = await client.chat.completions.create(
-                model="m", messages=_ask("s"), stream=True
+                model="m",
+                messages=_ask("s"),
+                stream=True,
+                stream_options={"include_usage": True},
             )
-            assert type(stream) is openai.AsyncStream
-            return "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+            if how == "with":
+                async with stream:
+                    chunks = [c async for c in stream]
+            else:
+                chunks = [c async for c in stream]
+            return chunks, stream.response.status_code  # the client's stream's attributes
         finally:
             await client.close()
 
-    with pytest.warns(RuntimeWarning, match="async client are not captured yet"):
-        text = asyncio.run(main())
-    assert text == "Hello from the fake model."
-    assert not store.session("aios").exists
+    chunks, status = asyncio.run(main())
+    assert status == 200 and chunks and all(type(c) is ChatCompletionChunk for c in chunks)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Async streamed, in pieces."
+    assert llm_server.requests[-1].body["stream_options"] == {"include_usage": True}
+    user, answer = store.session("aios").get_messages()
+    assert (user.content, answer.content, answer.model) == ("s", text, "asm-1")
+    assert answer.tool_calls == [
+        {
+            "id": "t1",
+            "type": "function",
+            "function": {"name": "lookup", "arguments": '{"city": "Oslo"}'},
+        }
+    ]
+    assert not answer.interrupted and answer.metadata == {"user": "ann"}
+    assert answer.usage is not None and answer.usage["output_tokens"] > 0
+    assert answer.usage["ttft_s"] is not None
+
+
+@pytest.mark.parametrize("how", ["close", "with", "garbage", "cancel"])
+def test_async_stream_abandoned_records_the_partial_answer_interrupted(
+    tmp_path: Path, llm_server: FakeLLMServer, how: str
+) -> None:
+    store = Store(tmp_path / "home")
+    # "cancel": the server stalls after a few chunks and the task reading it is cancelled
+    stall = 3 if how == "cancel" else None
+    llm_server.push(Reply(text="y" * 2000, chunk_size=10, stall_after=stall))
+    seen: list[str] = []
+
+    async def read(stream: Any) -> None:
+        async for chunk in stream:
+            seen.append(chunk.choices[0].delta.content or "")
+            if len(seen) == 3 and how != "cancel":
+                break
+
+    async def main() -> None:
+        client = _aclient(llm_server)
+        try:
+            capture(client, store=store, session="acut")
+            stream = await client.chat.completions.create(
+                model="m", messages=_ask("long"), stream=True
+            )
+            if how == "with":
+                async with stream:
+                    await read(stream)
+            elif how == "cancel":
+                task = asyncio.create_task(read(stream))
+                while len(seen) < 3:
+                    await asyncio.sleep(0.01)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                await stream.close()
+            else:
+                await read(stream)
+                if how == "close":
+                    await stream.close()
+                else:
+                    await stream.response.aclose()  # the app's own clean-up; then dropped
+                    del stream
+                    gc.collect()
+        finally:
+            await client.close()
+
+    asyncio.run(main())
+    user, answer = store.session("acut").get_messages()
+    assert user.content == "long"
+    assert answer.content == "".join(seen) and 0 < len(answer.content) < 2000
+    assert answer.interrupted is True
+
+
+def test_async_stream_failures_record_nothing_or_the_partial_answer(
+    tmp_path: Path, llm_server: FakeLLMServer
+) -> None:
+    store = Store(tmp_path / "home")
+    llm_server.push(
+        Reply(status=500),
+        Reply(text="abcdefghij" * 20, chunk_size=10, drop_after=3, send_done=False),
+    )
+    seen: list[str] = []
+
+    async def main() -> None:
+        client = _aclient(llm_server)
+        try:
+            capture(client, store=store, session="adrop")
+            with pytest.raises(openai.InternalServerError):
+                await client.chat.completions.create(model="m", messages=_ask("x"), stream=True)
+            assert not store.session("adrop").exists
+            stream = await client.chat.completions.create(
+                model="m", messages=_ask("p"), stream=True
+            )
+            with pytest.raises(httpx.RemoteProtocolError):  # what the SDK itself raises
+                async for chunk in stream:
+                    seen.append(chunk.choices[0].delta.content or "")
+        finally:
+            await client.close()
+
+    asyncio.run(main())
+    user, answer = store.session("adrop").get_messages()
+    assert user.content == "p" and answer.interrupted is True
+    assert answer.content == "".join(seen) and 0 < len(answer.content) < 200
 
 
 def test_stream_cut_by_the_server_keeps_the_partial_answer(
