@@ -8,18 +8,21 @@ answer with its model and usage, are appended through
 :meth:`Session.add_messages` (so redaction applies). A failed call records
 nothing; a recording failure warns once and never breaks the call. An
 ``openai.AsyncOpenAI`` client is captured the same way (its streams as
-:class:`CapturedAsyncStream`).
+:class:`CapturedAsyncStream`), and so is the ``litellm`` module
+(``litellm.completion`` / ``acompletion``). ``Capture.close()`` undoes the patch.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import time
+import types
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from sessionctl.errors import SessionNotFound
+from sessionctl.errors import SessionNotFound, UsageError
 from sessionctl.service.chat import measured_usage, new_session_name
 from sessionctl.service.session import Session
 from sessionctl.service.store import Store
@@ -37,6 +40,35 @@ class Capture:
         self._warned = False
         self._annotated: set[str] = set()  # sessions whose header got user/agent
         self._name = session or new_session_name(store)
+        self._restores: list[Callable[[], None]] = []
+
+    def close(self) -> None:
+        """Stop capturing: put back what :func:`capture` patched (idempotent).
+
+        Streams already handed out still record when they end.
+        """
+        while self._restores:
+            self._restores.pop()()
+
+    def __enter__(self) -> Capture:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _patch(self, owner: Any, name: str, new: Callable[..., Any]) -> None:
+        """Set ``owner.name = new``; :meth:`close` restores what was there."""
+        missing = object()
+        before = vars(owner).get(name, missing)
+
+        def restore() -> None:
+            if before is missing:
+                delattr(owner, name)  # the class's own method shows through again
+            else:
+                setattr(owner, name, before)
+
+        setattr(owner, name, new)
+        self._restores.append(restore)
 
     @property
     def session(self) -> str:
@@ -224,7 +256,9 @@ class CapturedStream(_Recorder):
     def close(self) -> None:
         """Stop reading; what was produced so far is recorded as interrupted."""
         self._finish(interrupted=True)
-        self._stream.close()
+        closing = getattr(self._stream, "close", None)  # litellm's stream has none
+        if closing is not None:
+            closing()
 
     def __enter__(self) -> CapturedStream:
         return self
@@ -237,7 +271,7 @@ class CapturedStream(_Recorder):
             self._finish(interrupted=True)
             try:
                 self._stream.close()  # give the connection back
-            except Exception:
+            except Exception:  # (litellm's stream has no close)
                 pass
 
 
@@ -319,6 +353,57 @@ def _record_completion(
     handle.record(request, answer)
 
 
+def _is_litellm(client: Any) -> bool:
+    return (
+        isinstance(client, types.ModuleType)
+        and client.__name__ == "litellm"
+        and callable(getattr(client, "completion", None))
+        and callable(getattr(client, "acompletion", None))
+    )
+
+
+def _request(args: tuple[Any, ...], kwargs: dict[str, Any], at: int | None) -> list[Any]:
+    """The request's messages: ``messages=``, or positional argument ``at`` (litellm's)."""
+    messages = kwargs.get("messages")
+    if messages is None and at is not None and len(args) > at:
+        messages = args[at]
+    return list(messages or [])
+
+
+def _wrap(original: Callable[..., Any], handle: Capture, at: int | None) -> Callable[..., Any]:
+    """A sync ``create``/``completion`` that records each exchange."""
+
+    @functools.wraps(original)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        started = time.monotonic()
+        response = original(*args, **kwargs)
+        request = _request(args, kwargs, at)
+        if kwargs.get("stream"):
+            return CapturedStream(response, handle, request, started)
+        _record_completion(handle, request, response, started)
+        return response
+
+    call._sessionctl_original = original  # type: ignore[attr-defined]  # (see llm/_litellm.py)
+    return call
+
+
+def _awrap(original: Callable[..., Any], handle: Capture, at: int | None) -> Callable[..., Any]:
+    """An async ``create``/``acompletion`` that records each exchange."""
+
+    @functools.wraps(original)
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        started = time.monotonic()
+        response = await original(*args, **kwargs)
+        request = _request(args, kwargs, at)
+        if kwargs.get("stream"):
+            return CapturedAsyncStream(response, handle, request, started)
+        _record_completion(handle, request, response, started)
+        return response
+
+    call._sessionctl_original = original  # type: ignore[attr-defined]
+    return call
+
+
 def capture(
     client: Any,
     *,
@@ -327,37 +412,32 @@ def capture(
     user: str | None = None,
     agent: str | None = None,
 ) -> Capture:
-    """Patch ``client.chat.completions.create`` to record each exchange.
+    """Record each exchange of ``client`` in a session; return the handle.
 
-    ``client`` is an ``openai.OpenAI`` or ``openai.AsyncOpenAI``.
+    ``client`` is an ``openai.OpenAI`` or ``openai.AsyncOpenAI`` (its
+    ``chat.completions.create`` is patched on that client object), or the
+    ``litellm`` module (``litellm.completion`` and ``litellm.acompletion`` are
+    patched on the module). ``handle.close()`` (or leaving ``with handle:``)
+    puts the originals back.
     """
+    if _is_litellm(client):
+        the_store = store or Store()
+        handle = Capture(the_store, session, user, agent)
+        # litellm.acompletion runs litellm.main.completion, not the module attribute
+        # patched here: each async call is recorded once. sessionctl's own calls skip
+        # the patch (llm/_litellm.py unwraps ``_sessionctl_original``).
+        handle._patch(client, "completion", _wrap(client.completion, handle, 1))
+        handle._patch(client, "acompletion", _awrap(client.acompletion, handle, 1))
+        return handle
+    completions = getattr(getattr(client, "chat", None), "completions", None)
+    create = getattr(completions, "create", None)
+    if not callable(create):
+        raise UsageError(
+            f"capture() takes an openai.OpenAI or AsyncOpenAI client or the litellm module,"
+            f" not {type(client).__name__}"
+        )
     the_store = store or Store()
     handle = Capture(the_store, session, user, agent)
-    completions = client.chat.completions
-    original = completions.create
-
-    if _is_async(completions):
-
-        async def acreate(*args: Any, **kwargs: Any) -> Any:
-            started = time.monotonic()
-            response = await original(*args, **kwargs)
-            request = list(kwargs.get("messages") or [])
-            if kwargs.get("stream"):
-                return CapturedAsyncStream(response, handle, request, started)
-            _record_completion(handle, request, response, started)
-            return response
-
-        completions.create = acreate
-        return handle
-
-    def create(*args: Any, **kwargs: Any) -> Any:
-        started = time.monotonic()
-        response = original(*args, **kwargs)
-        request = list(kwargs.get("messages") or [])
-        if kwargs.get("stream"):
-            return CapturedStream(response, handle, request, started)
-        _record_completion(handle, request, response, started)
-        return response
-
-    completions.create = create
+    wrap = _awrap if _is_async(completions) else _wrap
+    handle._patch(completions, "create", wrap(create, handle, None))
     return handle

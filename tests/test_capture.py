@@ -11,6 +11,8 @@ import re
 import string
 import subprocess
 import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ import pytest
 from llm_server import FakeLLMServer, Reply, llm_server
 from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageParam
 
-from sessionctl import Store, capture
+from sessionctl import Store, UsageError, capture
 
 __all__ = ["llm_server"]
 
@@ -163,7 +165,7 @@ def test_response_is_the_clients_own_and_tool_calls_recorded(
 FAULT_SCRIPT = """
 import json, resource, signal, sys, warnings
 import openai
-from sessionctl import Store, capture
+from sessionctl import Store, UsageError, capture
 
 base_url, home = sys.argv[1], sys.argv[2]
 client = openai.OpenAI(base_url=base_url, api_key="k", max_retries=0)
@@ -552,3 +554,154 @@ def test_tool_round_trip_resent_is_not_duplicated(
         ("assistant", "42"),
     ]
     assert msgs[1].tool_calls and msgs[2].tool_call_id == "call_0"
+
+
+# litellm: capture(litellm) patches litellm.completion / acompletion on the module.
+def litellm_quiet(test: Any) -> Any:
+    """litellm's own call-time pydantic warnings (schema notes, deprecations) are not ours."""
+    test = pytest.mark.filterwarnings("ignore:.*ReadOnly.*:UserWarning")(test)
+    return pytest.mark.filterwarnings("ignore::DeprecationWarning")(test)
+
+
+@pytest.fixture
+def litellm() -> Iterator[Any]:
+    from sessionctl.llm import import_litellm  # imported once, offline model map
+
+    yield import_litellm()
+    # litellm's sync calls make the main thread's current event loop for their own
+    # logging (asyncio.get_event_loop()) and never close it; a later asyncio.run would
+    # drop it unclosed (a ResourceWarning). Close it here.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            loop = asyncio.get_event_loop()
+        except RuntimeError:  # none left (Python versions that make none)
+            return
+    if not loop.is_running():
+        loop.close()
+        asyncio.set_event_loop(None)
+
+
+def _lkw(server: FakeLLMServer) -> dict[str, Any]:
+    return {"model": "openai/m", "api_base": server.base_url, "api_key": "k", "max_retries": 0}
+
+
+@litellm_quiet
+def test_litellm_calls_recorded_and_close_restores(
+    tmp_path: Path, llm_server: FakeLLMServer, litellm: Any
+) -> None:
+    store = Store(tmp_path / "home")
+    original = litellm.completion, litellm.acompletion
+    calls = [{"name": "f", "arguments": '{"a": 1}', "id": "lc1"}]
+    llm_server.push(
+        Reply(text="", tool_calls=calls, model="lm-1"),
+        Reply(text="Streamed by litellm.", chunk_size=4),
+        Reply(status=500),
+        Reply(text="not recorded"),
+    )
+    with capture(litellm, store=store, session="lit", agent="bot") as handle:
+        assert litellm.completion is not original[0]
+        history: list[Any] = [{"role": "user", "content": "call f"}]
+        resp = litellm.completion(messages=history, **_lkw(llm_server))
+        assert type(resp) is litellm.ModelResponse
+        call = resp.choices[0].message
+        history += [
+            call,  # litellm's own Message object, resent as apps do
+            {"role": "tool", "tool_call_id": "lc1", "content": "2"},
+        ]
+        stream = litellm.completion(
+            messages=history,
+            stream=True,
+            stream_options={"include_usage": True},
+            **_lkw(llm_server),
+        )
+        chunks = list(stream)
+        assert chunks and all(type(c).__name__ == "ModelResponseStream" for c in chunks)
+        with pytest.raises(litellm.InternalServerError):
+            litellm.completion(messages=[{"role": "user", "content": "fails"}], **_lkw(llm_server))
+    assert (litellm.completion, litellm.acompletion) == original
+    litellm.completion(messages=[{"role": "user", "content": "after"}], **_lkw(llm_server))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Streamed by litellm."
+    msgs = store.session(handle.session).get_messages()
+    assert [(m.role, m.content) for m in msgs] == [
+        ("user", "call f"),
+        ("assistant", ""),
+        ("tool", "2"),
+        ("assistant", "Streamed by litellm."),
+    ]
+    assert msgs[1].model == "lm-1" and msgs[1].tool_calls == [
+        {"id": "lc1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}
+    ]
+    assert msgs[2].tool_call_id == "lc1"
+    assert msgs[3].usage is not None and msgs[3].usage["output_tokens"] > 0
+    assert not msgs[3].interrupted
+    assert all(m.metadata == {"agent": "bot"} for m in msgs)
+    # what went out is what the app sent
+    sent = llm_server.requests[1].body
+    assert [m["role"] for m in sent["messages"]] == ["user", "assistant", "tool"]
+    assert sent["stream"] is True
+
+
+@litellm_quiet
+def test_litellm_async_calls_recorded(
+    tmp_path: Path, llm_server: FakeLLMServer, litellm: Any
+) -> None:
+    store = Store(tmp_path / "home")
+    llm_server.push(
+        Reply(text="async litellm", model="alm-1"),
+        Reply(text="streamed async litellm", chunk_size=4),
+        Reply(text="z" * 2000, chunk_size=10),
+    )
+    seen: list[str] = []
+
+    async def main() -> tuple[Any, list[Any]]:
+        with capture(litellm, store=store, session="alit") as handle:
+            resp = await litellm.acompletion(messages=_ask("one"), **_lkw(llm_server))
+            stream = await litellm.acompletion(
+                messages=_ask("two"), stream=True, **_lkw(llm_server)
+            )
+            chunks = [c async for c in stream]
+            handle.set_session("alit-cut")
+            cut = await litellm.acompletion(messages=_ask("three"), stream=True, **_lkw(llm_server))
+            async with cut:
+                async for chunk in cut:
+                    seen.append(chunk.choices[0].delta.content or "")
+                    if len(seen) == 4:
+                        break
+        return resp, chunks
+
+    resp, chunks = asyncio.run(main())
+    assert type(resp) is litellm.ModelResponse
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "streamed async litellm"
+    msgs = store.session("alit").get_messages()
+    assert [(m.role, m.content) for m in msgs] == [
+        ("user", "one"),
+        ("assistant", "async litellm"),
+        ("user", "two"),
+        ("assistant", text),
+    ]
+    assert msgs[1].model == "alm-1" and not msgs[3].interrupted
+    user, answer = store.session("alit-cut").get_messages()
+    assert user.content == "three" and answer.interrupted is True
+    assert answer.content == "".join(seen) and 0 < len(answer.content) < 2000
+
+
+@litellm_quiet
+def test_sessionctls_own_litellm_calls_are_not_captured(
+    tmp_path: Path, llm_server: FakeLLMServer, litellm: Any
+) -> None:
+    store = Store(tmp_path / "home")
+    with capture(litellm, store=store, session="app"):
+        reply = store.session("mine").chat(
+            "hi", model="openai/m", api_base=llm_server.base_url, via="litellm"
+        )
+    assert reply.text == "Hello from the fake model."
+    assert len(store.session("mine").messages) == 2
+    assert not store.session("app").exists
+
+
+def test_capture_refuses_what_it_cannot_patch(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"takes an openai\.OpenAI"):
+        capture(object(), store=Store(tmp_path / "home"))
