@@ -19,7 +19,7 @@ import inspect
 import time
 import types
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 from sessionctl.errors import SessionNotFound, UsageError
@@ -89,7 +89,7 @@ class Capture:
         """Append the new part of ``request`` and ``answer``; never raises."""
         try:
             sess: Session = self._store.session(self._name)
-            new = [dict(m) for m in request]
+            new = [_plain(m) for m in request]
             try:  # only the last len(request) messages can be a resent prefix: read the tail
                 held = [(m.role, m.content) for m in sess.recent_messages(len(new))]
             except SessionNotFound:
@@ -130,6 +130,50 @@ class Capture:
         if not self._warned:
             self._warned = True
             warnings.warn(f"sessionctl capture: not recorded: {exc}", RuntimeWarning, stacklevel=4)
+
+
+_KEPT = ("role", "content", "tool_calls", "tool_call_id", "name")  # what a transcript holds
+_ROLES = {"developer": "system"}  # OpenAI's newer name for the system prompt
+
+
+def _dump(obj: Any) -> dict[str, Any]:
+    """A request item as a dict: a Mapping, or an SDK object (``model_dump``)."""
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    dump = getattr(obj, "model_dump", None)
+    if callable(dump):
+        return dict(dump(exclude_none=True))
+    return dict(obj)
+
+
+def _text(content: Any) -> Any:
+    """Content parts (``[{"type": "text", "text": ...}, ...]``) as one text; other parts
+    (images, audio, files) as ``[type]``."""
+    if not isinstance(content, list | tuple):
+        return content
+    parts = []
+    for part in content:
+        part = _dump(part)
+        kind = part.get("type")
+        parts.append(part.get("text", "") if kind == "text" else f"[{kind}]")
+    return "\n".join(parts)
+
+
+def _plain(message: Any) -> dict[str, Any]:
+    """One request message as a transcript message: the app's dict or SDK object (an
+    ``openai`` ``ChatCompletionMessage``, a litellm ``Message`` resent as history), with
+    its tool calls as dicts, content parts as text and fields a transcript does not hold
+    (``refusal``, ``annotations``, ``audio``, ...) left out."""
+    raw = _dump(message)
+    out = {k: raw[k] for k in _KEPT if raw.get(k) is not None}
+    if "role" in out:
+        out["role"] = _ROLES.get(out["role"], out["role"])
+    if "content" in out:
+        out["content"] = _text(out["content"])
+    calls = out.pop("tool_calls", None)
+    if calls:
+        out["tool_calls"] = [_dump(c) for c in calls]
+    return out
 
 
 def _usage(model: str, usage: Any, started: float, first: float | None) -> dict[str, Any]:

@@ -556,6 +556,54 @@ def test_tool_round_trip_resent_is_not_duplicated(
     assert msgs[1].tool_calls and msgs[2].tool_call_id == "call_0"
 
 
+@pytest.mark.parametrize("resent", ["object", "model_dump"])
+def test_request_in_sdk_shapes_recorded_with_its_tool_calls(
+    tmp_path: Path, llm_server: FakeLLMServer, resent: str
+) -> None:
+    """History as apps really send it: the SDK's own message object (or its full
+    model_dump, None fields included) with parallel tool calls, content parts, the
+    ``developer`` role. Sent unchanged; recorded as transcript messages."""
+    store = Store(tmp_path / "home")
+    calls = [{"name": "a", "arguments": '{"x": 1}'}, {"name": "b", "arguments": "{}"}]
+    llm_server.push(Reply(text="", tool_calls=calls), Reply(text="Both done."))
+    user_parts = [
+        {"type": "text", "text": "Look at this"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+    ]
+    history: list[Any] = [
+        {"role": "developer", "content": "Be brief."},
+        {"role": "user", "content": user_parts},
+    ]
+    with _client(llm_server) as bare:  # an earlier, uncaptured step of the app
+        step = bare.chat.completions.create(model="m", messages=history).choices[0].message
+    assert step.tool_calls is not None and len(step.tool_calls) == 2
+    history.append(step if resent == "object" else step.model_dump())
+    history += [
+        {"role": "tool", "tool_call_id": tc.id, "content": [{"type": "text", "text": f"r{i}"}]}
+        for i, tc in enumerate(step.tool_calls)
+    ]
+    with _client(llm_server) as client:
+        capture(client, store=store, session="shapes")
+        resp = client.chat.completions.create(model="m", messages=history)
+    assert resp.choices[0].message.content == "Both done."
+    sent = llm_server.requests[-1].body["messages"]
+    assert sent[0]["role"] == "developer" and sent[1]["content"] == user_parts  # unchanged
+    msgs = store.session("shapes").get_messages()
+    assert [(m.role, m.content) for m in msgs] == [
+        ("system", "Be brief."),
+        ("user", "Look at this\n[image_url]"),
+        ("assistant", ""),
+        ("tool", "r0"),
+        ("tool", "r1"),
+        ("assistant", "Both done."),
+    ]
+    assert msgs[2].tool_calls == [
+        {"id": "call_0", "type": "function", "function": {"name": "a", "arguments": '{"x": 1}'}},
+        {"id": "call_1", "type": "function", "function": {"name": "b", "arguments": "{}"}},
+    ]
+    assert (msgs[3].tool_call_id, msgs[4].tool_call_id) == ("call_0", "call_1")
+
+
 # litellm: capture(litellm) patches litellm.completion / acompletion on the module.
 def litellm_quiet(test: Any) -> Any:
     """litellm's own call-time pydantic warnings (schema notes, deprecations) are not ours."""
