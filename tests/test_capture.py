@@ -231,6 +231,74 @@ def test_recording_fault_warns_once_and_returns_the_result(
     assert [m["content"] for m in Store(home).session("full").messages] == ["hi", "still answered"]
 
 
+ASYNC_FAULT_SCRIPT = """
+import asyncio, json, resource, signal, sys, warnings
+import openai
+from sessionctl import Store, capture
+
+base_url, home = sys.argv[1], sys.argv[2]
+msgs = [{"role": "user", "content": "hi"}]
+
+async def main():
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="k", max_retries=0)
+    capture(client, store=Store(home), session="full")
+    await client.chat.completions.create(model="m", messages=msgs)  # recorded
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG)
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64, limit))
+    texts = []
+    for _ in range(2):
+        stream = await client.chat.completions.create(model="m", messages=msgs, stream=True)
+        texts.append("".join([c.choices[0].delta.content or "" async for c in stream]))
+    await client.close()
+    return texts
+
+with warnings.catch_warnings(record=True) as seen:
+    warnings.simplefilter("always")
+    texts = asyncio.run(main())
+seen_out = [(w.category.__name__, str(w.message)) for w in seen]
+print(json.dumps({"texts": texts, "warnings": seen_out}))
+"""
+
+
+def test_async_stream_recording_fault_warns_once_and_yields_everything(
+    tmp_path: Path, llm_server: FakeLLMServer
+) -> None:
+    """A real fault (a file-size limit, as a full disk refuses the write) in a child
+    process, while an async client streams."""
+    home = tmp_path / "home"
+    llm_server.default = Reply(text="still streamed")
+    done = subprocess.run(
+        [sys.executable, "-c", ASYNC_FAULT_SCRIPT, llm_server.base_url, str(home)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["texts"] == ["still streamed"] * 2
+    assert len(out["warnings"]) == 1, out["warnings"]
+    kind, message = out["warnings"][0]
+    assert kind == "RuntimeWarning" and "not recorded" in message
+    assert [m["content"] for m in Store(home).session("full").messages] == ["hi", "still streamed"]
+
+
+def test_close_puts_the_clients_own_create_back(tmp_path: Path, llm_server: FakeLLMServer) -> None:
+    store = Store(tmp_path / "home")
+    with _client(llm_server) as client:
+        with capture(client, store=store, session="undo") as handle:
+            assert "create" in vars(client.chat.completions)
+            client.chat.completions.create(model="m", messages=[{"role": "user", "content": "a"}])
+        assert "create" not in vars(client.chat.completions)  # the class's method again
+        handle.close()  # idempotent
+        resp = client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "b"}]
+        )
+    assert type(resp) is ChatCompletion
+    assert [m["content"] for m in store.session("undo").messages] == ["a", Reply().text]
+
+
 def _ask(text: str) -> list[ChatCompletionMessageParam]:
     return [{"role": "user", "content": text}]
 
@@ -753,3 +821,27 @@ def test_sessionctls_own_litellm_calls_are_not_captured(
 def test_capture_refuses_what_it_cannot_patch(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"takes an openai\.OpenAI"):
         capture(object(), store=Store(tmp_path / "home"))
+
+
+@litellm_quiet
+@pytest.mark.parametrize("how", ["close", "garbage"])
+def test_litellm_stream_closed_early_records_the_partial_answer(
+    tmp_path: Path, llm_server: FakeLLMServer, litellm: Any, how: str
+) -> None:
+    store = Store(tmp_path / "home")
+    llm_server.push(Reply(text="w" * 2000, chunk_size=10))
+    seen: list[str] = []
+    with capture(litellm, store=store, session="lcut"):
+        stream = litellm.completion(messages=_ask("long"), stream=True, **_lkw(llm_server))
+        for chunk in stream:
+            seen.append(chunk.choices[0].delta.content or "")
+            if len(seen) == 4:
+                break
+        if how == "close":
+            stream.close()
+        else:
+            del stream, chunk
+            gc.collect()
+    user, answer = store.session("lcut").get_messages()
+    assert user.content == "long" and answer.interrupted is True
+    assert answer.content == "".join(seen) and 0 < len(answer.content) < 2000
