@@ -845,3 +845,41 @@ def test_litellm_stream_closed_early_records_the_partial_answer(
     user, answer = store.session("lcut").get_messages()
     assert user.content == "long" and answer.interrupted is True
     assert answer.content == "".join(seen) and 0 < len(answer.content) < 2000
+
+
+def test_the_sdks_stream_helper_is_recorded_sync_and_async(
+    tmp_path: Path, llm_server: FakeLLMServer
+) -> None:
+    """``client.chat.completions.stream(...)`` (the SDK's event helper) goes through
+    ``create``: recorded too, its events and final completion the SDK's own."""
+    store = Store(tmp_path / "home")
+    llm_server.push(Reply(text="sync helper"), Reply(text="async helper"))
+    with _client(llm_server) as client:
+        capture(client, store=store, session="helper")
+        with client.chat.completions.stream(model="m", messages=_ask("one")) as stream:
+            kinds = {type(event).__name__ for event in stream}
+            final = stream.get_final_completion()
+    assert "ContentDeltaEvent" in kinds and final.choices[0].message.content == "sync helper"
+
+    async def main() -> str:
+        aclient = _aclient(llm_server)
+        try:
+            capture(aclient, store=store, session="ahelper")
+            async with aclient.chat.completions.stream(model="m", messages=_ask("two")) as st:
+                async for _event in st:
+                    pass
+                done = await st.get_final_completion()
+            return str(done.choices[0].message.content)
+        finally:
+            await aclient.close()
+
+    assert asyncio.run(main()) == "async helper"
+    for name, prompt, text in (
+        ("helper", "one", "sync helper"),
+        ("ahelper", "two", "async helper"),
+    ):
+        msgs = store.session(name).get_messages()
+        assert [(m.role, m.content, m.interrupted) for m in msgs] == [
+            ("user", prompt, False),
+            ("assistant", text, False),
+        ]
