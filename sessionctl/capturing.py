@@ -382,13 +382,23 @@ def _is_async(completions: Any) -> bool:
     return isinstance(completions, AsyncCompletions)
 
 
+def _tool_call(call: Any) -> dict[str, Any]:
+    """An answer's tool call as the wire dict (``parse()``'s ``parsed_arguments`` left out:
+    the transcript keeps the arguments' text)."""
+    out = _dump(call)
+    function = out.get("function")
+    if isinstance(function, dict):
+        out["function"] = {k: v for k, v in function.items() if k != "parsed_arguments"}
+    return out
+
+
 def _record_completion(
     handle: Capture, request: list[dict[str, Any]], response: Any, started: float
 ) -> None:
     """Record a non-streamed ``ChatCompletion`` (warns once if its shape is unknown)."""
     try:
         msg = response.choices[0].message
-        calls = [tc.model_dump(exclude_none=True) for tc in msg.tool_calls or []]
+        calls = [_tool_call(tc) for tc in msg.tool_calls or []]
         usage = _usage(response.model or "", response.usage, started, None)
         answer = _answer(msg.content or "", calls, response.model, usage)
     except Exception as exc:  # an answer shape we do not know: still the app's result
@@ -459,7 +469,7 @@ def capture(
     """Record each exchange of ``client`` in a session; return the handle.
 
     ``client`` is an ``openai.OpenAI`` or ``openai.AsyncOpenAI`` (its
-    ``chat.completions.create`` is patched on that client object), or the
+    ``chat.completions.create`` and ``parse`` are patched on that client object), or the
     ``litellm`` module (``litellm.completion`` and ``litellm.acompletion`` are
     patched on the module). ``handle.close()`` (or leaving ``with handle:``)
     puts the originals back.
@@ -484,4 +494,7 @@ def capture(
     handle = Capture(the_store, session, user, agent)
     wrap = _awrap if _is_async(completions) else _wrap
     handle._patch(completions, "create", wrap(create, handle, None))
+    parse = getattr(completions, "parse", None)
+    if callable(parse):  # structured output: posts itself, not through create
+        handle._patch(completions, "parse", wrap(parse, handle, None))
     return handle

@@ -883,3 +883,65 @@ def test_the_sdks_stream_helper_is_recorded_sync_and_async(
             ("user", prompt, False),
             ("assistant", text, False),
         ]
+
+
+def test_structured_output_parse_is_recorded_sync_and_async(
+    tmp_path: Path, llm_server: FakeLLMServer
+) -> None:
+    """``chat.completions.parse`` posts itself (not through ``create``): captured too; the
+    app gets the SDK's ``ParsedChatCompletion``, the transcript keeps the raw JSON text."""
+    from pydantic import BaseModel
+
+    class City(BaseModel):
+        name: str
+        people: int
+
+    class Lookup(BaseModel):
+        city: str
+
+    store = Store(tmp_path / "home")
+    tool_call = [{"name": "Lookup", "arguments": '{"city": "Oslo"}', "id": "p1"}]
+    llm_server.push(
+        Reply(text='{"name": "Oslo", "people": 700000}'),
+        Reply(text="", tool_calls=tool_call),
+        Reply(text='{"name": "Rome", "people": 2800000}'),
+    )
+    with _client(llm_server) as client:
+        capture(client, store=store, session="parsed")
+        got = client.chat.completions.parse(model="m", messages=_ask("Oslo?"), response_format=City)
+        assert got.choices[0].message.parsed == City(name="Oslo", people=700000)
+        called = client.chat.completions.parse(
+            model="m", messages=_ask("look"), tools=[openai.pydantic_function_tool(Lookup)]
+        )
+        calls = called.choices[0].message.tool_calls
+        assert calls and calls[0].function.parsed_arguments == Lookup(city="Oslo")
+    assert llm_server.requests[0].body["response_format"]["type"] == "json_schema"  # sent as made
+
+    async def main() -> Any:
+        aclient = _aclient(llm_server)
+        try:
+            capture(aclient, store=store, session="aparsed")
+            done = await aclient.chat.completions.parse(
+                model="m", messages=_ask("Rome?"), response_format=City
+            )
+            return done.choices[0].message.parsed
+        finally:
+            await aclient.close()
+
+    assert asyncio.run(main()) == City(name="Rome", people=2800000)
+    msgs = store.session("parsed").get_messages()
+    assert [(m.role, m.content) for m in msgs] == [
+        ("user", "Oslo?"),
+        ("assistant", '{"name": "Oslo", "people": 700000}'),
+        ("user", "look"),
+        ("assistant", ""),
+    ]
+    assert msgs[3].tool_calls == [
+        {
+            "id": "p1",
+            "type": "function",
+            "function": {"name": "Lookup", "arguments": '{"city": "Oslo"}'},
+        }
+    ]
+    amsgs = store.session("aparsed").get_messages()
+    assert [m.content for m in amsgs] == ["Rome?", '{"name": "Rome", "people": 2800000}']
