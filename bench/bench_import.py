@@ -6,7 +6,11 @@ transcripts: before any indexing), the index catch-up separately (embedding with
 real model, on a sample of sessions: the full catch-up of 200k+ messages takes hours on
 2 cores), and the peak RSS of the import process.
 
+The import figure is what `sessionctl import --from` does: the pass that checks the
+whole source first, then the import pass (both timed, and shown apart).
+
     PYTHONPATH=$PWD python bench/bench_import.py [--responses 100000] [--conversations 10000]
+        [--repeat 3] [--baseline DIR]   # DIR: e.g. `git archive main | tar -x -C DIR`
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -25,16 +30,25 @@ from common import REPO, WORDS
 
 RUN = """
 import json, resource, sys, time
-from sessionctl.service.bulk_import import import_sources
+import sessionctl.service.bulk_import as bulk
 from sessionctl.service.store import Store
 from sessionctl.sources import read_source
 store = Store()
+source, path = sys.argv[1], sys.argv[2]
+# What `sessionctl import --from` runs: a pass that checks the whole source, then the
+# import (a revision without import_checked ran a dry run as its check, from the CLI).
 t = time.perf_counter()
-summary = import_sources(store, sys.argv[1], read_source(sys.argv[1], sys.argv[2]))
-took = time.perf_counter() - t
+if hasattr(bulk, "import_checked"):
+    bulk.import_sources(store, source, read_source(source, path), dry_run=True, check_only=True)
+else:
+    bulk.import_sources(store, source, read_source(source, path), dry_run=True)
+checked = time.perf_counter()
+summary = bulk.import_sources(store, source, read_source(source, path))
+done = time.perf_counter()
 store.backend.close()
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"seconds": took, "messages": summary["messages_added"],
+print(json.dumps({"seconds": done - t, "check": checked - t, "write": done - checked,
+                  "messages": summary["messages_added"],
                   "sessions": summary["sessions_created"], "peak_kib": peak}))
 """
 
@@ -142,16 +156,30 @@ def run(code: str, env: dict[str, str], *args: str) -> dict[str, float]:
     return value
 
 
+def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
+    """The run of median total time (its own figures, not a mix of several runs)."""
+    return sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--responses", type=int, default=100_000)
     parser.add_argument("--conversations", type=int, default=10_000)
     parser.add_argument("--index-sessions", type=int, default=20)
+    parser.add_argument("--repeat", type=int, default=1, help="runs per tree, taking turns")
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="another checkout (e.g. `git archive main | tar -x -C DIR`): the same data is"
+        " imported by both, taking turns, and the ratio printed",
+    )
     args = parser.parse_args()
     rng = random.Random(17)
+    trees = [("this tree", REPO)]
+    if args.baseline:
+        trees.insert(0, ("baseline", Path(args.baseline).resolve()))
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
         db = base / "logs.db"
         make_llm(db, args.responses, rng)
         conv = base / "conversations.json"
@@ -161,29 +189,55 @@ def main() -> None:
             f"conversations.json {conv.stat().st_size / 2**20:.0f} MiB"
         )
         for source, path in (("llm", db), ("chatgpt", conv)):
-            home = base / f"home-{source}"
-            env_s = {
-                **env,
-                "SESSIONCTL_HOME": str(home),
-                "SESSIONCTL_CONFIG": str(base / "none.toml"),
-            }
-            got = run(RUN, env_s, source, str(path))
-            rate = got["messages"] / got["seconds"]
-            print(
-                f"import --from {source}: {got['messages']:.0f} messages in {got['sessions']:.0f}"
-                f" sessions, {got['seconds']:.1f} s = {rate:,.0f} messages/s before indexing;"
-                f" peak RSS {got['peak_kib'] / 1024:.0f} MiB"
-            )
-            again = run(RUN, env_s, source, str(path))
-            print(
-                f"  re-import (idempotent): {again['messages']:.0f} added, {again['seconds']:.1f} s"
-            )
-            if args.index_sessions:
-                idx = run(INDEX, env_s, str(args.index_sessions))
+            results: dict[str, list[dict[str, float]]] = {label: [] for label, _ in trees}
+            homes: dict[str, Path] = {}
+            for attempt in range(args.repeat):
+                for label, tree in trees if attempt % 2 == 0 else trees[::-1]:
+                    home = base / f"home-{source}-{len(homes)}-{attempt}"
+                    homes[label] = home
+                    env = {
+                        **os.environ,
+                        "PYTHONPATH": str(tree),
+                        "SESSIONCTL_HOME": str(home),
+                        "SESSIONCTL_CONFIG": str(base / "none.toml"),
+                    }
+                    results[label].append(run(RUN, env, source, str(path)))
+                    if attempt + 1 < args.repeat:
+                        shutil.rmtree(home)
+            rates = {}
+            for label, tree in trees:
+                got = median_run(results[label])
+                rate = rates[label] = got["messages"] / got["seconds"]
                 print(
-                    f"  index catch-up: {idx['messages']:.0f} messages of {idx['sessions']:.0f}"
-                    f" sessions in {idx['seconds']:.1f} s"
-                    f" = {idx['messages'] / idx['seconds']:,.0f}/s"
+                    f"[{label}] import --from {source}: {got['messages']:.0f} messages in"
+                    f" {got['sessions']:.0f} sessions, {got['seconds']:.2f} s"
+                    f" (check pass {got['check']:.2f} s, import pass {got['write']:.2f} s)"
+                    f" = {rate:,.0f} messages/s before indexing"
+                    f" (import pass alone {got['messages'] / got['write']:,.0f}/s);"
+                    f" peak RSS {got['peak_kib'] / 1024:.0f} MiB"
+                )
+                env = {
+                    **os.environ,
+                    "PYTHONPATH": str(tree),
+                    "SESSIONCTL_HOME": str(homes[label]),
+                    "SESSIONCTL_CONFIG": str(base / "none.toml"),
+                }
+                again = run(RUN, env, source, str(path))
+                print(
+                    f"  re-import (idempotent): {again['messages']:.0f} added,"
+                    f" {again['seconds']:.2f} s"
+                )
+                if args.index_sessions:
+                    idx = run(INDEX, env, str(args.index_sessions))
+                    print(
+                        f"  index catch-up: {idx['messages']:.0f} messages of"
+                        f" {idx['sessions']:.0f} sessions in {idx['seconds']:.1f} s"
+                        f" = {idx['messages'] / idx['seconds']:,.0f} messages/s"
+                    )
+            if args.baseline:
+                print(
+                    f"  {source}: this tree imports {rates['this tree'] / rates['baseline']:.1f}x"
+                    f" as many messages/s as the baseline (median of {args.repeat})"
                 )
 
 
