@@ -388,3 +388,43 @@ def test_a_killed_import_leaves_sessions_whole_or_absent(home: Path, tmp_path: P
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert _transcripts(home) == {f"openai-big-{n}": 6 for n in range(1, 3001)}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2025-01-01T10:00:00.123456Z", "2025-01-01T10:00:00Z", "2025-01-01T10:00:00.123Z",
+        "2024-02-29T23:59:59.999Z", "2025-02-30T10:00:00.000000Z", "2025-01-01T25:00:00.000Z",
+        "1000-01-01T00:00:00Z", "0999-01-01T00:00:00Z", "2025-01-01T23:59:60Z",
+        "2025-01-01T10:00:00.1234Z", "2025-01-01T10:00:00.123456+02:00", "9999-12-31T23:59:59Z",
+    ],
+)  # fmt: skip
+def test_quick_time_check_gives_what_the_full_one_gives(value: str) -> None:
+    from sessionctl.service.importing import Invalid, message_from
+    from sessionctl.timeutil import format_iso, parse_iso
+
+    expected: str | None = None
+    try:
+        normal = format_iso(parse_iso(value))
+        parse_iso(normal)
+        expected = normal
+    except (ValueError, OverflowError):
+        pass
+    try:
+        got: str | None = message_from({"role": "user", "created_at": value}, 1).created_at
+    except Invalid:
+        got = None
+    assert got == expected
+
+
+def test_stable_ids_hash_what_json_dumps_spells() -> None:
+    import hashlib
+
+    from sessionctl.sources import stable_id
+
+    for parts in (
+        ("llm", "01abc", "system"), ("chatgpt", "k", 3, -7, 10**30),
+        ("x", 'é"\\\n\x00\u2028😀'), ("s", True, None, 1.5, ["a"]), ("claude-code",),
+    ):  # fmt: skip
+        digest = hashlib.sha256(json.dumps(list(parts), default=str).encode()).hexdigest()
+        assert stable_id(*parts) == f"{parts[0].replace('-', '')}-{digest[:24]}"
