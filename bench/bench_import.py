@@ -7,7 +7,9 @@ real model, on a sample of sessions: the full catch-up of 200k+ messages takes h
 2 cores), and the peak RSS of the import process.
 
 The import figure is what `sessionctl import --from` does: the pass that checks the
-whole source first, then the import pass (both timed, and shown apart).
+whole source first, then the import pass (both timed, and shown apart). The CPU time
+per message (user + system, of the two passes) is shown too: wall time on a shared
+disk swings with others' I/O (a file creation takes 0.05 to 1 ms here), CPU less so.
 
     PYTHONPATH=$PWD python bench/bench_import.py [--responses 100000] [--conversations 10000]
         [--repeat 3] [--baseline DIR]   # DIR: e.g. `git archive main | tar -x -C DIR`
@@ -37,7 +39,10 @@ store = Store()
 source, path = sys.argv[1], sys.argv[2]
 # What `sessionctl import --from` runs: a pass that checks the whole source, then the
 # import (a revision without import_checked ran a dry run as its check, from the CLI).
-t = time.perf_counter()
+def cpu():
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
+t, cpu0 = time.perf_counter(), cpu()
 if hasattr(bulk, "import_checked"):
     bulk.import_sources(store, source, read_source(source, path), dry_run=True, check_only=True)
 else:
@@ -46,8 +51,10 @@ checked = time.perf_counter()
 summary = bulk.import_sources(store, source, read_source(source, path))
 done = time.perf_counter()
 store.backend.close()
+spent = cpu() - cpu0
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"seconds": done - t, "check": checked - t, "write": done - checked,
+                  "cpu": spent,
                   "messages": summary["messages_added"],
                   "sessions": summary["sessions_created"], "peak_kib": peak}))
 """
@@ -214,7 +221,8 @@ def main() -> None:
                     f" (check pass {got['check']:.2f} s, import pass {got['write']:.2f} s)"
                     f" = {rate:,.0f} messages/s before indexing"
                     f" (import pass alone {got['messages'] / got['write']:,.0f}/s);"
-                    f" peak RSS {got['peak_kib'] / 1024:.0f} MiB"
+                    f" peak RSS {got['peak_kib'] / 1024:.0f} MiB,"
+                    f" CPU {got['cpu'] / got['messages'] * 1e6:.0f} us/message"
                 )
                 env = {
                     **os.environ,
