@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from common import REPO, WORDS
 
@@ -54,7 +55,7 @@ store.backend.close()
 spent = cpu() - cpu0
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"seconds": done - t, "check": checked - t, "write": done - checked,
-                  "cpu": spent,
+                  "cpu": spent, "module": bulk.__file__,
                   "messages": summary["messages_added"],
                   "sessions": summary["sessions_created"], "peak_kib": peak}))
 """
@@ -153,17 +154,24 @@ def make_chatgpt(path: Path, conversations: int, rng: random.Random) -> int:
     return total
 
 
-def run(code: str, env: dict[str, str], *args: str) -> dict[str, float]:
+def run(code: str, env: dict[str, str], *args: str) -> dict[str, Any]:
+    # cwd: the data dir's parent, never a checkout (`-c` puts the cwd first on sys.path,
+    # before PYTHONPATH: run from a checkout, every tree would import that one).
     done = subprocess.run(
-        [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, check=False
+        [sys.executable, "-c", code, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(env["SESSIONCTL_HOME"]).parent,
     )
     if done.returncode != 0:
         raise SystemExit(done.stderr)
-    value: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    value: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return value
 
 
-def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The run of median total time (its own figures, not a mix of several runs)."""
     return sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
 
@@ -174,6 +182,7 @@ def main() -> None:
     parser.add_argument("--conversations", type=int, default=10_000)
     parser.add_argument("--index-sessions", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=1, help="runs per tree, taking turns")
+    parser.add_argument("--only", choices=("llm", "chatgpt"), help="import one source only")
     parser.add_argument(
         "--baseline",
         metavar="DIR",
@@ -196,11 +205,13 @@ def main() -> None:
             f"conversations.json {conv.stat().st_size / 2**20:.0f} MiB"
         )
         for source, path in (("llm", db), ("chatgpt", conv)):
-            results: dict[str, list[dict[str, float]]] = {label: [] for label, _ in trees}
+            if args.only not in (None, source):
+                continue
+            results: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in trees}
             homes: dict[str, Path] = {}
             for attempt in range(args.repeat):
                 for label, tree in trees if attempt % 2 == 0 else trees[::-1]:
-                    home = base / f"home-{source}-{len(homes)}-{attempt}"
+                    home = base / f"home-{source}-{label.replace(' ', '-')}-{attempt}"
                     homes[label] = home
                     env = {
                         **os.environ,
@@ -208,7 +219,10 @@ def main() -> None:
                         "SESSIONCTL_HOME": str(home),
                         "SESSIONCTL_CONFIG": str(base / "none.toml"),
                     }
-                    results[label].append(run(RUN, env, source, str(path)))
+                    got = run(RUN, env, source, str(path))
+                    if not str(got["module"]).startswith(str(tree)):
+                        raise SystemExit(f"{label}: imported {got['module']}, not from {tree}")
+                    results[label].append(got)
                     if attempt + 1 < args.repeat:
                         shutil.rmtree(home)
             rates = {}
