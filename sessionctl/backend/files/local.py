@@ -81,6 +81,8 @@ class LocalBackend(TrashMixin):
         self.home = home
         self.sessions_dir = home / "sessions"
         self.trash_dir = home / "trash"
+        self._sessions_str = str(self.sessions_dir)
+        self._trash_str = str(self.trash_dir)
         self.warn = warn
         self.activity = ActivityLog(home / LOG_NAME)
         self._warned_home = False
@@ -163,6 +165,8 @@ class LocalBackend(TrashMixin):
         One lstat each, on every operation: a long-lived Store must not follow a
         link put there after its first write.
         """
+        if not (os.path.islink(self._sessions_str) or os.path.islink(self._trash_str)):
+            return  # the usual case, two lstat and no Path objects (import: once a session)
         for directory in (self.sessions_dir, self.trash_dir):
             if directory.is_symlink():
                 raise StoreError(
@@ -233,7 +237,7 @@ class LocalBackend(TrashMixin):
     def exists(self, name: str) -> bool:
         """Return True when a live session ``name`` exists."""
         self._check_dirs()
-        return os.path.lexists(self.path(name))
+        return os.path.lexists(f"{self._sessions_str}/{name}{TRANSCRIPT}")
 
     def _require(self, name: str) -> Path:
         self._check_dirs()
