@@ -142,11 +142,15 @@ def write_new_private(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def create_private_unsynced(path: Path, data: bytes) -> int:
-    """Write ``data`` to a new 0600 file (an existing one is refused) and return its open,
-    flocked fd, *not yet durable*: the caller makes it so with :func:`sync_files`."""
-    fd = _create_private(path)
+def create_private_unsynced(name: str, data: bytes, dir_fd: int) -> int:
+    """Write ``data`` to a new 0600 file ``name`` in the directory ``dir_fd`` (an existing
+    one is refused, a link not followed) and return its open, flocked fd, *not yet
+    durable*: the caller makes it so with :func:`sync_files`."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    fd = os.open(name, flags, FILE_MODE, dir_fd=dir_fd)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # "a writer is alive": see remove_unheld_temp
+        os.fchmod(fd, FILE_MODE)
         _write_all(fd, data)
     except BaseException:
         os.close(fd)

@@ -47,6 +47,7 @@ from sessionctl.backend.files.transcript import Header, Warn, encode
 from sessionctl.backend.files.trash import TrashMixin
 from sessionctl.errors import MessageNotFound, SessionExists, SessionNotFound, StoreError
 from sessionctl.fsutil import (
+    TEMP_SUFFIX,
     append_private,
     atomic_write,
     check_own_file,
@@ -506,34 +507,43 @@ class LocalBackend(TrashMixin):
                 self._create_group(sessions[start : start + CREATE_GROUP], present)
 
     def _create_group(self, group: Sequence[NewSession], present: set[str]) -> None:
-        temps: list[tuple[Path, Path]] = []
+        temps: list[tuple[str, str]] = []  # (temp, transcript) names in sessions/
         fds: list[int] = []
+        # Names relative to one descriptor of sessions/: no path walk, no Path objects,
+        # and the directory checked before cannot be swapped for a link meanwhile.
+        where = os.open(self.sessions_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         try:
-            for name, header, messages in group:
-                for suffix in SIDECAR_SUFFIXES:  # left by a crash in delete or rename
-                    if suffix != ".rejects" and f"{name}{suffix}" in present:
-                        with contextlib.suppress(FileNotFoundError):
-                            self.path(name, suffix).unlink()
-                target = self.path(name)
-                tmp = temp_path_for(target, unique=True)  # flocked: no sweep removes it
-                temps.append((tmp, target))
-                fds.append(create_private_unsynced(tmp, self._encoded(header, messages)))
-            sync_files(fds)
-            for tmp, target in temps:
-                try:
-                    os.link(tmp, target)
-                except FileExistsError:
-                    raise SessionExists(
-                        f"session {target.name[: -len(TRANSCRIPT)]!r} already exists;"
-                        " choose another name"
-                    ) from None
+            try:
+                for name, header, messages in group:
+                    for suffix in SIDECAR_SUFFIXES:  # left by a crash in delete or rename
+                        if suffix != ".rejects" and f"{name}{suffix}" in present:
+                            with contextlib.suppress(FileNotFoundError):
+                                os.unlink(f"{name}{suffix}", dir_fd=where)
+                    target = f"{name}{TRANSCRIPT}"
+                    # unique and flocked by us until linked: no sweep takes it for a
+                    # crashed writer's (temp_path_for's form, see fsutil)
+                    tmp = f".{target}~{os.urandom(6).hex()}{TEMP_SUFFIX}"
+                    temps.append((tmp, target))
+                    data = self._encoded(header, messages)
+                    fds.append(create_private_unsynced(tmp, data, where))
+                sync_files(fds)
+                for tmp, target in temps:
+                    try:
+                        os.link(tmp, target, src_dir_fd=where, dst_dir_fd=where)
+                    except FileExistsError:
+                        raise SessionExists(
+                            f"session {target[: -len(TRANSCRIPT)]!r} already exists;"
+                            " choose another name"
+                        ) from None
+            finally:
+                for fd in fds:
+                    os.close(fd)
+                for tmp, _target in temps:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(tmp, dir_fd=where)  # also after a failed write
+            os.fsync(where)
         finally:
-            for fd in fds:
-                os.close(fd)
-            for tmp, _target in temps:
-                with contextlib.suppress(FileNotFoundError):
-                    tmp.unlink()  # also after a failed write: no temp left behind
-        fsync_dir(self.sessions_dir)
+            os.close(where)
         self.activity.touch_many(name for name, _h, _m in group)
 
     @staticmethod
