@@ -428,3 +428,23 @@ def test_stable_ids_hash_what_json_dumps_spells() -> None:
     ):  # fmt: skip
         digest = hashlib.sha256(json.dumps(list(parts), default=str).encode()).hexdigest()
         assert stable_id(*parts) == f"{parts[0].replace('-', '')}-{digest[:24]}"
+
+
+def test_source_times_read_as_strftime_spells_them() -> None:
+    import random
+    from datetime import datetime, timezone
+
+    from sessionctl.sources import _time
+
+    def spelled(value: float | str) -> str:
+        if isinstance(value, float):
+            stamp = datetime.fromtimestamp(value, timezone.utc)
+        else:
+            stamp = datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(timezone.utc)
+        return stamp.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+    rng = random.Random(17)
+    values: list[float | str] = [1.7e9, 0.0, 1700000000.9999, -6e10, 253402300799.999]
+    values += [rng.uniform(-6.2e10, 2.5e11) for _ in range(2000)]
+    values += ["2025-01-01T10:00:00.123456+02:00", "0999-05-01T00:00:00Z", "2025-01-01T23:59:59Z"]
+    assert [_time(v) for v in values] == [spelled(v) for v in values]
