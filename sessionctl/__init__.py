@@ -25,6 +25,7 @@ _EXPORTS = {
     "SessionExists": "sessionctl.errors",
     "SessionNotFound": "sessionctl.errors",
     "UsageError": "sessionctl.errors",
+    "ToolRoundsExceeded": "sessionctl.errors",
     "Message": "sessionctl.models",
     "SessionInfo": "sessionctl.models",
     "PruneReport": "sessionctl.service.store",
@@ -32,6 +33,7 @@ _EXPORTS = {
     "Reply": "sessionctl.service.conversation",
     "TextDelta": "sessionctl.service.conversation",
     "Finished": "sessionctl.service.conversation",
+    "ToolCall": "sessionctl.service.tools",
     "Store": "sessionctl.service.store",
     "capture": "sessionctl.capturing",
     "Capture": "sessionctl.capturing",
@@ -46,12 +48,14 @@ if TYPE_CHECKING:
         SessionctlError,
         SessionExists,
         SessionNotFound,
+        ToolRoundsExceeded,
         UsageError,
     )
     from sessionctl.models import Message, SessionInfo
     from sessionctl.service.conversation import Finished, Reply, TextDelta
     from sessionctl.service.session import Session
     from sessionctl.service.store import PruneReport, Store
+    from sessionctl.service.tools import ToolCall
 
 
 def __getattr__(name: str) -> Any:
@@ -88,6 +92,8 @@ __all__ = [
     "SessionctlError",
     "Store",
     "TextDelta",
+    "ToolCall",
+    "ToolRoundsExceeded",
     "UsageError",
     "__version__",
     "capture",

@@ -83,7 +83,9 @@ class Capture:
             if meta:
                 for m in items:
                     m["metadata"] = {**(m.get("metadata") or {}), **meta}
-            sess.add_messages(items)
+            # With a user: another user's session is refused (not recorded, one
+            # warning), a new or unowned one becomes this user's.
+            sess.add_messages(items, user=self._user)
             if meta and self._name not in self._annotated:
                 sess.update(metadata=meta)
                 self._annotated.add(self._name)

@@ -87,3 +87,8 @@ class Interrupted(SessionctlError):
     """The user pressed Ctrl-C; whatever was saved is said in the message."""
 
     exit_code = ExitCode.INTERRUPTED
+
+
+class ToolRoundsExceeded(SessionctlError):
+    """The model kept calling tools past ``max_tool_rounds``; the rounds run were recorded,
+    the last request for tools was neither run nor recorded."""

@@ -72,9 +72,9 @@ def count_listings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     listed: list[str] = []
     real = os.listdir
 
-    def counting(path: object = ".") -> list[str]:
+    def counting(path: str = ".") -> list[str]:
         listed.append(str(path))
-        return real(path)  # type: ignore[arg-type]
+        return real(path)
 
     monkeypatch.setattr(os, "listdir", counting)
     return listed

@@ -8,7 +8,10 @@ Conventions (README.md says them too):
   the blocks of one file. A block preceded by ``<!-- not run: reason -->`` is
   skipped. The model server is a local stand-in (tests/llm_server.py):
   SESSIONCTL_API_BASE points at it, and the URL the docs use for a local
-  server, http://127.0.0.1:8080/v1, is replaced by its address.
+  server, http://127.0.0.1:8080/v1, is replaced by its address. It answers
+  "Hello from the fake model." unless the block is preceded by
+  ``<!-- the model answers: [JSON list] -->``: one ``Reply`` (its fields as
+  a JSON object, e.g. ``tool_calls``) per request of that block, in order.
 - `` ```python `` blocks run as scripts, in the same order and place; one
   followed by "It prints:" and a `` ```text `` block must print exactly that.
 - ``>>>`` examples run as doctests (docs/python-api.md).
@@ -21,6 +24,7 @@ Conventions (README.md says them too):
 from __future__ import annotations
 
 import doctest
+import json
 import os
 import re
 import shutil
@@ -32,7 +36,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
-from llm_server import FakeLLMServer
+from llm_server import FakeLLMServer, Reply
 
 from sessionctl.config import validate_setting
 
@@ -40,6 +44,7 @@ DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 DOCUMENTED_SERVER = "http://127.0.0.1:8080/v1"
 FENCE = re.compile(r"^```([\w-]*)\s*$")
 NOT_RUN = re.compile(r"^<!-- not run: .+ -->$")
+ANSWERS = re.compile(r"^<!-- the model answers: (.+) -->$")
 
 try:
     import tomllib
@@ -56,6 +61,7 @@ class Block:
     line: int  # of the opening fence, 1-based
     skipped: bool  # preceded by <!-- not run: ... -->
     prints: str | None = None  # the "It prints:" text block after a python block
+    answers: str | None = None  # JSON list of Reply fields, from <!-- the model answers: -->
 
 
 def blocks(path: Path) -> list[Block]:
@@ -73,6 +79,8 @@ def blocks(path: Path) -> list[Block]:
         end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
         body = "\n".join(lines[i + 1 : end]) + "\n"
         block = Block(match.group(1), body, i + 1, bool(before and NOT_RUN.match(before[-1])))
+        scripted = ANSWERS.match(before[-1]) if before else None
+        block.answers = scripted.group(1) if scripted else None
         if (
             block.lang == "text"
             and found
@@ -123,6 +131,8 @@ def test_shell_and_python_examples_run(
     runnable = [b for b in found if b.lang in ("sh", "python") and not b.skipped and b is not setup]
     for block in runnable:
         code = block.body.replace(DOCUMENTED_SERVER, server.base_url)
+        if block.answers is not None:
+            server.push(*(Reply(**fields) for fields in json.loads(block.answers)))
         if block.lang == "sh":
             argv = ["bash", "--norc", "--noprofile", "-euo", "pipefail", "-c", code]
         else:

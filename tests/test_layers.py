@@ -22,6 +22,12 @@ HEAVY_HOME = {
     "onnxruntime": "embed",
     "tokenizers": "embed",
     "psycopg": "backend",  # backend/postgres: only for a postgresql:// store
+    # the MCP SDK and its web stack: only the `mcp` command
+    "mcp": "mcp",
+    "mcp_types": "mcp",
+    "uvicorn": "mcp",
+    "starlette": "mcp",
+    "anyio": "mcp",
 }
 
 

@@ -236,7 +236,10 @@ def test_reads_without_stdin_do_not_fail(sh: Sh, home: Path) -> None:
     assert (result.returncode, result.stdout) == (0, "hi\n"), result.stderr
 
 
-HEAVY = ("litellm", "faiss", "onnxruntime", "numpy", "rich", "prompt_toolkit", "tokenizers")
+HEAVY = (
+    "litellm", "faiss", "onnxruntime", "numpy", "rich", "prompt_toolkit", "tokenizers",
+    "mcp", "pydantic", "starlette", "uvicorn",
+)  # fmt: skip
 
 
 @pytest.mark.parametrize(

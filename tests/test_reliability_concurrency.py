@@ -495,3 +495,73 @@ def test_drop_and_clear_racing_appends(home: Path, tmp_path: Path) -> None:
     print(f"\n{len(writers)} writers x {MESSAGES} racing 2 droppers: {len(acked)} acknowledged, "
           f"{len(removed)} removed by drop/clear, {len(messages)} left; {rounds} reader/dropper "
           f"rounds, {time.monotonic() - started:.1f}s")  # fmt: skip
+
+
+# -- an MCP server among the writers ------------------------------------------------
+
+
+def test_an_mcp_server_writing_beside_cli_writers_loses_nothing(home: Path) -> None:
+    """20 add_messages and 20 searches at once through one MCP client, while two CLI
+    processes each add 20 messages to the same session."""
+    import anyio
+    from mcp import Client
+    from test_mcp import _env, seed, stdio, with_client
+
+    from sessionctl import Store
+
+    history = seed(home)
+
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(w)],
+            env=_env(history),
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for w in range(2)
+    ]
+
+    async def body(client: Client) -> list[Any]:
+        results: list[Any] = []
+
+        async def add(i: int) -> None:
+            message = {"role": "user", "content": f"mcp note {i}"}
+            results.append(
+                await client.call_tool(
+                    "add_messages", {"session": "work-shared", "messages": [message]}
+                )
+            )
+
+        async def search(i: int) -> None:
+            results.append(await client.call_tool("search_history", {"query": f"note {i}"}))
+
+        async with anyio.create_task_group() as tasks:
+            for i in range(20):
+                tasks.start_soon(add, i)
+                tasks.start_soon(search, i)
+        return results
+
+    results = with_client(stdio(history, "--allow-write"), body)
+    for w in writers:
+        _, err = w.communicate(timeout=120)
+        assert w.returncode == 0, err
+    assert not any(r.is_error for r in results), [r.content[0].text for r in results if r.is_error]
+    store = Store(history)
+    messages = store.session("work-shared").get_messages()
+    store.close()
+    contents = sorted(m.content for m in messages)
+    expected = sorted(
+        [f"mcp note {i}" for i in range(20)] + [f"cli {w} {i}" for w in range(2) for i in range(20)]
+    )
+    assert contents == expected
+    assert sorted(m.seq for m in messages) == list(range(1, 61))
+
+
+_WRITER = """
+import sys
+from sessionctl.cli.app import run
+w = sys.argv[1]
+for i in range(20):
+    assert run(["add", "-s", "work-shared", "--role", "user", f"cli {w} {i}"]) == 0
+"""

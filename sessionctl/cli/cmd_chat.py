@@ -5,7 +5,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sessionctl.cli.options import NoRedactOpt, Via, complete_session
+from sessionctl.cli.options import NoRedactOpt, UserOpt, Via, complete_session
 from sessionctl.cli.registry import commands
 from sessionctl.cli.state import State, read_stdin_text
 from sessionctl.errors import SessionNotFound, UsageError
@@ -103,6 +103,7 @@ def chat(
     show_context: Annotated[
         bool, typer.Option("--show-context", help="Print what would be sent, send nothing.")
     ] = False,
+    user: UserOpt = None,
     no_redact: NoRedactOpt = False,
 ) -> None:
     """Chat with a model; one answer when PROMPT is given or stdin is piped, else a REPL.
@@ -145,16 +146,17 @@ def chat(
         context_window=context_window,
         force=force,
         via=via.value if via is not None else None,
+        user=user,
     )
     interactive = prompt is None and _stdin_is_tty()
     if interactive and not (show_context or json_):
         from sessionctl.cli.repl import run_repl
 
-        target = _target(state, session, continue_, announce=False)
+        target = _target(state, session, continue_, announce=False, user=user)
         run_repl(state, target, opts)
         return
     text = _one_shot_prompt(prompt)
-    target = _target(state, session, continue_, announce=True)
+    target = _target(state, session, continue_, announce=True, user=user)
     _one_shot(
         state, target, text, opts, as_json=json_, show_context=show_context, compact=auto_compact
     )
@@ -165,19 +167,37 @@ def _from_env(ctx: typer.Context, name: str) -> bool:
     return source is not None and source.name == "ENVIRONMENT"
 
 
-def _target(state: State, name: str | None, continue_: bool, *, announce: bool) -> Any:
+def _target(
+    state: State, name: str | None, continue_: bool, *, announce: bool, user: str | None
+) -> Any:
+    """The session to chat in; with ``user``, -c continues that user's latest session,
+    and another user's session is refused before anything is sent."""
     from sessionctl.service.chat import new_session_name
 
     store = state.store()
     if continue_:
-        latest = store.most_recent()
+        if user is not None:
+            mine = store.user_sessions(user)
+            latest = store.session(mine[0]) if mine else None
+        else:
+            latest = store.most_recent()
         if latest is None:
-            raise SessionNotFound("no session to continue; start one with `sessionctl chat`")
+            raise SessionNotFound(
+                "no session to continue; start one with `sessionctl chat`"
+                + (f" (user {user!r} has none)" if user is not None else "")
+            )
         if announce:  # the REPL's banner names it; a one-shot answer says it on stderr
             state.out.info(f"session: {latest.name}")
         return latest
     if name is not None:
-        return store.session(name)
+        named = store.session(name)
+        if user is not None:
+            named.check_user(user)
+        return named
+    if user is not None:
+        from sessionctl.service.users import check_user
+
+        check_user(user)
     generated = store.session(new_session_name(store))
     if announce:
         state.out.info(f"new session: {generated.name}")

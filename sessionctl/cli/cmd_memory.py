@@ -14,6 +14,7 @@ from sessionctl.cli.options import (
     SearchMode,
     SinceOpt,
     UntilOpt,
+    UserFilterOpt,
     complete_session,
     optional_session,
     role_values,
@@ -82,6 +83,7 @@ def relevant(
             show_default=False,
         ),
     ] = None,
+    user: UserFilterOpt = None,
     search_mode: Annotated[
         SearchMode,
         typer.Option(
@@ -105,7 +107,8 @@ def relevant(
     order); distance is "-" for a keyword-only hit. --json says, per hit, which
     lists found it ("sources": rank, distance or score). --since/--until keep
     messages created in that window, --meta and --model those with that
-    metadata or model, before the cut to K. On a
+    metadata or model, before the cut to K. --user searches only the sessions
+    belonging to USER (--fall-back too: their most recently active one). On a
     terminal too narrow for a readable table they are shown one under another.
     -0 prints the contents (as --text), each ended by a NUL byte.
 
@@ -131,6 +134,7 @@ def relevant(
         role=role_values(role),
         mode=search_mode.value,
         where=criteria(since, until, meta=meta, model=model),
+        user=user,
     )
     state.note_if_no_data()
     out = state.out
@@ -156,6 +160,8 @@ def relevant(
             out.stacked([(f"{d}  {s}  #{seq} {r}", c) for d, s, seq, r, c in rows])
         elif rows:
             out.table(headers, rows, keep=["session"])
+        elif user is not None and not state.store().user_sessions(user):
+            out.info(f"user {user!r} has no sessions")
         elif not hits:
             out.info("nothing close enough (raise --distance-threshold, or use --fall-back)")
 

@@ -17,6 +17,7 @@ from sessionctl.cli.options import (
     SessionOpt,
     SinceOpt,
     UntilOpt,
+    UserOpt,
     optional_session,
     pick_session,
     role_values,
@@ -152,6 +153,7 @@ def add(
     name: Annotated[str | None, typer.Option("--name", help="Author/tool name.")] = None,
     tool_call_id: Annotated[str | None, typer.Option(help="For role tool.")] = None,
     metadata: Annotated[str | None, typer.Option(help="JSON object stored with it.")] = None,
+    user: UserOpt = None,
     no_redact: NoRedactOpt = False,
 ) -> None:
     """Append one message without calling a model; print its id.
@@ -176,8 +178,10 @@ def add(
     if meta is not None:
         message["metadata"] = meta
     target = state.store().session(session_name)  # a bad name fails before stdin is read
+    if user is not None:
+        target.check_user(user)  # another user's session fails before stdin is read
     message["content"] = _text_or_stdin(text)
-    state.out.line(target.add_message(message).id)
+    state.out.line(target.add_message(message, user=user).id)
 
 
 @commands.command(name="store")
@@ -195,6 +199,7 @@ def store_pair(
     ] = None,
     session: SessionOpt = None,
     model: Annotated[str | None, typer.Option(help="Model that answered.")] = None,
+    user: UserOpt = None,
     no_redact: NoRedactOpt = False,
 ) -> None:
     """Append a prompt and its response (user, then assistant); print both ids.
@@ -215,8 +220,8 @@ def store_pair(
             "give the PROMPT and the RESPONSE: `sessionctl store NAME PROMPT RESPONSE`"
         )
     target = state.store().session(pick_session(ctx, name, session, rest="PROMPT RESPONSE"))
-    user, assistant = target.store(prompt, response, model=model)
-    state.out.line(user.id)
+    asked, assistant = target.store(prompt, response, model=model, user=user)
+    state.out.line(asked.id)
     state.out.line(assistant.id)
 
 

@@ -20,6 +20,7 @@ from sessionctl.cli.options import (
     SessionOpt,
     SinceOpt,
     UntilOpt,
+    UserFilterOpt,
     pick_session,
     role_values,
     session_argument,
@@ -41,12 +42,13 @@ def list_sessions(
     deleted: Annotated[bool, typer.Option("--deleted", help="List the trash instead.")] = False,
     since: SinceOpt = None,
     until: UntilOpt = None,
+    user: UserFilterOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """List sessions, most recently active first.
 
     --since/--until keep the sessions whose activity (creation to last
-    activity) overlaps that window.
+    activity) overlaps that window; --user those belonging to USER.
 
     When a page is cut by --limit, the cursor for the next page is printed on
     stderr (and as next_cursor with --json). On a narrow terminal the name is
@@ -56,10 +58,11 @@ def list_sessions(
 
         sessionctl list --limit 20 --json | jq -r '.sessions[].name'
         sessionctl list --since 7d
+        sessionctl list --user alice
     """
     state: State = ctx.obj
     page = state.store().list_sessions(
-        limit=limit, cursor=cursor, deleted=deleted, since=since, until=until
+        limit=limit, cursor=cursor, deleted=deleted, since=since, until=until, user=user
     )
     state.note_if_no_data()
     if json_:
@@ -483,7 +486,8 @@ def meta(
     """Show or merge a session's metadata (keys not named are kept).
 
     Setting a key on a session that does not exist creates it.
-    VALUE is parsed as JSON when it is valid JSON (3, true, [1,2]), else kept as text.
+    VALUE is parsed as JSON when it is valid JSON (3, true, [1,2]), else kept as text;
+    the key user (whom the session belongs to) is always text.
     A session name never contains "=", so `meta -s work KEY=VALUE` works too.
 
     Example:
@@ -495,7 +499,11 @@ def meta(
     if name is not None and "=" in name:  # `meta -s work k=v`: a name has no "="
         items.insert(0, name)
         name = None
-    values = dict(_parse_assignment(a) for a in items)
+    values: dict[str, Any] = {}
+    for item in items:
+        key, value = _parse_assignment(item)
+        # whom the session belongs to is text, whatever it looks like (user=42)
+        values[key] = item.partition("=")[2] if key == "user" else value
     picked = pick_session(ctx, name, session)
     # Setting keys creates the session, as `add` and Session.update() do (Zep's "add a
     # session with metadata"); showing or only unsetting needs one that exists.

@@ -68,6 +68,25 @@ NullOpt = Annotated[
         "span lines stay apart (for xargs -0).",
     ),
 ]
+UserOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--user",
+        metavar="USER",
+        help="The session belongs to USER (set if it is new or has no user; "
+        "another user's session is refused).",
+        show_default=False,
+    ),
+]
+UserFilterOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--user",
+        metavar="USER",
+        help="Only sessions belonging to USER (metadata key user).",
+        show_default=False,
+    ),
+]
 NoRedactOpt = Annotated[
     bool,
     typer.Option(

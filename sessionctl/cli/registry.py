@@ -54,6 +54,7 @@ COMMAND_MODULES: dict[str, str] = {
     "compact": "sessionctl.cli.cmd_compact",
     "models": "sessionctl.cli.cmd_models",
     "migrate": "sessionctl.cli.cmd_migrate",
+    "mcp": "sessionctl.cli.cmd_mcp",
 }
 
 

@@ -76,6 +76,8 @@ def open_stream(req: ChatRequest, target: DirectTarget) -> ChatStream:
     body: dict[str, Any] = {"model": target.model, "messages": req.messages, "stream": req.stream}
     if req.stream:
         body["stream_options"] = {"include_usage": True}
+    if req.tools:
+        body["tools"] = req.tools
     if req.temperature is not None:
         body["temperature"] = req.temperature
     if req.max_tokens is not None:
@@ -293,6 +295,8 @@ def _chunk_deltas(payload: bytes, event: bytes, state: StreamState, ctx: _Ctx) -
             continue
         delta = choice.get("delta") or {}
         content = delta.get("content") if isinstance(delta, dict) else None
+        if isinstance(delta, dict):
+            _note_calls(delta.get("tool_calls"), state)
         if isinstance(content, str) and content:
             yield content
         if isinstance(choice.get("finish_reason"), str):
@@ -319,10 +323,24 @@ def _json_deltas(resp: http.client.HTTPResponse, state: StreamState, ctx: _Ctx) 
     first = choices[0] if isinstance(choices[0], dict) else {}
     message = first.get("message") or {}
     content = message.get("content") if isinstance(message, dict) else None
+    if isinstance(message, dict):
+        _note_calls(message.get("tool_calls"), state)
     if isinstance(first.get("finish_reason"), str):
         state.finish_reason = first["finish_reason"]
     if isinstance(content, str) and content:
         yield content
+
+
+def _note_calls(calls: Any, state: StreamState) -> None:
+    """Tool calls (whole, or streamed pieces keyed by ``index``) into ``state``."""
+    if not isinstance(calls, list):
+        return
+    for n, call in enumerate(calls):
+        if not isinstance(call, dict):
+            continue
+        fn = call.get("function")
+        fn = fn if isinstance(fn, dict) else {}
+        state.add_call(call.get("index", n), call.get("id"), fn.get("name"), fn.get("arguments"))
 
 
 def _note_meta(obj: dict[str, Any], state: StreamState) -> None:

@@ -98,6 +98,8 @@ def open_stream(req: ChatRequest) -> ChatStream:
         key = "sk-no-key"  # local OpenAI-compatible servers need none; the SDK insists
     if key is not None:
         kwargs["api_key"] = key
+    if req.tools:
+        kwargs["tools"] = req.tools
     if req.temperature is not None:
         kwargs["temperature"] = req.temperature
     if req.max_tokens is not None:
@@ -132,6 +134,7 @@ def _deltas(
                     continue
                 delta = getattr(choice, "delta", None)
                 content = getattr(delta, "content", None)
+                _note_calls(getattr(delta, "tool_calls", None), state)
                 if isinstance(content, str) and content:
                     yield content
                 reason = getattr(choice, "finish_reason", None)
@@ -149,11 +152,25 @@ def _whole(response: Any, state: StreamState) -> Iterator[str]:
     first = choices[0]
     message = getattr(first, "message", None)
     content = getattr(message, "content", None)
+    _note_calls(getattr(message, "tool_calls", None), state)
     reason = getattr(first, "finish_reason", None)
     if isinstance(reason, str):
         state.finish_reason = reason
     if isinstance(content, str) and content:
         yield content
+
+
+def _note_calls(calls: Any, state: StreamState) -> None:
+    """litellm's tool call objects (whole, or streamed pieces with ``index``) into ``state``."""
+    for n, call in enumerate(calls or ()):
+        fn = getattr(call, "function", None)
+        index = getattr(call, "index", None)
+        state.add_call(
+            index if isinstance(index, int) else n,
+            getattr(call, "id", None),
+            getattr(fn, "name", None),
+            getattr(fn, "arguments", None),
+        )
 
 
 def _note(obj: Any, state: StreamState) -> None:

@@ -32,6 +32,8 @@ class ChatRequest:
     retries: int = 2
     via_litellm: bool = False
     via_direct: bool = False  # the direct path even for a provider-prefixed name
+    # OpenAI ``tools`` entries (``{"type": "function", "function": {...}}``); None: none sent
+    tools: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -42,6 +44,9 @@ class ChatResult:
     model: str | None
     usage: dict[str, int] | None
     finish_reason: str | None
+    # The tool calls the model asked for, in OpenAI's shape
+    # (``{"id", "type": "function", "function": {"name", "arguments"}}``), or None.
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -51,6 +56,31 @@ class StreamState:
     model: str | None = None
     usage: dict[str, int] | None = None
     finish_reason: str | None = None
+    calls: dict[int, dict[str, str]] = field(default_factory=dict)  # tool calls by index
+
+    def add_call(self, index: Any, id: Any = None, name: Any = None, arguments: Any = None) -> None:
+        """Merge one (streamed piece of a) tool call: id and name set, arguments appended."""
+        key = index if isinstance(index, int) and not isinstance(index, bool) else len(self.calls)
+        call = self.calls.setdefault(key, {"id": "", "name": "", "arguments": ""})
+        if isinstance(id, str) and id:
+            call["id"] = id
+        if isinstance(name, str) and name:
+            call["name"] = name
+        if isinstance(arguments, str):
+            call["arguments"] += arguments
+
+    def tool_calls(self) -> list[dict[str, Any]] | None:
+        """The tool calls so far, ordered by index, in OpenAI's message shape."""
+        if not self.calls:
+            return None
+        return [
+            {
+                "id": c["id"] or f"call_{i}",
+                "type": "function",
+                "function": {"name": c["name"], "arguments": c["arguments"]},
+            }
+            for i, c in (sorted(self.calls.items()))
+        ]
 
 
 class ChatStream:
@@ -110,6 +140,7 @@ class ChatStream:
             model=self._state.model or self._requested_model,
             usage=self._state.usage,
             finish_reason=self._state.finish_reason,
+            tool_calls=self._state.tool_calls(),
         )
         self._close_connection()
 

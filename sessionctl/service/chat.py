@@ -11,7 +11,13 @@ import time
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sessionctl.errors import Interrupted, PromptTooLarge, ProviderError, UsageError
+from sessionctl.errors import (
+    Interrupted,
+    PromptTooLarge,
+    ProviderError,
+    ToolRoundsExceeded,
+    UsageError,
+)
 from sessionctl.models import Message
 from sessionctl.service.window import HISTORY_WINDOW, context_window_for, remember_window
 
@@ -20,6 +26,7 @@ if TYPE_CHECKING:
     from sessionctl.llm import ChatRequest
     from sessionctl.service.session import Session
     from sessionctl.service.store import Store
+    from sessionctl.service.tools import Toolbox, ToolCall
 
 _TAG_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # generated names: no l/1, o/0, i
 
@@ -41,6 +48,7 @@ class ChatOptions(NamedTuple):
     via: str | None = None  # auto, litellm or direct (None: the setting's)
     context_window: int | None = None  # overrides the model's (and the setting's)
     force: bool = False  # send a prompt that alone exceeds the window
+    user: str | None = None  # the session belongs to this user (another's is refused)
 
 
 class PreparedTurn(NamedTuple):
@@ -100,6 +108,8 @@ class TurnResult(NamedTuple):
     assistant: Message
     usage: dict[str, Any] | None
     interrupted: bool
+    messages: tuple[Message, ...] = ()  # everything the turn recorded, in order
+    tool_calls: tuple[ToolCall, ...] = ()  # the tools it ran, in order
 
 
 def new_session_name(store: Store) -> str:
@@ -124,6 +134,8 @@ def prepare_turn(store: Store, session: Session, prompt: str, opts: ChatOptions)
 
     if not prompt.strip():
         raise UsageError("empty prompt: type a message or pipe text on stdin")
+    if opts.user is not None:  # another user's session: refused before anything is sent
+        session.check_user(opts.user)
     settings = store.settings
     header = session.header if session.exists else None
     model = opts.model or (header.model if header else None) or settings.model
@@ -270,6 +282,8 @@ def run_turn(
     turn: PreparedTurn,
     on_delta: Callable[[str], None] | None = None,
     on_notice: Callable[[str], None] | None = None,
+    toolbox: Toolbox | None = None,
+    max_tool_rounds: int | None = None,  # None: DEFAULT_MAX_TOOL_ROUNDS
 ) -> TurnResult:
     """Send ``turn``, stream deltas to ``on_delta``, then record prompt and answer.
 
@@ -277,31 +291,54 @@ def run_turn(
     too long for its window, the turn is trimmed to the size it reported and sent once
     more (``on_notice`` is told); a second refusal propagates. On Ctrl-C the prompt and
     the partial answer are saved (marked interrupted) and :class:`Interrupted` is raised.
+    With a ``toolbox``, tool calls are run as :func:`turn_events` says.
     """
-    deltas = turn_deltas(turn, on_notice)
+    events = turn_events(turn, on_notice, toolbox, max_tool_rounds)
     while True:
         try:
-            delta = next(deltas)
+            event = next(events)
         except StopIteration as done:
             result: TurnResult = done.value
             return result
-        if on_delta is not None:
+        if on_delta is not None and isinstance(event, str):
             try:
-                on_delta(delta)
+                on_delta(event)
             except KeyboardInterrupt:
-                deltas.throw(KeyboardInterrupt())  # saved as Ctrl-C inside the stream
+                events.throw(KeyboardInterrupt())  # saved as Ctrl-C inside the stream
 
 
-def turn_deltas(
-    turn: PreparedTurn, on_notice: Callable[[str], None] | None = None
-) -> Generator[str, None, TurnResult]:
-    """:func:`run_turn` as a generator of text deltas that returns the recorded turn.
+def turn_events(
+    turn: PreparedTurn,
+    on_notice: Callable[[str], None] | None = None,
+    toolbox: Toolbox | None = None,
+    max_tool_rounds: int | None = None,  # None: DEFAULT_MAX_TOOL_ROUNDS
+) -> Generator[str | ToolCall, None, TurnResult]:
+    """The turn as text deltas and, with a ``toolbox``, a :class:`ToolCall` per tool run;
+    returns the recorded turn. Closing it before the end (an abandoned or cancelled
+    stream) records the prompt and what was produced, marked interrupted, as Ctrl-C does.
 
-    Closing it before the end (an abandoned or cancelled stream) records the prompt
-    and what was produced, marked interrupted, as Ctrl-C does.
+    While the model answers with tool calls (at most ``max_tool_rounds`` times), the
+    calls are run and one step is recorded in one write: the prompt (first step only),
+    the assistant message with ``tool_calls`` and a ``tool`` message per call; then the
+    step's ToolCall events are yielded and the results sent back. A model call that
+    fails appends nothing for its step (earlier steps stay: each is whole). One more
+    request for tools past the limit raises :class:`ToolRoundsExceeded`, unrun and
+    unrecorded. The final answer is recorded with the prompt when no step was.
     """
+    import dataclasses
+
     from sessionctl import llm
 
+    def armed(t: PreparedTurn) -> PreparedTurn:
+        if toolbox is None:
+            return t
+        return t._replace(request=dataclasses.replace(t.request, tools=toolbox.schemas))
+
+    turn = armed(turn)
+    if max_tool_rounds is None:
+        from sessionctl.service.tools import DEFAULT_MAX_TOOL_ROUNDS
+
+        max_tool_rounds = DEFAULT_MAX_TOOL_ROUNDS
     started = time.monotonic()
     try:
         stream = llm.chat(turn.request)
@@ -316,33 +353,76 @@ def turn_deltas(
                 f"({exc}); retrying once with {len(ctx.messages)} messages, about "
                 f"{ctx.token_estimate} tokens for a {ctx.context_window}-token window"
             )
-        turn = retry
+        turn = armed(retry)
         stream = llm.chat(turn.request)
-    first: list[float] = []
-    with stream:
-        try:
-            for delta in stream:
-                if not first and delta:
-                    first.append(time.monotonic())
-                yield delta
-        except KeyboardInterrupt:
-            _record(turn, stream.partial_text, turn.model, None, interrupted=True)
-            raise Interrupted(
-                f"interrupted; the partial answer was saved in session {turn.session.name!r}"
-            ) from None
-        except GeneratorExit:
-            _record(turn, stream.partial_text, turn.model, None, interrupted=True)
-            raise
-        except (llm.ConnectionFailed, llm.ProviderTimeout) as exc:
-            # The server died or stalled mid-answer: keep what the user saw, as Ctrl-C
-            # does. A call that failed before any text still appends nothing.
-            if not stream.partial_text:
+    request = turn.request
+    recorded: list[Message] = []
+    ran: list[ToolCall] = []
+    rounds = 0
+    while True:
+        first: list[float] = []
+        with stream:
+            try:
+                for delta in stream:
+                    if not first and delta:
+                        first.append(time.monotonic())
+                    yield delta
+            except KeyboardInterrupt:
+                _record(turn, stream.partial_text, turn.model, None, True, recorded, ran)
+                raise Interrupted(
+                    f"interrupted; the partial answer was saved in session {turn.session.name!r}"
+                ) from None
+            except GeneratorExit:
+                _record(turn, stream.partial_text, turn.model, None, True, recorded, ran)
                 raise
-            _record(turn, stream.partial_text, turn.model, None, interrupted=True)
-            raise _saved(exc, turn.session.name) from None
-        answer = stream.result
-    usage = measured_usage(turn.model, answer.usage, started, first[0] if first else None)
-    return _record(turn, answer.content, answer.model or turn.model, usage, interrupted=False)
+            except (llm.ConnectionFailed, llm.ProviderTimeout) as exc:
+                # The server died or stalled mid-answer: keep what the user saw, as Ctrl-C
+                # does. A call that failed before any text still appends nothing.
+                if not stream.partial_text:
+                    raise
+                _record(turn, stream.partial_text, turn.model, None, True, recorded, ran)
+                raise _saved(exc, turn.session.name) from None
+            answer = stream.result
+        model = answer.model or turn.model
+        usage = measured_usage(turn.model, answer.usage, started, first[0] if first else None)
+        if toolbox is None or not answer.tool_calls:
+            return _record(turn, answer.content, model, usage, False, recorded, ran)
+        if rounds >= max_tool_rounds:
+            names = ", ".join(str((c.get("function") or {}).get("name")) for c in answer.tool_calls)
+            kept = f"the {rounds} round(s) run were recorded" if rounds else "nothing was recorded"
+            raise ToolRoundsExceeded(
+                f"the model asked for tools ({names}) again after max_tool_rounds={rounds} "
+                f"rounds; {kept} in session {turn.session.name!r}, that last request was not "
+                "run; raise max_tool_rounds or continue the chat"
+            )
+        rounds += 1
+        try:
+            runs = [toolbox.run(call) for call in answer.tool_calls]
+        except KeyboardInterrupt:
+            raise Interrupted(
+                f"interrupted while running tools; step {rounds} was not recorded "
+                f"in session {turn.session.name!r}"
+            ) from None
+        step: list[dict[str, Any]] = [
+            {
+                "role": "assistant",
+                "content": answer.content,
+                "tool_calls": answer.tool_calls,
+                "model": model,
+                "usage": usage,
+            }
+        ]
+        step += [
+            {"role": "tool", "content": r.result, "tool_call_id": r.id, "name": r.name}
+            for r in runs
+        ]
+        recorded += _write(turn, step, recorded)
+        ran += runs
+        yield from runs
+        sent = [{k: v for k, v in m.items() if k in _WIRE} for m in step]
+        request = dataclasses.replace(request, messages=[*request.messages, *sent])
+        started = time.monotonic()
+        stream = llm.chat(request)
 
 
 def measured_usage(
@@ -376,23 +456,42 @@ def _saved(exc: ProviderError, name: str) -> ProviderError:
     return saved
 
 
+_WIRE = ("role", "content", "tool_calls", "tool_call_id", "name")  # what a step sends back
+
+
+def _write(
+    turn: PreparedTurn, messages: list[dict[str, Any]], recorded: list[Message]
+) -> list[Message]:
+    """Append ``messages`` in one write, after the prompt when this turn wrote nothing yet."""
+    session = turn.session
+    owner = turn.opts.user if turn.opts is not None else None
+    if recorded:
+        return session.add_messages(messages, user=owner)
+    written = session.add_messages(
+        [{"role": "user", "content": turn.prompt}, *messages], user=owner
+    )
+    header = session.header
+    if header.model != turn.model or header.system != turn.system:
+        # The session remembers the model and system prompt it was last used with.
+        session.update(model=turn.model, system=turn.system or "")
+    return written
+
+
 def _record(
     turn: PreparedTurn,
     content: str,
     model: str,
     usage: dict[str, Any] | None,
-    *,
     interrupted: bool,
+    recorded: list[Message] | None = None,
+    ran: list[ToolCall] | None = None,
 ) -> TurnResult:
-    session = turn.session
     answer: dict[str, Any] = {"role": "assistant", "content": content, "model": model}
     if usage:
         answer["usage"] = usage
     if interrupted:
         answer["interrupted"] = True
-    user, assistant = session.add_messages([{"role": "user", "content": turn.prompt}, answer])
-    header = session.header
-    if header.model != turn.model or header.system != turn.system:
-        # The session remembers the model and system prompt it was last used with.
-        session.update(model=turn.model, system=turn.system or "")
-    return TurnResult(session.name, user, assistant, usage, interrupted)
+    done = [*(recorded or ()), *_write(turn, [answer], recorded or [])]
+    return TurnResult(
+        turn.session.name, done[0], done[-1], usage, interrupted, tuple(done), tuple(ran or ())
+    )

@@ -1,7 +1,7 @@
 """Conversation from Python: ``Session.chat`` and ``Session.stream``.
 
 The same turn as the CLI's ``chat`` (:func:`sessionctl.service.chat.prepare_turn`
-and :func:`~sessionctl.service.chat.turn_deltas`): the context is assembled the
+and :func:`~sessionctl.service.chat.turn_events`): the context is assembled the
 same way, a failed call appends nothing, and a stream abandoned part-way keeps
 the prompt and what was produced, marked interrupted, as Ctrl-C in the REPL does.
 """
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sessionctl.errors import UsageError
 from sessionctl.models import Message
+from sessionctl.service.tools import DEFAULT_MAX_TOOL_ROUNDS, Toolbox, ToolCall
 
 if TYPE_CHECKING:
     from sessionctl.service.chat import ChatOptions, TurnResult
@@ -25,9 +26,10 @@ class Reply(NamedTuple):
     text: str
     model: str  # the model that answered (as the server named it)
     usage: dict[str, Any] | None  # tokens, latency_s, ttft_s, cost_usd
-    messages: list[Message]  # the recorded prompt and answer, in order
+    messages: list[Message]  # everything recorded: prompt, tool steps, answer, in order
     session: str
     interrupted: bool = False
+    tool_calls: tuple[ToolCall, ...] = ()  # the tools run for this answer, in order
 
 
 class TextDelta(NamedTuple):
@@ -42,7 +44,7 @@ class Finished(NamedTuple):
     reply: Reply
 
 
-StreamEvent = TextDelta | Finished
+StreamEvent = TextDelta | ToolCall | Finished
 
 # What **options may set besides the named arguments (ChatOptions' other fields).
 _OPTIONS = (
@@ -54,6 +56,7 @@ _OPTIONS = (
     "via",
     "context_window",
     "force",
+    "user",
 )
 
 
@@ -91,47 +94,78 @@ def options(
     )
 
 
+def toolbox(tools: Any, max_tool_rounds: Any) -> tuple[Toolbox | None, int]:
+    """The checked ``tools=`` and ``max_tool_rounds=`` (None: the default), or UsageError
+    before any call."""
+    if max_tool_rounds is None:
+        max_tool_rounds = DEFAULT_MAX_TOOL_ROUNDS
+    if isinstance(max_tool_rounds, bool) or not isinstance(max_tool_rounds, int):
+        raise UsageError(f"max_tool_rounds must be an integer, got {max_tool_rounds!r}")
+    if max_tool_rounds < 1:
+        raise UsageError(f"max_tool_rounds must be at least 1, got {max_tool_rounds}")
+    if tools is None:
+        return None, max_tool_rounds
+    box = Toolbox(tools)
+    return (box if box.functions else None), max_tool_rounds
+
+
 def _reply(result: TurnResult) -> Reply:
     return Reply(
         text=result.assistant.content,
         model=result.assistant.model or "",
         usage=result.usage,
-        messages=[result.user, result.assistant],
+        messages=list(result.messages) or [result.user, result.assistant],
         session=result.session,
         interrupted=result.interrupted,
+        tool_calls=result.tool_calls,
     )
 
 
-def chat(session: Session, prompt: str, opts: ChatOptions) -> Reply:
-    """One turn, waited for."""
+def chat(
+    session: Session,
+    prompt: str,
+    opts: ChatOptions,
+    tools: Any = None,
+    max_tool_rounds: Any = None,
+) -> Reply:
+    """One turn, waited for (tool calls run and answered, as many rounds as allowed)."""
     from sessionctl.service.chat import prepare_turn, run_turn
 
     if not isinstance(prompt, str):
         raise UsageError(f"prompt must be text, got {type(prompt).__name__}")
+    box, rounds = toolbox(tools, max_tool_rounds)
     turn = prepare_turn(session._store, session, prompt, opts)
-    return _reply(run_turn(turn))
+    return _reply(run_turn(turn, toolbox=box, max_tool_rounds=rounds))
 
 
-def stream(session: Session, prompt: str, opts: ChatOptions) -> Generator[StreamEvent, None, None]:
-    """One turn as events: :class:`TextDelta` pieces, then one :class:`Finished`.
+def stream(
+    session: Session,
+    prompt: str,
+    opts: ChatOptions,
+    tools: Any = None,
+    max_tool_rounds: Any = None,
+) -> Generator[StreamEvent, None, None]:
+    """One turn as events: :class:`TextDelta` pieces, a :class:`ToolCall` per tool run
+    (after its step was recorded), then one :class:`Finished`.
 
     Nothing is sent before the first ``next()``. Closing the iterator early (``break``
     out of a for loop and drop it, or ``close()``) records the prompt and the partial
-    answer, marked interrupted.
+    answer, marked interrupted; steps already recorded stay.
     """
-    from sessionctl.service.chat import prepare_turn, turn_deltas
+    from sessionctl.service.chat import prepare_turn, turn_events
 
     if not isinstance(prompt, str):
         raise UsageError(f"prompt must be text, got {type(prompt).__name__}")
+    box, rounds = toolbox(tools, max_tool_rounds)
     turn = prepare_turn(session._store, session, prompt, opts)
-    deltas = turn_deltas(turn)
+    events = turn_events(turn, toolbox=box, max_tool_rounds=rounds)
     try:
         while True:
             try:
-                piece = next(deltas)
+                event = next(events)
             except StopIteration as done:
                 yield Finished(_reply(done.value))
                 return
-            yield TextDelta(piece)
+            yield TextDelta(event) if isinstance(event, str) else event
     finally:
-        deltas.close()  # abandoned: the turn records what it produced, interrupted
+        events.close()  # abandoned: the turn records what it produced, interrupted

@@ -155,11 +155,14 @@ def search(
     role: str | Iterable[str] | None = None,
     mode: str = "hybrid",
     where: Criteria | None = None,
+    user: str | None = None,
 ) -> list[Hit]:
     """Messages matching ``prompt``, across ``sessions`` (default: all live).
 
+    ``sessions=[]`` searches no session at all (and falls back to none).
     ``where``: only messages it keeps (time window, metadata, model; see
-    :func:`_search_within`).
+    :func:`_search_within`). ``user``: only sessions of that user (see
+    :func:`_search_of_user`).
 
     ``mode`` "vector": nearest in meaning (below); "text": keyword matches by
     BM25, best first; "hybrid" (default): the union of both candidate lists,
@@ -168,6 +171,10 @@ def search(
     a keyword match is kept in hybrid mode however far it is in meaning.
     """
     check_mode(mode)
+    if user is not None:
+        return _search_of_user(store, prompt, user, sessions=sessions, top_k=top_k,
+                               distance_threshold=distance_threshold, fall_back=fall_back,
+                               role=role, mode=mode, where=where)  # fmt: skip
     if where is not None and not where.open:
         return _search_within(store, prompt, where, sessions=sessions, top_k=top_k,
                               distance_threshold=distance_threshold, fall_back=fall_back,
@@ -193,6 +200,58 @@ def search(
     return _vector_search(store, prompt, sessions=sessions, top_k=top_k,
                           distance_threshold=distance_threshold, fall_back=True,
                           role=role)  # fmt: skip
+
+
+def _search_of_user(
+    store: Store,
+    prompt: str,
+    user: str,
+    *,
+    sessions: Sequence[str] | None,
+    top_k: int,
+    distance_threshold: float | None,
+    fall_back: bool,
+    role: str | Iterable[str] | None,
+    mode: str,
+    where: Criteria | None,
+) -> list[Hit]:
+    """:func:`search` over ``user``'s sessions only (of ``sessions``, when given).
+
+    A session-level restriction: the search runs over those sessions' names, so
+    nothing of another user's session can come back, whatever a message's own
+    metadata says. Named sessions must exist (as without ``user``); those of other
+    users are left out. The fall-back is that of the sessions searched; without
+    ``sessions`` it is the user's most recently active session, as without ``user``
+    it is the store's.
+    """
+    from sessionctl.service.users import check_user
+
+    check_user(user)
+    named = None if sessions is None else list(dict.fromkeys(sessions))
+    for name in named or ():
+        store.existing(name)
+
+    def run(targets: list[str], fall: bool) -> list[Hit]:
+        return search(store, prompt, sessions=targets, top_k=top_k,
+                      distance_threshold=distance_threshold, fall_back=fall, role=role,
+                      mode=mode, where=where)  # fmt: skip
+
+    for attempt in range(5):
+        mine = store.user_sessions(user)  # most recently active first
+        names = mine if named is None else [n for n in named if n in set(mine)]
+        try:
+            if named is not None or len(names) <= 1:
+                return run(names, fall_back)
+            found = run(names, False)
+            if found or not fall_back:
+                return found
+            return run(names[:1], True)  # nothing anywhere: the user's latest session's
+        except SessionNotFound:
+            # One of them was deleted or renamed since the listing: list them again
+            # (a session named by the caller that is gone fails, as without a user).
+            if attempt == 4 or any(not store.backend.exists(n) for n in named or ()):
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _search_within(
@@ -286,14 +345,22 @@ def _checked(
 def _within(
     fetch: Callable[[int], list[Hit]], keep: Callable[[str, Message], bool], k: int
 ) -> list[Hit]:
-    """The first ``k`` hits of ``fetch(depth)`` that ``keep`` keeps, fetching deeper as needed."""
+    """The first ``k`` hits of ``fetch(depth)`` that ``keep`` keeps, fetching deeper as needed.
+
+    Each deeper fetch goes as deep as the share kept so far says k needs (with a
+    quarter more), at least twice as deep; x8 while nothing was kept. Every fetch
+    starts from the top, so few of them matter more than a tight depth.
+    """
     depth = max(k, 1)
     while True:
         hits = fetch(depth)
         kept = [h for h in hits if keep(h.session, h.message)]
         if len(kept) >= k or len(hits) < depth:
             return kept[:k]
-        depth *= 4
+        if kept:
+            depth = max(2 * depth, depth * k * 5 // (4 * len(kept)) + 1)
+        else:
+            depth *= 8
 
 
 def _text_search(

@@ -124,11 +124,22 @@ class Session:
         return bool(self._backend.exists(self.name))
 
     # -- writing -----------------------------------------------------------
-    def add_messages(self, messages: Sequence[MessageInput]) -> list[Message]:
-        """Append ``messages`` in order, atomically; return them with ids and seqs."""
+    def add_messages(
+        self, messages: Sequence[MessageInput], *, user: str | None = None
+    ) -> list[Message]:
+        """Append ``messages`` in order, atomically; return them with ids and seqs.
+
+        ``user``: the session belongs to that user (set when it is created or has no
+        user); a session of another user is refused (UsageError) before anything is
+        written.
+        """
+        from sessionctl.service.users import USER_KEY, check_user, owner
+
         items = list(messages)
         for item in items:  # validate everything (encodable too) before writing anything
             encode(build_message(item, 1).to_record())
+        if user is not None:
+            self.check_user(user)
 
         redact = self._store.redactor()
 
@@ -138,13 +149,37 @@ class Session:
                 return built
             return [redact_message(redact, m) for m in built]
 
-        return list(
-            self._backend.append(self.name, make, create=self._store._new_header(self.name))
-        )
+        create = self._store._new_header(self.name)
+        if user is not None:  # a new session is created already belonging to the user
+            create = create._replace(metadata={USER_KEY: check_user(user)})
+        written = list(self._backend.append(self.name, make, create=create))
+        if user is not None and owner(self.header.metadata) is None:
+            self._backend.update_header(self.name, HeaderPatch({}, {USER_KEY: user}))
+        return written
 
-    def add_message(self, message: MessageInput) -> Message:
+    def add_message(self, message: MessageInput, *, user: str | None = None) -> Message:
         """Append one message (``{"role": ..., "content": ...}`` plus optional fields)."""
-        return self.add_messages([message])[0]
+        return self.add_messages([message], user=user)[0]
+
+    def check_user(self, user: str) -> None:
+        """Raise UsageError unless ``user`` is a valid user id and this session is new,
+        has no user or is ``user``'s (nothing is written)."""
+        from sessionctl.service.users import check_user, refuse_other
+
+        check_user(user)
+        try:
+            metadata = self.header.metadata
+        except SessionNotFound:
+            return
+        refuse_other(self.name, metadata, user)
+
+    @property
+    def user(self) -> str | None:
+        """The user this session belongs to (header metadata ``user``), or None."""
+        from sessionctl.service.users import owner
+
+        held = owner(self.header.metadata)
+        return held if isinstance(held, str) else None
 
     def store(
         self,
@@ -153,15 +188,19 @@ class Session:
         *,
         model: str | None = None,
         usage: dict[str, Any] | None = None,
+        user: str | None = None,
     ) -> tuple[Message, Message]:
-        """Append a user prompt and the assistant's response as one write."""
+        """Append a user prompt and the assistant's response as one write (``user``:
+        as :meth:`add_messages`)."""
         answer: dict[str, Any] = {"role": "assistant", "content": response}
         if model is not None:
             answer["model"] = model
         if usage is not None:
             answer["usage"] = usage
-        user, assistant = self.add_messages([{"role": "user", "content": prompt}, answer])
-        return user, assistant
+        asked, assistant = self.add_messages(
+            [{"role": "user", "content": prompt}, answer], user=user
+        )
+        return asked, assistant
 
     def drop(self, id: str | None = None) -> Message:
         """Remove message ``id`` (the last one when None) and return it."""
@@ -193,6 +232,10 @@ class Session:
             if not isinstance(metadata, Mapping):
                 raise UsageError(f"metadata must be a JSON object, got {type(metadata).__name__}")
             metadata = plain_json(dict(metadata), "metadata")
+            if metadata.get("user") is not None:  # the session's owner: a valid user id
+                from sessionctl.service.users import check_user
+
+                check_user(metadata["user"])
         unset = [unset] if isinstance(unset, str) else list(unset)  # one key, not its letters
         if not all(isinstance(key, str) for key in unset):
             raise UsageError("unset takes metadata keys (text)")
@@ -302,15 +345,18 @@ class Session:
         until: When | None = None,
         meta: Mapping[str, Any] | None = None,
         model: str | None = None,
+        user: str | None = None,
     ) -> list[dict[str, Any]] | list[str]:
         """Messages of this session matching ``prompt`` (see :meth:`Store.get_relevant`).
 
         Dicts carry ``distance`` (None for keyword-only and fall-back results),
-        ``session`` and ``sources``.
+        ``session`` and ``sources``. With ``user``: nothing unless the session is
+        that user's.
         """
         return self._store.get_relevant(
             prompt,
             sessions=[self.name],
+            user=user,
             top_k=top_k,
             distance_threshold=distance_threshold,
             fall_back=fall_back,
@@ -362,14 +408,24 @@ class Session:
         system: str | None = None,
         temperature: float | None = None,
         max_tokens: int | None = None,
+        tools: Sequence[Callable[..., Any]] | None = None,
+        max_tool_rounds: int | None = None,  # None: DEFAULT_MAX_TOOL_ROUNDS (8)
         **options: Any,
     ) -> Reply:
         """Send ``prompt`` with this session's context, record prompt and answer, and
         return the :class:`~sessionctl.service.conversation.Reply` (``text``, ``model``,
-        ``usage``, ``messages``). The same turn as ``sessionctl chat``: ``options`` are
-        its other settings (``api_base``, ``context_recent``, ``context_relevant``,
-        ``no_context``, ``timeout``, ``via``, ``context_window``, ``force``). A failed
-        call raises ``ProviderError`` (or a subclass) and appends nothing."""
+        ``usage``, ``messages``, ``tool_calls``). The same turn as ``sessionctl chat``:
+        ``options`` are its other settings (``api_base``, ``context_recent``,
+        ``context_relevant``, ``no_context``, ``timeout``, ``via``, ``context_window``,
+        ``force``). A failed call raises ``ProviderError`` (or a subclass) and appends
+        nothing.
+
+        ``tools``: Python functions the model may call (schemas from their type hints
+        and docstrings); each model answer with tool calls is run and recorded as one
+        step (assistant ``tool_calls`` message and a ``tool`` message per call), then
+        sent back, for at most ``max_tool_rounds`` rounds (default 8, then
+        :class:`~sessionctl.errors.ToolRoundsExceeded`). A tool that raises sends
+        ``"error: ExcType: message"`` back to the model."""
         from sessionctl.service import conversation
 
         opts = conversation.options(
@@ -379,7 +435,7 @@ class Session:
             max_tokens=max_tokens,
             extra=options,
         )
-        return conversation.chat(self, prompt, opts)
+        return conversation.chat(self, prompt, opts, tools, max_tool_rounds)
 
     def stream(
         self,
@@ -389,11 +445,14 @@ class Session:
         system: str | None = None,
         temperature: float | None = None,
         max_tokens: int | None = None,
+        tools: Sequence[Callable[..., Any]] | None = None,
+        max_tool_rounds: int | None = None,  # None: DEFAULT_MAX_TOOL_ROUNDS (8)
         **options: Any,
     ) -> Generator[StreamEvent, None, None]:
-        """Like :meth:`chat`, as events: ``TextDelta(text)`` pieces, then one
-        ``Finished(reply)``; history is written when the stream completes. Closing it
-        part-way keeps the prompt and the partial answer, marked interrupted."""
+        """Like :meth:`chat`, as events: ``TextDelta(text)`` pieces, a ``ToolCall`` per
+        tool run (after its step was recorded), then one ``Finished(reply)``; history is
+        written when the stream completes. Closing it part-way keeps the prompt and the
+        partial answer, marked interrupted (tool steps already recorded stay)."""
         from sessionctl.service import conversation
 
         opts = conversation.options(
@@ -403,7 +462,7 @@ class Session:
             max_tokens=max_tokens,
             extra=options,
         )
-        return conversation.stream(self, prompt, opts)
+        return conversation.stream(self, prompt, opts, tools, max_tool_rounds)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the whole session as a JSON-ready dict (the ``export --format json`` shape)."""

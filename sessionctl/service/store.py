@@ -99,6 +99,14 @@ class Store:
         """Live session names starting with ``prefix``, sorted (cheap: for completion)."""
         return self.backend.names_with_prefix(prefix)
 
+    def user_sessions(self, user: str) -> list[str]:
+        """Names of the live sessions belonging to ``user`` (header metadata ``user``),
+        most recently active first; ``[]`` when there are none. One listing of the
+        store (see :func:`sessionctl.service.users.user_sessions`)."""
+        from sessionctl.service.users import user_sessions
+
+        return user_sessions(self.backend, user)
+
     def existing(self, name: str) -> Session:
         """Return the live session ``name`` or raise SessionNotFound."""
         session = self.session(name)
@@ -143,26 +151,44 @@ class Store:
         deleted: bool = False,
         since: When | None = None,
         until: When | None = None,
+        prefix: str = "",
+        user: str | None = None,
     ) -> Page:
         """Return sessions newest activity first (ties by name), a page at a time.
 
         ``since``/``until`` (inclusive): only sessions whose activity, from creation
-        to last activity, overlaps that window.
+        to last activity, overlaps that window; ``prefix``: only names starting with it;
+        ``user``: only that user's sessions (header metadata ``user``).
         """
         from sessionctl.service.timefilter import time_window
+        from sessionctl.service.users import check_user, owner
 
         if limit is not None and (isinstance(limit, bool) or limit < 0):
             raise UsageError(f"limit must be 0 or more, got {limit}")
         window = time_window(since, until)
+        if user is not None:
+            check_user(user)
         if deleted:
             if not window.open:
                 raise UsageError("--since/--until list live sessions; not with --deleted")
+            if prefix:
+                raise UsageError("prefix= lists live sessions only, not with deleted=True")
+            if user is not None:
+                raise UsageError("--user lists live sessions; not with --deleted")
             return self._list_deleted(limit, cursor)
         after = None
         if cursor is not None:
             after = _decode_cursor(cursor, int)
-        if not window.open:
-            return self._list_within(window, limit, after)
+        if not window.open or prefix or user is not None:
+
+            def keep(info: SessionInfo) -> bool:
+                return (
+                    info.name.startswith(prefix)
+                    and (user is None or owner(info.metadata) == user)
+                    and window.overlaps(info.created_at, info.updated_at)
+                )
+
+            return self._list_where(keep, window, limit, after)
         # A page of 20 out of 10,000, and one more to know there is more.
         rows = self.backend.list_live(None if limit is None else limit + 1, after)
         page = rows if limit is None else rows[:limit]
@@ -170,18 +196,23 @@ class Store:
         next_cursor = _encode_cursor(page[-1][1], page[-1][0].name) if more and page else None
         return Page([info for info, _ in page], next_cursor)
 
-    def _list_within(
-        self, window: TimeWindow, limit: int | None, after: tuple[int, str] | None
+    def _list_where(
+        self,
+        keep: Callable[[SessionInfo], bool],
+        window: TimeWindow,
+        limit: int | None,
+        after: tuple[int, str] | None,
     ) -> Page:
-        """A page of the sessions overlapping ``window``, read page by page from the
-        backend's newest-first listing until it is full (or nothing is recent enough)."""
+        """A page of the sessions ``keep`` keeps, read page by page from the backend's
+        newest-first listing until it is full (or nothing is recent enough for
+        ``window``)."""
         kept: list[tuple[SessionInfo, int]] = []
         want = None if limit is None else limit + 1
         batch = 100 if limit is None else max(limit + 1, 20)
         while want is None or len(kept) < want:
             rows = self.backend.list_live(batch, after)
             for info, when in rows:
-                if window.overlaps(info.created_at, info.updated_at):
+                if keep(info):
                     kept.append((info, when))
             if len(rows) < batch:
                 break
@@ -259,8 +290,13 @@ class Store:
         until: When | None = None,
         meta: Mapping[str, Any] | None = None,
         model: str | None = None,
+        user: str | None = None,
     ) -> list[dict[str, Any]] | list[str]:
         """Messages matching ``prompt`` across ``sessions`` (default: all live).
+
+        ``user``: only sessions of that user (of ``sessions``, when given): a
+        session-level restriction, fall-back included (it falls back to the user's
+        most recently active session); a message's own metadata plays no part.
 
         ``mode``: "hybrid" (default: by meaning and by words, fused), "vector"
         (by meaning, cosine distance ≤ threshold) or "text" (keywords, BM25).
@@ -285,6 +321,7 @@ class Store:
             role=role,
             mode=mode,
             where=criteria(since, until, meta=meta, model=model),
+            user=user,
         )
         if as_text:
             return [h.message.content for h in hits]

@@ -107,9 +107,12 @@ class LocalBackend(TrashMixin):
 
     def close(self) -> None:
         """Every call opens and closes its own files; only an in-memory keyword index
-        (a home where it cannot be written) is held, and released here."""
-        if self._vectors is not None and self._vectors._keywords is not None:
-            self._vectors._keywords.close()
+        (a home where it cannot be written) and the mapped store-wide vectors a
+        long-lived process keeps between searches are held, and released here."""
+        if self._vectors is not None:
+            self._vectors.forget_loaded()
+            if self._vectors._keywords is not None:
+                self._vectors._keywords.close()
 
     def forget_keywords(self, name: str) -> None:
         """Drop ``name``'s rows from the keyword index now (scrub, delete, purge)."""

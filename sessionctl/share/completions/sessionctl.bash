@@ -9,15 +9,15 @@ _sessionctl_spec() {
     # Set subs, opts, valued, vdynamic and args for the command path $1.
     case "$1" in
         "")
-            subs="chat recent add store drop relevant reindex list show export import fork rename meta clear delete restore prune config scrub stats compact models migrate"
+            subs="chat recent add store drop relevant reindex list show export import fork rename meta clear delete restore prune config scrub stats compact models migrate mcp"
             opts="--home --store --namespace --version --install-completion --show-completion -h --help"
             valued="--home --store --namespace"
             vdynamic=""
             args=none ;;
         "chat")
             subs=""
-            opts="-s --session -c --continue -m --model --system --temperature --max-tokens --api-base --no-stream --json --context-recent --context-relevant --no-context --context-window --force --via --auto-compact --show-context --no-redact -h --help"
-            valued="-s --session -m --model --system --temperature --max-tokens --api-base --context-recent --context-relevant --context-window --via"
+            opts="-s --session -c --continue -m --model --system --temperature --max-tokens --api-base --no-stream --json --context-recent --context-relevant --no-context --context-window --force --via --auto-compact --show-context --user --no-redact -h --help"
+            valued="-s --session -m --model --system --temperature --max-tokens --api-base --context-recent --context-relevant --context-window --via --user"
             vdynamic="-s --session --via"
             args=none ;;
         "recent")
@@ -28,14 +28,14 @@ _sessionctl_spec() {
             args=dynamic ;;
         "add")
             subs=""
-            opts="-r --role -s --session --model --name --tool-call-id --metadata --no-redact -h --help"
-            valued="-r --role -s --session --model --name --tool-call-id --metadata"
+            opts="-r --role -s --session --model --name --tool-call-id --metadata --user --no-redact -h --help"
+            valued="-r --role -s --session --model --name --tool-call-id --metadata --user"
             vdynamic="-r --role -s --session"
             args=dynamic ;;
         "store")
             subs=""
-            opts="-s --session --model --no-redact -h --help"
-            valued="-s --session --model"
+            opts="-s --session --model --user --no-redact -h --help"
+            valued="-s --session --model --user"
             vdynamic="-s --session"
             args=dynamic ;;
         "drop")
@@ -46,8 +46,8 @@ _sessionctl_spec() {
             args=dynamic ;;
         "relevant")
             subs=""
-            opts="-s --session -k --top-k -d --distance-threshold --fall-back -r --role --since --until --meta --model -m --mode --text -0 --null --json --raw -h --help"
-            valued="-s --session -k --top-k -d --distance-threshold -r --role --since --until --meta --model -m --mode"
+            opts="-s --session -k --top-k -d --distance-threshold --fall-back -r --role --since --until --meta --model --user -m --mode --text -0 --null --json --raw -h --help"
+            valued="-s --session -k --top-k -d --distance-threshold -r --role --since --until --meta --model --user -m --mode"
             vdynamic="-s --session -r --role -m --mode"
             args=none ;;
         "reindex")
@@ -58,8 +58,8 @@ _sessionctl_spec() {
             args=dynamic ;;
         "list")
             subs=""
-            opts="-n --limit --cursor --deleted --since --until --json -h --help"
-            valued="-n --limit --cursor --since --until"
+            opts="-n --limit --cursor --deleted --since --until --user --json -h --help"
+            valued="-n --limit --cursor --since --until --user"
             vdynamic=""
             args=none ;;
         "show")
@@ -186,6 +186,12 @@ _sessionctl_spec() {
             subs=""
             opts="--to --include-trash --dry-run -h --help"
             valued="--to"
+            vdynamic=""
+            args=none ;;
+        "mcp")
+            subs=""
+            opts="--http --token --allow-write --session-prefix --user -h --help"
+            valued="--http --token --session-prefix --user"
             vdynamic=""
             args=none ;;
         *) subs="" opts="" valued="" vdynamic="" args=none ;;

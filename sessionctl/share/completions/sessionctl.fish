@@ -7,25 +7,25 @@
 function __sessionctl_spec --description 'sessionctl subcommands or valued options'
     switch "$argv[1] $argv[2..-1]"
         case 'subs '
-            printf '%s\n' chat recent add store drop relevant reindex list show export import fork rename meta clear delete restore prune config scrub stats compact models migrate
+            printf '%s\n' chat recent add store drop relevant reindex list show export import fork rename meta clear delete restore prune config scrub stats compact models migrate mcp
         case 'valued '
             printf '%s\n' --home --store --namespace
         case 'valued chat'
-            printf '%s\n' -s --session -m --model --system --temperature --max-tokens --api-base --context-recent --context-relevant --context-window --via
+            printf '%s\n' -s --session -m --model --system --temperature --max-tokens --api-base --context-recent --context-relevant --context-window --via --user
         case 'valued recent'
             printf '%s\n' -s --session -k --top-k -r --role --since --until
         case 'valued add'
-            printf '%s\n' -r --role -s --session --model --name --tool-call-id --metadata
+            printf '%s\n' -r --role -s --session --model --name --tool-call-id --metadata --user
         case 'valued store'
-            printf '%s\n' -s --session --model
+            printf '%s\n' -s --session --model --user
         case 'valued drop'
             printf '%s\n' -s --session
         case 'valued relevant'
-            printf '%s\n' -s --session -k --top-k -d --distance-threshold -r --role --since --until --meta --model -m --mode
+            printf '%s\n' -s --session -k --top-k -d --distance-threshold -r --role --since --until --meta --model --user -m --mode
         case 'valued reindex'
             printf '%s\n' -s --session --model
         case 'valued list'
-            printf '%s\n' -n --limit --cursor --since --until
+            printf '%s\n' -n --limit --cursor --since --until --user
         case 'valued show'
             printf '%s\n' -s --session
         case 'valued export'
@@ -58,6 +58,8 @@ function __sessionctl_spec --description 'sessionctl subcommands or valued optio
             printf '%s\n' -p --provider
         case 'valued migrate'
             printf '%s\n' --to
+        case 'valued mcp'
+            printf '%s\n' --http --token --session-prefix --user
     end
 end
 
@@ -114,6 +116,7 @@ complete -c sessionctl -n '__sessionctl_at' -f -a stats -d 'Sum the answers\' to
 complete -c sessionctl -n '__sessionctl_at' -f -a compact -d 'Ask the model for a summary of older turns and append it as one record.'
 complete -c sessionctl -n '__sessionctl_at' -f -a models -d 'List the default and configured models, and the providers and models litellm knows.'
 complete -c sessionctl -n '__sessionctl_at' -f -a migrate -d 'Copy every session of this store (--home or --store) into another, losslessly.'
+complete -c sessionctl -n '__sessionctl_at' -f -a mcp -d 'Serve the sessions as memory to MCP clients (agents, editors, chat apps).'
 complete -c sessionctl -n '__sessionctl_at' -l home -r -F -d 'Data directory (default: the platform\'s user data dir).'
 complete -c sessionctl -n '__sessionctl_at' -l store -r -f -d 'Keep sessions in this PostgreSQL database (postgresql://user@host/db; also SESSIONCTL_STORE or config `store`) instead of the files under the home. The password is never printed; prefer PGPASSWORD or ~/.pgpass.'
 complete -c sessionctl -n '__sessionctl_at' -l namespace -r -f -d 'The PostgreSQL store\'s namespace: every query stays inside it (default: the OS user name; also SESSIONCTL_NAMESPACE).'
@@ -139,6 +142,7 @@ complete -c sessionctl -n '__sessionctl_at chat' -l force -d 'Send a prompt even
 complete -c sessionctl -n '__sessionctl_at chat' -l via -r -f -a '(__sessionctl_dynamic)' -d 'Provider route: auto (direct HTTP when it serves the model), litellm or direct.'
 complete -c sessionctl -n '__sessionctl_at chat' -l auto-compact -d 'After an answer, compact when the history passes 3/4 of the window.'
 complete -c sessionctl -n '__sessionctl_at chat' -l show-context -d 'Print what would be sent, send nothing.'
+complete -c sessionctl -n '__sessionctl_at chat' -l user -r -f -d 'The session belongs to USER (set if it is new or has no user; another user\'s session is refused).'
 complete -c sessionctl -n '__sessionctl_at chat' -l no-redact -d 'Write secrets (keys, tokens, passwords) as they are, for this command only (default: replaced by [REDACTED:kind]; see docs/security.md).'
 complete -c sessionctl -n '__sessionctl_at chat' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at chat' -f
@@ -161,12 +165,14 @@ complete -c sessionctl -n '__sessionctl_at add' -l model -r -f -d 'Model that wr
 complete -c sessionctl -n '__sessionctl_at add' -l name -r -f -d 'Author/tool name.'
 complete -c sessionctl -n '__sessionctl_at add' -l tool-call-id -r -f -d 'For role tool.'
 complete -c sessionctl -n '__sessionctl_at add' -l metadata -r -f -d 'JSON object stored with it.'
+complete -c sessionctl -n '__sessionctl_at add' -l user -r -f -d 'The session belongs to USER (set if it is new or has no user; another user\'s session is refused).'
 complete -c sessionctl -n '__sessionctl_at add' -l no-redact -d 'Write secrets (keys, tokens, passwords) as they are, for this command only (default: replaced by [REDACTED:kind]; see docs/security.md).'
 complete -c sessionctl -n '__sessionctl_at add' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at add' -f -a '(__sessionctl_dynamic)'
 # sessionctl store
 complete -c sessionctl -n '__sessionctl_at store' -s s -l session -r -f -a '(__sessionctl_dynamic)' -d 'Session name (instead of SESSION).'
 complete -c sessionctl -n '__sessionctl_at store' -l model -r -f -d 'Model that answered.'
+complete -c sessionctl -n '__sessionctl_at store' -l user -r -f -d 'The session belongs to USER (set if it is new or has no user; another user\'s session is refused).'
 complete -c sessionctl -n '__sessionctl_at store' -l no-redact -d 'Write secrets (keys, tokens, passwords) as they are, for this command only (default: replaced by [REDACTED:kind]; see docs/security.md).'
 complete -c sessionctl -n '__sessionctl_at store' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at store' -f -a '(__sessionctl_dynamic)'
@@ -184,6 +190,7 @@ complete -c sessionctl -n '__sessionctl_at relevant' -l since -r -f -d 'Only fro
 complete -c sessionctl -n '__sessionctl_at relevant' -l until -r -f -d 'Only up to WHEN (inclusive; a date means the end of that day).'
 complete -c sessionctl -n '__sessionctl_at relevant' -l meta -r -f -d 'Only messages whose metadata, or their session\'s, has KEY=VALUE (repeatable: all of them; VALUE as `meta` reads it: JSON or text).'
 complete -c sessionctl -n '__sessionctl_at relevant' -l model -r -f -d 'Only messages of this model (answers it gave; prompts of sessions using it).'
+complete -c sessionctl -n '__sessionctl_at relevant' -l user -r -f -d 'Only sessions belonging to USER (metadata key user).'
 complete -c sessionctl -n '__sessionctl_at relevant' -s m -l mode -r -f -a '(__sessionctl_dynamic)' -d 'hybrid: by meaning and by words, fused; vector: by meaning only (the distance threshold applies to this side only); text: by words only (BM25).'
 complete -c sessionctl -n '__sessionctl_at relevant' -l text -d 'Print only the contents, one message per line (a message\'s own newlines are kept: use -0 or --json when messages may span lines).'
 complete -c sessionctl -n '__sessionctl_at relevant' -s 0 -l null -d 'End each message with a NUL byte instead of a newline, so messages that span lines stay apart (for xargs -0).'
@@ -203,6 +210,7 @@ complete -c sessionctl -n '__sessionctl_at list' -l cursor -r -f -d 'Continue af
 complete -c sessionctl -n '__sessionctl_at list' -l deleted -d 'List the trash instead.'
 complete -c sessionctl -n '__sessionctl_at list' -l since -r -f -d 'Only from WHEN on (inclusive): 30m, 24h, 7d ago, a date or an ISO timestamp.'
 complete -c sessionctl -n '__sessionctl_at list' -l until -r -f -d 'Only up to WHEN (inclusive; a date means the end of that day).'
+complete -c sessionctl -n '__sessionctl_at list' -l user -r -f -d 'Only sessions belonging to USER (metadata key user).'
 complete -c sessionctl -n '__sessionctl_at list' -l json -d 'Print JSON.'
 complete -c sessionctl -n '__sessionctl_at list' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at list' -f
@@ -331,3 +339,11 @@ complete -c sessionctl -n '__sessionctl_at migrate' -l include-trash -d 'Copy th
 complete -c sessionctl -n '__sessionctl_at migrate' -l dry-run -d 'Say what would be copied; write nothing.'
 complete -c sessionctl -n '__sessionctl_at migrate' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at migrate' -f
+# sessionctl mcp
+complete -c sessionctl -n '__sessionctl_at mcp' -l http -r -f -d 'Serve Streamable HTTP at http://HOST:PORT/mcp (HOST default 127.0.0.1) instead of stdio.'
+complete -c sessionctl -n '__sessionctl_at mcp' -l token -r -f -d 'The bearer token HTTP clients must send (default: $SESSIONCTL_MCP_TOKEN; else one is made and printed on stderr).'
+complete -c sessionctl -n '__sessionctl_at mcp' -l allow-write -d 'Offer add_messages and fork (default: read only).'
+complete -c sessionctl -n '__sessionctl_at mcp' -l session-prefix -r -f -d 'See and write only sessions whose names start with PREFIX.'
+complete -c sessionctl -n '__sessionctl_at mcp' -l user -r -f -d 'See only USER\'s sessions; sessions written are USER\'s.'
+complete -c sessionctl -n '__sessionctl_at mcp' -s h -l help -d 'Show this message and exit.'
+complete -c sessionctl -n '__sessionctl_at mcp' -f

@@ -101,6 +101,10 @@ class StoreIndex:
             self._warn(message)
 
     # -- the VectorStore interface ---------------------------------------------------
+    def forget_loaded(self) -> None:
+        """Drop the index kept mapped between searches (its file is closed once unused)."""
+        self._cache = None
+
     def catch_up(
         self,
         names: Sequence[str] | None,

@@ -1,0 +1,166 @@
+"""`sessionctl mcp`: cold start, and warm search_history / recent at N messages.
+
+- cold start: from spawning ``sessionctl mcp`` (stdio) to the answer to the first
+  ``list_tools``, through the real SDK client, against the baseline of loading
+  the embedding model alone (a fresh ``python`` that loads it and embeds one
+  text), alternated in the same run; target: at most 1.0 s.
+- warm calls at N messages (1000 sessions; the vector index filled with random
+  unit vectors under the default model's id, as bench_storeindex.py; queries
+  are embedded by the real model): ``search_history`` (hybrid, k 5) and
+  ``recent`` (k 10), timed server-side (``Memory.call``: what the server runs
+  for a tools/call, without the JSON-RPC framing) and as a round trip through
+  the SDK client over stdio; targets: search at most 20 ms, recent 5 ms
+  server-side.
+
+    python bench/bench_mcp.py [--messages 100000] [--runs 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_storeindex import RandomVectors
+from common import REPO, WORDS, TempHome, precompile
+
+from sessionctl import Store
+
+LOAD_MODEL = (
+    "from sessionctl import Store\n"
+    "from sessionctl.service.memory import embedder_for\n"
+    "embedder_for(Store()).embed(['warm up'])\n"
+)
+
+
+def env(home: Path) -> dict[str, str]:
+    return {**os.environ, "SESSIONCTL_HOME": str(home), "PYTHONPATH": str(REPO)}
+
+
+def cold_start(home: Path) -> float:
+    import anyio
+    from mcp import Client, StdioServerParameters
+
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "sessionctl", "mcp"], env=env(home), cwd=str(REPO)
+    )
+
+    async def main() -> float:
+        start = time.perf_counter()
+        async with Client(params) as client:
+            await client.list_tools()
+            return time.perf_counter() - start
+
+    return anyio.run(main)
+
+
+def model_alone(home: Path) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", LOAD_MODEL], env=env(home), check=True)
+    return time.perf_counter() - start
+
+
+def fill(home: Path, messages: int, sessions: int = 1000) -> None:
+    store = Store(home)
+    per = max(1, messages // sessions)
+    for i in range(sessions):
+        store.session(f"s{i:05d}").add_messages(
+            [
+                {
+                    "role": "user" if j % 2 == 0 else "assistant",
+                    "content": " ".join(WORDS[(i * 7 + j * 13 + w) % len(WORDS)] for w in range(12))
+                    + f" E{i * per + j}",
+                }
+                for j in range(per)
+            ]
+        )
+    store.backend.vectors.catch_up(None, RandomVectors())
+    store.close()
+
+
+def median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=7)
+    args = parser.parse_args()
+    precompile()
+    with TempHome() as home:
+        Store(home).session("seed").add_message({"role": "user", "content": "hello"})
+        cold, base = [], []
+        cold_start(home)  # the first spawn compiles and fills the page cache
+        for _ in range(args.runs):
+            base.append(model_alone(home))
+            cold.append(cold_start(home))
+        c, b = median_ms(cold), median_ms(base)
+        print(f"cold start to list_tools {c:7.0f} ms   model alone {b:7.0f} ms   {c / b:.2f}x")
+
+    with TempHome() as home:
+        t = time.perf_counter()
+        fill(home, args.messages)
+        print(f"filled {args.messages} messages in {time.perf_counter() - t:.0f} s")
+        from sessionctl.config import load_settings
+        from sessionctl.mcp.tools import Memory
+
+        memory = Memory(load_settings(home=home))
+        memory.warm()
+        calls: dict[str, tuple[str, dict[str, Any]]] = {
+            # every word but the code is in ~8% of the messages: 23% of them match
+            "search, common words": ("search_history", {"query": "deploy database error E4242"}),
+            "search, rare words": ("search_history", {"query": "kubernetes upgrade E4242"}),
+            "search, vector mode": (
+                "search_history",
+                {"query": "deploy database error E4242", "mode": "vector"},
+            ),
+            "recent": ("recent", {"session": "s00500"}),
+        }
+        for name, arguments in calls.values():
+            memory.call(name, arguments)  # warm: indexes caught up and open
+        times: dict[str, list[float]] = {label: [] for label in calls}
+        for _ in range(args.runs * 3):
+            for label, (name, arguments) in calls.items():
+                t = time.perf_counter()
+                result = memory.call(name, arguments)
+                times[label].append(time.perf_counter() - t)
+                assert "results" in result or result["messages"], result
+        memory.close()
+        for label, samples in times.items():
+            print(f"server-side {label:22} {median_ms(samples):7.2f} ms")
+        trip = median_ms(round_trips(home, args.runs))
+        print(f"round trip  {'search, common words':22} {trip:7.2f} ms")
+
+
+def round_trips(home: Path, runs: int) -> list[float]:
+    import anyio
+    from mcp import Client, StdioServerParameters
+
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "sessionctl", "mcp"], env=env(home), cwd=str(REPO)
+    )
+
+    async def main() -> list[float]:
+        async with Client(params, read_timeout_seconds=120) as client:
+            query = {"query": "deploy database error E4242"}
+            await client.call_tool("search_history", query)
+            samples = []
+            for _ in range(runs * 3):
+                t = time.perf_counter()
+                await client.call_tool("search_history", query)
+                samples.append(time.perf_counter() - t)
+            return samples
+
+    return anyio.run(main)
+
+
+if __name__ == "__main__":
+    main()
