@@ -44,7 +44,7 @@ def transcript(home: Path, name: str) -> Path:
     return home / "sessions" / f"{name}.jsonl"
 
 
-def records(home: Path, name: str) -> list[dict]:
+def records(home: Path, name: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in transcript(home, name).read_bytes().splitlines()][1:]
 
 
