@@ -682,7 +682,7 @@ def test_color_always_reaches_a_real_pipe(sh: Callable[..., Any]) -> None:
     assert plain.returncode == 0 and "\x1b" not in plain.stdout
 
 
-TOOL_EXCHANGE = [
+TOOL_EXCHANGE: list[dict[str, Any]] = [
     {"role": "user", "content": "weather in Paris and Rome?"},
     {
         "role": "assistant",
