@@ -17,19 +17,29 @@ import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 import pytest
-from conftest import files_backend
 
 from sessionctl import Store, embed
 from sessionctl.backend.base import SearchFilter
 from sessionctl.backend.files.vectors import StoreIndex
 from sessionctl.backend.files.vectors.journal import JOURNAL, load
 
+if TYPE_CHECKING:
+    from sessionctl.backend.files.local import LocalBackend
+
 REPO = Path(__file__).resolve().parent.parent
+
+
+def files_backend(store: Store) -> LocalBackend:
+    """conftest.files_backend, imported when called: CRASH_WRITER imports this module
+    as tests.test_storeindex, where there is no conftest to import."""
+    from conftest import files_backend as narrow
+
+    return narrow(store)
 
 
 @pytest.fixture(scope="module")
