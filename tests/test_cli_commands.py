@@ -44,7 +44,7 @@ def transcript(home: Path, name: str) -> Path:
     return home / "sessions" / f"{name}.jsonl"
 
 
-def records(home: Path, name: str) -> list[dict]:
+def records(home: Path, name: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in transcript(home, name).read_bytes().splitlines()][1:]
 
 
@@ -682,7 +682,7 @@ def test_color_always_reaches_a_real_pipe(sh: Callable[..., Any]) -> None:
     assert plain.returncode == 0 and "\x1b" not in plain.stdout
 
 
-TOOL_EXCHANGE = [
+TOOL_EXCHANGE: list[dict[str, Any]] = [
     {"role": "user", "content": "weather in Paris and Rome?"},
     {
         "role": "assistant",
