@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import shutil
 import subprocess
 import sys
@@ -163,6 +164,25 @@ def test_ruff_check_is_clean() -> None:
         text=True,
         cwd=REPO,
         timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_mypy_strict_is_clean(tmp_path: Path) -> None:
+    """sessionctl/ and the tests, as the README promises (about a minute: a cold cache)."""
+    probe = subprocess.run([sys.executable, "-m", "mypy", "--version"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("mypy is not installed")
+    tests = sorted(str(p.relative_to(REPO)) for p in (REPO / "tests").glob("*.py"))
+    targets = ["sessionctl", *tests, "tests/contract"]
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "cache"), *targets],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},  # this checkout, not an installed copy
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 

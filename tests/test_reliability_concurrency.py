@@ -93,7 +93,8 @@ def _track_removals(log: Log) -> None:
 
     drop = LocalBackend.drop
 
-    def logged_drop(self: Any, name: str, message_id: str) -> Any:  # by id: a streamed rewrite
+    # by id: a streamed rewrite
+    def logged_drop(self: Any, name: str, message_id: str | None = None) -> Any:
         message = drop(self, name, message_id)
         log(op="removed", session=name, ids=[message.id])
         return message
@@ -233,7 +234,9 @@ def role_dropper(log: Log, stop: str) -> int:
         elif choice < 0.9:
             recent = session.get_recent(top_k=20)
             if recent:
-                target = rng.choice(recent)["id"]
+                chosen = rng.choice(recent)
+                assert isinstance(chosen, dict)  # get_recent without as_text: dicts
+                target = chosen["id"]
                 code, _, err = _cli(["drop", "-s", SESSION, target])
                 ok = code in (0, 3)  # 3: another dropper or a clear got it first
             else:

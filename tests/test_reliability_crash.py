@@ -263,7 +263,7 @@ class HashEmbedder:
 def use_hash_embedder() -> None:
     from sessionctl.service import memory
 
-    memory.embedder_for = lambda store, **_: HashEmbedder()  # type: ignore[assignment]
+    memory.embedder_for = lambda store, **_: HashEmbedder()
 
 
 def crash_at(n: int) -> None:
@@ -426,11 +426,11 @@ class Model:
 
     def expectations(
         self, log: list[dict[str, Any]]
-    ) -> tuple[dict[str, set[str]], dict[str, set[str]], set[str]]:
+    ) -> tuple[dict[str, set[str]], dict[str, set[str]], set[str | None]]:
         """Return (required tags, allowed tags) per logical session, and allowed meta values."""
         required = {k: set(v) for k, v in self.sessions.items()}
         allowed = {k: set(v) for k, v in self.sessions.items()}
-        metas = {self.meta} if self.meta is not None else {None}
+        metas: set[str | None] = {self.meta} if self.meta is not None else {None}
         for rec in log:
             if rec["t"] == "begin":
                 key = _logical(rec.get("session"))
@@ -537,6 +537,8 @@ def test_kill_9_at_random_moments_loses_nothing_acknowledged(
 
 
 def _check_cycle(home: Path, cli: Any, model: Model, log: list[dict[str, Any]], where: str) -> None:
+    from conftest import files_backend
+
     from sessionctl import Store
 
     store = Store(home)
@@ -554,7 +556,7 @@ def _check_cycle(home: Path, cli: Any, model: Model, log: list[dict[str, Any]], 
         parse_lines(sessions / f"{name}.jsonl")
     ren_live = [n for n in REN if n in live]
     assert len(ren_live) == 1, f"{where}: rename left {ren_live}"
-    deleted = [i for i in store.backend.deleted() if i.name == DEL]
+    deleted = [i for i in files_backend(store).deleted() if i.name == DEL]
     assert (DEL in live) + len(deleted) == 1, f"{where}: delete/restore left {deleted}, live"
 
     # 2. Every acknowledged message is there exactly once; nothing never written is.
@@ -615,7 +617,7 @@ def _check_cycle(home: Path, cli: Any, model: Model, log: list[dict[str, Any]], 
         for suffix in (".jsonl", ".faiss", ".index.json", ".rejects"):
             if owner.endswith(suffix):
                 owner = owner[: -len(suffix)]
-        with store.backend.lock(owner):  # what every writer of that session does first
+        with files_backend(store).lock(owner):  # what every writer of that session does first
             pass
     assert not _temps(home), f"{where}: temp files left: {_temps(home)}"
 
@@ -685,12 +687,14 @@ def _build_baseline(home: Path) -> None:
 
 
 def _snapshot(home: Path) -> dict[str, Any]:
+    from conftest import files_backend
+
     from sessionctl import Store
     from sessionctl.backend.files import transcript
 
     store = Store(home)
     live = {n for n, _ in store.backend.names()}
-    trash = {i.name: i.trash_id for i in store.backend.deleted()}
+    trash = {i.name: i.trash_id for i in files_backend(store).deleted()}
     snap: dict[str, Any] = {}
     for name in NAMES:
         if name in live:
@@ -774,6 +778,8 @@ def test_crash_before_every_write_step_leaves_old_or_new_state(
 
 
 def _check_crash_point(home: Path, before: Any, after: Any, where: str) -> None:
+    from conftest import as_dicts, files_backend
+
     from sessionctl import Store
 
     store = Store(home)
@@ -785,7 +791,9 @@ def _check_crash_point(home: Path, before: Any, after: Any, where: str) -> None:
     assert state in (before, after), f"{where}: neither the old nor the new state:\n{state}"
     # Search shows only what readers show (not the half of a write cut short).
     visible = {(m.seq, m.content) for m in store.session(MAIN).get_messages()}
-    hits = store.get_relevant("message", sessions=[MAIN], top_k=100, distance_threshold=2.0)
+    hits = as_dicts(
+        store.get_relevant("message", sessions=[MAIN], top_k=100, distance_threshold=2.0)
+    )
     assert {(h["seq"], h["content"]) for h in hits} <= visible, where
 
     # The next writer: repairs a torn tail (setting it aside, never dropping it).
@@ -802,7 +810,7 @@ def _check_crash_point(home: Path, before: Any, after: Any, where: str) -> None:
                 kept.append(json.loads(line)["data"])
         assert torn.decode("utf-8", "backslashreplace") in kept, f"{where}: torn tail lost"
     for name in live:
-        with store.backend.lock(name):  # what every writer of that session does first
+        with files_backend(store).lock(name):  # what every writer of that session does first
             pass
     for name in sorted(n for n, _ in store.backend.names()):
         _assert_index_consistent(store, name, where)
@@ -810,6 +818,6 @@ def _check_crash_point(home: Path, before: Any, after: Any, where: str) -> None:
     temps = [t for t in _temps(home) if t.parent.name != "index"]
     for tmp in temps:  # a session that no longer exists: its next writer (re)creates it
         owner = tmp.name[1:].split("~")[0].split(".")[0]
-        with store.backend.lock(owner):
+        with files_backend(store).lock(owner):
             pass
     assert not _temps(home), f"{where}: temp files left: {_temps(home)}"

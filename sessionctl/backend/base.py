@@ -54,6 +54,14 @@ class SessionHeader(NamedTuple):
     extra: dict[str, Any] = {}  # noqa: RUF012 - unknown header keys, kept for round trips
 
 
+class NewSession(NamedTuple):
+    """One session for :meth:`SessionStore.create_many`."""
+
+    name: str
+    header: SessionHeader
+    messages: Sequence[Message]
+
+
 class Snapshot(NamedTuple):
     """One session as a consistent whole: what fork, to_dict, export and migrate read."""
 
@@ -160,6 +168,18 @@ class SessionStore(Protocol):
         trash_id: str | None = None,
     ) -> None:
         """Create ``name`` whole; the last three keep a migrated session's state exactly."""
+        ...
+
+    def create_many(self, sessions: Sequence[NewSession]) -> None:
+        """Create each (name, header, messages) whole, as :meth:`create` would, at bulk cost.
+
+        For ``import --from``: the backend shares what it can between them (one
+        durability barrier and one lock of the namespace per group of sessions,
+        one transaction). Each session is created whole or not at all, also when
+        the process is killed; SessionExists (a name taken, or given twice) is
+        raised before anything of its group is written. After another failure
+        some of the sessions may exist, each one whole.
+        """
         ...
 
     def append(
