@@ -26,7 +26,20 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sessionctl.backend.files.sessionindex import SessionIndexes
+
+
+def _sidecars(store: Any) -> SessionIndexes:
+    """The file backend's per-session indexes (``Store.backend`` is typed as the Protocol)."""
+    from sessionctl.backend.files.local import LocalBackend
+
+    backend = store.backend
+    assert isinstance(backend, LocalBackend)
+    return backend.vectors.sessions
+
 
 REPO = Path(__file__).resolve().parent.parent
 STRESS = os.environ.get("SESSIONCTL_STRESS", "") not in ("", "0")
@@ -347,7 +360,7 @@ def assert_index_consistent(home: Path, name: str) -> None:
 
     store = Store(home)
     embedder = embedder_for(store)
-    sidecars = store.backend.vectors.sessions
+    sidecars = _sidecars(store)
     messages, report = sidecars.catch_up(name, embedder)
     assert report.save_error is None
     assert report.total == len(messages)

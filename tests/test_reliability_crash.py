@@ -32,7 +32,20 @@ import os
 import random
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sessionctl.backend.files.sessionindex import SessionIndexes
+
+
+def _sidecars(store: Any) -> SessionIndexes:
+    """The file backend's per-session indexes (``Store.backend`` is typed as the Protocol)."""
+    from sessionctl.backend.files.local import LocalBackend
+
+    backend = store.backend
+    assert isinstance(backend, LocalBackend)
+    return backend.vectors.sessions
+
 
 REPO = Path(__file__).resolve().parent.parent
 STRESS = os.environ.get("SESSIONCTL_STRESS", "") not in ("", "0")
@@ -165,7 +178,7 @@ class Writer:
             self.add(MAIN)
         self.log.begin(op="index")
         if how < 0.9:
-            self.store.backend.vectors.sessions.catch_up(MAIN, self.embedder)
+            _sidecars(self.store).catch_up(MAIN, self.embedder)
         else:
             self.store.reindex([MAIN])
         self.log.ack(op="index")
@@ -312,7 +325,7 @@ def crash_op(op: str, home: str) -> None:
     elif op == "fork":
         store.fork(MAIN, "fk")
     elif op == "catch-up":
-        store.backend.vectors.sessions.catch_up(MAIN, HashEmbedder())
+        _sidecars(store).catch_up(MAIN, HashEmbedder())
     elif op == "reindex":
         store.reindex([MAIN])
     elif op == "rename":
@@ -650,7 +663,7 @@ def _assert_index_consistent(store: Any, name: str, where: str) -> None:
     from sessionctl.backend.files.manifest import Manifest
     from sessionctl.service.memory import embedder_for
 
-    messages, report = store.backend.vectors.sessions.catch_up(name, embedder_for(store))
+    messages, report = _sidecars(store).catch_up(name, embedder_for(store))
     assert report.save_error is None, where
     manifest_path = store.backend.path(name, ".index.json")
     manifest = Manifest.from_json(manifest_path.read_bytes())
@@ -672,7 +685,7 @@ def _build_baseline(home: Path) -> None:
     from sessionctl import Store
 
     store = Store(home)
-    catch_up = store.backend.vectors.sessions.catch_up
+    catch_up = _sidecars(store).catch_up
     main = store.session(MAIN)
     main.add_messages([{"role": "user", "content": f"old-{i} message"} for i in range(12)])
     main.update(metadata={"k": "old"})
