@@ -78,6 +78,8 @@ def open_stream(req: ChatRequest, target: DirectTarget) -> ChatStream:
         body["stream_options"] = {"include_usage": True}
     if req.tools:
         body["tools"] = req.tools
+    if req.response_format:
+        body["response_format"] = req.response_format
     if req.temperature is not None:
         body["temperature"] = req.temperature
     if req.max_tokens is not None:

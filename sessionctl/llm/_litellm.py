@@ -100,6 +100,8 @@ def open_stream(req: ChatRequest) -> ChatStream:
         kwargs["api_key"] = key
     if req.tools:
         kwargs["tools"] = req.tools
+    if req.response_format:
+        kwargs["response_format"] = req.response_format
     if req.temperature is not None:
         kwargs["temperature"] = req.temperature
     if req.max_tokens is not None:

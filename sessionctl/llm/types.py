@@ -34,6 +34,9 @@ class ChatRequest:
     via_direct: bool = False  # the direct path even for a provider-prefixed name
     # OpenAI ``tools`` entries (``{"type": "function", "function": {...}}``); None: none sent
     tools: list[dict[str, Any]] | None = None
+    # OpenAI ``response_format`` (structured output, e.g. ``{"type": "json_schema",
+    # "json_schema": {"name": ..., "schema": ..., "strict": ...}}``); None: none sent
+    response_format: dict[str, Any] | None = None
 
 
 @dataclass

@@ -138,6 +138,36 @@ def chat(
     return _reply(run_turn(turn, toolbox=box, max_tool_rounds=rounds))
 
 
+def ask_json(session: Session, prompt: str, schema: Any, opts: ChatOptions) -> Any:
+    """One turn asking for structured output (``schema``: a pydantic model class or a
+    JSON Schema dict); returns the validated value and records the raw JSON answer.
+
+    The provider gets the schema as ``response_format``. An answer that does not
+    validate is sent back once with what was wrong; a second one raises
+    :class:`~sessionctl.errors.InvalidOutput` and appends nothing.
+    """
+    import dataclasses
+
+    from sessionctl.service.chat import prepare_turn, run_turn
+    from sessionctl.service.structured import Schema
+
+    if not isinstance(prompt, str):
+        raise UsageError(f"prompt must be text, got {type(prompt).__name__}")
+    wanted = Schema(schema)
+    turn = prepare_turn(session._store, session, prompt, opts)
+    request = dataclasses.replace(turn.request, response_format=wanted.response_format())
+    accepted: list[Any] = []
+
+    def check(text: str) -> str | None:
+        value, problem = wanted.validate(text)
+        if problem is None:
+            accepted.append(value)
+        return problem
+
+    run_turn(turn._replace(request=request), check=check)
+    return accepted[-1]
+
+
 def stream(
     session: Session,
     prompt: str,

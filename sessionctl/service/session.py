@@ -464,6 +464,36 @@ class Session:
         )
         return conversation.stream(self, prompt, opts, tools, max_tool_rounds)
 
+    def json(
+        self,
+        prompt: str,
+        schema: Any,
+        *,
+        model: str | None = None,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        **options: Any,
+    ) -> Any:
+        """Ask for structured output: ``schema`` is a pydantic model class or a JSON
+        Schema dict; returns the validated answer (a model instance, or the parsed JSON
+        value). The schema goes to the provider as OpenAI ``response_format``
+        (``json_schema``); the transcript records the prompt and the raw JSON text.
+        An answer that does not validate is sent back once with the validation error;
+        a second invalid answer raises :class:`~sessionctl.errors.InvalidOutput` (a
+        ``ProviderError``) and, like any failed call, appends nothing. ``options`` are
+        :meth:`chat`'s."""
+        from sessionctl.service import conversation
+
+        opts = conversation.options(
+            model=model,
+            system=system,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            extra=options,
+        )
+        return conversation.ask_json(self, prompt, schema, opts)
+
     def to_dict(self) -> dict[str, Any]:
         """Return the whole session as a JSON-ready dict (the ``export --format json`` shape)."""
         from sessionctl.service.transfer import session_to_dict
