@@ -8,7 +8,7 @@ the prompt and what was produced, marked interrupted, as Ctrl-C in the REPL does
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping
+from collections.abc import AsyncGenerator, Generator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sessionctl.errors import UsageError
@@ -16,6 +16,8 @@ from sessionctl.models import Message
 from sessionctl.service.tools import DEFAULT_MAX_TOOL_ROUNDS, Toolbox, ToolCall
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from sessionctl.service.chat import ChatOptions, TurnResult
     from sessionctl.service.session import Session
 
@@ -199,3 +201,94 @@ def stream(
             yield TextDelta(event) if isinstance(event, str) else event
     finally:
         events.close()  # abandoned: the turn records what it produced, interrupted
+
+
+_END = object()  # the sync stream is exhausted
+
+
+async def astream(events: Generator[StreamEvent, None, None]) -> AsyncGenerator[StreamEvent, None]:
+    """:func:`stream`'s ``events`` for asyncio: the same events, the same recording.
+
+    The sync stream runs in a worker thread of its own (started at the first event,
+    gone when the stream ends), one event at a time: it reads the next event only when
+    asked for it, so it never runs ahead of the consumer. When the consumer stops
+    (``aclose()``, ``break`` and drop, or its task cancelled), the worker closes the
+    sync stream, which records the prompt and what had arrived, marked interrupted;
+    this waits for that (at most the event in flight, bounded by the timeout), so the
+    transcript is written when the cancellation or ``aclose()`` completes.
+    """
+    import asyncio
+    import queue
+    import threading
+    from concurrent.futures import Future
+
+    asks: queue.SimpleQueue[Future[Any] | None] = queue.SimpleQueue()
+    closed: Future[None] = Future()
+
+    def pump() -> None:
+        try:
+            while True:
+                step = asks.get()
+                if step is None or not step.set_running_or_notify_cancel():
+                    return
+                try:
+                    event = next(events)
+                except StopIteration:
+                    step.set_result(_END)
+                    return
+                except BaseException as exc:
+                    step.set_exception(exc)
+                    return
+                step.set_result(event)
+        finally:
+            try:
+                events.close()  # abandoned part-way: records what arrived, interrupted
+            except BaseException as exc:
+                closed.set_exception(exc)
+            else:
+                closed.set_result(None)
+
+    worker = threading.Thread(target=pump, name="sessionctl-astream", daemon=True)
+    worker.start()
+    try:
+        while True:
+            step: Future[Any] = Future()
+            asks.put(step)
+            event = await asyncio.wrap_future(step)
+            if event is _END:
+                return
+            yield event
+    finally:
+        asks.put(None)
+        await _settled(closed)
+        worker.join()  # its last act was settling ``closed``
+
+
+async def _settled(done: Future[None]) -> None:
+    """Wait for ``done`` even through further cancellations (re-raised after it), then
+    raise what it failed with, if anything."""
+    import asyncio
+
+    waiting = asyncio.wrap_future(done)
+    cancelled = False
+    while not waiting.done():
+        try:
+            await asyncio.shield(waiting)
+        except asyncio.CancelledError:
+            if not waiting.done():
+                cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    waiting.result()
+
+
+async def achat(events: Generator[StreamEvent, None, None]) -> Reply:
+    """The :class:`Reply` of :func:`astream`'s events (cancelled: recorded as it does)."""
+    stream = astream(events)
+    try:
+        async for event in stream:
+            if isinstance(event, Finished):
+                return event.reply
+    finally:
+        await stream.aclose()
+    raise RuntimeError("the stream ended without a reply")  # pragma: no cover

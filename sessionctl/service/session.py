@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from typing import TYPE_CHECKING, Any
 
 from sessionctl.backend.base import HeaderPatch
@@ -463,6 +471,66 @@ class Session:
             extra=options,
         )
         return conversation.stream(self, prompt, opts, tools, max_tool_rounds)
+
+    async def achat(
+        self,
+        prompt: str,
+        *,
+        model: str | None = None,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        tools: Sequence[Callable[..., Any]] | None = None,
+        max_tool_rounds: int | None = None,  # None: DEFAULT_MAX_TOOL_ROUNDS (8)
+        **options: Any,
+    ) -> Reply:
+        """:meth:`chat` for asyncio: the same arguments, recording and :class:`Reply`.
+        The turn runs in a worker thread (tools too); cancelling the awaiting task
+        part-way records the prompt and the partial answer, marked interrupted, as
+        closing a :meth:`stream` does."""
+        from sessionctl.service import conversation
+
+        events = self.stream(
+            prompt,
+            model=model,
+            system=system,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            tools=tools,
+            max_tool_rounds=max_tool_rounds,
+            **options,
+        )
+        return await conversation.achat(events)
+
+    def astream(
+        self,
+        prompt: str,
+        *,
+        model: str | None = None,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        tools: Sequence[Callable[..., Any]] | None = None,
+        max_tool_rounds: int | None = None,  # None: DEFAULT_MAX_TOOL_ROUNDS (8)
+        **options: Any,
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """:meth:`stream` for asyncio: an async generator of the same events, run in a
+        worker thread one event at a time. ``aclose()``, breaking out of ``async for``
+        or cancelling the consuming task part-way records the prompt and what had
+        arrived, marked interrupted (waiting for the event in flight)."""
+        from sessionctl.service import conversation
+
+        events = self.stream(
+            prompt,
+            model=model,
+            system=system,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            tools=tools,
+            max_tool_rounds=max_tool_rounds,
+            **options,
+        )
+        return conversation.astream(events)
 
     def json(
         self,
