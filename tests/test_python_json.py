@@ -222,3 +222,20 @@ def test_the_schema_validated_is_the_one_sent(home: Path, llm_server: FakeLLMSer
     assert Store(home).session("a").json("?", schema, **opts(llm_server)) == ["a", "b"]
     told = llm_server.requests[1].body["messages"][-1]["content"]
     assert "$: ['a'] is too short" in told
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_connection_lost_mid_answer_records_no_partial_json(
+    home: Path, llm_server: FakeLLMServer, path: str
+) -> None:
+    # chat keeps a partial answer the user saw; no one saw a partial structured answer,
+    # and the transcript never holds one json() did not validate.
+    store = Store(home)
+    s = store.session("d")
+    s.store("earlier", "answer")
+    before = raw(store, "d")
+    llm_server.push(Reply(text=PARIS, chunk_size=5, drop_after=2))
+    with pytest.raises(ProviderError) as caught:
+        s.json("The capital?", City, **opts(llm_server, path))
+    assert "saved" not in str(caught.value)
+    assert raw(store, "d") == before

@@ -331,7 +331,9 @@ def turn_events(
     ``check`` (structured output) judges the final answer's text: None accepts it, a
     text is what is wrong with it. A rejected answer is sent back once, unrecorded,
     followed by a user message saying what was wrong (:data:`RETRY_PROMPT`); a second
-    rejection raises :class:`InvalidOutput` and appends nothing.
+    rejection raises :class:`InvalidOutput` and appends nothing. With ``check``, an
+    answer cut short (Ctrl-C, connection lost, closed) is not recorded either: only a
+    valid structured answer ever is.
     """
     import dataclasses
 
@@ -377,17 +379,23 @@ def turn_events(
                         first.append(time.monotonic())
                     yield delta
             except KeyboardInterrupt:
+                if check is not None:  # no one saw a partial structured answer: keep none
+                    raise Interrupted(
+                        f"interrupted; nothing was recorded in session {turn.session.name!r}"
+                    ) from None
                 _record(turn, stream.partial_text, turn.model, None, True, recorded, ran)
                 raise Interrupted(
                     f"interrupted; the partial answer was saved in session {turn.session.name!r}"
                 ) from None
             except GeneratorExit:
-                _record(turn, stream.partial_text, turn.model, None, True, recorded, ran)
+                if check is None:
+                    _record(turn, stream.partial_text, turn.model, None, True, recorded, ran)
                 raise
             except (llm.ConnectionFailed, llm.ProviderTimeout) as exc:
                 # The server died or stalled mid-answer: keep what the user saw, as Ctrl-C
-                # does. A call that failed before any text still appends nothing.
-                if not stream.partial_text:
+                # does. A call that failed before any text still appends nothing, and so
+                # does a structured answer (``check``: only a valid one is recorded).
+                if not stream.partial_text or check is not None:
                     raise
                 _record(turn, stream.partial_text, turn.model, None, True, recorded, ran)
                 raise _saved(exc, turn.session.name) from None
