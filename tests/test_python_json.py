@@ -140,20 +140,34 @@ def test_invalid_twice_raises_and_appends_nothing(
     assert raw(store, "t") == before
 
 
+FAILURES = {
+    "401": Reply(status=401),
+    "429": Reply(status=429, headers={"Retry-After": "0"}),
+    "500": Reply(status=500, headers={"Retry-After": "0"}),
+    "timeout": Reply(first_byte_delay=3),
+}
+
+
+@pytest.mark.parametrize("failure", FAILURES)
 @pytest.mark.parametrize("path", PATHS)
-def test_a_server_error_appends_nothing(home: Path, llm_server: FakeLLMServer, path: str) -> None:
+def test_a_failed_call_appends_nothing(
+    home: Path, llm_server: FakeLLMServer, path: str, failure: str
+) -> None:
     store = Store(home)
     s = store.session("e")
     s.store("earlier", "answer")
     before = raw(store, "e")
-    llm_server.default = Reply(status=500, headers={"Retry-After": "0"})
+    llm_server.default = FAILURES[failure]
+    options = {**opts(llm_server, path), "timeout": 1}
     with pytest.raises(ProviderError) as caught:
-        s.json("The capital?", City, **opts(llm_server, path))
+        s.json("The capital?", City, **options)
     assert not isinstance(caught.value, InvalidOutput)
     assert raw(store, "e") == before
+    if failure != "500":
+        return
     # A new session is not even created by a failed call.
     with pytest.raises(ProviderError):
-        store.session("new").json("The capital?", CITY_SCHEMA, **opts(llm_server, path))
+        store.session("new").json("The capital?", CITY_SCHEMA, **options)
     assert not store.session("new").exists
 
 
