@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -253,3 +254,54 @@ def test_concurrent_astreams_share_one_loop(home: Path, llm_server: FakeLLMServe
     assert asyncio.run(main()) == [ANSWER] * 4
     for i in range(4):
         assert kept(store.session(f"p{i}").get_messages())[-1] == ("assistant", ANSWER, False)
+
+
+def test_a_cancellation_during_a_stall_aborts_the_read_at_once(
+    home: Path, llm_server: FakeLLMServer
+) -> None:
+    # Direct path: the read in flight is cut short (a socket shutdown), so cancelling does
+    # not wait for the server (up to the timeout) and keeps exactly what had arrived.
+    store = Store(home)
+    llm_server.push(Reply(text=ANSWER, chunk_size=4, stall_after=2))
+    got: list[str] = []
+
+    async def consume() -> None:
+        async for event in store.session("st").astream("count", **opts(llm_server)):
+            if isinstance(event, TextDelta):
+                got.append(event.text)
+
+    async def main() -> float:
+        task = asyncio.create_task(consume())
+        while len(got) < 2:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)  # the worker is now blocked reading the stalled stream
+        started = time.monotonic()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return time.monotonic() - started
+
+    took = asyncio.run(main())
+    assert took < 2.5  # the timeout is 5 s
+    assert kept(store.session("st").get_messages()) == [
+        ("user", "count", False),
+        ("assistant", "one two ", True),
+    ]
+
+
+def test_a_cancellation_before_any_text_records_nothing(
+    home: Path, llm_server: FakeLLMServer
+) -> None:
+    store = Store(home)
+    llm_server.push(Reply(text=ANSWER, first_byte_delay=0.5))
+
+    async def main() -> None:
+        task = asyncio.create_task(store.session("n").achat("count", **opts(llm_server)))
+        while not llm_server.requests:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert not store.session("n").exists  # nothing was produced: nothing kept (as Ctrl-C)

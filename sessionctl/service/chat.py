@@ -24,7 +24,7 @@ from sessionctl.service.window import HISTORY_WINDOW, context_window_for, rememb
 
 if TYPE_CHECKING:
     from sessionctl.context import AssembledContext
-    from sessionctl.llm import ChatRequest
+    from sessionctl.llm import ChatRequest, ChatStream
     from sessionctl.service.session import Session
     from sessionctl.service.store import Store
     from sessionctl.service.tools import Toolbox, ToolCall
@@ -315,6 +315,7 @@ def turn_events(
     toolbox: Toolbox | None = None,
     max_tool_rounds: int | None = None,  # None: DEFAULT_MAX_TOOL_ROUNDS
     check: Callable[[str], str | None] | None = None,
+    on_stream: Callable[[ChatStream], None] | None = None,
 ) -> Generator[str | ToolCall, None, TurnResult]:
     """The turn as text deltas and, with a ``toolbox``, a :class:`ToolCall` per tool run;
     returns the recorded turn. Closing it before the end (an abandoned or cancelled
@@ -334,6 +335,10 @@ def turn_events(
     rejection raises :class:`InvalidOutput` and appends nothing. With ``check``, an
     answer cut short (Ctrl-C, connection lost, closed) is not recorded either: only a
     valid structured answer ever is.
+
+    ``on_stream`` is given each answer stream before it is read, so that another thread
+    can :meth:`~sessionctl.llm.ChatStream.abort` a read blocked in it (asyncio
+    cancellation); a stream aborted that way is recorded as a closed one is.
     """
     import dataclasses
 
@@ -372,6 +377,8 @@ def turn_events(
     rejected = 0  # answers ``check`` refused (at most CHECK_RETRIES are sent back)
     while True:
         first: list[float] = []
+        if on_stream is not None:
+            on_stream(stream)
         with stream:
             try:
                 for delta in stream:
@@ -391,11 +398,16 @@ def turn_events(
                 if check is None:
                     _record(turn, stream.partial_text, turn.model, None, True, recorded, ran)
                 raise
-            except (llm.ConnectionFailed, llm.ProviderTimeout) as exc:
+            except llm.ProviderError as exc:
+                if stream.aborted:  # the consumer stopped (cancelled): as a closed stream,
+                    if check is None and stream.partial_text:  # and nothing if no text came
+                        _record(turn, stream.partial_text, turn.model, None, True, recorded, ran)
+                    raise
                 # The server died or stalled mid-answer: keep what the user saw, as Ctrl-C
                 # does. A call that failed before any text still appends nothing, and so
                 # does a structured answer (``check``: only a valid one is recorded).
-                if not stream.partial_text or check is not None:
+                lost = isinstance(exc, (llm.ConnectionFailed, llm.ProviderTimeout))
+                if not lost or not stream.partial_text or check is not None:
                     raise
                 _record(turn, stream.partial_text, turn.model, None, True, recorded, ran)
                 raise _saved(exc, turn.session.name) from None

@@ -8,7 +8,7 @@ the prompt and what was produced, marked interrupted, as Ctrl-C in the REPL does
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Generator, Mapping
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sessionctl.errors import UsageError
@@ -18,6 +18,7 @@ from sessionctl.service.tools import DEFAULT_MAX_TOOL_ROUNDS, Toolbox, ToolCall
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
+    from sessionctl.llm import ChatStream
     from sessionctl.service.chat import ChatOptions, TurnResult
     from sessionctl.service.session import Session
 
@@ -176,6 +177,7 @@ def stream(
     opts: ChatOptions,
     tools: Any = None,
     max_tool_rounds: Any = None,
+    on_stream: Callable[[ChatStream], None] | None = None,
 ) -> Generator[StreamEvent, None, None]:
     """One turn as events: :class:`TextDelta` pieces, a :class:`ToolCall` per tool run
     (after its step was recorded), then one :class:`Finished`.
@@ -190,7 +192,7 @@ def stream(
         raise UsageError(f"prompt must be text, got {type(prompt).__name__}")
     box, rounds = toolbox(tools, max_tool_rounds)
     turn = prepare_turn(session._store, session, prompt, opts)
-    events = turn_events(turn, toolbox=box, max_tool_rounds=rounds)
+    events = turn_events(turn, toolbox=box, max_tool_rounds=rounds, on_stream=on_stream)
     try:
         while True:
             try:
@@ -206,22 +208,54 @@ def stream(
 _END = object()  # the sync stream is exhausted
 
 
-async def astream(events: Generator[StreamEvent, None, None]) -> AsyncGenerator[StreamEvent, None]:
-    """:func:`stream`'s ``events`` for asyncio: the same events, the same recording.
+Start = Callable[[Callable[["ChatStream"], None]], Generator[StreamEvent, None, None]]
 
-    The sync stream runs in a worker thread of its own (started at the first event,
-    gone when the stream ends), one event at a time: it reads the next event only when
-    asked for it, so it never runs ahead of the consumer. When the consumer stops
-    (``aclose()``, ``break`` and drop, or its task cancelled), the worker closes the
-    sync stream, which records the prompt and what had arrived, marked interrupted;
-    this waits for that (at most the event in flight, bounded by the timeout), so the
-    transcript is written when the cancellation or ``aclose()`` completes.
+
+class _Live:
+    """The answer stream a worker is reading, for the event loop's side to abort."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self._stream: ChatStream | None = None
+        self._stopping = False
+
+    def started(self, stream: ChatStream) -> None:
+        with self._lock:
+            self._stream = stream
+            stopping = self._stopping
+        if stopping:  # stopped while the request was being sent: cut it short at once
+            stream.abort()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            stream = self._stream
+        if stream is not None and not stream.done:
+            stream.abort()
+
+
+async def astream(start: Start) -> AsyncGenerator[StreamEvent, None]:
+    """:func:`stream`'s events for asyncio: the same events, the same recording.
+
+    ``start(on_stream)`` makes the sync stream (:func:`stream` with that ``on_stream``).
+    It runs in a worker thread of its own (started at the first event, gone when the
+    stream ends), one event at a time: it reads the next event only when asked for it,
+    so it never runs ahead of the consumer. When the consumer stops (``aclose()``,
+    ``break`` and drop, or its task cancelled), a read in flight is aborted (direct
+    path; over litellm it is waited for, bounded by the timeout) and the sync stream
+    closed, which records the prompt and what had arrived, marked interrupted; this
+    waits for that, so the transcript is written when the cancellation or ``aclose()``
+    completes.
     """
     import asyncio
     import queue
     import threading
     from concurrent.futures import Future
 
+    live = _Live()
+    events = start(live.started)
     asks: queue.SimpleQueue[Future[Any] | None] = queue.SimpleQueue()
     closed: Future[None] = Future()
 
@@ -260,6 +294,7 @@ async def astream(events: Generator[StreamEvent, None, None]) -> AsyncGenerator[
             yield event
     finally:
         asks.put(None)
+        live.stop()
         await _settled(closed)
         worker.join()  # its last act was settling ``closed``
 
@@ -282,9 +317,9 @@ async def _settled(done: Future[None]) -> None:
     waiting.result()
 
 
-async def achat(events: Generator[StreamEvent, None, None]) -> Reply:
+async def achat(start: Start) -> Reply:
     """The :class:`Reply` of :func:`astream`'s events (cancelled: recorded as it does)."""
-    stream = astream(events)
+    stream = astream(start)
     try:
         async for event in stream:
             if isinstance(event, Finished):

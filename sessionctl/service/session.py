@@ -25,6 +25,7 @@ from sessionctl.timeutil import now_iso
 
 if TYPE_CHECKING:
     from sessionctl.backend.base import SessionHeader, SessionStore
+    from sessionctl.llm import ChatStream
     from sessionctl.service.conversation import Reply, StreamEvent
     from sessionctl.service.store import Store
     from sessionctl.service.timefilter import When
@@ -490,17 +491,18 @@ class Session:
         closing a :meth:`stream` does."""
         from sessionctl.service import conversation
 
-        events = self.stream(
-            prompt,
+        opts = conversation.options(
             model=model,
             system=system,
             temperature=temperature,
             max_tokens=max_tokens,
-            tools=tools,
-            max_tool_rounds=max_tool_rounds,
-            **options,
+            extra=options,
         )
-        return await conversation.achat(events)
+
+        def start(on_stream: Callable[[ChatStream], None]) -> Generator[StreamEvent, None, None]:
+            return conversation.stream(self, prompt, opts, tools, max_tool_rounds, on_stream)
+
+        return await conversation.achat(start)
 
     def astream(
         self,
@@ -520,17 +522,18 @@ class Session:
         arrived, marked interrupted (waiting for the event in flight)."""
         from sessionctl.service import conversation
 
-        events = self.stream(
-            prompt,
+        opts = conversation.options(
             model=model,
             system=system,
             temperature=temperature,
             max_tokens=max_tokens,
-            tools=tools,
-            max_tool_rounds=max_tool_rounds,
-            **options,
+            extra=options,
         )
-        return conversation.astream(events)
+
+        def start(on_stream: Callable[[ChatStream], None]) -> Generator[StreamEvent, None, None]:
+            return conversation.stream(self, prompt, opts, tools, max_tool_rounds, on_stream)
+
+        return conversation.astream(start)
 
     def json(
         self,
