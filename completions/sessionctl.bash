@@ -190,8 +190,8 @@ _sessionctl_spec() {
             args=none ;;
         "mcp")
             subs=""
-            opts="--http --token --allow-write --session-prefix -h --help"
-            valued="--http --token --session-prefix"
+            opts="--http --token --allow-write --session-prefix --user -h --help"
+            valued="--http --token --session-prefix --user"
             vdynamic=""
             args=none ;;
         *) subs="" opts="" valued="" vdynamic="" args=none ;;

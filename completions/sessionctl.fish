@@ -59,7 +59,7 @@ function __sessionctl_spec --description 'sessionctl subcommands or valued optio
         case 'valued migrate'
             printf '%s\n' --to
         case 'valued mcp'
-            printf '%s\n' --http --token --session-prefix
+            printf '%s\n' --http --token --session-prefix --user
     end
 end
 
@@ -344,5 +344,6 @@ complete -c sessionctl -n '__sessionctl_at mcp' -l http -r -f -d 'Serve Streamab
 complete -c sessionctl -n '__sessionctl_at mcp' -l token -r -f -d 'The bearer token HTTP clients must send (default: $SESSIONCTL_MCP_TOKEN; else one is made and printed on stderr).'
 complete -c sessionctl -n '__sessionctl_at mcp' -l allow-write -d 'Offer add_messages and fork (default: read only).'
 complete -c sessionctl -n '__sessionctl_at mcp' -l session-prefix -r -f -d 'See and write only sessions whose names start with PREFIX.'
+complete -c sessionctl -n '__sessionctl_at mcp' -l user -r -f -d 'See only USER\'s sessions; sessions written are USER\'s.'
 complete -c sessionctl -n '__sessionctl_at mcp' -s h -l help -d 'Show this message and exit.'
 complete -c sessionctl -n '__sessionctl_at mcp' -f

@@ -85,8 +85,13 @@ def test_lookup_by_seq_skips_tombstones_and_corrupt_lines(store: Store) -> None:
     with open(path, "ab") as f:
         f.write(b'{"not json\n')
     expected = {m["seq"]: m["content"] for m in work.messages}
-    found = messages_by_seq(path, range(0, 320))
+    found = messages_by_seq(path, range(0, 320))  # many: one pass over the file
     assert {seq: m.content for seq, m in found.items()} == expected
+    for few in ([5], [1, 150, 299], [11, 303], list(range(0, 320, 40))):  # a search per seq
+        found = messages_by_seq(path, few)
+        assert {seq: m.content for seq, m in found.items()} == {
+            seq: text for seq, text in expected.items() if seq in few
+        }, few
 
 
 def test_search_api_reports_the_same_hits_on_both_paths(store: Store) -> None:

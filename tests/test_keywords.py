@@ -227,3 +227,29 @@ def test_killed_during_catch_up_leaves_a_usable_index(home: Path, at: int) -> No
     for name in ("a", "b", "c"):
         assert found(s, f"ID_{name}7") == [(name, 8)]
     assert len(found(s, "message", k=100)) == 60
+
+
+def test_the_unfiltered_ranking_is_the_filtered_one_ties_across_the_cut_included(
+    home: Path,
+) -> None:
+    """The fast unfiltered query and the full one agree, also when scores tie at k."""
+    from sessionctl import Store
+
+    store = Store(home)
+    for i in range(6):  # identical texts: identical scores, ties broken by session, seq
+        store.session(f"s{i}").add_messages(
+            [
+                {"role": "user", "content": "deploy notes"},
+                {"role": "user", "content": f"deploy {i}"},
+            ]
+        )
+    store.session("z").add_messages(  # and distinct scores: longer, lower
+        [{"role": "user", "content": "deploy " + "filler " * j} for j in range(1, 8)]
+    )
+    keywords = store.backend.vectors.keywords  # type: ignore[attr-defined]
+    everyone = sorted(store.names())
+    for k in range(1, 22):
+        fast = keywords.search("deploy notes", k=k, names=None, roles=None)
+        full = keywords.search("deploy notes", k=k, names=everyone, roles=None)
+        assert [(s, q) for s, q, _, _ in fast] == [(s, q) for s, q, _, _ in full], k
+    store.close()

@@ -273,6 +273,61 @@ def test_writes_are_offered_only_with_allow_write(history: Path) -> None:
     store.close()
 
 
+def test_the_user_scopes_every_tool_and_writes_claim_nothing(home: Path) -> None:
+    store = Store(home)
+    store.session("alice-a").add_message(
+        {"role": "user", "content": "alice plans the cache with redis"}, user="alice"
+    )
+    store.session("bob-b").add_message(
+        {
+            "role": "user",
+            "content": "bob plans the queue with kafka",
+            "metadata": {"user": "alice"},
+        },
+        user="bob",
+    )
+    store.session("nobody").add_message({"role": "user", "content": "the plan uses rabbitmq"})
+    store.close()
+
+    async def body(client: Client) -> dict[str, Any]:
+        call = client.call_tool
+        note = [{"role": "user", "content": "alice: remember the TTL"}]
+        return {
+            "search": ok(await call("search_history", {"query": "plans with", "k": 10})),
+            "words": ok(await call("search_history", {"query": "kafka rabbitmq", "mode": "text"})),
+            "list": ok(await call("list_sessions", {})),
+            "latest": ok(await call("recent", {})),
+            "read_bob": refused(await call("read_session", {"session": "bob-b"})),
+            "read_none": refused(await call("read_session", {"session": "nobody"})),
+            "read_ghost": refused(await call("read_session", {"session": "ghost"})),
+            "add_bob": refused(await call("add_messages", {"session": "bob-b", "messages": note})),
+            "add_none": refused(
+                await call("add_messages", {"session": "nobody", "messages": note})
+            ),
+            "add_new": ok(await call("add_messages", {"session": "alice-new", "messages": note})),
+            "fork": ok(await call("fork", {"session": "alice-a", "new": "alice-copy"})),
+            "fork_bob": refused(await call("fork", {"session": "bob-b", "new": "alice-b"})),
+        }
+
+    got = with_client(stdio(home, "--user", "alice", "--allow-write"), body)
+    assert [h["session"] for h in got["search"]["results"]] == ["alice-a"]
+    assert got["words"]["results"] == []
+    assert [s["name"] for s in got["list"]["sessions"]] == ["alice-a"]
+    assert got["latest"]["session"] == "alice-a"
+    ghost = got["read_ghost"]
+    assert got["read_bob"] == ghost.replace("ghost", "bob-b")
+    assert got["read_none"] == ghost.replace("ghost", "nobody")
+    assert "cannot be written" in got["add_bob"] and "cannot be written" in got["add_none"]
+    assert "kafka" not in json.dumps(got) and "'bob'" not in json.dumps(got)
+    store = Store(home)
+    assert store.session("alice-new").user == "alice"
+    assert store.session("alice-copy").user == "alice"
+    assert store.session("nobody").user is None  # not claimed
+    assert len(store.session("bob-b").get_messages()) == 1
+    assert not store.session("alice-b").exists
+    store.close()
+
+
 # -- robustness ----------------------------------------------------------------------
 
 
@@ -432,6 +487,7 @@ def test_http_without_a_token_makes_one_and_says_it_once(
         (["mcp", "--http", "70000"], "--http takes [HOST:]PORT"),
         (["mcp", "--token", "x" * 20], "--token is for --http"),
         (["mcp", "--http", "8000", "--token", "short"], "at least 16 characters"),
+        (["mcp", "--user", ""], "user must not be empty"),
     ],
 )
 def test_bad_flags_are_one_line_usage_errors(

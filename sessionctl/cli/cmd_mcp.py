@@ -48,14 +48,24 @@ def mcp(
             show_default=False,
         ),
     ] = "",
+    user: Annotated[
+        str | None,
+        typer.Option(
+            "--user",
+            metavar="USER",
+            help="See only USER's sessions; sessions written are USER's.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve the sessions as memory to MCP clients (agents, editors, chat apps).
 
     Over stdio by default (the client starts `sessionctl mcp`); with --http,
     over Streamable HTTP, on loopback unless HOST says otherwise, behind a
     bearer token. Tools: search_history, recent, list_sessions, read_session;
-    with --allow-write also add_messages and fork. The scope flags limit every
-    tool; no tool argument widens them. Only protocol messages go to stdout.
+    with --allow-write also add_messages and fork. The scope flags
+    (--session-prefix, --user) limit every tool; no tool argument widens
+    them. Only protocol messages go to stdout.
 
     Example:
 
@@ -78,7 +88,12 @@ def mcp(
     from sessionctl.mcp.server import main_http, main_stdio, new_token
     from sessionctl.mcp.tools import Memory, Scope
 
-    memory = Memory(state.settings(), scope=Scope(prefix=session_prefix), allow_write=allow_write)
+    if user is not None:
+        from sessionctl.service.users import check_user
+
+        user = check_user(user)
+    scope = Scope(prefix=session_prefix, user=user)
+    memory = Memory(state.settings(), scope=scope, allow_write=allow_write)
     try:
         if address is None:
             main_stdio(memory)

@@ -185,16 +185,22 @@ class Memory:
         if self.scope.user is None:
             return True
         try:
-            owner = self.store.session(name).header.metadata.get("user")
+            owner = self.store.session(name).user
         except SessionNotFound:
             return True  # a new session: written, it will be this user's
-        return bool(owner == self.scope.user)
+        # Not a session without a user: writing would claim it, and so read it.
+        return owner == self.scope.user
 
     def readable(self, name: str) -> str:
         """``name`` when it is an existing session in scope; else the error for 'unknown'."""
-        if not is_valid_name(name) or not self._in_scope(name):
+        if not is_valid_name(name) or not name.startswith(self.scope.prefix):
             raise self._unknown(name)
-        if not self.store.session(name).exists:
+        session = self.store.session(name)
+        try:
+            owner = session.user
+        except SessionNotFound:
+            raise self._unknown(name) from None
+        if self.scope.user is not None and owner != self.scope.user:
             raise self._unknown(name)
         return name
 
@@ -211,14 +217,9 @@ class Memory:
             raise ToolError(f"session {name!r} cannot be written from here; pick another name")
         return name
 
-    def names(self) -> list[str] | None:
-        """The sessions a search may look in (None: every live session)."""
-        if not self.scope.prefix and self.scope.user is None:
-            return None
-        names = self.store.names(self.scope.prefix)
-        if self.scope.user is not None:
-            names = [n for n in names if self._in_scope(n)]
-        return names
+    def search_names(self) -> list[str] | None:
+        """The sessions a search may look in, before the user restriction (None: all)."""
+        return self.store.names(self.scope.prefix) if self.scope.prefix else None
 
 
 # -- the tools -------------------------------------------------------------------
@@ -229,7 +230,7 @@ def _search_history(memory: Memory, args: dict[str, Any]) -> dict[str, Any]:
     from sessionctl.service.timefilter import criteria
 
     query = args["query"]
-    names = [memory.readable(args["session"])] if "session" in args else memory.names()
+    names = [memory.readable(args["session"])] if "session" in args else memory.search_names()
     where = criteria(args.get("since"), args.get("until"))
     if names == []:
         return {"results": [], "note": "no sessions in this server's scope yet"}
@@ -241,6 +242,7 @@ def _search_history(memory: Memory, args: dict[str, Any]) -> dict[str, Any]:
         role=args.get("role"),
         mode=args["mode"],
         where=where,
+        user=memory.scope.user,
     )
     results = []
     for hit in hits:
@@ -265,46 +267,32 @@ def _recent(memory: Memory, args: dict[str, Any]) -> dict[str, Any]:
     if "session" in args:
         name = memory.readable(args["session"])
     else:
-        page = memory.store.list_sessions(limit=1, prefix=memory.scope.prefix)
-        candidates = [info.name for info in page.sessions]
-        if memory.scope.user is not None:  # the newest of this user's sessions
-            candidates = [
-                info.name
-                for info in memory.store.list_sessions(prefix=memory.scope.prefix).sessions
-                if memory._in_scope(info.name)
-            ][:1]
-        if not candidates:
+        page = memory.store.list_sessions(
+            limit=1, prefix=memory.scope.prefix, user=memory.scope.user
+        )
+        if not page.sessions:
             return {"session": None, "messages": [], "note": "no sessions here yet"}
-        name = candidates[0]
+        name = page.sessions[0].name
     found = memory.store.session(name).recent_messages(args["k"], role=args.get("role"))
     return {"session": name, "messages": [_brief(None, m, "") for m in found]}
 
 
 def _list_sessions(memory: Memory, args: dict[str, Any]) -> dict[str, Any]:
-    limit = args["limit"]
     cursor = args.get("cursor")
-    sessions: list[dict[str, Any]] = []
-    # A user's sessions are a subset of the prefix's: read on until the page is full.
-    while True:
-        try:
-            page = memory.store.list_sessions(
-                limit=limit,
-                cursor=cursor,
-                since=args.get("since"),
-                until=args.get("until"),
-                prefix=memory.scope.prefix,
-            )
-        except SessionctlError as exc:
-            if cursor is not None and "cursor" in str(exc):
-                raise ToolError("cursor is not one list_sessions gave; start without it") from None
-            raise
-        for info in page.sessions:
-            if memory.scope.user is None or memory._in_scope(info.name):
-                sessions.append(_info(info))
-        cursor = page.next_cursor
-        if memory.scope.user is None or cursor is None or sessions:
-            break
-    return {"sessions": sessions, "next_cursor": cursor}
+    try:
+        page = memory.store.list_sessions(
+            limit=args["limit"],
+            cursor=cursor,
+            since=args.get("since"),
+            until=args.get("until"),
+            prefix=memory.scope.prefix,
+            user=memory.scope.user,
+        )
+    except SessionctlError as exc:
+        if cursor is not None and "cursor" in str(exc):
+            raise ToolError("cursor is not one list_sessions gave; start without it") from None
+        raise
+    return {"sessions": [_info(info) for info in page.sessions], "next_cursor": page.next_cursor}
 
 
 def _read_session(memory: Memory, args: dict[str, Any]) -> dict[str, Any]:
@@ -330,7 +318,7 @@ def _read_session(memory: Memory, args: dict[str, Any]) -> dict[str, Any]:
 def _add_messages(memory: Memory, args: dict[str, Any]) -> dict[str, Any]:
     name = memory.writable(args["session"])
     session = memory.store.session(name)
-    added = session.add_messages(args["messages"])
+    added = session.add_messages(args["messages"], user=memory.scope.user)
     return {"session": name, "added": [{"seq": m.seq, "id": m.id} for m in added]}
 
 

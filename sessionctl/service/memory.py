@@ -345,14 +345,22 @@ def _checked(
 def _within(
     fetch: Callable[[int], list[Hit]], keep: Callable[[str, Message], bool], k: int
 ) -> list[Hit]:
-    """The first ``k`` hits of ``fetch(depth)`` that ``keep`` keeps, fetching deeper as needed."""
+    """The first ``k`` hits of ``fetch(depth)`` that ``keep`` keeps, fetching deeper as needed.
+
+    Each deeper fetch goes as deep as the share kept so far says k needs (with a
+    quarter more), at least twice as deep; x8 while nothing was kept. Every fetch
+    starts from the top, so few of them matter more than a tight depth.
+    """
     depth = max(k, 1)
     while True:
         hits = fetch(depth)
         kept = [h for h in hits if keep(h.session, h.message)]
         if len(kept) >= k or len(hits) < depth:
             return kept[:k]
-        depth *= 4
+        if kept:
+            depth = max(2 * depth, depth * k * 5 // (4 * len(kept)) + 1)
+        else:
+            depth *= 8
 
 
 def _text_search(

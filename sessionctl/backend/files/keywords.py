@@ -428,6 +428,22 @@ def _query(
     since: str | None,
     until: str | None,
 ) -> list[tuple[str, int, float, Message]]:
+    if names is None and roles is None and since is None and until is None:
+        # Unfiltered: rank in FTS alone, then join the k best (sorting 20k matches
+        # with their records costs as much again as scoring them). Exact unless
+        # scores tie across the cut, where the full query below decides.
+        rows = conn.execute(
+            "WITH top AS (SELECT rowid AS id, bm25(fts) AS rank FROM fts"
+            " WHERE fts MATCH ? ORDER BY rank LIMIT ?)"
+            " SELECT d.session, d.seq, top.rank, d.record FROM top JOIN docs d"
+            " ON d.id = top.id ORDER BY top.rank, d.session, d.seq",
+            (expression, k + 1),
+        ).fetchall()
+        if len(rows) <= k or rows[k - 1][2] != rows[k][2]:
+            return [
+                (s, int(q), -float(r), Message.from_record(json.loads(rec)))
+                for s, q, r, rec in rows[:k]
+            ]
     where = ["fts MATCH ?"]
     args: list[Any] = [expression]
     if names is not None:
