@@ -305,3 +305,21 @@ def test_a_cancellation_before_any_text_records_nothing(
 
     asyncio.run(main())
     assert not store.session("n").exists  # nothing was produced: nothing kept (as Ctrl-C)
+
+
+def test_a_sync_litellm_call_leaves_no_event_loop_for_asyncio_run_to_drop(
+    home: Path, llm_server: FakeLLMServer
+) -> None:
+    # litellm's service logger calls asyncio.get_event_loop() from sync code, which in
+    # the main thread creates a loop nobody closes; asyncio.run then drops it unclosed
+    # (a ResourceWarning, an error in this suite). The llm layer closes it.
+    import gc
+    import warnings
+
+    s = Store(home).session("l")
+    s.chat("hi", **opts(llm_server, "litellm"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        asyncio.run(s.achat("again", **opts(llm_server, "litellm")))
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
