@@ -26,6 +26,7 @@ _EXPORTS = {
     "SessionNotFound": "sessionctl.errors",
     "UsageError": "sessionctl.errors",
     "ToolRoundsExceeded": "sessionctl.errors",
+    "InvalidOutput": "sessionctl.errors",
     "Message": "sessionctl.models",
     "SessionInfo": "sessionctl.models",
     "PruneReport": "sessionctl.service.store",
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from sessionctl.capturing import Capture, capture
     from sessionctl.errors import (
         ExitCode,
+        InvalidOutput,
         MessageNotFound,
         ProviderError,
         SessionctlError,
@@ -80,6 +82,7 @@ __all__ = [
     "Capture",
     "ExitCode",
     "Finished",
+    "InvalidOutput",
     "Message",
     "MessageNotFound",
     "ProviderError",

@@ -84,6 +84,17 @@ class ProviderError(SessionctlError):
     exit_code = ExitCode.PROVIDER
 
 
+class InvalidOutput(ProviderError):
+    """The model's structured answer did not validate, even after one retry that sent the
+    validation error back; nothing was recorded. ``text`` is its last answer, ``problem``
+    what was wrong with it."""
+
+    def __init__(self, message: str, *, text: str = "", problem: str = "") -> None:
+        super().__init__(message)
+        self.text = text
+        self.problem = problem
+
+
 class EmbeddingError(SessionctlError):
     """The embedding model could not be loaded or run."""
 

@@ -78,6 +78,8 @@ def open_stream(req: ChatRequest, target: DirectTarget) -> ChatStream:
         body["stream_options"] = {"include_usage": True}
     if req.tools:
         body["tools"] = req.tools
+    if req.response_format:
+        body["response_format"] = req.response_format
     if req.temperature is not None:
         body["temperature"] = req.temperature
     if req.max_tokens is not None:
@@ -98,7 +100,16 @@ def open_stream(req: ChatRequest, target: DirectTarget) -> ChatStream:
     conn, resp = _send_with_retries(req, target, ctx, path, body, headers)
     state = StreamState()
     deltas = _sse_deltas(resp, state, ctx) if req.stream else _json_deltas(resp, state, ctx)
-    return ChatStream(deltas, state, conn.close, model=req.model)
+    # The socket, kept to wake a read blocked in another thread (ChatStream.abort): a
+    # shutdown does, a close does not. A response that will close owns it (conn.sock
+    # is then None), through its file's raw SocketIO.
+    sock = conn.sock or getattr(getattr(resp.fp, "raw", None), "_sock", None)
+
+    def abort() -> None:
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
+
+    return ChatStream(deltas, state, conn.close, model=req.model, aborter=abort)
 
 
 def _send_with_retries(

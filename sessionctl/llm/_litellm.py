@@ -108,6 +108,8 @@ def open_stream(req: ChatRequest) -> ChatStream:
         kwargs["api_key"] = key
     if req.tools:
         kwargs["tools"] = req.tools
+    if req.response_format:
+        kwargs["response_format"] = req.response_format
     if req.temperature is not None:
         kwargs["temperature"] = req.temperature
     if req.max_tokens is not None:
@@ -115,7 +117,11 @@ def open_stream(req: ChatRequest) -> ChatStream:
     secrets = [req.api_key, key, *_env_keys()]
     try:
         with _quiet():
-            response = _uncaptured(litellm.completion)(**kwargs)
+            had = _main_loop()
+            try:
+                response = _uncaptured(litellm.completion)(**kwargs)
+            finally:
+                _drop_loop_made(had)
     except Exception as exc:
         raise translate(exc, req, secrets) from None
     state = StreamState()
@@ -189,6 +195,34 @@ def _note(obj: Any, state: StreamState) -> None:
     if usage is not None:
         dumped = usage.model_dump() if hasattr(usage, "model_dump") else usage
         state.usage = clean_usage(dumped) or state.usage
+
+
+def _main_loop() -> Any:
+    """The event loop set for the main thread (not created if none), when called there."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    import asyncio
+
+    return getattr(getattr(asyncio.get_event_loop_policy(), "_local", None), "_loop", None)
+
+
+def _drop_loop_made(had: Any) -> None:
+    """Close and unset the main thread's event loop if litellm's call created it.
+
+    litellm's service logger calls ``asyncio.get_event_loop()`` from sync code, which in
+    the main thread creates and sets a loop that nobody closes; the next
+    ``asyncio.run`` drops it unclosed (a ResourceWarning). This does what
+    ``asyncio.run`` does at its end: close it and set no loop.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    loop = _main_loop()
+    if loop is None or loop is had or loop.is_running() or loop.is_closed():
+        return
+    import asyncio
+
+    loop.close()
+    asyncio.get_event_loop_policy().set_event_loop(None)
 
 
 def _close(response: Any) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sessionctl.llm.errors import ProviderError
+from sessionctl.llm.errors import ConnectionFailed, ProviderError
 
 __all__ = ["ChatRequest", "ChatResult", "ChatStream", "StreamState", "clean_usage"]
 
@@ -34,6 +34,9 @@ class ChatRequest:
     via_direct: bool = False  # the direct path even for a provider-prefixed name
     # OpenAI ``tools`` entries (``{"type": "function", "function": {...}}``); None: none sent
     tools: list[dict[str, Any]] | None = None
+    # OpenAI ``response_format`` (structured output, e.g. ``{"type": "json_schema",
+    # "json_schema": {"name": ..., "schema": ..., "strict": ...}}``); None: none sent
+    response_format: dict[str, Any] | None = None
 
 
 @dataclass
@@ -100,10 +103,13 @@ class ChatStream:
         closer: Callable[[], None],
         *,
         model: str,
+        aborter: Callable[[], None] | None = None,
     ) -> None:
         self._deltas = deltas
         self._state = state
         self._closer = closer
+        self._aborter = aborter
+        self.aborted = False  # abort() was called (the read it cut short fails as lost)
         self._parts: list[str] = []
         self._requested_model = model
         self._result: ChatResult | None = None
@@ -116,6 +122,8 @@ class ChatStream:
     def __next__(self) -> str:
         if self._result is not None or self._closed:
             raise StopIteration
+        if self.aborted:
+            self._stop_aborted()
         try:
             delta = next(self._deltas)
         except StopIteration:
@@ -131,8 +139,16 @@ class ChatStream:
             self.interrupted = True
             self.close()
             raise
+        if self.aborted:  # arrived after abort(): not handed out, not kept
+            self._stop_aborted()
         self._parts.append(delta)
         return delta
+
+    def _stop_aborted(self) -> None:
+        self.interrupted = True
+        self._closed = True
+        self._close_connection()
+        raise ConnectionFailed("the answer was aborted before it was complete")
 
     def _finish(self) -> None:
         self._result = ChatResult(
@@ -183,6 +199,21 @@ class ChatStream:
             self.interrupted = True
         self._closed = True
         self._close_connection()
+
+    def abort(self) -> bool:
+        """From another thread: stop the answer here. A read blocked in this stream
+        returns now, and iterating raises ``ConnectionFailed`` (:attr:`aborted` tells it
+        was this) instead of handing out anything more; :attr:`partial_text` stays what
+        was handed out. Returns False when the path cannot wake a blocked read (it is
+        then waited for, bounded by the timeout)."""
+        self.aborted = True
+        if self._aborter is None:
+            return False
+        try:
+            self._aborter()
+        except Exception:  # already closed: nothing left to wake
+            pass
+        return True
 
     def _close_connection(self) -> None:
         closer, self._closer = self._closer, _noop

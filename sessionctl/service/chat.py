@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sessionctl.errors import (
     Interrupted,
+    InvalidOutput,
     PromptTooLarge,
     ProviderError,
     ToolRoundsExceeded,
@@ -23,7 +24,7 @@ from sessionctl.service.window import HISTORY_WINDOW, context_window_for, rememb
 
 if TYPE_CHECKING:
     from sessionctl.context import AssembledContext
-    from sessionctl.llm import ChatRequest
+    from sessionctl.llm import ChatRequest, ChatStream
     from sessionctl.service.session import Session
     from sessionctl.service.store import Store
     from sessionctl.service.tools import Toolbox, ToolCall
@@ -284,6 +285,7 @@ def run_turn(
     on_notice: Callable[[str], None] | None = None,
     toolbox: Toolbox | None = None,
     max_tool_rounds: int | None = None,  # None: DEFAULT_MAX_TOOL_ROUNDS
+    check: Callable[[str], str | None] | None = None,
 ) -> TurnResult:
     """Send ``turn``, stream deltas to ``on_delta``, then record prompt and answer.
 
@@ -291,9 +293,9 @@ def run_turn(
     too long for its window, the turn is trimmed to the size it reported and sent once
     more (``on_notice`` is told); a second refusal propagates. On Ctrl-C the prompt and
     the partial answer are saved (marked interrupted) and :class:`Interrupted` is raised.
-    With a ``toolbox``, tool calls are run as :func:`turn_events` says.
+    With a ``toolbox``, tool calls are run as :func:`turn_events` says, and so is ``check``.
     """
-    events = turn_events(turn, on_notice, toolbox, max_tool_rounds)
+    events = turn_events(turn, on_notice, toolbox, max_tool_rounds, check)
     while True:
         try:
             event = next(events)
@@ -312,6 +314,8 @@ def turn_events(
     on_notice: Callable[[str], None] | None = None,
     toolbox: Toolbox | None = None,
     max_tool_rounds: int | None = None,  # None: DEFAULT_MAX_TOOL_ROUNDS
+    check: Callable[[str], str | None] | None = None,
+    on_stream: Callable[[ChatStream], None] | None = None,
 ) -> Generator[str | ToolCall, None, TurnResult]:
     """The turn as text deltas and, with a ``toolbox``, a :class:`ToolCall` per tool run;
     returns the recorded turn. Closing it before the end (an abandoned or cancelled
@@ -324,6 +328,17 @@ def turn_events(
     fails appends nothing for its step (earlier steps stay: each is whole). One more
     request for tools past the limit raises :class:`ToolRoundsExceeded`, unrun and
     unrecorded. The final answer is recorded with the prompt when no step was.
+
+    ``check`` (structured output) judges the final answer's text: None accepts it, a
+    text is what is wrong with it. A rejected answer is sent back once, unrecorded,
+    followed by a user message saying what was wrong (:data:`RETRY_PROMPT`); a second
+    rejection raises :class:`InvalidOutput` and appends nothing. With ``check``, an
+    answer cut short (Ctrl-C, connection lost, closed) is not recorded either: only a
+    valid structured answer ever is.
+
+    ``on_stream`` is given each answer stream before it is read, so that another thread
+    can :meth:`~sessionctl.llm.ChatStream.abort` a read blocked in it (asyncio
+    cancellation); a stream aborted that way is recorded as a closed one is.
     """
     import dataclasses
 
@@ -359,8 +374,11 @@ def turn_events(
     recorded: list[Message] = []
     ran: list[ToolCall] = []
     rounds = 0
+    rejected = 0  # answers ``check`` refused (at most CHECK_RETRIES are sent back)
     while True:
         first: list[float] = []
+        if on_stream is not None:
+            on_stream(stream)
         with stream:
             try:
                 for delta in stream:
@@ -368,17 +386,28 @@ def turn_events(
                         first.append(time.monotonic())
                     yield delta
             except KeyboardInterrupt:
+                if check is not None:  # no one saw a partial structured answer: keep none
+                    raise Interrupted(
+                        f"interrupted; nothing was recorded in session {turn.session.name!r}"
+                    ) from None
                 _record(turn, stream.partial_text, turn.model, None, True, recorded, ran)
                 raise Interrupted(
                     f"interrupted; the partial answer was saved in session {turn.session.name!r}"
                 ) from None
             except GeneratorExit:
-                _record(turn, stream.partial_text, turn.model, None, True, recorded, ran)
+                if check is None:
+                    _record(turn, stream.partial_text, turn.model, None, True, recorded, ran)
                 raise
-            except (llm.ConnectionFailed, llm.ProviderTimeout) as exc:
+            except llm.ProviderError as exc:
+                if stream.aborted:  # the consumer stopped (cancelled): as a closed stream,
+                    if check is None and stream.partial_text:  # and nothing if no text came
+                        _record(turn, stream.partial_text, turn.model, None, True, recorded, ran)
+                    raise
                 # The server died or stalled mid-answer: keep what the user saw, as Ctrl-C
-                # does. A call that failed before any text still appends nothing.
-                if not stream.partial_text:
+                # does. A call that failed before any text still appends nothing, and so
+                # does a structured answer (``check``: only a valid one is recorded).
+                lost = isinstance(exc, (llm.ConnectionFailed, llm.ProviderTimeout))
+                if not lost or not stream.partial_text or check is not None:
                     raise
                 _record(turn, stream.partial_text, turn.model, None, True, recorded, ran)
                 raise _saved(exc, turn.session.name) from None
@@ -386,7 +415,26 @@ def turn_events(
         model = answer.model or turn.model
         usage = measured_usage(turn.model, answer.usage, started, first[0] if first else None)
         if toolbox is None or not answer.tool_calls:
-            return _record(turn, answer.content, model, usage, False, recorded, ran)
+            problem = check(answer.content) if check is not None else None
+            if problem is None:
+                return _record(turn, answer.content, model, usage, False, recorded, ran)
+            if rejected >= CHECK_RETRIES:
+                kept = "earlier steps stay recorded" if recorded else "nothing was recorded"
+                raise InvalidOutput(
+                    f"the model's answer is still not valid after {rejected} retry: "
+                    f"{_one_line(problem)}; {kept} in session {turn.session.name!r}",
+                    text=answer.content,
+                    problem=problem,
+                )
+            rejected += 1
+            again = [
+                {"role": "assistant", "content": answer.content},
+                {"role": "user", "content": RETRY_PROMPT.format(problem=problem)},
+            ]
+            request = dataclasses.replace(request, messages=[*request.messages, *again])
+            started = time.monotonic()
+            stream = llm.chat(request)
+            continue
         if rounds >= max_tool_rounds:
             names = ", ".join(str((c.get("function") or {}).get("name")) for c in answer.tool_calls)
             kept = f"the {rounds} round(s) run were recorded" if rounds else "nothing was recorded"
@@ -423,6 +471,17 @@ def turn_events(
         request = dataclasses.replace(request, messages=[*request.messages, *sent])
         started = time.monotonic()
         stream = llm.chat(request)
+
+
+CHECK_RETRIES = 1  # a rejected structured answer is sent back this many times
+RETRY_PROMPT = (
+    "Your answer is not valid: {problem}\nAnswer again with only the corrected JSON, nothing else."
+)
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def measured_usage(

@@ -8,7 +8,7 @@ the prompt and what was produced, marked interrupted, as Ctrl-C in the REPL does
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sessionctl.errors import UsageError
@@ -16,6 +16,9 @@ from sessionctl.models import Message
 from sessionctl.service.tools import DEFAULT_MAX_TOOL_ROUNDS, Toolbox, ToolCall
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    from sessionctl.llm import ChatStream
     from sessionctl.service.chat import ChatOptions, TurnResult
     from sessionctl.service.session import Session
 
@@ -138,12 +141,43 @@ def chat(
     return _reply(run_turn(turn, toolbox=box, max_tool_rounds=rounds))
 
 
+def ask_json(session: Session, prompt: str, schema: Any, opts: ChatOptions) -> Any:
+    """One turn asking for structured output (``schema``: a pydantic model class or a
+    JSON Schema dict); returns the validated value and records the raw JSON answer.
+
+    The provider gets the schema as ``response_format``. An answer that does not
+    validate is sent back once with what was wrong; a second one raises
+    :class:`~sessionctl.errors.InvalidOutput` and appends nothing.
+    """
+    import dataclasses
+
+    from sessionctl.service.chat import prepare_turn, run_turn
+    from sessionctl.service.structured import Schema
+
+    if not isinstance(prompt, str):
+        raise UsageError(f"prompt must be text, got {type(prompt).__name__}")
+    wanted = Schema(schema)
+    turn = prepare_turn(session._store, session, prompt, opts)
+    request = dataclasses.replace(turn.request, response_format=wanted.response_format())
+    accepted: list[Any] = []
+
+    def check(text: str) -> str | None:
+        value, problem = wanted.validate(text)
+        if problem is None:
+            accepted.append(value)
+        return problem
+
+    run_turn(turn._replace(request=request), check=check)
+    return accepted[-1]
+
+
 def stream(
     session: Session,
     prompt: str,
     opts: ChatOptions,
     tools: Any = None,
     max_tool_rounds: Any = None,
+    on_stream: Callable[[ChatStream], None] | None = None,
 ) -> Generator[StreamEvent, None, None]:
     """One turn as events: :class:`TextDelta` pieces, a :class:`ToolCall` per tool run
     (after its step was recorded), then one :class:`Finished`.
@@ -158,7 +192,7 @@ def stream(
         raise UsageError(f"prompt must be text, got {type(prompt).__name__}")
     box, rounds = toolbox(tools, max_tool_rounds)
     turn = prepare_turn(session._store, session, prompt, opts)
-    events = turn_events(turn, toolbox=box, max_tool_rounds=rounds)
+    events = turn_events(turn, toolbox=box, max_tool_rounds=rounds, on_stream=on_stream)
     try:
         while True:
             try:
@@ -169,3 +203,127 @@ def stream(
             yield TextDelta(event) if isinstance(event, str) else event
     finally:
         events.close()  # abandoned: the turn records what it produced, interrupted
+
+
+_END = object()  # the sync stream is exhausted
+
+
+Start = Callable[[Callable[["ChatStream"], None]], Generator[StreamEvent, None, None]]
+
+
+class _Live:
+    """The answer stream a worker is reading, for the event loop's side to abort."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self._stream: ChatStream | None = None
+        self._stopping = False
+
+    def started(self, stream: ChatStream) -> None:
+        with self._lock:
+            self._stream = stream
+            stopping = self._stopping
+        if stopping:  # stopped while the request was being sent: cut it short at once
+            stream.abort()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            stream = self._stream
+        if stream is not None and not stream.done:
+            stream.abort()
+
+
+async def astream(start: Start) -> AsyncGenerator[StreamEvent, None]:
+    """:func:`stream`'s events for asyncio: the same events, the same recording.
+
+    ``start(on_stream)`` makes the sync stream (:func:`stream` with that ``on_stream``).
+    It runs in a worker thread of its own (started at the first event, gone when the
+    stream ends), one event at a time: it reads the next event only when asked for it,
+    so it never runs ahead of the consumer. When the consumer stops (``aclose()``,
+    ``break`` and drop, or its task cancelled), a read in flight is aborted (direct
+    path; over litellm it is waited for, bounded by the timeout) and the sync stream
+    closed, which records the prompt and what had arrived, marked interrupted; this
+    waits for that, so the transcript is written when the cancellation or ``aclose()``
+    completes.
+    """
+    import asyncio
+    import queue
+    import threading
+    from concurrent.futures import Future
+
+    live = _Live()
+    events = start(live.started)
+    asks: queue.SimpleQueue[Future[Any] | None] = queue.SimpleQueue()
+    closed: Future[None] = Future()
+
+    def pump() -> None:
+        try:
+            while True:
+                step = asks.get()
+                if step is None or not step.set_running_or_notify_cancel():
+                    return
+                try:
+                    event = next(events)
+                except StopIteration:
+                    step.set_result(_END)
+                    return
+                except BaseException as exc:
+                    step.set_exception(exc)
+                    return
+                step.set_result(event)
+        finally:
+            try:
+                events.close()  # abandoned part-way: records what arrived, interrupted
+            except BaseException as exc:
+                closed.set_exception(exc)
+            else:
+                closed.set_result(None)
+
+    worker = threading.Thread(target=pump, name="sessionctl-astream", daemon=True)
+    worker.start()
+    try:
+        while True:
+            step: Future[Any] = Future()
+            asks.put(step)
+            event = await asyncio.wrap_future(step)
+            if event is _END:
+                return
+            yield event
+    finally:
+        asks.put(None)
+        live.stop()
+        await _settled(closed)
+        worker.join()  # its last act was settling ``closed``
+
+
+async def _settled(done: Future[None]) -> None:
+    """Wait for ``done`` even through further cancellations (re-raised after it), then
+    raise what it failed with, if anything."""
+    import asyncio
+
+    waiting = asyncio.wrap_future(done)
+    cancelled = False
+    while not waiting.done():
+        try:
+            await asyncio.shield(waiting)
+        except asyncio.CancelledError:
+            if not waiting.done():
+                cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    waiting.result()
+
+
+async def achat(start: Start) -> Reply:
+    """The :class:`Reply` of :func:`astream`'s events (cancelled: recorded as it does)."""
+    stream = astream(start)
+    try:
+        async for event in stream:
+            if isinstance(event, Finished):
+                return event.reply
+    finally:
+        await stream.aclose()
+    raise RuntimeError("the stream ended without a reply")  # pragma: no cover

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from typing import TYPE_CHECKING, Any
 
 from sessionctl.backend.base import HeaderPatch
@@ -17,6 +25,7 @@ from sessionctl.timeutil import now_iso
 
 if TYPE_CHECKING:
     from sessionctl.backend.base import SessionHeader, SessionStore
+    from sessionctl.llm import ChatStream
     from sessionctl.service.conversation import Reply, StreamEvent
     from sessionctl.service.store import Store
     from sessionctl.service.timefilter import When
@@ -463,6 +472,98 @@ class Session:
             extra=options,
         )
         return conversation.stream(self, prompt, opts, tools, max_tool_rounds)
+
+    async def achat(
+        self,
+        prompt: str,
+        *,
+        model: str | None = None,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        tools: Sequence[Callable[..., Any]] | None = None,
+        max_tool_rounds: int | None = None,  # None: DEFAULT_MAX_TOOL_ROUNDS (8)
+        **options: Any,
+    ) -> Reply:
+        """:meth:`chat` for asyncio: the same arguments, recording and :class:`Reply`.
+        The turn runs in a worker thread (tools too); cancelling the awaiting task
+        part-way records the prompt and the partial answer, marked interrupted, as
+        closing a :meth:`stream` does."""
+        from sessionctl.service import conversation
+
+        opts = conversation.options(
+            model=model,
+            system=system,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            extra=options,
+        )
+
+        def start(on_stream: Callable[[ChatStream], None]) -> Generator[StreamEvent, None, None]:
+            return conversation.stream(self, prompt, opts, tools, max_tool_rounds, on_stream)
+
+        return await conversation.achat(start)
+
+    def astream(
+        self,
+        prompt: str,
+        *,
+        model: str | None = None,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        tools: Sequence[Callable[..., Any]] | None = None,
+        max_tool_rounds: int | None = None,  # None: DEFAULT_MAX_TOOL_ROUNDS (8)
+        **options: Any,
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """:meth:`stream` for asyncio: an async generator of the same events, run in a
+        worker thread one event at a time. ``aclose()``, breaking out of ``async for``
+        or cancelling the consuming task part-way records the prompt and what had
+        arrived, marked interrupted (waiting for the event in flight)."""
+        from sessionctl.service import conversation
+
+        opts = conversation.options(
+            model=model,
+            system=system,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            extra=options,
+        )
+
+        def start(on_stream: Callable[[ChatStream], None]) -> Generator[StreamEvent, None, None]:
+            return conversation.stream(self, prompt, opts, tools, max_tool_rounds, on_stream)
+
+        return conversation.astream(start)
+
+    def json(
+        self,
+        prompt: str,
+        schema: Any,
+        *,
+        model: str | None = None,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        **options: Any,
+    ) -> Any:
+        """Ask for structured output: ``schema`` is a pydantic model class or a JSON
+        Schema dict; returns the validated answer (a model instance, or the parsed JSON
+        value). The schema goes to the provider as OpenAI ``response_format``
+        (``json_schema``); the transcript records the prompt and the raw JSON text.
+        An answer that does not validate is sent back once with the validation error;
+        a second invalid answer raises :class:`~sessionctl.errors.InvalidOutput` (a
+        ``ProviderError``) and, like any failed call, appends nothing. ``options`` are
+        :meth:`chat`'s."""
+        from sessionctl.service import conversation
+
+        opts = conversation.options(
+            model=model,
+            system=system,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            extra=options,
+        )
+        return conversation.ask_json(self, prompt, schema, opts)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the whole session as a JSON-ready dict (the ``export --format json`` shape)."""
