@@ -57,6 +57,18 @@ def hnsw_indexes(conn: Any) -> list[str]:
     return [str(r[0]) for r in rows]
 
 
+def _check_iterative_scan(conn: Any) -> None:
+    """pgvector 0.8 added the iterative index scans a filtered search needs."""
+    row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+    version = str(row[0]) if row else "none"
+    parts = tuple(int(p) if p.isdigit() else 0 for p in version.split(".")[:2])
+    if parts < (0, 8):
+        raise StoreError(
+            f"pg_hnsw needs pgvector 0.8 or later (this database has {version}):"
+            " `ALTER EXTENSION vector UPDATE;` after upgrading it, or leave pg_hnsw unset"
+        )
+
+
 def _owner_only(exc: Exception) -> StoreError:
     detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return StoreError(
@@ -102,6 +114,7 @@ class PgVectors:
                         drop = sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(name))
                         conn.execute(drop)
                 else:
+                    _check_iterative_scan(conn)
                     name = hnsw_index_name(model, dim)
                     if name not in hnsw_indexes(conn):
                         conn.execute("SELECT pg_advisory_xact_lock(%s)", (HNSW_LOCK,))
