@@ -185,3 +185,32 @@ def test_a_user_role_cannot_create_the_schema_and_is_told_who_can(
     ):
         store.list_sessions()
     assert "owns its tables" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_searching_through_the_hnsw_index_keeps_to_the_role_s_rows(roles: Roles) -> None:
+    import psycopg
+
+    from sessionctl.backend.postgres.vectors import hnsw_indexes
+
+    _write(roles, "alice")
+    _write(roles, "bob")
+    alice = roles.names["alice"]
+
+    def hits(hnsw: bool | None) -> list[tuple[str, int]]:
+        settings = load_settings(store=roles.url("alice"), namespace=alice, pg_hnsw=hnsw)
+        with Store(settings=settings) as store:
+            found: Any = store.get_relevant("blue folder", top_k=10, mode="vector")
+        return [(h["session"], h["seq"]) for h in found]
+
+    exact = hits(None)
+    assert exact and {s for s, _ in exact} == {f"notes-{alice}"}
+    with pytest.raises(StoreError, match="only the owner"):
+        hits(True)  # a user role may not build it
+    # The owner builds it with a search of a namespace that has vectors (row-level
+    # security does not apply to the owner; an empty namespace never reaches the index).
+    owner_settings = load_settings(store=roles.owner_url, namespace=alice, pg_hnsw=True)
+    with Store(settings=owner_settings) as owner:
+        owner.get_relevant("anything", mode="vector")
+    with psycopg.connect(roles.owner_url) as conn:
+        assert len(hnsw_indexes(conn)) == 1
+    assert hits(True) == exact  # through the index, still only her rows
