@@ -6,7 +6,13 @@ transcripts: before any indexing), the index catch-up separately (embedding with
 real model, on a sample of sessions: the full catch-up of 200k+ messages takes hours on
 2 cores), and the peak RSS of the import process.
 
+The import figure is what `sessionctl import --from` does: the pass that checks the
+whole source first, then the import pass (both timed, and shown apart). The CPU time
+per message (user + system, of the two passes) is shown too: wall time on a shared
+disk swings with others' I/O (a file creation takes 0.05 to 1 ms here), CPU less so.
+
     PYTHONPATH=$PWD python bench/bench_import.py [--responses 100000] [--conversations 10000]
+        [--repeat 3] [--baseline DIR]   # DIR: e.g. `git archive main | tar -x -C DIR`
 """
 
 from __future__ import annotations
@@ -15,26 +21,48 @@ import argparse
 import json
 import os
 import random
+import shutil
 import sqlite3
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from common import REPO, WORDS
 
 RUN = """
 import json, resource, sys, time
-from sessionctl.service.bulk_import import import_sources
+import sessionctl.service.bulk_import as bulk
 from sessionctl.service.store import Store
 from sessionctl.sources import read_source
 store = Store()
-t = time.perf_counter()
-summary = import_sources(store, sys.argv[1], read_source(sys.argv[1], sys.argv[2]))
-took = time.perf_counter() - t
+source, path = sys.argv[1], sys.argv[2]
+# What `sessionctl import --from` runs: a pass that checks the whole source, then the
+# import (a revision without import_checked ran a dry run as its check, from the CLI).
+def cpu():
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
+t, cpu0 = time.perf_counter(), cpu()
+if hasattr(bulk, "import_checked"):
+    bulk.import_sources(store, source, read_source(source, path), dry_run=True, check_only=True)
+else:
+    bulk.import_sources(store, source, read_source(source, path), dry_run=True)
+checked = time.perf_counter()
+summary = bulk.import_sources(store, source, read_source(source, path))
+done = time.perf_counter()
 store.backend.close()
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"seconds": took, "messages": summary["messages_added"],
+spent = cpu() - cpu0
+# VmHWM: this process's own high-water mark. ru_maxrss keeps the parent's across fork
+# and exec on Linux: the bench's 170 MB of generated sources would show in every run.
+try:
+    with open("/proc/self/status") as status:
+        peak = next(int(l.split()[1]) for l in status if l.startswith("VmHWM:"))
+except (OSError, StopIteration):
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"seconds": done - t, "check": checked - t, "write": done - checked,
+                  "cpu": spent, "module": bulk.__file__,
+                  "messages": summary["messages_added"],
                   "sessions": summary["sessions_created"], "peak_kib": peak}))
 """
 
@@ -132,14 +160,26 @@ def make_chatgpt(path: Path, conversations: int, rng: random.Random) -> int:
     return total
 
 
-def run(code: str, env: dict[str, str], *args: str) -> dict[str, float]:
+def run(code: str, env: dict[str, str], *args: str) -> dict[str, Any]:
+    # cwd: the data dir's parent, never a checkout (`-c` puts the cwd first on sys.path,
+    # before PYTHONPATH: run from a checkout, every tree would import that one).
     done = subprocess.run(
-        [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, check=False
+        [sys.executable, "-c", code, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(env["SESSIONCTL_HOME"]).parent,
     )
     if done.returncode != 0:
         raise SystemExit(done.stderr)
-    value: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    value: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return value
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run of median total time (its own figures, not a mix of several runs)."""
+    return sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
 
 
 def main() -> None:
@@ -147,11 +187,21 @@ def main() -> None:
     parser.add_argument("--responses", type=int, default=100_000)
     parser.add_argument("--conversations", type=int, default=10_000)
     parser.add_argument("--index-sessions", type=int, default=20)
+    parser.add_argument("--repeat", type=int, default=1, help="runs per tree, taking turns")
+    parser.add_argument("--only", choices=("llm", "chatgpt"), help="import one source only")
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="another checkout (e.g. `git archive main | tar -x -C DIR`): the same data is"
+        " imported by both, taking turns, and the ratio printed",
+    )
     args = parser.parse_args()
     rng = random.Random(17)
+    trees = [("this tree", REPO)]
+    if args.baseline:
+        trees.insert(0, ("baseline", Path(args.baseline).resolve()))
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
         db = base / "logs.db"
         make_llm(db, args.responses, rng)
         conv = base / "conversations.json"
@@ -161,29 +211,61 @@ def main() -> None:
             f"conversations.json {conv.stat().st_size / 2**20:.0f} MiB"
         )
         for source, path in (("llm", db), ("chatgpt", conv)):
-            home = base / f"home-{source}"
-            env_s = {
-                **env,
-                "SESSIONCTL_HOME": str(home),
-                "SESSIONCTL_CONFIG": str(base / "none.toml"),
-            }
-            got = run(RUN, env_s, source, str(path))
-            rate = got["messages"] / got["seconds"]
-            print(
-                f"import --from {source}: {got['messages']:.0f} messages in {got['sessions']:.0f}"
-                f" sessions, {got['seconds']:.1f} s = {rate:,.0f} messages/s before indexing;"
-                f" peak RSS {got['peak_kib'] / 1024:.0f} MiB"
-            )
-            again = run(RUN, env_s, source, str(path))
-            print(
-                f"  re-import (idempotent): {again['messages']:.0f} added, {again['seconds']:.1f} s"
-            )
-            if args.index_sessions:
-                idx = run(INDEX, env_s, str(args.index_sessions))
+            if args.only not in (None, source):
+                continue
+            results: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in trees}
+            homes: dict[str, Path] = {}
+            for attempt in range(args.repeat):
+                for label, tree in trees if attempt % 2 == 0 else trees[::-1]:
+                    home = base / f"home-{source}-{label.replace(' ', '-')}-{attempt}"
+                    homes[label] = home
+                    env = {
+                        **os.environ,
+                        "PYTHONPATH": str(tree),
+                        "SESSIONCTL_HOME": str(home),
+                        "SESSIONCTL_CONFIG": str(base / "none.toml"),
+                    }
+                    got = run(RUN, env, source, str(path))
+                    if not str(got["module"]).startswith(str(tree)):
+                        raise SystemExit(f"{label}: imported {got['module']}, not from {tree}")
+                    results[label].append(got)
+                    if attempt + 1 < args.repeat:
+                        shutil.rmtree(home)
+            rates = {}
+            for label, tree in trees:
+                got = median_run(results[label])
+                rate = rates[label] = got["messages"] / got["seconds"]
                 print(
-                    f"  index catch-up: {idx['messages']:.0f} messages of {idx['sessions']:.0f}"
-                    f" sessions in {idx['seconds']:.1f} s"
-                    f" = {idx['messages'] / idx['seconds']:,.0f}/s"
+                    f"[{label}] import --from {source}: {got['messages']:.0f} messages in"
+                    f" {got['sessions']:.0f} sessions, {got['seconds']:.2f} s"
+                    f" (check pass {got['check']:.2f} s, import pass {got['write']:.2f} s)"
+                    f" = {rate:,.0f} messages/s before indexing"
+                    f" (import pass alone {got['messages'] / got['write']:,.0f}/s);"
+                    f" peak RSS {got['peak_kib'] / 1024:.0f} MiB,"
+                    f" CPU {got['cpu'] / got['messages'] * 1e6:.0f} us/message"
+                )
+                env = {
+                    **os.environ,
+                    "PYTHONPATH": str(tree),
+                    "SESSIONCTL_HOME": str(homes[label]),
+                    "SESSIONCTL_CONFIG": str(base / "none.toml"),
+                }
+                again = run(RUN, env, source, str(path))
+                print(
+                    f"  re-import (idempotent): {again['messages']:.0f} added,"
+                    f" {again['seconds']:.2f} s"
+                )
+                if args.index_sessions:
+                    idx = run(INDEX, env, str(args.index_sessions))
+                    print(
+                        f"  index catch-up: {idx['messages']:.0f} messages of"
+                        f" {idx['sessions']:.0f} sessions in {idx['seconds']:.1f} s"
+                        f" = {idx['messages'] / idx['seconds']:,.0f} messages/s"
+                    )
+            if args.baseline:
+                print(
+                    f"  {source}: this tree imports {rates['this tree'] / rates['baseline']:.1f}x"
+                    f" as many messages/s as the baseline (median of {args.repeat})"
                 )
 
 

@@ -75,7 +75,10 @@ def fill(home: Path, messages: int, sessions: int = 1000) -> None:
             [
                 {
                     "role": "user" if j % 2 == 0 else "assistant",
-                    "content": " ".join(WORDS[(i * 7 + j * 13 + w) % len(WORDS)] for w in range(12))
+                    "content": " ".join(
+                        WORDS[(i * 7 + j * 13 + w * w) % len(WORDS)]
+                        for w in range(6 + (i * 7 + j * 3) % 25)  # 6-30 words, as chat varies
+                    )
                     + f" E{i * per + j}",
                 }
                 for j in range(per)
@@ -115,7 +118,7 @@ def main() -> None:
         memory = Memory(load_settings(home=home))
         memory.warm()
         calls: dict[str, tuple[str, dict[str, Any]]] = {
-            # every word but the code is in ~8% of the messages: 23% of them match
+            # common words: each in many of the messages (a vocabulary of ~150 words)
             "search, common words": ("search_history", {"query": "deploy database error E4242"}),
             "search, rare words": ("search_history", {"query": "kubernetes upgrade E4242"}),
             "search, vector mode": (

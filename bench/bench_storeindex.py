@@ -20,11 +20,15 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 from common import TempHome, bench_env, interleaved_medians, precompile, sessionctl_argv
+
+if TYPE_CHECKING:
+    from sessionctl.backend.files.vectors import StoreIndex
 
 from sessionctl import Store
 from sessionctl.backend.base import SearchFilter
@@ -47,7 +51,17 @@ class RandomVectors:
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         seed = int.from_bytes(hashlib.sha256("".join(texts).encode()).digest()[:8], "little")
         vecs = np.random.default_rng(seed).standard_normal((len(texts), self.dimension))
-        return (vecs / np.linalg.norm(vecs, axis=1, keepdims=True)).astype(np.float32)
+        unit: np.ndarray = (vecs / np.linalg.norm(vecs, axis=1, keepdims=True)).astype(np.float32)
+        return unit
+
+
+def files_vectors(store: Store) -> StoreIndex:
+    """The file backend's store-wide index (this bench measures that backend)."""
+    from sessionctl.backend.files.vectors import StoreIndex
+
+    vectors = store.backend.vectors
+    assert isinstance(vectors, StoreIndex), "bench_storeindex measures the file backend"
+    return vectors
 
 
 def fill(home: Path, sessions: int, per: int) -> Store:

@@ -7,18 +7,22 @@ own chunks); the request messages the session does not already hold, then the
 answer with its model and usage, are appended through
 :meth:`Session.add_messages` (so redaction applies). A failed call records
 nothing; a recording failure warns once and never breaks the call. An
-``openai.AsyncOpenAI`` client is captured for non-streamed calls; its streams
-and litellm are not handled yet.
+``openai.AsyncOpenAI`` client is captured the same way (its streams as
+:class:`CapturedAsyncStream`), and so is the ``litellm`` module
+(``litellm.completion`` / ``acompletion``). ``Capture.close()`` undoes the patch.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import time
+import types
 import warnings
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
-from sessionctl.errors import SessionNotFound
+from sessionctl.errors import SessionNotFound, UsageError
 from sessionctl.service.chat import measured_usage, new_session_name
 from sessionctl.service.session import Session
 from sessionctl.service.store import Store
@@ -36,6 +40,35 @@ class Capture:
         self._warned = False
         self._annotated: set[str] = set()  # sessions whose header got user/agent
         self._name = session or new_session_name(store)
+        self._restores: list[Callable[[], None]] = []
+
+    def close(self) -> None:
+        """Stop capturing: put back what :func:`capture` patched (idempotent).
+
+        Streams already handed out still record when they end.
+        """
+        while self._restores:
+            self._restores.pop()()
+
+    def __enter__(self) -> Capture:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _patch(self, owner: Any, name: str, new: Callable[..., Any]) -> None:
+        """Set ``owner.name = new``; :meth:`close` restores what was there."""
+        missing = object()
+        before = vars(owner).get(name, missing)
+
+        def restore() -> None:
+            if before is missing:
+                delattr(owner, name)  # the class's own method shows through again
+            else:
+                setattr(owner, name, before)
+
+        setattr(owner, name, new)
+        self._restores.append(restore)
 
     @property
     def session(self) -> str:
@@ -56,7 +89,7 @@ class Capture:
         """Append the new part of ``request`` and ``answer``; never raises."""
         try:
             sess: Session = self._store.session(self._name)
-            new = [dict(m) for m in request]
+            new = [_plain(m) for m in request]
             try:  # only the last len(request) messages can be a resent prefix: read the tail
                 held = [(m.role, m.content) for m in sess.recent_messages(len(new))]
             except SessionNotFound:
@@ -99,6 +132,50 @@ class Capture:
             warnings.warn(f"sessionctl capture: not recorded: {exc}", RuntimeWarning, stacklevel=4)
 
 
+_KEPT = ("role", "content", "tool_calls", "tool_call_id", "name")  # what a transcript holds
+_ROLES = {"developer": "system"}  # OpenAI's newer name for the system prompt
+
+
+def _dump(obj: Any) -> dict[str, Any]:
+    """A request item as a dict: a Mapping, or an SDK object (``model_dump``)."""
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    dump = getattr(obj, "model_dump", None)
+    if callable(dump):
+        return dict(dump(exclude_none=True))
+    return dict(obj)
+
+
+def _text(content: Any) -> Any:
+    """Content parts (``[{"type": "text", "text": ...}, ...]``) as one text; other parts
+    (images, audio, files) as ``[type]``."""
+    if not isinstance(content, list | tuple):
+        return content
+    parts = []
+    for part in content:
+        part = _dump(part)
+        kind = part.get("type")
+        parts.append(part.get("text", "") if kind == "text" else f"[{kind}]")
+    return "\n".join(parts)
+
+
+def _plain(message: Any) -> dict[str, Any]:
+    """One request message as a transcript message: the app's dict or SDK object (an
+    ``openai`` ``ChatCompletionMessage``, a litellm ``Message`` resent as history), with
+    its tool calls as dicts, content parts as text and fields a transcript does not hold
+    (``refusal``, ``annotations``, ``audio``, ...) left out."""
+    raw = _dump(message)
+    out = {k: raw[k] for k in _KEPT if raw.get(k) is not None}
+    if "role" in out:
+        out["role"] = _ROLES.get(out["role"], out["role"])
+    if "content" in out:
+        out["content"] = _text(out["content"])
+    calls = out.pop("tool_calls", None)
+    if calls:
+        out["tool_calls"] = [_dump(c) for c in calls]
+    return out
+
+
 def _usage(model: str, usage: Any, started: float, first: float | None) -> dict[str, Any]:
     raw = usage.model_dump(exclude_none=True) if usage is not None else None
     return measured_usage(model, raw, started, first)
@@ -123,7 +200,73 @@ def _answer(
     return answer
 
 
-class CapturedStream:
+class _Recorder:
+    """Assembles a streamed answer from the client's chunks and records it once."""
+
+    def __init__(self, handle: Capture, request: list[dict[str, Any]], started: float) -> None:
+        self._handle = handle
+        self._request = request
+        self._started = started
+        self._first: float | None = None
+        self._texts: list[str] = []
+        self._calls: dict[int, dict[str, Any]] = {}
+        self._model: str | None = None
+        self._usage: Any = None
+        self._done = False
+
+    def _take(self, chunk: Any) -> None:
+        try:
+            self._model = getattr(chunk, "model", None) or self._model
+            if getattr(chunk, "usage", None) is not None:
+                self._usage = chunk.usage
+            for choice in getattr(chunk, "choices", None) or []:
+                if getattr(choice, "index", 0) != 0:
+                    continue
+                delta = choice.delta
+                if delta.content:
+                    if self._first is None:
+                        self._first = time.monotonic()
+                    self._texts.append(delta.content)
+                for tc in getattr(delta, "tool_calls", None) or []:
+                    call = self._calls.setdefault(
+                        tc.index or 0,
+                        {"id": "", "type": "function", "function": {"name": "", "arguments": ""}},
+                    )
+                    if tc.id:
+                        call["id"] = tc.id
+                    if tc.type:
+                        call["type"] = tc.type
+                    fn = tc.function
+                    if fn is not None:
+                        call["function"]["name"] += fn.name or ""
+                        call["function"]["arguments"] += fn.arguments or ""
+        except Exception as exc:  # a chunk shape we do not know: still the app's chunk
+            self._handle.warn(exc)
+
+    def _finish(self, *, interrupted: bool) -> None:
+        if self._done:
+            return
+        self._done = True
+        if interrupted and not self._texts and not self._calls:
+            return  # nothing was produced: a failed call records nothing
+        try:
+            model = self._model or ""
+            usage = _usage(model, self._usage, self._started, self._first)
+            calls = [self._calls[i] for i in sorted(self._calls)]
+            answer = _answer("".join(self._texts), calls, self._model, usage, interrupted)
+        except Exception as exc:
+            self._handle.warn(exc)
+            return
+        self._handle.record(self._request, answer)
+
+    def __getattr__(self, name: str) -> Any:
+        stream = self.__dict__.get("_stream")
+        if stream is None:  # not set up (a copy, or __init__ failed)
+            raise AttributeError(name)
+        return getattr(stream, name)
+
+
+class CapturedStream(_Recorder):
     """What a captured ``create(..., stream=True)`` returns.
 
     Yields the client's own chunks unchanged. Exhausted: the exchange is
@@ -135,17 +278,9 @@ class CapturedStream:
     def __init__(
         self, stream: Any, handle: Capture, request: list[dict[str, Any]], started: float
     ) -> None:
+        super().__init__(handle, request, started)
         self._stream = stream
         self._iter: Iterator[Any] = iter(stream)
-        self._handle = handle
-        self._request = request
-        self._started = started
-        self._first: float | None = None
-        self._texts: list[str] = []
-        self._calls: dict[int, dict[str, Any]] = {}
-        self._model: str | None = None
-        self._usage: Any = None
-        self._done = False
 
     def __iter__(self) -> CapturedStream:
         return self
@@ -162,48 +297,12 @@ class CapturedStream:
         self._take(chunk)
         return chunk
 
-    def _take(self, chunk: Any) -> None:
-        self._model = getattr(chunk, "model", None) or self._model
-        if getattr(chunk, "usage", None) is not None:
-            self._usage = chunk.usage
-        for choice in getattr(chunk, "choices", None) or []:
-            if choice.index != 0:
-                continue
-            delta = choice.delta
-            if delta.content:
-                if self._first is None:
-                    self._first = time.monotonic()
-                self._texts.append(delta.content)
-            for tc in delta.tool_calls or []:
-                call = self._calls.setdefault(
-                    tc.index,
-                    {"id": "", "type": "function", "function": {"name": "", "arguments": ""}},
-                )
-                if tc.id:
-                    call["id"] = tc.id
-                if tc.type:
-                    call["type"] = tc.type
-                fn = tc.function
-                if fn is not None:
-                    call["function"]["name"] += fn.name or ""
-                    call["function"]["arguments"] += fn.arguments or ""
-
-    def _finish(self, *, interrupted: bool) -> None:
-        if self._done:
-            return
-        self._done = True
-        if interrupted and not self._texts and not self._calls:
-            return  # nothing was produced: a failed call records nothing
-        model = self._model or ""
-        usage = _usage(model, self._usage, self._started, self._first)
-        calls = [self._calls[i] for i in sorted(self._calls)]
-        text = "".join(self._texts)
-        self._handle.record(self._request, _answer(text, calls, self._model, usage, interrupted))
-
     def close(self) -> None:
         """Stop reading; what was produced so far is recorded as interrupted."""
         self._finish(interrupted=True)
-        self._stream.close()
+        closing = getattr(self._stream, "close", None)  # litellm's stream has none
+        if closing is not None:
+            closing()
 
     def __enter__(self) -> CapturedStream:
         return self
@@ -216,14 +315,62 @@ class CapturedStream:
             self._finish(interrupted=True)
             try:
                 self._stream.close()  # give the connection back
-            except Exception:
+            except Exception:  # (litellm's stream has no close)
                 pass
 
-    def __getattr__(self, name: str) -> Any:
-        stream = self.__dict__.get("_stream")
-        if stream is None:  # not set up (a copy, or __init__ failed)
-            raise AttributeError(name)
-        return getattr(stream, name)
+
+class CapturedAsyncStream(_Recorder):
+    """What a captured async ``await create(..., stream=True)`` returns.
+
+    ``async for`` yields the client's own chunks unchanged. Exhausted: the
+    exchange is recorded. Closed early (``await close()``, leaving an ``async
+    with`` block, the task cancelled, or dropped): the prompt and the partial
+    answer are recorded, marked ``interrupted``. Other attributes are the
+    client's stream's (``response``, ...).
+    """
+
+    def __init__(
+        self, stream: Any, handle: Capture, request: list[dict[str, Any]], started: float
+    ) -> None:
+        super().__init__(handle, request, started)
+        self._stream = stream
+        self._aiter: AsyncIterator[Any] = stream.__aiter__()
+
+    def __aiter__(self) -> CapturedAsyncStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            chunk = await self._aiter.__anext__()
+        except StopAsyncIteration:
+            self._finish(interrupted=False)
+            raise
+        except BaseException:  # cancelled, or the connection lost: keep what came
+            self._finish(interrupted=True)
+            raise
+        self._take(chunk)
+        return chunk
+
+    async def close(self) -> None:
+        """Stop reading; what was produced so far is recorded as interrupted."""
+        self._finish(interrupted=True)
+        closing = getattr(self._stream, "close", None) or getattr(self._stream, "aclose", None)
+        if closing is not None:
+            result = closing()
+            if inspect.isawaitable(result):
+                await result
+
+    async def __aenter__(self) -> CapturedAsyncStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __del__(self) -> None:
+        # Dropped unclosed: record what came (closing the connection needs the loop,
+        # which the client's own stream leaves to its response's finaliser too).
+        if not getattr(self, "_done", True):
+            self._finish(interrupted=True)
 
 
 def _is_async(completions: Any) -> bool:
@@ -235,19 +382,80 @@ def _is_async(completions: Any) -> bool:
     return isinstance(completions, AsyncCompletions)
 
 
+def _tool_call(call: Any) -> dict[str, Any]:
+    """An answer's tool call as the wire dict (``parse()``'s ``parsed_arguments`` left out:
+    the transcript keeps the arguments' text)."""
+    out = _dump(call)
+    function = out.get("function")
+    if isinstance(function, dict):
+        out["function"] = {k: v for k, v in function.items() if k != "parsed_arguments"}
+    return out
+
+
 def _record_completion(
     handle: Capture, request: list[dict[str, Any]], response: Any, started: float
 ) -> None:
     """Record a non-streamed ``ChatCompletion`` (warns once if its shape is unknown)."""
     try:
         msg = response.choices[0].message
-        calls = [tc.model_dump(exclude_none=True) for tc in msg.tool_calls or []]
+        calls = [_tool_call(tc) for tc in msg.tool_calls or []]
         usage = _usage(response.model or "", response.usage, started, None)
         answer = _answer(msg.content or "", calls, response.model, usage)
     except Exception as exc:  # an answer shape we do not know: still the app's result
         handle.warn(exc)
         return
     handle.record(request, answer)
+
+
+def _is_litellm(client: Any) -> bool:
+    return (
+        isinstance(client, types.ModuleType)
+        and client.__name__ == "litellm"
+        and callable(getattr(client, "completion", None))
+        and callable(getattr(client, "acompletion", None))
+    )
+
+
+def _request(args: tuple[Any, ...], kwargs: dict[str, Any], at: int | None) -> list[Any]:
+    """The request's messages: ``messages=``, or positional argument ``at`` (litellm's)."""
+    messages = kwargs.get("messages")
+    if messages is None and at is not None and len(args) > at:
+        messages = args[at]
+    return list(messages or [])
+
+
+def _wrap(original: Callable[..., Any], handle: Capture, at: int | None) -> Callable[..., Any]:
+    """A sync ``create``/``completion`` that records each exchange."""
+
+    @functools.wraps(original)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        started = time.monotonic()
+        response = original(*args, **kwargs)
+        request = _request(args, kwargs, at)
+        if kwargs.get("stream"):
+            return CapturedStream(response, handle, request, started)
+        _record_completion(handle, request, response, started)
+        return response
+
+    call._sessionctl_original = original  # type: ignore[attr-defined]  # (see llm/_litellm.py)
+    return call
+
+
+def _awrap(original: Callable[..., Any], handle: Capture, at: int | None) -> Callable[..., Any]:
+    """An async ``create``/``acompletion`` that records each exchange."""
+
+    @functools.wraps(original)
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        started = time.monotonic()
+        response = await original(*args, **kwargs)
+        request = _request(args, kwargs, at)
+        if kwargs.get("stream"):
+            return CapturedAsyncStream(response, handle, request, started)
+        _record_completion(handle, request, response, started)
+        return response
+
+    call._sessionctl_original = original  # type: ignore[attr-defined]
+    return call
 
 
 def capture(
@@ -258,38 +466,35 @@ def capture(
     user: str | None = None,
     agent: str | None = None,
 ) -> Capture:
-    """Patch ``client.chat.completions.create`` to record each exchange.
+    """Record each exchange of ``client`` in a session; return the handle.
 
-    ``client`` is an ``openai.OpenAI`` or (non-streaming calls only) ``openai.AsyncOpenAI``.
+    ``client`` is an ``openai.OpenAI`` or ``openai.AsyncOpenAI`` (its
+    ``chat.completions.create`` and ``parse`` are patched on that client object), or the
+    ``litellm`` module (``litellm.completion`` and ``litellm.acompletion`` are
+    patched on the module). ``handle.close()`` (or leaving ``with handle:``)
+    puts the originals back.
     """
+    if _is_litellm(client):
+        the_store = store or Store()
+        handle = Capture(the_store, session, user, agent)
+        # litellm.acompletion runs litellm.main.completion, not the module attribute
+        # patched here: each async call is recorded once. sessionctl's own calls skip
+        # the patch (llm/_litellm.py unwraps ``_sessionctl_original``).
+        handle._patch(client, "completion", _wrap(client.completion, handle, 1))
+        handle._patch(client, "acompletion", _awrap(client.acompletion, handle, 1))
+        return handle
+    completions = getattr(getattr(client, "chat", None), "completions", None)
+    create = getattr(completions, "create", None)
+    if not callable(create):
+        raise UsageError(
+            f"capture() takes an openai.OpenAI or AsyncOpenAI client or the litellm module,"
+            f" not {type(client).__name__}"
+        )
     the_store = store or Store()
     handle = Capture(the_store, session, user, agent)
-    completions = client.chat.completions
-    original = completions.create
-
-    if _is_async(completions):
-
-        async def acreate(*args: Any, **kwargs: Any) -> Any:
-            started = time.monotonic()
-            response = await original(*args, **kwargs)
-            request = list(kwargs.get("messages") or [])
-            if kwargs.get("stream"):
-                handle.warn(NotImplementedError("streams of an async client are not captured yet"))
-                return response
-            _record_completion(handle, request, response, started)
-            return response
-
-        completions.create = acreate
-        return handle
-
-    def create(*args: Any, **kwargs: Any) -> Any:
-        started = time.monotonic()
-        response = original(*args, **kwargs)
-        request = list(kwargs.get("messages") or [])
-        if kwargs.get("stream"):
-            return CapturedStream(response, handle, request, started)
-        _record_completion(handle, request, response, started)
-        return response
-
-    completions.create = create
+    wrap = _awrap if _is_async(completions) else _wrap
+    handle._patch(completions, "create", wrap(create, handle, None))
+    parse = getattr(completions, "parse", None)
+    if callable(parse):  # structured output: posts itself, not through create
+        handle._patch(completions, "parse", wrap(parse, handle, None))
     return handle

@@ -73,6 +73,11 @@ class CorruptData(StoreError):
     """A file that cannot be parsed even after setting bad lines aside."""
 
 
+class IndexNotWritable(StoreError):
+    """A store-wide index cannot be written here (read-only home, no permission, full disk):
+    the search can still go session by session."""
+
+
 class ProviderError(SessionctlError):
     """The model provider failed: auth, network, rate limit, timeout, bad model."""
 

@@ -15,8 +15,9 @@ import errno
 import fcntl
 import os
 import stat
+import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from sessionctl.errors import StoreError
@@ -139,6 +140,65 @@ def write_new_private(path: Path, data: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def create_private_unsynced(name: str, data: bytes, dir_fd: int) -> int:
+    """Write ``data`` to a new 0600 file ``name`` in the directory ``dir_fd`` (an existing
+    one is refused, a link not followed) and return its open, flocked fd, *not yet
+    durable*: the caller makes it so with :func:`sync_files`."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    fd = os.open(name, flags, FILE_MODE, dir_fd=dir_fd)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # "a writer is alive": see remove_unheld_temp
+        os.fchmod(fd, FILE_MODE)
+        _write_all(fd, data)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+_SYNCFS: list[Callable[[int], int] | None] = []
+SYNCFS_FROM = 4  # fewer files than this: one fsync each is as cheap as a syncfs
+
+
+def _syncfs() -> Callable[[int], int] | None:
+    """Linux's syncfs(2) through libc, or None where there is none (looked up once)."""
+    if not _SYNCFS:
+        found: Callable[[int], int] | None = None
+        if sys.platform.startswith("linux"):
+            import ctypes
+
+            with contextlib.suppress(OSError, AttributeError):
+                libc = ctypes.CDLL(None, use_errno=True)
+                call = libc.syncfs
+                call.argtypes = [ctypes.c_int]
+                call.restype = ctypes.c_int
+
+                def found(fd: int) -> int:
+                    if call(fd) != 0:
+                        return ctypes.get_errno() or errno.EIO
+                    return 0
+
+        _SYNCFS.append(found)
+    return _SYNCFS[0]
+
+
+def sync_files(fds: Sequence[int]) -> None:
+    """Make the data of every file in ``fds`` (all on one file system) durable.
+
+    One ``syncfs`` for many files (Linux: one journal commit instead of one per
+    file, ~0.3 ms each here), else one ``fsync`` each. Raises OSError on a write
+    error, as ``fsync`` does (syncfs reports them since Linux 5.8).
+    """
+    call = _syncfs() if len(fds) >= SYNCFS_FROM else None
+    if call is None:
+        for fd in fds:
+            os.fsync(fd)
+        return
+    failed = call(fds[0])
+    if failed:
+        raise OSError(failed, os.strerror(failed))
 
 
 def refuse_foreign(path: Path) -> None:

@@ -7,6 +7,7 @@ pays for it. NamedTuples are immutable, typed, and ~5x cheaper to define.
 
 from __future__ import annotations
 
+import json
 from typing import Any, NamedTuple, TypeGuard
 
 from sessionctl.errors import UsageError
@@ -65,6 +66,27 @@ def record_problem(record: dict[str, Any]) -> str | None:
         if key in record and type(record[key]) not in kinds:
             return f"{key} has the wrong type"
     return None
+
+
+def tool_call_parts(call: object) -> tuple[str, str, str]:
+    """(name, id, arguments) of one stored tool call, for people ("?" when missing).
+
+    Calls are stored as the provider sent them (OpenAI's ``{"id", "type",
+    "function": {"name", "arguments"}}``); an odd shape shows what it can.
+    """
+    if not isinstance(call, dict):
+        return "?", "", str(call)
+    function = call.get("function")
+    source = function if isinstance(function, dict) else call
+    name, arguments = source.get("name"), source.get("arguments")
+    if not isinstance(arguments, str):
+        arguments = "" if arguments is None else json.dumps(arguments, ensure_ascii=False)
+    ident = call.get("id")
+    return (
+        name if isinstance(name, str) and name else "?",
+        ident if isinstance(ident, str) else "",
+        arguments,
+    )
 
 
 def normalize_role(role: str) -> str:

@@ -207,6 +207,25 @@ class Redactor:
         ]
         self._extra = [re.compile(p) for p in extra]
         self._allow = [re.compile(p) for p in allow]
+        # Every rule's triggers in one flat tuple each (text / lower-cased text): a
+        # clean text is told by one loop of substring tests (~2x faster than per rule).
+        active = [rule for rule, _regex in self._rules]
+        self._plain = tuple(dict.fromkeys(t for r in active if not r.folded for t in r.triggers))
+        self._folded = tuple(dict.fromkeys(t for r in active if r.folded for t in r.triggers))
+
+    def clean(self, text: str) -> bool:
+        """True when no rule can match ``text`` (not one trigger in it, no extra patterns)."""
+        if self._extra:
+            return False
+        for trigger in self._plain:
+            if trigger in text:
+                return False
+        if self._folded:
+            folded = text.lower()
+            for trigger in self._folded:
+                if trigger in folded:
+                    return False
+        return True
 
     def _allowed(self, value: str) -> bool:
         return any(p.fullmatch(value) for p in self._allow)
@@ -214,7 +233,7 @@ class Redactor:
     def text(self, text: str) -> Redacted:
         """Return ``text`` with every secret replaced, and the counts."""
         counts: dict[str, int] = {}
-        if not text:
+        if not text or self.clean(text):
             return Redacted(text, counts)
         folded: str | None = None
         for rule, regex in self._rules:
@@ -315,6 +334,10 @@ def redactor(extra: Iterable[str] = (), allow: Iterable[str] = ()) -> Redactor:
 def redact_message(redact: Redactor, message: Message) -> Message:
     """Return ``message`` with its content, tool calls and metadata redacted, the
     counts added to its metadata under :data:`COUNT_KEY` (unchanged when clean)."""
+    if redact.clean(_joined(message)):
+        # No trigger in any of its texts (a trigger in one text is in them joined;
+        # one made by the joining only costs the full pass below): nothing to do.
+        return message
     counts: dict[str, int] = {}
     result = redact.text(message.content)
     for kind, n in result.counts.items():
@@ -332,3 +355,27 @@ def redact_message(redact: Redactor, message: Message) -> Message:
     return message._replace(
         content=result.text, tool_calls=tool_calls, metadata=merge_counts(metadata, counts)
     )
+
+
+def _joined(message: Message) -> str:
+    """Every text :func:`redact_message` redacts in ``message``, joined by newlines."""
+    parts = [message.content]
+    if message.tool_calls is not None:
+        _strings(message.tool_calls, parts)
+    if message.metadata is not None:
+        for key, value in message.metadata.items():
+            if key != COUNT_KEY:
+                _strings(value, parts)
+    return "\n".join(parts)
+
+
+def _strings(value: Any, out: list[str]) -> None:
+    """Append every string inside a JSON value to ``out`` (what :meth:`Redactor.value` visits)."""
+    if isinstance(value, str):
+        out.append(value)
+    elif isinstance(value, dict):
+        for inner in value.values():
+            _strings(inner, out)
+    elif isinstance(value, list):
+        for inner in value:
+            _strings(inner, out)

@@ -10,6 +10,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
@@ -19,6 +20,10 @@ warnings.filterwarnings("ignore", category=DeprecationWarning, module="typer")
 from typer.testing import CliRunner  # noqa: E402
 
 from sessionctl.cli.app import run  # noqa: E402
+
+if TYPE_CHECKING:
+    from sessionctl import Store
+    from sessionctl.backend.files.local import LocalBackend
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -65,6 +70,29 @@ def settle(sessions_dir: Path) -> None:
     """Make sessions/ look unchanged for a minute, as between two commands of a user."""
     then = time.time() - 60
     os.utime(sessions_dir, (then, then))
+
+
+def files_backend(store: Store) -> LocalBackend:
+    """``store.backend`` as the file backend, for tests of its files and private methods.
+
+    ``Store.backend`` is typed as the ``SessionStore`` Protocol; the isinstance check
+    narrows it (and fails loudly if a test of the files ever runs on another backend).
+    """
+    from sessionctl.backend.files.local import LocalBackend
+
+    backend = store.backend
+    assert isinstance(backend, LocalBackend)
+    return backend
+
+
+def as_dicts(found: list[dict[str, Any]] | list[str]) -> list[dict[str, Any]]:
+    """A ``get_recent``/``get_relevant`` result asked for without ``as_text``: its dicts.
+
+    Both are typed ``list[dict] | list[str]`` (the ``as_text`` flag picks one); this
+    checks which one at run time, so that a test may index the messages by key.
+    """
+    assert all(isinstance(m, dict) for m in found), found
+    return cast("list[dict[str, Any]]", found)
 
 
 def count_listings(monkeypatch: pytest.MonkeyPatch) -> list[str]:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import count_listings, set_activity, settle
+from conftest import count_listings, files_backend, set_activity, settle
 
 from sessionctl import Store
 from sessionctl.backend.files import activity, listing
@@ -49,8 +49,8 @@ def test_list_orders_by_logged_writes_without_statting(
 
 def test_a_session_the_log_does_not_know_falls_back_to_its_mtime(store: Store) -> None:
     store.session("logged").add_message({"role": "user", "content": "x"})
-    copied = store.backend.path("copied")
-    copied.write_bytes(store.backend.path("logged").read_bytes())
+    copied = files_backend(store).path("copied")
+    copied.write_bytes(files_backend(store).path("logged").read_bytes())
     os.utime(copied, (time.time() + 60, time.time() + 60))
     assert _names(store) == ["copied", "logged"]
 
@@ -58,7 +58,7 @@ def test_a_session_the_log_does_not_know_falls_back_to_its_mtime(store: Store) -
 def test_rename_and_restore_keep_the_activity_they_had(store: Store) -> None:
     for name in ("old", "new"):
         store.session(name).add_message({"role": "user", "content": name})
-    set_activity(store.backend.path("old"), time.time() - 40 * 86400)
+    set_activity(files_backend(store).path("old"), time.time() - 40 * 86400)
     store.rename("old", "older")
     assert _names(store) == ["new", "older"]
     store.delete("older")
@@ -147,7 +147,7 @@ def test_pages_are_deterministic_when_times_tie_across_the_cut(store: Store) -> 
     names = [f"s{i}" for i in range(7)]
     for name in reversed(names):  # created (first logged) in reverse name order
         store.session(name).add_message({"role": "user", "content": name})
-    log = ActivityLog(store.backend.home / LOG_NAME)
+    log = ActivityLog(files_backend(store).home / LOG_NAME)
     # s0..s2 newest; s3..s6 share one time that a page of 4 must cut (logged in
     # reverse, so log order cannot pass for name order)
     for name in reversed(names):
@@ -170,7 +170,7 @@ def test_pages_are_deterministic_when_times_tie_across_the_cut(store: Store) -> 
 
 
 def _settle(store: Store) -> None:
-    settle(store.backend.sessions_dir)
+    settle(files_backend(store).sessions_dir)
 
 
 def test_an_unchanged_directory_is_not_listed_again(
@@ -181,7 +181,7 @@ def test_an_unchanged_directory_is_not_listed_again(
     store.delete("c")  # its log lines stay: the stamp must keep it out
     _settle(store)
     assert _names(store) == ["b", "a"]  # lists sessions/ and stamps what it found
-    assert (store.backend.home / listing.STAMP_NAME).stat().st_mode & 0o777 == 0o600
+    assert (files_backend(store).home / listing.STAMP_NAME).stat().st_mode & 0o777 == 0o600
     listed = count_listings(monkeypatch)
     assert _names(store) == ["b", "a"] and listed == []
     store.session("a").add_message({"role": "user", "content": "appending changes no entry"})
@@ -189,15 +189,15 @@ def test_an_unchanged_directory_is_not_listed_again(
     assert [n for n, _ in store.backend.names()] and listed == []
     store.session("d").add_message({"role": "user", "content": "a new file changes the dir"})
     listed.clear()
-    assert _names(store) == ["d", "a", "b"] and listed == [str(store.backend.sessions_dir)]
+    assert _names(store) == ["d", "a", "b"] and listed == [str(files_backend(store).sessions_dir)]
 
 
 def test_files_changed_by_hand_are_seen_through_the_stamp(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store.session("logged").add_message({"role": "user", "content": "x"})
-    copied = store.backend.path("copied")
-    copied.write_bytes(store.backend.path("logged").read_bytes())
+    copied = files_backend(store).path("copied")
+    copied.write_bytes(files_backend(store).path("logged").read_bytes())
     os.utime(copied, (time.time() - 3600, time.time() - 3600))
     _settle(store)
     assert _names(store) == ["logged", "copied"]
@@ -205,7 +205,7 @@ def test_files_changed_by_hand_are_seen_through_the_stamp(
     os.utime(copied, (time.time() + 60, time.time() + 60))  # edited by hand: mtime counts
     assert _names(store) == ["copied", "logged"] and listed == []
     # Now sessionctl writes it (its lock file already exists: no new entry).
-    ActivityLog(store.backend.home / LOG_NAME).touch("copied", 1_000)
+    ActivityLog(files_backend(store).home / LOG_NAME).touch("copied", 1_000)
     assert _names(store) == ["logged", "copied"] and listed == []  # the log wins
     copied.unlink()  # removed by hand: the directory changed
     assert _names(store) == ["logged"] and len(listed) == 1
@@ -219,10 +219,10 @@ def test_a_lost_log_or_a_bad_stamp_means_listing_again(
     _settle(store)
     assert _names(store) == ["b", "a"]
     listed = count_listings(monkeypatch)
-    (store.backend.home / LOG_NAME).unlink()  # times fall back to mtimes; nobody is lost
+    (files_backend(store).home / LOG_NAME).unlink()  # times fall back to mtimes; nobody is lost
     assert sorted(_names(store)) == ["a", "b"] and len(listed) == 1
     for junk in (b"", b"{", b'{"directory": [1, 2]}', b"[]", b'{"directory":"x"}'):
-        (store.backend.home / listing.STAMP_NAME).write_bytes(junk)
+        (files_backend(store).home / listing.STAMP_NAME).write_bytes(junk)
         assert sorted(_names(store)) == ["a", "b"]
     assert len(listed) == 6
 
@@ -231,10 +231,10 @@ def test_a_directory_changed_just_now_is_not_stamped(store: Store) -> None:
     store.session("a").add_message({"role": "user", "content": "a"})
     assert _names(store) == ["a"]
     # The change and the listing may share one timestamp tick: no stamp yet.
-    assert not (store.backend.home / listing.STAMP_NAME).exists()
+    assert not (files_backend(store).home / listing.STAMP_NAME).exists()
     _settle(store)
     assert _names(store) == ["a"]
-    assert (store.backend.home / listing.STAMP_NAME).exists()
+    assert (files_backend(store).home / listing.STAMP_NAME).exists()
 
 
 # -- acknowledged writes are never purged (hardening items 1, 2, 5) -------------------------
@@ -265,7 +265,7 @@ def test_an_append_the_log_failed_to_record_is_never_purged(store: Store) -> Non
     """
     work = store.session("work")
     work.add_message({"role": "user", "content": "old"})
-    path = store.backend.path("work")
+    path = files_backend(store).path("work")
     set_activity(path, time.time() - 40 * DAY)
     log = ActivityLog(store.home / LOG_NAME)
     for i in range(300):  # make the log bigger than the transcript will be
@@ -305,15 +305,16 @@ def test_a_clock_gone_back_never_makes_fresh_data_look_old(store: Store) -> None
     """
     for name in ("used", "deleted", "stale"):
         store.session(name).add_message({"role": "user", "content": name})
-    set_activity(store.backend.path("stale"), time.time() - 40 * DAY)
+    set_activity(files_backend(store).path("stale"), time.time() - 40 * DAY)
     _sessionctl("add", "-s", "used", "--role", "user", "a moment ago", code=SKEW)
     _sessionctl("delete", "deleted", code=SKEW)
     # The skewed process wrote no older time than the one the log had ...
-    assert store.backend.activity_times()["used"] > (time.time() - 60) * 1e9
+    assert files_backend(store).activity_times()["used"] > (time.time() - 60) * 1e9
     # ... and even a plain line from a writer that did (0.1.0, a hand edit) loses to the newest.
     ActivityLog(store.home / LOG_NAME).touch("used", int((time.time() - 400 * DAY) * 1e9))
-    assert store.backend.activity_times()["used"] > (time.time() - 60) * 1e9
+    assert files_backend(store).activity_times()["used"] > (time.time() - 60) * 1e9
     (deleted,) = store.list_sessions(deleted=True).sessions
+    assert deleted.deleted_at is not None
     assert deleted.deleted_at > _iso(time.time() - 60)  # not the ULID's 400-days-old time
     dry = store.prune("30d", purge=True, dry_run=True)
     real = store.prune("30d", purge=True)
@@ -326,7 +327,7 @@ def test_a_clock_gone_back_never_makes_fresh_data_look_old(store: Store) -> None
 def test_a_restore_keeps_its_older_time_even_after_newer_lines(store: Store) -> None:
     """The reset record: restore gives back the time a session had, not the newest line."""
     store.session("s").add_message({"role": "user", "content": "x"})
-    set_activity(store.backend.path("s"), time.time() - 40 * DAY)
+    set_activity(files_backend(store).path("s"), time.time() - 40 * DAY)
     store.delete("s")
     store.session("s").add_message({"role": "user", "content": "a new s, used now"})
     store.delete("s")  # the log's newest line for "s" is now
@@ -345,12 +346,12 @@ def test_prune_dry_run_lists_exactly_what_prune_removes(store: Store) -> None:
             store.session(name).add_message({"role": "user", "content": name})
     for name, days in ages.items():
         if name != "copied" and days:
-            set_activity(store.backend.path(name), now - days * DAY)
+            set_activity(files_backend(store).path(name), now - days * DAY)
     log = ActivityLog(store.home / LOG_NAME)
     log.touch("zero", 0)  # a 0 line: no time at all, the mtime (50 days) counts
-    os.utime(store.backend.path("behind"), None)  # the log is 45 days behind the transcript
-    copied = store.backend.path("copied")  # copied in by hand: only its mtime tells
-    copied.write_bytes(store.backend.path("day").read_bytes())
+    os.utime(files_backend(store).path("behind"), None)  # the log is 45 days behind the transcript
+    copied = files_backend(store).path("copied")  # copied in by hand: only its mtime tells
+    copied.write_bytes(files_backend(store).path("day").read_bytes())
     os.utime(copied, (now - 90 * DAY, now - 90 * DAY))
     log.touch("skewed", int((now - 400 * DAY) * 1e9))  # a writer with a clock far behind
     store.rename("renamed", "renamed2")

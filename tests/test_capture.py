@@ -11,6 +11,8 @@ import re
 import string
 import subprocess
 import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ import pytest
 from llm_server import FakeLLMServer, Reply, llm_server
 from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageParam
 
-from sessionctl import Store, capture
+from sessionctl import Store, UsageError, capture
 
 __all__ = ["llm_server"]
 
@@ -163,7 +165,7 @@ def test_response_is_the_clients_own_and_tool_calls_recorded(
 FAULT_SCRIPT = """
 import json, resource, signal, sys, warnings
 import openai
-from sessionctl import Store, capture
+from sessionctl import Store, UsageError, capture
 
 base_url, home = sys.argv[1], sys.argv[2]
 client = openai.OpenAI(base_url=base_url, api_key="k", max_retries=0)
@@ -227,6 +229,74 @@ def test_recording_fault_warns_once_and_returns_the_result(
     kind, message = out["warnings"][0]
     assert kind == "RuntimeWarning" and "not recorded" in message
     assert [m["content"] for m in Store(home).session("full").messages] == ["hi", "still answered"]
+
+
+ASYNC_FAULT_SCRIPT = """
+import asyncio, json, resource, signal, sys, warnings
+import openai
+from sessionctl import Store, capture
+
+base_url, home = sys.argv[1], sys.argv[2]
+msgs = [{"role": "user", "content": "hi"}]
+
+async def main():
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="k", max_retries=0)
+    capture(client, store=Store(home), session="full")
+    await client.chat.completions.create(model="m", messages=msgs)  # recorded
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG)
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64, limit))
+    texts = []
+    for _ in range(2):
+        stream = await client.chat.completions.create(model="m", messages=msgs, stream=True)
+        texts.append("".join([c.choices[0].delta.content or "" async for c in stream]))
+    await client.close()
+    return texts
+
+with warnings.catch_warnings(record=True) as seen:
+    warnings.simplefilter("always")
+    texts = asyncio.run(main())
+seen_out = [(w.category.__name__, str(w.message)) for w in seen]
+print(json.dumps({"texts": texts, "warnings": seen_out}))
+"""
+
+
+def test_async_stream_recording_fault_warns_once_and_yields_everything(
+    tmp_path: Path, llm_server: FakeLLMServer
+) -> None:
+    """A real fault (a file-size limit, as a full disk refuses the write) in a child
+    process, while an async client streams."""
+    home = tmp_path / "home"
+    llm_server.default = Reply(text="still streamed")
+    done = subprocess.run(
+        [sys.executable, "-c", ASYNC_FAULT_SCRIPT, llm_server.base_url, str(home)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["texts"] == ["still streamed"] * 2
+    assert len(out["warnings"]) == 1, out["warnings"]
+    kind, message = out["warnings"][0]
+    assert kind == "RuntimeWarning" and "not recorded" in message
+    assert [m["content"] for m in Store(home).session("full").messages] == ["hi", "still streamed"]
+
+
+def test_close_puts_the_clients_own_create_back(tmp_path: Path, llm_server: FakeLLMServer) -> None:
+    store = Store(tmp_path / "home")
+    with _client(llm_server) as client:
+        with capture(client, store=store, session="undo") as handle:
+            assert "create" in vars(client.chat.completions)
+            client.chat.completions.create(model="m", messages=[{"role": "user", "content": "a"}])
+        assert "create" not in vars(client.chat.completions)  # the class's method again
+        handle.close()  # idempotent
+        resp = client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "b"}]
+        )
+    assert type(resp) is ChatCompletion
+    assert [m["content"] for m in store.session("undo").messages] == ["a", Reply().text]
 
 
 def _ask(text: str) -> list[ChatCompletionMessageParam]:
@@ -375,27 +445,140 @@ def test_async_client_calls_recorded(tmp_path: Path, llm_server: FakeLLMServer) 
     assert store.session("aio").info().metadata == {"user": "ann"}
 
 
-def test_async_stream_is_the_clients_and_warns_that_it_is_not_recorded(
-    tmp_path: Path, llm_server: FakeLLMServer
+def _aclient(server: FakeLLMServer) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+
+
+@pytest.mark.parametrize("how", ["for", "with"])
+def test_async_stream_yields_the_clients_chunks_and_records_when_exhausted(
+    tmp_path: Path, llm_server: FakeLLMServer, how: str
 ) -> None:
     store = Store(tmp_path / "home")
+    calls = [{"name": "lookup", "arguments": '{"city": "Oslo"}', "id": "t1"}]
+    llm_server.push(
+        Reply(text="Async streamed, in pieces.", chunk_size=4, model="asm-1", tool_calls=calls)
+    )
 
-    async def main() -> str:
-        client = openai.AsyncOpenAI(base_url=llm_server.base_url, api_key="k", max_retries=0)
+    async def main() -> tuple[list[ChatCompletionChunk], int]:
+        client = _aclient(llm_server)
         try:
-            capture(client, store=store, session="aios")
+            capture(client, store=store, session="aios", user="ann")
             stream = await client.chat.completions.create(
-                model="m", messages=_ask("s"), stream=True
+                model="m",
+                messages=_ask("s"),
+                stream=True,
+                stream_options={"include_usage": True},
             )
-            assert type(stream) is openai.AsyncStream
-            return "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+            if how == "with":
+                async with stream:
+                    chunks = [c async for c in stream]
+            else:
+                chunks = [c async for c in stream]
+            return chunks, stream.response.status_code  # the client's stream's attributes
         finally:
             await client.close()
 
-    with pytest.warns(RuntimeWarning, match="async client are not captured yet"):
-        text = asyncio.run(main())
-    assert text == "Hello from the fake model."
-    assert not store.session("aios").exists
+    chunks, status = asyncio.run(main())
+    assert status == 200 and chunks and all(type(c) is ChatCompletionChunk for c in chunks)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Async streamed, in pieces."
+    assert llm_server.requests[-1].body["stream_options"] == {"include_usage": True}
+    user, answer = store.session("aios").get_messages()
+    assert (user.content, answer.content, answer.model) == ("s", text, "asm-1")
+    assert answer.tool_calls == [
+        {
+            "id": "t1",
+            "type": "function",
+            "function": {"name": "lookup", "arguments": '{"city": "Oslo"}'},
+        }
+    ]
+    assert not answer.interrupted and answer.metadata == {"user": "ann"}
+    assert answer.usage is not None and answer.usage["output_tokens"] > 0
+    assert answer.usage["ttft_s"] is not None
+
+
+@pytest.mark.parametrize("how", ["close", "with", "garbage", "cancel"])
+def test_async_stream_abandoned_records_the_partial_answer_interrupted(
+    tmp_path: Path, llm_server: FakeLLMServer, how: str
+) -> None:
+    store = Store(tmp_path / "home")
+    # "cancel": the server stalls after a few chunks and the task reading it is cancelled
+    stall = 3 if how == "cancel" else None
+    llm_server.push(Reply(text="y" * 2000, chunk_size=10, stall_after=stall))
+    seen: list[str] = []
+
+    async def read(stream: Any) -> None:
+        async for chunk in stream:
+            seen.append(chunk.choices[0].delta.content or "")
+            if len(seen) == 3 and how != "cancel":
+                break
+
+    async def main() -> None:
+        client = _aclient(llm_server)
+        try:
+            capture(client, store=store, session="acut")
+            stream = await client.chat.completions.create(
+                model="m", messages=_ask("long"), stream=True
+            )
+            if how == "with":
+                async with stream:
+                    await read(stream)
+            elif how == "cancel":
+                task = asyncio.create_task(read(stream))
+                while len(seen) < 3:
+                    await asyncio.sleep(0.01)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                await stream.close()
+            else:
+                await read(stream)
+                if how == "close":
+                    await stream.close()
+                else:
+                    await stream.response.aclose()  # the app's own clean-up; then dropped
+                    del stream
+                    gc.collect()
+        finally:
+            await client.close()
+
+    asyncio.run(main())
+    user, answer = store.session("acut").get_messages()
+    assert user.content == "long"
+    assert answer.content == "".join(seen) and 0 < len(answer.content) < 2000
+    assert answer.interrupted is True
+
+
+def test_async_stream_failures_record_nothing_or_the_partial_answer(
+    tmp_path: Path, llm_server: FakeLLMServer
+) -> None:
+    store = Store(tmp_path / "home")
+    llm_server.push(
+        Reply(status=500),
+        Reply(text="abcdefghij" * 20, chunk_size=10, drop_after=3, send_done=False),
+    )
+    seen: list[str] = []
+
+    async def main() -> None:
+        client = _aclient(llm_server)
+        try:
+            capture(client, store=store, session="adrop")
+            with pytest.raises(openai.InternalServerError):
+                await client.chat.completions.create(model="m", messages=_ask("x"), stream=True)
+            assert not store.session("adrop").exists
+            stream = await client.chat.completions.create(
+                model="m", messages=_ask("p"), stream=True
+            )
+            with pytest.raises(httpx.RemoteProtocolError):  # what the SDK itself raises
+                async for chunk in stream:
+                    seen.append(chunk.choices[0].delta.content or "")
+        finally:
+            await client.close()
+
+    asyncio.run(main())
+    user, answer = store.session("adrop").get_messages()
+    assert user.content == "p" and answer.interrupted is True
+    assert answer.content == "".join(seen) and 0 < len(answer.content) < 200
 
 
 def test_stream_cut_by_the_server_keeps_the_partial_answer(
@@ -439,3 +622,326 @@ def test_tool_round_trip_resent_is_not_duplicated(
         ("assistant", "42"),
     ]
     assert msgs[1].tool_calls and msgs[2].tool_call_id == "call_0"
+
+
+@pytest.mark.parametrize("resent", ["object", "model_dump"])
+def test_request_in_sdk_shapes_recorded_with_its_tool_calls(
+    tmp_path: Path, llm_server: FakeLLMServer, resent: str
+) -> None:
+    """History as apps really send it: the SDK's own message object (or its full
+    model_dump, None fields included) with parallel tool calls, content parts, the
+    ``developer`` role. Sent unchanged; recorded as transcript messages."""
+    store = Store(tmp_path / "home")
+    calls = [{"name": "a", "arguments": '{"x": 1}'}, {"name": "b", "arguments": "{}"}]
+    llm_server.push(Reply(text="", tool_calls=calls), Reply(text="Both done."))
+    user_parts = [
+        {"type": "text", "text": "Look at this"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+    ]
+    history: list[Any] = [
+        {"role": "developer", "content": "Be brief."},
+        {"role": "user", "content": user_parts},
+    ]
+    with _client(llm_server) as bare:  # an earlier, uncaptured step of the app
+        step = bare.chat.completions.create(model="m", messages=history).choices[0].message
+    assert step.tool_calls is not None and len(step.tool_calls) == 2
+    history.append(step if resent == "object" else step.model_dump())
+    history += [
+        {"role": "tool", "tool_call_id": tc.id, "content": [{"type": "text", "text": f"r{i}"}]}
+        for i, tc in enumerate(step.tool_calls)
+    ]
+    with _client(llm_server) as client:
+        capture(client, store=store, session="shapes")
+        resp = client.chat.completions.create(model="m", messages=history)
+    assert resp.choices[0].message.content == "Both done."
+    sent = llm_server.requests[-1].body["messages"]
+    assert sent[0]["role"] == "developer" and sent[1]["content"] == user_parts  # unchanged
+    msgs = store.session("shapes").get_messages()
+    assert [(m.role, m.content) for m in msgs] == [
+        ("system", "Be brief."),
+        ("user", "Look at this\n[image_url]"),
+        ("assistant", ""),
+        ("tool", "r0"),
+        ("tool", "r1"),
+        ("assistant", "Both done."),
+    ]
+    assert msgs[2].tool_calls == [
+        {"id": "call_0", "type": "function", "function": {"name": "a", "arguments": '{"x": 1}'}},
+        {"id": "call_1", "type": "function", "function": {"name": "b", "arguments": "{}"}},
+    ]
+    assert (msgs[3].tool_call_id, msgs[4].tool_call_id) == ("call_0", "call_1")
+
+
+# litellm: capture(litellm) patches litellm.completion / acompletion on the module.
+def litellm_quiet(test: Any) -> Any:
+    """litellm's own call-time pydantic warnings (schema notes, deprecations) are not ours."""
+    test = pytest.mark.filterwarnings("ignore:.*ReadOnly.*:UserWarning")(test)
+    return pytest.mark.filterwarnings("ignore::DeprecationWarning")(test)
+
+
+@pytest.fixture
+def litellm() -> Iterator[Any]:
+    from sessionctl.llm import import_litellm  # imported once, offline model map
+
+    yield import_litellm()
+    # litellm's sync calls make the main thread's current event loop for their own
+    # logging (asyncio.get_event_loop()) and never close it; a later asyncio.run would
+    # drop it unclosed (a ResourceWarning). Close it here.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            loop = asyncio.get_event_loop()
+        except RuntimeError:  # none left (Python versions that make none)
+            return
+    if not loop.is_running():
+        loop.close()
+        asyncio.set_event_loop(None)
+
+
+def _lkw(server: FakeLLMServer) -> dict[str, Any]:
+    return {"model": "openai/m", "api_base": server.base_url, "api_key": "k", "max_retries": 0}
+
+
+@litellm_quiet
+def test_litellm_calls_recorded_and_close_restores(
+    tmp_path: Path, llm_server: FakeLLMServer, litellm: Any
+) -> None:
+    store = Store(tmp_path / "home")
+    original = litellm.completion, litellm.acompletion
+    calls = [{"name": "f", "arguments": '{"a": 1}', "id": "lc1"}]
+    llm_server.push(
+        Reply(text="", tool_calls=calls, model="lm-1"),
+        Reply(text="Streamed by litellm.", chunk_size=4),
+        Reply(status=500),
+        Reply(text="not recorded"),
+    )
+    with capture(litellm, store=store, session="lit", agent="bot") as handle:
+        assert litellm.completion is not original[0]
+        history: list[Any] = [{"role": "user", "content": "call f"}]
+        resp = litellm.completion(messages=history, **_lkw(llm_server))
+        assert type(resp) is litellm.ModelResponse
+        call = resp.choices[0].message
+        history += [
+            call,  # litellm's own Message object, resent as apps do
+            {"role": "tool", "tool_call_id": "lc1", "content": "2"},
+        ]
+        stream = litellm.completion(
+            messages=history,
+            stream=True,
+            stream_options={"include_usage": True},
+            **_lkw(llm_server),
+        )
+        chunks = list(stream)
+        assert chunks and all(type(c).__name__ == "ModelResponseStream" for c in chunks)
+        with pytest.raises(litellm.InternalServerError):
+            litellm.completion(messages=[{"role": "user", "content": "fails"}], **_lkw(llm_server))
+    assert (litellm.completion, litellm.acompletion) == original
+    litellm.completion(messages=[{"role": "user", "content": "after"}], **_lkw(llm_server))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Streamed by litellm."
+    msgs = store.session(handle.session).get_messages()
+    assert [(m.role, m.content) for m in msgs] == [
+        ("user", "call f"),
+        ("assistant", ""),
+        ("tool", "2"),
+        ("assistant", "Streamed by litellm."),
+    ]
+    assert msgs[1].model == "lm-1" and msgs[1].tool_calls == [
+        {"id": "lc1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}
+    ]
+    assert msgs[2].tool_call_id == "lc1"
+    assert msgs[3].usage is not None and msgs[3].usage["output_tokens"] > 0
+    assert not msgs[3].interrupted
+    assert all(m.metadata == {"agent": "bot"} for m in msgs)
+    # what went out is what the app sent
+    sent = llm_server.requests[1].body
+    assert [m["role"] for m in sent["messages"]] == ["user", "assistant", "tool"]
+    assert sent["stream"] is True
+
+
+@litellm_quiet
+def test_litellm_async_calls_recorded(
+    tmp_path: Path, llm_server: FakeLLMServer, litellm: Any
+) -> None:
+    store = Store(tmp_path / "home")
+    llm_server.push(
+        Reply(text="async litellm", model="alm-1"),
+        Reply(text="streamed async litellm", chunk_size=4),
+        Reply(text="z" * 2000, chunk_size=10),
+    )
+    seen: list[str] = []
+
+    async def main() -> tuple[Any, list[Any]]:
+        with capture(litellm, store=store, session="alit") as handle:
+            resp = await litellm.acompletion(messages=_ask("one"), **_lkw(llm_server))
+            stream = await litellm.acompletion(
+                messages=_ask("two"), stream=True, **_lkw(llm_server)
+            )
+            chunks = [c async for c in stream]
+            handle.set_session("alit-cut")
+            cut = await litellm.acompletion(messages=_ask("three"), stream=True, **_lkw(llm_server))
+            async with cut:
+                async for chunk in cut:
+                    seen.append(chunk.choices[0].delta.content or "")
+                    if len(seen) == 4:
+                        break
+        return resp, chunks
+
+    resp, chunks = asyncio.run(main())
+    assert type(resp) is litellm.ModelResponse
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "streamed async litellm"
+    msgs = store.session("alit").get_messages()
+    assert [(m.role, m.content) for m in msgs] == [
+        ("user", "one"),
+        ("assistant", "async litellm"),
+        ("user", "two"),
+        ("assistant", text),
+    ]
+    assert msgs[1].model == "alm-1" and not msgs[3].interrupted
+    user, answer = store.session("alit-cut").get_messages()
+    assert user.content == "three" and answer.interrupted is True
+    assert answer.content == "".join(seen) and 0 < len(answer.content) < 2000
+
+
+@litellm_quiet
+def test_sessionctls_own_litellm_calls_are_not_captured(
+    tmp_path: Path, llm_server: FakeLLMServer, litellm: Any
+) -> None:
+    store = Store(tmp_path / "home")
+    with capture(litellm, store=store, session="app"):
+        reply = store.session("mine").chat(
+            "hi", model="openai/m", api_base=llm_server.base_url, via="litellm"
+        )
+    assert reply.text == "Hello from the fake model."
+    assert len(store.session("mine").messages) == 2
+    assert not store.session("app").exists
+
+
+def test_capture_refuses_what_it_cannot_patch(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"takes an openai\.OpenAI"):
+        capture(object(), store=Store(tmp_path / "home"))
+
+
+@litellm_quiet
+@pytest.mark.parametrize("how", ["close", "garbage"])
+def test_litellm_stream_closed_early_records_the_partial_answer(
+    tmp_path: Path, llm_server: FakeLLMServer, litellm: Any, how: str
+) -> None:
+    store = Store(tmp_path / "home")
+    llm_server.push(Reply(text="w" * 2000, chunk_size=10))
+    seen: list[str] = []
+    with capture(litellm, store=store, session="lcut"):
+        stream = litellm.completion(messages=_ask("long"), stream=True, **_lkw(llm_server))
+        for chunk in stream:
+            seen.append(chunk.choices[0].delta.content or "")
+            if len(seen) == 4:
+                break
+        if how == "close":
+            stream.close()
+        else:
+            del stream, chunk
+            gc.collect()
+    user, answer = store.session("lcut").get_messages()
+    assert user.content == "long" and answer.interrupted is True
+    assert answer.content == "".join(seen) and 0 < len(answer.content) < 2000
+
+
+def test_the_sdks_stream_helper_is_recorded_sync_and_async(
+    tmp_path: Path, llm_server: FakeLLMServer
+) -> None:
+    """``client.chat.completions.stream(...)`` (the SDK's event helper) goes through
+    ``create``: recorded too, its events and final completion the SDK's own."""
+    store = Store(tmp_path / "home")
+    llm_server.push(Reply(text="sync helper"), Reply(text="async helper"))
+    with _client(llm_server) as client:
+        capture(client, store=store, session="helper")
+        with client.chat.completions.stream(model="m", messages=_ask("one")) as stream:
+            kinds = {type(event).__name__ for event in stream}
+            final = stream.get_final_completion()
+    assert "ContentDeltaEvent" in kinds and final.choices[0].message.content == "sync helper"
+
+    async def main() -> str:
+        aclient = _aclient(llm_server)
+        try:
+            capture(aclient, store=store, session="ahelper")
+            async with aclient.chat.completions.stream(model="m", messages=_ask("two")) as st:
+                async for _event in st:
+                    pass
+                done = await st.get_final_completion()
+            return str(done.choices[0].message.content)
+        finally:
+            await aclient.close()
+
+    assert asyncio.run(main()) == "async helper"
+    for name, prompt, text in (
+        ("helper", "one", "sync helper"),
+        ("ahelper", "two", "async helper"),
+    ):
+        msgs = store.session(name).get_messages()
+        assert [(m.role, m.content, m.interrupted) for m in msgs] == [
+            ("user", prompt, False),
+            ("assistant", text, False),
+        ]
+
+
+def test_structured_output_parse_is_recorded_sync_and_async(
+    tmp_path: Path, llm_server: FakeLLMServer
+) -> None:
+    """``chat.completions.parse`` posts itself (not through ``create``): captured too; the
+    app gets the SDK's ``ParsedChatCompletion``, the transcript keeps the raw JSON text."""
+    from pydantic import BaseModel
+
+    class City(BaseModel):
+        name: str
+        people: int
+
+    class Lookup(BaseModel):
+        city: str
+
+    store = Store(tmp_path / "home")
+    tool_call = [{"name": "Lookup", "arguments": '{"city": "Oslo"}', "id": "p1"}]
+    llm_server.push(
+        Reply(text='{"name": "Oslo", "people": 700000}'),
+        Reply(text="", tool_calls=tool_call),
+        Reply(text='{"name": "Rome", "people": 2800000}'),
+    )
+    with _client(llm_server) as client:
+        capture(client, store=store, session="parsed")
+        got = client.chat.completions.parse(model="m", messages=_ask("Oslo?"), response_format=City)
+        assert got.choices[0].message.parsed == City(name="Oslo", people=700000)
+        called = client.chat.completions.parse(
+            model="m", messages=_ask("look"), tools=[openai.pydantic_function_tool(Lookup)]
+        )
+        calls = called.choices[0].message.tool_calls
+        assert calls and calls[0].function.parsed_arguments == Lookup(city="Oslo")
+    assert llm_server.requests[0].body["response_format"]["type"] == "json_schema"  # sent as made
+
+    async def main() -> Any:
+        aclient = _aclient(llm_server)
+        try:
+            capture(aclient, store=store, session="aparsed")
+            done = await aclient.chat.completions.parse(
+                model="m", messages=_ask("Rome?"), response_format=City
+            )
+            return done.choices[0].message.parsed
+        finally:
+            await aclient.close()
+
+    assert asyncio.run(main()) == City(name="Rome", people=2800000)
+    msgs = store.session("parsed").get_messages()
+    assert [(m.role, m.content) for m in msgs] == [
+        ("user", "Oslo?"),
+        ("assistant", '{"name": "Oslo", "people": 700000}'),
+        ("user", "look"),
+        ("assistant", ""),
+    ]
+    assert msgs[3].tool_calls == [
+        {
+            "id": "p1",
+            "type": "function",
+            "function": {"name": "Lookup", "arguments": '{"city": "Oslo"}'},
+        }
+    ]
+    amsgs = store.session("aparsed").get_messages()
+    assert [m.content for m in amsgs] == ["Rome?", '{"name": "Rome", "people": 2800000}']

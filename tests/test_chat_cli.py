@@ -593,7 +593,7 @@ def test_a_history_longer_than_the_read_window_but_fitting_is_sent_whole_without
     cli: Cli, llm_server: FakeLLMServer, home: Path
 ) -> None:
     from sessionctl import Store
-    from sessionctl.service.chat import HISTORY_WINDOW
+    from sessionctl.service.window import HISTORY_WINDOW
 
     count = HISTORY_WINDOW + 7
     Store(home).session("long").add_messages(

@@ -44,7 +44,7 @@ def transcript(home: Path, name: str) -> Path:
     return home / "sessions" / f"{name}.jsonl"
 
 
-def records(home: Path, name: str) -> list[dict]:
+def records(home: Path, name: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in transcript(home, name).read_bytes().splitlines()][1:]
 
 
@@ -680,3 +680,40 @@ def test_color_always_reaches_a_real_pipe(sh: Callable[..., Any]) -> None:
     assert forced.returncode == 0 and "\x1b[1;36m" in forced.stdout, forced
     plain = sh("list", env={"SESSIONCTL_COLOR": "auto"})
     assert plain.returncode == 0 and "\x1b" not in plain.stdout
+
+
+TOOL_EXCHANGE: list[dict[str, Any]] = [
+    {"role": "user", "content": "weather in Paris and Rome?"},
+    {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {"id": "c1", "type": "function",
+             "function": {"name": "weather", "arguments": '{"city": "Paris"}'}},
+            {"id": "c2", "type": "function",
+             "function": {"name": "weather", "arguments": '{"city": "Rome"}'}},
+        ],
+    },
+    {"role": "tool", "content": "18C sunny", "tool_call_id": "c1", "name": "weather"},
+    {"role": "tool", "content": "error: ValueError: no station", "tool_call_id": "c2",
+     "name": "weather"},
+    {"role": "assistant", "content": "Paris is 18C and sunny."},
+]  # fmt: skip
+
+
+def test_show_and_markdown_export_say_which_tools_were_called(
+    cli: Cli, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sessionctl import Store
+
+    Store(home).session("t").add_messages(TOOL_EXCHANGE)
+    monkeypatch.setenv("SESSIONCTL_COLOR", "always")  # the terminal rendering
+    shown = SGR_CODE.sub("", ok(cli("show", "t")).stdout)
+    assert '→ weather({"city": "Paris"})  c1' in shown
+    assert '→ weather({"city": "Rome"})  c2' in shown
+    assert "tool  weather (c1)  #3" in shown and "18C sunny" in shown
+    markdown = ok(cli("export", "t", "-f", "markdown")).stdout
+    assert '- `weather` (`c1`): `{"city": "Paris"}`' in markdown
+    assert "## tool `weather` (`c2`) · " in markdown
+    monkeypatch.setenv("SESSIONCTL_COLOR", "never")  # piped text stays the exact content
+    assert ok(cli("show", "t")).stdout.splitlines()[1] == "assistant: "

@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from sessionctl.context import answer_reserve, assemble
+from sessionctl.context import AssembledContext, answer_reserve, assemble
 from sessionctl.errors import PromptTooLarge, UsageError
 from sessionctl.llm import estimate_tokens
 
 
-def chars(messages):
+def chars(messages: Sequence[Mapping[str, Any]]) -> int:
     """Fake counter: one token per content character, nothing else."""
     return sum(len(m.get("content") or "") for m in messages)
 
 
-def hist(*contents, start=1):
+def hist(*contents: str, start: int = 1) -> list[dict[str, Any]]:
     """History messages alternating user/assistant, seq from ``start``."""
     return [
         {"seq": start + i, "role": "user" if i % 2 == 0 else "assistant", "content": c, "id": i}
@@ -25,18 +26,20 @@ def hist(*contents, start=1):
     ]
 
 
-def run(prompt="p", history=(), **kw):
+def run(
+    prompt: str | Mapping[str, Any] = "p", history: Iterable[Any] = (), **kw: Any
+) -> AssembledContext:
     kw.setdefault("estimate", chars)
     kw.setdefault("context_window", 100)
     kw.setdefault("max_tokens", 0)
     return assemble(prompt, list(history), **kw)
 
 
-def contents(ctx):
+def contents(ctx: AssembledContext) -> list[Any]:
     return [m["content"] for m in ctx.messages]
 
 
-def test_everything_fits_in_order_with_system_and_prompt():
+def test_everything_fits_in_order_with_system_and_prompt() -> None:
     h = hist("a", "b", "c")
     ctx = run("new", h, system="sys", relevant=[h[0]])
     assert contents(ctx) == ["sys", "a", "b", "c", "new"]
@@ -47,13 +50,13 @@ def test_everything_fits_in_order_with_system_and_prompt():
     assert ctx.token_estimate == 3 + 1 + 1 + 1 + 3
 
 
-def test_history_sorted_by_seq_even_if_given_out_of_order():
+def test_history_sorted_by_seq_even_if_given_out_of_order() -> None:
     h = hist("a", "b", "c")
     ctx = run("p", list(reversed(h)))
     assert contents(ctx) == ["a", "b", "c", "p"]
 
 
-def test_only_wire_fields_are_sent():
+def test_only_wire_fields_are_sent() -> None:
     h = [
         {"seq": 1, "role": "user", "content": "q", "id": "x", "timestamp": "t", "metadata": {}},
         {
@@ -73,7 +76,7 @@ def test_only_wire_fields_are_sent():
     ]
 
 
-def test_recent_window_fills_budget_from_the_end():
+def test_recent_window_fills_budget_from_the_end() -> None:
     h = hist("aaaa", "bbbb", "cccc", "dddd")  # 4 tokens each
     # budget 20 - prompt 2 = 18 -> 4 messages would be 16... make it tight: window 14
     ctx = run("pp", h, context_window=14)  # room 12 -> 3 messages
@@ -82,19 +85,19 @@ def test_recent_window_fills_budget_from_the_end():
     assert ctx.token_estimate == 14
 
 
-def test_budget_edge_exact_fit_and_one_over():
+def test_budget_edge_exact_fit_and_one_over() -> None:
     h = hist("aaaa", "bbbb")
     assert run("pp", h, context_window=10).included_recent == [1, 2]  # 2+8 == 10
     assert run("pp", h, context_window=9).included_recent == [2]
 
 
-def test_recent_window_is_contiguous_even_if_an_older_small_message_would_fit():
+def test_recent_window_is_contiguous_even_if_an_older_small_message_would_fit() -> None:
     h = hist("a", "b" * 50, "c")
     ctx = run("p", h, context_window=10)
     assert ctx.included_recent == [3]  # never skips the big one to include "a"
 
 
-def test_answer_reserve_default_and_explicit():
+def test_answer_reserve_default_and_explicit() -> None:
     assert answer_reserve(100_000, None) == 4096
     assert answer_reserve(1000, None) == 250
     assert answer_reserve(1000, 10) == 10
@@ -106,7 +109,7 @@ def test_answer_reserve_default_and_explicit():
     assert ctx.included_recent == [2]
 
 
-def test_relevant_older_messages_are_added_when_history_does_not_fit():
+def test_relevant_older_messages_are_added_when_history_does_not_fit() -> None:
     h = hist(*(f"m{i:02d}" for i in range(1, 21)))  # 20 messages, 3 tokens each
     rel = [h[4], h[1]]  # seq 5 then seq 2 (best first)
     ctx = run("p", h, relevant=rel, context_window=31)  # room 30
@@ -119,10 +122,10 @@ def test_relevant_older_messages_are_added_when_history_does_not_fit():
     assert ctx.token_estimate == 31
 
 
-def test_relevant_lookup_is_lazy():
-    calls = []
+def test_relevant_lookup_is_lazy() -> None:
+    calls: list[int] = []
 
-    def lookup():
+    def lookup() -> list[dict[str, Any]]:
         calls.append(1)
         return [h[0]]
 
@@ -133,7 +136,7 @@ def test_relevant_lookup_is_lazy():
     assert ctx.included_relevant == [1] and calls == [1]
 
 
-def test_relevant_already_in_recent_window_is_not_duplicated():
+def test_relevant_already_in_recent_window_is_not_duplicated() -> None:
     h = hist(*(f"m{i:02d}" for i in range(1, 21)))
     rel = [h[19], h[18], h[2], h[2]]  # two in the window, one duplicated
     ctx = run("p", h, relevant=rel, context_window=31)
@@ -143,7 +146,7 @@ def test_relevant_already_in_recent_window_is_not_duplicated():
     assert not set(ctx.included_relevant) & set(ctx.included_recent)
 
 
-def test_relevant_limited_by_context_relevant_and_by_half_the_budget():
+def test_relevant_limited_by_context_relevant_and_by_half_the_budget() -> None:
     h = hist(*(f"m{i:02d}" for i in range(1, 21)))
     rel = [h[0], h[1], h[2], h[3]]
     assert run("p", h, relevant=rel, context_window=31, context_relevant=2).included_relevant == [
@@ -157,7 +160,7 @@ def test_relevant_limited_by_context_relevant_and_by_half_the_budget():
     assert ctx.included_relevant == [1]
 
 
-def test_relevant_skips_tool_messages_and_tool_calls():
+def test_relevant_skips_tool_messages_and_tool_calls() -> None:
     h = hist(*(f"m{i:02d}" for i in range(1, 21)))
     tool = {"seq": 1, "role": "tool", "content": "res", "tool_call_id": "c"}
     call = {"seq": 2, "role": "assistant", "content": "", "tool_calls": [{"id": "c"}]}
@@ -165,7 +168,7 @@ def test_relevant_skips_tool_messages_and_tool_calls():
     assert ctx.included_relevant == [3]
 
 
-def test_recent_window_never_starts_with_orphaned_tool_result():
+def test_recent_window_never_starts_with_orphaned_tool_result() -> None:
     h = [
         {"seq": 1, "role": "user", "content": "q" * 50},
         {"seq": 2, "role": "assistant", "content": "c", "tool_calls": [{"id": "c"}]},
@@ -176,7 +179,7 @@ def test_recent_window_never_starts_with_orphaned_tool_result():
     assert ctx.included_recent == [4]
 
 
-def test_context_recent_limits_the_window_and_enables_relevant():
+def test_context_recent_limits_the_window_and_enables_relevant() -> None:
     h = hist("a", "b", "c", "d", "e")
     ctx = run("p", h, context_recent=2, relevant=[h[0]])
     assert ctx.included_recent == [4, 5]
@@ -186,7 +189,7 @@ def test_context_recent_limits_the_window_and_enables_relevant():
     assert run("p", h, context_recent=50).included_recent == [1, 2, 3, 4, 5]
 
 
-def test_no_context_sends_only_system_and_prompt():
+def test_no_context_sends_only_system_and_prompt() -> None:
     h = hist("a", "b")
     ctx = run("p", h, system="s", no_context=True, relevant=[h[0]])
     assert contents(ctx) == ["s", "p"]
@@ -194,14 +197,14 @@ def test_no_context_sends_only_system_and_prompt():
     assert ctx.dropped == 2
 
 
-def test_system_prompt_is_kept_even_when_nothing_else_fits():
+def test_system_prompt_is_kept_even_when_nothing_else_fits() -> None:
     h = hist("aaaa", "bbbb")
     ctx = run("pp", h, system="ssss", context_window=7)
     assert contents(ctx) == ["ssss", "pp"]
     assert ctx.dropped == 2
 
 
-def test_prompt_alone_too_long_for_known_window_is_refused():
+def test_prompt_alone_too_long_for_known_window_is_refused() -> None:
     with pytest.raises(PromptTooLarge) as info:
         run("x" * 50, hist("a"), system="s", context_window=40, model="tiny")
     err = info.value
@@ -211,7 +214,7 @@ def test_prompt_alone_too_long_for_known_window_is_refused():
     assert "51 tokens" in message and "40-token context window" in message
 
 
-def test_prompt_too_long_for_unknown_window_is_refused_unless_forced():
+def test_prompt_too_long_for_unknown_window_is_refused_unless_forced() -> None:
     with pytest.raises(PromptTooLarge) as info:
         run("x" * 10_000, hist("a", "b"), context_window=None, max_tokens=None)
     assert "8192-token context window, assumed" in str(info.value)
@@ -220,22 +223,22 @@ def test_prompt_too_long_for_unknown_window_is_refused_unless_forced():
     assert ctx.context_window == 8192 and ctx.dropped == 2 and ctx.oversized
 
 
-def test_force_changes_nothing_when_the_prompt_fits():
+def test_force_changes_nothing_when_the_prompt_fits() -> None:
     ctx = run("p", hist("a", "b"), force=True)
     assert contents(ctx) == ["a", "b", "p"] and not ctx.oversized
 
 
-def test_max_tokens_leaving_no_room_is_a_usage_error():
+def test_max_tokens_leaving_no_room_is_a_usage_error() -> None:
     with pytest.raises(UsageError):
         run("p", [], context_window=100, max_tokens=100)
     with pytest.raises(UsageError):
         run("p", [], context_recent=-1)
 
 
-def test_exact_counter_used_only_near_the_budget():
-    calls = []
+def test_exact_counter_used_only_near_the_budget() -> None:
+    calls: list[Sequence[Mapping[str, Any]]] = []
 
-    def exact(messages):
+    def exact(messages: Sequence[Mapping[str, Any]]) -> int:
         calls.append(messages)
         return chars(messages)
 
@@ -248,17 +251,17 @@ def test_exact_counter_used_only_near_the_budget():
     assert ctx.included_recent == [1, 2]
 
 
-def test_exact_counter_can_fit_more_than_the_estimate():
+def test_exact_counter_can_fit_more_than_the_estimate() -> None:
     h = hist(*(["x" * 10] * 10))
 
-    def generous_estimate(messages):
+    def generous_estimate(messages: Sequence[Mapping[str, Any]]) -> int:
         return 2 * chars(messages)
 
     ctx = run("p", h, estimate=generous_estimate, count=chars, context_window=61)
     assert ctx.exact and len(ctx.included_recent) == 6
 
 
-def test_objects_with_attributes_and_string_prompt_mapping():
+def test_objects_with_attributes_and_string_prompt_mapping() -> None:
     @dataclass
     class Msg:
         seq: int
@@ -275,7 +278,7 @@ def test_objects_with_attributes_and_string_prompt_mapping():
     ]
 
 
-def test_default_estimate_is_conservative_for_prose():
+def test_default_estimate_is_conservative_for_prose() -> None:
     messages = [{"role": "user", "content": "The quick brown fox jumps over the lazy dog. " * 40}]
     # ~10 tokens per sentence with real tokenizers; the estimate must be above that
     assert estimate_tokens(messages) > 400

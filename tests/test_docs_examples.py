@@ -48,9 +48,9 @@ FENCE = re.compile(r"^```([\w-]*)\s*$")
 NOT_RUN = re.compile(r"^<!-- not run: .+ -->$")
 ANSWERS = re.compile(r"^<!-- the model answers: (.+) -->$")
 
-try:
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # Python 3.10
+else:  # Python 3.10
     import tomli as tomllib
 
 

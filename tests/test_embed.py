@@ -93,7 +93,7 @@ def test_shapes_norms_and_edge_cases(model: embed.Embedder) -> None:
     lone_surrogate = model.embed(["broken \ud800 text"])
     assert np.isfinite(lone_surrogate).all()
     with pytest.raises(TypeError):
-        model.embed("a str is not a list")  # type: ignore[arg-type]
+        model.embed("a str is not a list")
 
 
 def test_long_text_is_truncated_at_256_tokens(model: embed.Embedder) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import files_backend
 
 from sessionctl import Store
 from sessionctl.backend.files.lookup import messages_by_seq
@@ -32,7 +33,7 @@ def test_appends_are_indexed_without_a_full_scan(
     assert work.get_relevant("what colour do I like?", top_k=1, as_text=True) == [
         "my favourite colour is blue"
     ]
-    assert store.backend.path("work", ".index.stamp").exists()
+    assert files_backend(store).path("work", ".index.stamp").exists()
     work.add_message({"role": "user", "content": "my dog is called Rex"})
     _no_full_scan(monkeypatch, store)
     hits = work.get_relevant("what is my pet's name?", top_k=1)
@@ -66,9 +67,9 @@ def test_anything_but_appends_takes_the_full_sync(store: Store, change: str) -> 
     elif change == "clear":
         work.clear()
     elif change == "corrupt_index":
-        store.backend.path("work", ".faiss").write_bytes(b"garbage")
+        files_backend(store).path("work", ".faiss").write_bytes(b"garbage")
     else:
-        store.backend.path("work", ".index.stamp").unlink()
+        files_backend(store).path("work", ".index.stamp").unlink()
     got = work.get_relevant("what is my pet's name?", top_k=1, as_text=True)
     expected = [] if change in ("drop_last", "drop_id", "clear") else ["my dog is called Rex"]
     assert got == expected
@@ -81,12 +82,17 @@ def test_lookup_by_seq_skips_tombstones_and_corrupt_lines(store: Store) -> None:
         work.drop()
     work.drop(work.messages[10]["id"])
     work.add_messages([{"role": "user", "content": f"n{i}"} for i in range(5)])
-    path = store.backend.path("work")
+    path = files_backend(store).path("work")
     with open(path, "ab") as f:
         f.write(b'{"not json\n')
     expected = {m["seq"]: m["content"] for m in work.messages}
-    found = messages_by_seq(path, range(0, 320))
+    found = messages_by_seq(path, range(0, 320))  # many: one pass over the file
     assert {seq: m.content for seq, m in found.items()} == expected
+    for few in ([5], [1, 150, 299], [11, 303], list(range(0, 320, 40))):  # a search per seq
+        found = messages_by_seq(path, few)
+        assert {seq: m.content for seq, m in found.items()} == {
+            seq: text for seq, text in expected.items() if seq in few
+        }, few
 
 
 def test_search_api_reports_the_same_hits_on_both_paths(store: Store) -> None:
@@ -106,7 +112,7 @@ def test_an_unfinished_write_at_the_end_is_not_indexed_by_the_fast_path(store: S
     work.add_message({"role": "user", "content": "my favourite colour is blue"})
     assert work.get_relevant("colour", top_k=1, as_text=True)
     # Half of a two-message write, as a crash leaves it: a record that says one follows.
-    with open(store.backend.path("work"), "ab") as f:
+    with open(files_backend(store).path("work"), "ab") as f:
         f.write(
             b'{"type":"message","id":"01JBZZZZZZZZZZZZZZZZZZZZZZ","seq":2,"role":"user",'
             b'"content":"my dog is called Rex","created_at":"2026-01-01T00:00:00.000000Z",'
@@ -121,8 +127,6 @@ def test_the_fast_path_does_not_rehash_an_unchanged_index_file(
 ) -> None:
     import hashlib
 
-    from sessionctl.backend.files import storage
-
     work = store.session("work")
     work.add_message({"role": "user", "content": "my favourite colour is blue"})
     assert work.get_relevant("colour", top_k=1, as_text=True)
@@ -133,11 +137,11 @@ def test_the_fast_path_does_not_rehash_an_unchanged_index_file(
         hashed.append(1)
         return real(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(storage.hashlib, "sha256", counting)
+    monkeypatch.setattr(hashlib, "sha256", counting)  # the module storage.py hashes with
     assert work.get_relevant("colour", top_k=1, as_text=True)  # a fresh Store object below too
     assert Store(store.home).session("work").get_relevant("colour", top_k=1, as_text=True)
     assert hashed == []
-    path = store.backend.path("work", ".faiss")
+    path = files_backend(store).path("work", ".faiss")
     os_data = path.read_bytes()
     path.write_bytes(os_data)  # same bytes, new mtime: the full check comes back
     assert Store(store.home).session("work").get_relevant("colour", top_k=1, as_text=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,9 +16,9 @@ from sessionctl._build.docmodel import command_tree
 from sessionctl.config import ENV_VARS
 from sessionctl.errors import ExitCode
 
-try:
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # Python 3.10
+else:  # Python 3.10
     import tomli as tomllib
 
 MAN = REPO / "man" / "sessionctl.1"

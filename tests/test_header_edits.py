@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import REPO, Cli
@@ -331,7 +332,7 @@ def test_recent_with_a_role_filter_over_many_blocks_matches_a_full_read(home: Pa
     hand-written record, a role in metadata) is parsed: the result is a full read's."""
     store = Store(home)
     session = store.session("big")
-    batch = [
+    batch: list[dict[str, Any]] = [
         {"role": ("user", "assistant")[i % 2], "content": f"c{i} " + "w" * 60} for i in range(3000)
     ]
     batch[10] = {"role": "system", "content": "early system"}

@@ -304,3 +304,147 @@ def test_secrets_are_redacted_on_import(cli: Cli, tmp_path: Path) -> None:
     summary(cli, "--from", "openai", str(path))
     stored = exported(cli, "openai-s")["messages"][0]["content"]
     assert secret not in stored
+
+
+# -- many sessions at once (created in groups: SessionStore.create_many) -------------------------
+
+
+def _many(path: Path, count: int, turns: int = 4) -> None:
+    with path.open("w") as stream:
+        for c in range(count):
+            messages = [
+                {"role": "user" if t % 2 == 0 else "assistant", "content": f"conv {c} turn {t}"}
+                for t in range(turns)
+            ]
+            stream.write(json.dumps({"messages": messages}) + "\n")
+
+
+def _transcripts(home: Path) -> dict[str, int]:
+    """name -> number of message records, of every session file under ``home``."""
+    out = {}
+    for path in (home / "sessions").glob("*.jsonl"):
+        lines = path.read_text().splitlines()
+        out[path.stem] = sum(1 for line in lines if json.loads(line).get("type") == "message")
+    return out
+
+
+def test_many_sessions_private_complete_and_idempotent(
+    cli: Cli, home: Path, tmp_path: Path
+) -> None:
+    source = tmp_path / "many.jsonl"
+    _many(source, 700)  # more than one group of the service and of the file backend
+    got = summary(cli, "--from", "openai", str(source))
+    assert (got["sessions_created"], got["messages_added"]) == (700, 2800)
+    assert _transcripts(home) == {f"openai-many-{n}": 4 for n in range(1, 701)}
+    modes = {oct(p.stat().st_mode & 0o777) for p in (home / "sessions").iterdir()}
+    assert modes == {"0o600"} and oct((home / "sessions").stat().st_mode & 0o777) == "0o700"
+    assert not [p for p in (home / "sessions").iterdir() if p.name.endswith(".tmp")]
+    listed = cli("list", "--json")
+    assert listed.exit_code == 0 and len(json.loads(listed.stdout)["sessions"]) == 700
+    assert exported(cli, "openai-many-5")["messages"][1]["content"] == "conv 4 turn 1"
+    again = summary(cli, "--from", "openai", str(source))
+    assert (again["messages_added"], again["sessions_unchanged"]) == (0, 700)
+    # a taken name in a group: SessionExists before anything of it is written
+    from sessionctl import SessionExists, Store
+    from sessionctl.backend.base import NewSession, SessionHeader
+
+    backend = Store(home).backend
+    header = SessionHeader(
+        "01J0000000000000000000000A", "2025-01-01T00:00:00Z", "2025-01-01T00:00:00Z"
+    )
+    with pytest.raises(SessionExists):
+        backend.create_many(
+            [NewSession("fresh", header, []), NewSession("openai-many-1", header, [])]
+        )
+    with pytest.raises(SessionExists):
+        backend.create_many([NewSession("twice", header, []), NewSession("twice", header, [])])
+    assert not backend.exists("fresh") and not backend.exists("twice")
+    backend.close()
+
+
+def test_a_killed_import_leaves_sessions_whole_or_absent(home: Path, tmp_path: Path) -> None:
+    import signal
+    import sys
+    import time
+
+    source = tmp_path / "big.jsonl"
+    _many(source, 3000, turns=6)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    argv = [sys.executable, "-m", "sessionctl", "import", "--from", "openai", str(source)]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    sessions = home / "sessions"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if sessions.is_dir() and any(p.suffix == ".jsonl" for p in sessions.iterdir()):
+            break
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.stderr is not None
+    proc.stderr.close()
+    found = _transcripts(home)
+    assert 0 < len(found) < 3000  # killed in the middle
+    assert set(found.values()) == {6}  # every session there is whole
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert _transcripts(home) == {f"openai-big-{n}": 6 for n in range(1, 3001)}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2025-01-01T10:00:00.123456Z", "2025-01-01T10:00:00Z", "2025-01-01T10:00:00.123Z",
+        "2024-02-29T23:59:59.999Z", "2025-02-30T10:00:00.000000Z", "2025-01-01T25:00:00.000Z",
+        "1000-01-01T00:00:00Z", "0999-01-01T00:00:00Z", "2025-01-01T23:59:60Z",
+        "2025-01-01T10:00:00.1234Z", "2025-01-01T10:00:00.123456+02:00", "9999-12-31T23:59:59Z",
+    ],
+)  # fmt: skip
+def test_quick_time_check_gives_what_the_full_one_gives(value: str) -> None:
+    from sessionctl.service.importing import Invalid, message_from
+    from sessionctl.timeutil import format_iso, parse_iso
+
+    expected: str | None = None
+    try:
+        normal = format_iso(parse_iso(value))
+        parse_iso(normal)
+        expected = normal
+    except (ValueError, OverflowError):
+        pass
+    try:
+        got: str | None = message_from({"role": "user", "created_at": value}, 1).created_at
+    except Invalid:
+        got = None
+    assert got == expected
+
+
+def test_stable_ids_hash_what_json_dumps_spells() -> None:
+    import hashlib
+
+    from sessionctl.sources import stable_id
+
+    for parts in (
+        ("llm", "01abc", "system"), ("chatgpt", "k", 3, -7, 10**30),
+        ("x", 'é"\\\n\x00\u2028😀'), ("s", True, None, 1.5, ["a"]), ("claude-code",),
+    ):  # fmt: skip
+        digest = hashlib.sha256(json.dumps(list(parts), default=str).encode()).hexdigest()
+        assert stable_id(*parts) == f"{parts[0].replace('-', '')}-{digest[:24]}"
+
+
+def test_source_times_read_as_strftime_spells_them() -> None:
+    import random
+    from datetime import datetime, timezone
+
+    from sessionctl.sources import _time
+
+    def spelled(value: float | str) -> str:
+        if isinstance(value, float):
+            stamp = datetime.fromtimestamp(value, timezone.utc)
+        else:
+            stamp = datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(timezone.utc)
+        return stamp.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+    rng = random.Random(17)
+    values: list[float | str] = [1.7e9, 0.0, 1700000000.9999, -6e10, 253402300799.999]
+    values += [rng.uniform(-6.2e10, 2.5e11) for _ in range(2000)]
+    values += ["2025-01-01T10:00:00.123456+02:00", "0999-05-01T00:00:00Z", "2025-01-01T23:59:59Z"]
+    assert [_time(v) for v in values] == [spelled(v) for v in values]

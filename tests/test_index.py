@@ -7,8 +7,9 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -143,7 +144,9 @@ def _ids_disagree(index: SidecarIndex) -> None:
     _write_json(index.manifest_path, {"seqs": [[1, 2], [4, 5]], "count": 4, "digests": zeros})
 
 
-DAMAGE = {
+# Each action damages a SidecarIndex; typed `...` since typed lambdas reject tuples of calls
+# that return None (func-returns-value), which is how these chain two steps.
+DAMAGE: dict[str, tuple[Callable[..., Any], str]] = {
     "missing": (lambda ix: (ix.faiss_path.unlink(), ix.manifest_path.unlink()), "index missing"),
     "faiss missing": (lambda ix: ix.faiss_path.unlink(), "index file missing"),
     "manifest missing": (lambda ix: ix.manifest_path.unlink(), "manifest missing"),
@@ -264,7 +267,8 @@ def test_inclusive_threshold(index: SidecarIndex) -> None:
     query = fake.embed(["q"])[0]
     hits = index.search(query, 5, max_distance=0.3)
     assert [seq for seq, _ in hits] == [3, 1]  # distance 0 and 0.3 (inclusive); "far" is 1.0
-    assert index.search(query, 5, max_distance=0.29) == [(3, pytest.approx(0.0, abs=1e-6))]
+    # pytest.approx equals a float at run time; mypy's strict equality cannot know that
+    assert index.search(query, 5, max_distance=0.29) == [(3, pytest.approx(0.0, abs=1e-6))]  # type: ignore[comparison-overlap]
     assert [s for s, _ in index.search(query, 5, max_distance=1.0)] == [3, 1, 2]
     assert within_threshold(0.3, 0.3) and within_threshold(0.3000004, 0.3)
     assert not within_threshold(0.30001, 0.3)
@@ -446,7 +450,7 @@ class LazyDimension(FakeEmbedder):
         self.probes = 0
         self._seen = False
 
-    @property  # type: ignore[override]
+    @property
     def dimension(self) -> int:
         if not self._seen:
             self.probes += 1
@@ -518,6 +522,7 @@ def _replace_faiss_file(index: SidecarIndex, new: object, index_type: str) -> No
     """Swap in another FAISS index over the same ids, with a manifest that vouches for it."""
     import faiss
 
+    assert isinstance(new, faiss.Index)
     faiss.write_index(new, str(index.faiss_path))
     data = index.faiss_path.read_bytes()
     update = {"faiss_sha256": hashlib.sha256(data).hexdigest(), "faiss_bytes": len(data)}
@@ -529,6 +534,7 @@ def _stored(index: SidecarIndex) -> str:
     import faiss
 
     outer = faiss.read_index(str(index.faiss_path))  # owns the inner index: keep it alive
+    assert isinstance(outer, faiss.IndexIDMap)  # read_index returns the downcast type
     inner = faiss.downcast_index(outer.index)
     if isinstance(inner, faiss.IndexFlat):
         return "float32"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, Cli
+from conftest import REPO, Cli, as_dicts
 
 from sessionctl import Store
 from sessionctl.backend.files.manifest import ManifestError, from_ranges
@@ -281,7 +281,7 @@ def test_an_unexpected_failure_in_one_session_is_isolated(
     warned: list[str] = []
     quiet = Store(home, warn=warned.append)
     # The faults are the vector side's (the keyword index reads b fine): search by meaning.
-    hits = quiet.get_relevant("deploy", top_k=10, mode="vector")
+    hits = as_dicts(quiet.get_relevant("deploy", top_k=10, mode="vector"))
     assert {h["session"] for h in hits} == {"a", "c"}
     assert warned == [
         "session 'b' skipped: internal error OverflowError: Python int too large to convert "
@@ -358,7 +358,7 @@ def test_reindex_all_skips_what_vanished_mid_run(store: Store, home: Path) -> No
     for name in ("s0", "s1", "s2", "zz"):
         assert _path(home, name, ".faiss").exists() and _path(home, name, ".index.json").exists()
     assert not any(_path(home, n, s).exists() for n in ("s3", "s4") for s in (".faiss", ".lock"))
-    hits = quiet.get_relevant("zz message 1", sessions=["zz"], top_k=1)
+    hits = as_dicts(quiet.get_relevant("zz message 1", sessions=["zz"], top_k=1))
     assert hits[0]["content"] == "s4 message 1"
     assert len(warned) == 2  # the renamed session's index was current: no rebuild warning
 

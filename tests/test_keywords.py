@@ -246,9 +246,12 @@ def test_the_unfiltered_ranking_is_the_filtered_one_ties_across_the_cut_included
     store.session("z").add_messages(  # and distinct scores: longer, lower
         [{"role": "user", "content": "deploy " + "filler " * j} for j in range(1, 8)]
     )
+    store.session("y").add_messages(  # a tie larger than the few fetched first (k=1: 20)
+        [{"role": "user", "content": "deploy notes"} for _ in range(30)]
+    )
     keywords = store.backend.vectors.keywords  # type: ignore[attr-defined]
     everyone = sorted(store.names())
-    for k in range(1, 22):
+    for k in [*range(1, 22), 40, 60]:
         fast = keywords.search("deploy notes", k=k, names=None, roles=None)
         full = keywords.search("deploy notes", k=k, names=everyone, roles=None)
         assert [(s, q) for s, q, _, _ in fast] == [(s, q) for s, q, _, _ in full], k

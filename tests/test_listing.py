@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import count_listings, settle
+from conftest import count_listings, files_backend, settle
 
 from sessionctl import Store
 from sessionctl.backend.files import activity, listing
@@ -21,14 +21,14 @@ def store(home: Path) -> Store:
 
 
 def _settle(store: Store) -> None:
-    settle(store.backend.sessions_dir)
+    settle(files_backend(store).sessions_dir)
 
 
 def _oracle(store: Store) -> list[tuple[str, int]]:
     """Every live session newest first, from first principles: log time, else mtime."""
     logged = ActivityLog(store.home / LOG_NAME).read()
     entries = []
-    for path in store.backend.sessions_dir.glob("*.jsonl"):
+    for path in files_backend(store).sessions_dir.glob("*.jsonl"):
         name = path.name[: -len(".jsonl")]
         entries.append((name, logged.get(name) or path.stat().st_mtime_ns))
     return sorted(entries, key=lambda e: (-e[1], e[0]))
@@ -37,11 +37,11 @@ def _oracle(store: Store) -> list[tuple[str, int]]:
 def _pages(store: Store, limit: int | None) -> list[tuple[str, int]]:
     """Walk the backend's pages of ``limit`` as `list --cursor` does."""
     if limit is None:
-        return store.backend.newest(None)
+        return files_backend(store).newest(None)
     seen: list[tuple[str, int]] = []
     after = None
     for _ in range(100):
-        page = store.backend.newest(limit, after)
+        page = files_backend(store).newest(limit, after)
         seen += page
         if len(page) < limit:
             return seen
@@ -67,7 +67,7 @@ def test_pages_from_the_snapshot_equal_pages_from_scratch(
     for name in names:
         store.session(name).add_message({"role": "user", "content": name})
     for name in ("hand-a", "hand-b"):  # copied in by hand: never logged
-        store.backend.path(name).write_bytes(store.backend.path("s00").read_bytes())
+        files_backend(store).path(name).write_bytes(files_backend(store).path("s00").read_bytes())
     _settle(store)
     assert _pages(store, None) == _oracle(store)  # lists the directory, writes the stamp
     first = _stamp(store)
@@ -82,13 +82,13 @@ def test_pages_from_the_snapshot_equal_pages_from_scratch(
             log.touch(rng.choice([*names, "hand-a"]), rng.choice([1_000, 2_000, 3_000]), reset=True)
         elif op == 2:
             when = time.time() + rng.randrange(-3600, 3600)
-            os.utime(store.backend.path("hand-b"), (when, when))  # edited by hand
+            os.utime(files_backend(store).path("hand-b"), (when, when))  # edited by hand
         expected = _oracle(store)
         for limit in (1, 2, 5, None):
             assert _pages(store, limit) == expected, (step, limit)
         cut = rng.randrange(len(expected))  # the rest after any session, unpaged
         after = (-expected[cut][1], expected[cut][0])
-        assert store.backend.newest(None, after) == expected[cut + 1 :], step
+        assert files_backend(store).newest(None, after) == expected[cut + 1 :], step
     assert listed == []  # every page came from the snapshot and the log's tail
     last = _stamp(store)
     assert last.offset != first.offset  # the tail was folded into a new stamp ...
@@ -111,10 +111,10 @@ def test_a_first_page_reads_only_the_top_of_the_snapshot(
     cut = data.rstrip(b"\n").rfind(b"\n") + 1
     path.write_bytes(data[:cut] + b"x" * (len(data) - cut - 1) + b"\n")
     listed = count_listings(monkeypatch)
-    assert store.backend.newest(3) == expected[:3] and listed == []
-    assert store.backend.newest(None) == expected and len(listed) == 1  # noticed: listed
+    assert files_backend(store).newest(3) == expected[:3] and listed == []
+    assert files_backend(store).newest(None) == expected and len(listed) == 1  # noticed: listed
     path.write_bytes(data[:cut] + b"x" * (len(data) - cut - 1) + b"\n")
-    assert store.backend.activity_times() == dict(expected) and len(listed) == 2
+    assert files_backend(store).activity_times() == dict(expected) and len(listed) == 2
 
 
 @pytest.mark.parametrize(
@@ -217,7 +217,7 @@ def test_folds_and_compactions_under_concurrent_appends_lose_nothing(
     def read() -> None:
         try:
             while not stop.is_set():
-                page = store.backend.newest(5)
+                page = files_backend(store).newest(5)
                 assert page == sorted(page, key=listing.newest_first)
                 assert len({n for n, _ in page}) == len(page) == 5
         except BaseException as exc:  # pragma: no cover - reported below
@@ -233,6 +233,6 @@ def test_folds_and_compactions_under_concurrent_appends_lose_nothing(
     for thread in readers:
         thread.join()
     assert errors == []
-    assert store.backend.activity_times() == last  # no append lost to a fold or compaction
+    assert files_backend(store).activity_times() == last  # no append lost to a fold or compaction
     assert _pages(store, 3) == _oracle(store)
     assert _stamp(store).offset > 0 and log.path.stat().st_size < 8192

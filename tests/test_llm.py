@@ -13,7 +13,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from llm_server import FakeLLMServer, Reply, refused_port
@@ -46,7 +48,7 @@ PATHS = ["direct", "litellm"]
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch):
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in list(os.environ):
         low = var.lower()
         if low.endswith("_proxy") or var in (
@@ -58,12 +60,12 @@ def clean_env(monkeypatch):
 
 
 @pytest.fixture
-def server():
+def server() -> Iterator[FakeLLMServer]:
     with FakeLLMServer(max_stall=5.0) as srv:
         yield srv
 
 
-def make(srv, path, **kw):
+def make(srv: FakeLLMServer, path: str, **kw: Any) -> ChatRequest:
     kw.setdefault("model", "openai/test-model")
     kw.setdefault("api_base", srv.base_url)
     kw.setdefault("messages", MESSAGES)
@@ -73,7 +75,7 @@ def make(srv, path, **kw):
     return req
 
 
-def assert_clean(err: BaseException):
+def assert_clean(err: BaseException) -> None:
     text = str(err)
     assert isinstance(err, ProviderError) and err.exit_code == 4
     assert text and "\n" not in text and len(text) < 600
@@ -85,7 +87,7 @@ def assert_clean(err: BaseException):
 # -- routing and model facts ----------------------------------------------------------
 
 
-def test_routing_rules(monkeypatch):
+def test_routing_rules(monkeypatch: pytest.MonkeyPatch) -> None:
     base = "http://127.0.0.1:9/v1"
     direct = [
         ("openai/anything", base),
@@ -117,7 +119,9 @@ def test_routing_rules(monkeypatch):
     assert uses_direct_path(ChatRequest("openai/x", [], api_base=base))
 
 
-def test_openai_base_url_env_is_honoured_like_litellm(server, monkeypatch):
+def test_openai_base_url_env_is_honoured_like_litellm(
+    server: FakeLLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
     monkeypatch.setenv("OPENAI_API_KEY", SENTINEL)
     req = ChatRequest("gpt-4o-mini", MESSAGES)
@@ -129,7 +133,7 @@ def test_openai_base_url_env_is_honoured_like_litellm(server, monkeypatch):
     assert sent.body["stream"] is True
 
 
-def test_context_window_from_litellms_map_without_importing_it():
+def test_context_window_from_litellms_map_without_importing_it() -> None:
     assert context_window("gpt-4o") == 128000
     assert context_window("openai/gpt-4o") == 128000
     assert context_window("ollama/llama3") == 8192
@@ -137,7 +141,7 @@ def test_context_window_from_litellms_map_without_importing_it():
     assert context_window("openai/test-model") is None
 
 
-def test_token_counting():
+def test_token_counting() -> None:
     msgs = [{"role": "user", "content": "hello world"}]
     exact = count_tokens("gpt-4o", msgs)
     assert 5 <= exact <= 12
@@ -149,7 +153,7 @@ def test_token_counting():
     assert count_tokens("openai/test-model", prose) == estimate_tokens(prose)
 
 
-def test_request_repr_hides_the_key():
+def test_request_repr_hides_the_key() -> None:
     req = ChatRequest("openai/x", [], api_key=SENTINEL)
     assert SENTINEL not in repr(req)
 
@@ -158,7 +162,7 @@ def test_request_repr_hides_the_key():
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_streaming_answer_usage_model_and_request_body(server, path):
+def test_streaming_answer_usage_model_and_request_body(server: FakeLLMServer, path: str) -> None:
     server.push(Reply(text="Hello there, streaming world!", chunk_size=4))
     req = make(server, path, api_key=SENTINEL, temperature=0.25, max_tokens=77)
     with chat(req) as stream:
@@ -185,7 +189,7 @@ def test_streaming_answer_usage_model_and_request_body(server, path):
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_non_streaming_answer(server, path):
+def test_non_streaming_answer(server: FakeLLMServer, path: str) -> None:
     server.push(Reply(text="Whole answer.", model="served-model"))
     stream = chat(make(server, path, stream=False, api_key="sk-x"))
     result = stream.read()
@@ -197,7 +201,7 @@ def test_non_streaming_answer(server, path):
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_server_without_usage_or_done_is_fine(server, path):
+def test_server_without_usage_or_done_is_fine(server: FakeLLMServer, path: str) -> None:
     server.push(Reply(text="no usage here", send_usage=False, send_done=False))
     result = chat(make(server, path, api_key="sk-x")).read()
     assert result.content == "no usage here"
@@ -205,16 +209,16 @@ def test_server_without_usage_or_done_is_fine(server, path):
         assert result.usage is None  # (litellm computes its own usage when none comes)
 
 
-def test_direct_path_sends_no_authorization_without_a_key(server):
+def test_direct_path_sends_no_authorization_without_a_key(server: FakeLLMServer) -> None:
     chat(make(server, "direct")).read()
     assert "Authorization" not in server.requests[-1].headers
 
 
-def test_litellm_path_works_without_a_key_for_local_servers(server):
+def test_litellm_path_works_without_a_key_for_local_servers(server: FakeLLMServer) -> None:
     assert chat(make(server, "litellm")).read().content == Reply().text
 
 
-def test_openai_itself_gets_max_completion_tokens(server):
+def test_openai_itself_gets_max_completion_tokens(server: FakeLLMServer) -> None:
     from urllib.parse import urlsplit
 
     from sessionctl.llm._http import open_stream
@@ -227,20 +231,20 @@ def test_openai_itself_gets_max_completion_tokens(server):
     assert body["max_completion_tokens"] == 50 and "max_tokens" not in body
 
 
-def test_direct_path_drops_stream_options_if_the_server_rejects_them(server):
+def test_direct_path_drops_stream_options_if_the_server_rejects_them(server: FakeLLMServer) -> None:
     server.default = Reply(text="ok", reject_stream_options=True)
     assert chat(make(server, "direct")).read().content == "ok"
     assert [("stream_options" in r.body) for r in server.requests] == [True, False]
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_slow_first_byte_within_the_timeout(server, path):
+def test_slow_first_byte_within_the_timeout(server: FakeLLMServer, path: str) -> None:
     server.push(Reply(text="late", first_byte_delay=0.5))
     assert chat(make(server, path, timeout=5, api_key="sk-x")).read().content == "late"
 
 
 @pytest.mark.parametrize(("path", "size"), [("direct", 3_000_000), ("litellm", 300_000)])
-def test_huge_answer(server, path, size):
+def test_huge_answer(server: FakeLLMServer, path: str, size: int) -> None:
     text = ("0123456789abcdef" * (size // 16 + 1))[:size]
     server.push(Reply(text=text, chunk_size=4096))
     assert chat(make(server, path, api_key="sk-x")).read().content == text
@@ -249,7 +253,9 @@ def test_huge_answer(server, path, size):
 # -- failures over both paths ---------------------------------------------------------
 
 
-def _fail(server, path, reply, **kw):
+def _fail(
+    server: FakeLLMServer, path: str, reply: Reply | None, **kw: Any
+) -> tuple[ProviderError, float]:
     if reply is not None:
         server.push(reply)
     kw.setdefault("api_key", SENTINEL)
@@ -262,27 +268,27 @@ def _fail(server, path, reply, **kw):
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_401_auth_error_never_shows_the_key(server, path):
+def test_401_auth_error_never_shows_the_key(server: FakeLLMServer, path: str) -> None:
     err, _ = _fail(server, path, Reply(status=401, echo_auth=True))
     assert isinstance(err, AuthenticationFailed)
     assert "401" in str(err) and "OPENAI_API_KEY" in str(err)
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_429_rate_limited(server, path):
+def test_429_rate_limited(server: FakeLLMServer, path: str) -> None:
     err, _ = _fail(server, path, Reply(status=429, headers={"Retry-After": "0"}))
     assert isinstance(err, RateLimited)
     assert len(server.requests) == 1  # retries=0
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_500_server_error(server, path):
+def test_500_server_error(server: FakeLLMServer, path: str) -> None:
     err, _ = _fail(server, path, Reply(status=500))
     assert isinstance(err, ServerError)
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_404_bad_model(server, path):
+def test_404_bad_model(server: FakeLLMServer, path: str) -> None:
     body = {"error": {"message": "The model `nope` does not exist", "code": "model_not_found"}}
     err, _ = _fail(server, path, Reply(status=404, error=body))
     assert isinstance(err, BadModel)
@@ -290,7 +296,7 @@ def test_404_bad_model(server, path):
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_context_length_exceeded(server, path):
+def test_context_length_exceeded(server: FakeLLMServer, path: str) -> None:
     body = {
         "error": {
             "message": "This model's maximum context length is 8192 tokens.",
@@ -303,7 +309,7 @@ def test_context_length_exceeded(server, path):
 
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("reset", [False, True])
-def test_connection_dropped_mid_stream(server, path, reset):
+def test_connection_dropped_mid_stream(server: FakeLLMServer, path: str, reset: bool) -> None:
     server.push(Reply(text="abcdefghijklmnopqrstuvwxyz", chunk_size=3, drop_after=2, reset=reset))
     stream = chat(make(server, path, api_key=SENTINEL))
     got = []
@@ -317,7 +323,7 @@ def test_connection_dropped_mid_stream(server, path, reset):
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_stall_mid_stream_times_out(server, path):
+def test_stall_mid_stream_times_out(server: FakeLLMServer, path: str) -> None:
     server.push(Reply(text="abcdefghijkl", chunk_size=3, stall_after=2))
     stream = chat(make(server, path, timeout=1.0, api_key=SENTINEL))
     started = time.monotonic()
@@ -329,14 +335,14 @@ def test_stall_mid_stream_times_out(server, path):
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_no_first_byte_times_out(server, path):
+def test_no_first_byte_times_out(server: FakeLLMServer, path: str) -> None:
     err, elapsed = _fail(server, path, Reply(first_byte_delay=4), timeout=1.0)
     assert isinstance(err, ProviderTimeout)
     assert elapsed < 3.5
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_connection_refused(server, path):
+def test_connection_refused(server: FakeLLMServer, path: str) -> None:
     port = refused_port()
     err, _ = _fail(server, path, None, api_base=f"http://127.0.0.1:{port}/v1")
     assert isinstance(err, ConnectionFailed)
@@ -344,23 +350,23 @@ def test_connection_refused(server, path):
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_malformed_stream(server, path):
+def test_malformed_stream(server: FakeLLMServer, path: str) -> None:
     err, _ = _fail(server, path, Reply(malformed=True))
     assert isinstance(err, BadResponse)
 
 
-def test_error_event_mid_stream(server):
+def test_error_event_mid_stream(server: FakeLLMServer) -> None:
     body = {"message": "Rate limit reached", "code": "rate_limit_exceeded"}
     err, _ = _fail(server, "direct", Reply(error_mid_stream=body))
     assert isinstance(err, RateLimited)
 
 
-def test_invalid_api_base_is_a_usage_error():
+def test_invalid_api_base_is_a_usage_error() -> None:
     with pytest.raises(UsageError):
         chat(ChatRequest("openai/x", MESSAGES, api_base="localhost:8000"))
 
 
-def test_missing_key_for_openai_itself_fails_before_any_network():
+def test_missing_key_for_openai_itself_fails_before_any_network() -> None:
     with pytest.raises(AuthenticationFailed) as info:
         chat(ChatRequest("gpt-4o-mini", MESSAGES))
     assert "OPENAI_API_KEY" in str(info.value)
@@ -369,7 +375,7 @@ def test_missing_key_for_openai_itself_fails_before_any_network():
 # -- retries (direct path) ----------------------------------------------------------------
 
 
-def test_retries_429_and_5xx_before_the_first_byte(server):
+def test_retries_429_and_5xx_before_the_first_byte(server: FakeLLMServer) -> None:
     server.push(
         Reply(status=429, headers={"Retry-After": "0"}), Reply(status=503), Reply(text="ok")
     )
@@ -379,7 +385,7 @@ def test_retries_429_and_5xx_before_the_first_byte(server):
     assert time.monotonic() - started < 3
 
 
-def test_long_retry_after_is_reported_not_waited_for(server):
+def test_long_retry_after_is_reported_not_waited_for(server: FakeLLMServer) -> None:
     server.push(Reply(status=429, headers={"Retry-After": "60"}))
     started = time.monotonic()
     with pytest.raises(RateLimited) as info:
@@ -389,14 +395,14 @@ def test_long_retry_after_is_reported_not_waited_for(server):
     assert len(server.requests) == 1
 
 
-def test_gives_up_after_the_retries(server):
+def test_gives_up_after_the_retries(server: FakeLLMServer) -> None:
     server.default = Reply(status=500)
     with pytest.raises(ServerError):
         chat(make(server, "direct", retries=1))
     assert len(server.requests) == 2
 
 
-def test_litellm_path_retries_too(server):
+def test_litellm_path_retries_too(server: FakeLLMServer) -> None:
     server.push(Reply(status=503), Reply(text="ok"))
     assert chat(make(server, "litellm", retries=1, api_key="sk-x")).read().content == "ok"
     assert len(server.requests) == 2
@@ -406,7 +412,7 @@ def test_litellm_path_retries_too(server):
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_interrupt_in_the_callers_loop_keeps_partial_text(server, path):
+def test_interrupt_in_the_callers_loop_keeps_partial_text(server: FakeLLMServer, path: str) -> None:
     server.push(Reply(text="one two three four five six seven", chunk_size=4, chunk_delay=0.05))
     with pytest.raises(KeyboardInterrupt), chat(make(server, path, api_key="sk-x")) as stream:
         for i, _ in enumerate(stream):
@@ -420,7 +426,7 @@ def test_interrupt_in_the_callers_loop_keeps_partial_text(server, path):
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_sigint_while_waiting_for_data_keeps_partial_text(server, path):
+def test_sigint_while_waiting_for_data_keeps_partial_text(server: FakeLLMServer, path: str) -> None:
     server.push(Reply(text="abcdefghijkl", chunk_size=3, stall_after=2))
     stream = chat(make(server, path, api_key="sk-x"))
     assert next(stream) + next(stream) == "abcdef"
@@ -437,7 +443,7 @@ def test_sigint_while_waiting_for_data_keeps_partial_text(server, path):
     assert list(stream) == []  # closed: iteration ends
 
 
-def test_close_aborts(server):
+def test_close_aborts(server: FakeLLMServer) -> None:
     server.push(Reply(text="abcdefghijkl", chunk_size=3, chunk_delay=0.05))
     stream = chat(make(server, "direct"))
     assert next(stream) == "abc"
@@ -462,7 +468,7 @@ def _run_py(code: str) -> str:
 HEAVY = ("litellm", "httpx", "openai", "tiktoken")
 
 
-def test_import_is_cheap():
+def test_import_is_cheap() -> None:
     out = _run_py(
         "import sys, json, sessionctl.llm, sessionctl.context\n"
         "sessionctl.llm.context_window('gpt-4o')\n"
@@ -472,7 +478,7 @@ def test_import_is_cheap():
     assert json.loads(out) == []
 
 
-def test_direct_chat_in_a_fresh_process_never_imports_litellm(server):
+def test_direct_chat_in_a_fresh_process_never_imports_litellm(server: FakeLLMServer) -> None:
     server.push(Reply(text="fresh"))
     out = _run_py(
         "import sys, json\n"
@@ -485,7 +491,7 @@ def test_direct_chat_in_a_fresh_process_never_imports_litellm(server):
     assert json.loads(out) == ["fresh", []]
 
 
-OVERFLOWS = {
+OVERFLOWS: dict[str, tuple[dict[str, Any], int | None, int | None]] = {
     # llama.cpp llama-server (as measured against a real one; see docs/providers.md)
     "llama.cpp request": (
         {
@@ -546,7 +552,9 @@ OVERFLOWS = {
 
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("shape", sorted(OVERFLOWS))
-def test_every_overflow_shape_is_the_same_error_on_both_paths(server, path, shape):
+def test_every_overflow_shape_is_the_same_error_on_both_paths(
+    server: FakeLLMServer, path: str, shape: str
+) -> None:
     body, window, requested = OVERFLOWS[shape]
     err, _ = _fail(server, path, Reply(status=400, error=body))
     assert isinstance(err, ContextTooLong), (shape, str(err))

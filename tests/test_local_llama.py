@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import stat
 import subprocess
@@ -208,7 +209,8 @@ def test_litellm_route_exits_right_after_the_answer(llama: LlamaServer, home: Pa
         "--api-base", llama.api_base, "--via", "litellm", "--max-tokens", "4", "hi",
     ]  # fmt: skip
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) as proc:
-        assert proc.stdout is not None and proc.stderr is not None
+        # a binary pipe is buffered: typeshed's IO[bytes] lacks the read1 it has
+        assert isinstance(proc.stdout, io.BufferedReader) and proc.stderr is not None
         out = b""
         answered = time.monotonic()
         while chunk := proc.stdout.read1(65536):  # the last chunk ends the answer's line
@@ -320,7 +322,7 @@ def test_killing_the_server_mid_answer_keeps_the_partial_answer(
         with subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
         ) as proc:
-            assert proc.stdout is not None and proc.stderr is not None
+            assert isinstance(proc.stdout, io.BufferedReader) and proc.stderr is not None
             first = proc.stdout.read1(1)  # the answer has started
             own.process.kill()
             proc.wait(timeout=60)

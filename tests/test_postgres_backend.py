@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import socket
+from pathlib import Path
 
 import pytest
 from conftest import Cli
@@ -142,3 +143,34 @@ def test_relevant_and_its_fall_back_never_cross_namespaces(postgres: str) -> Non
         assert [h["content"] for h in far if isinstance(h, dict)] == ["The ferry leaves at noon."]
         assert [n for n in alice.names()] == ["trip"]
         assert bob.session("pets").get_messages()[0].content == "My cat is called Miso."
+
+
+def test_import_from_creates_sessions_in_groups(cli: Cli, postgres: str, tmp_path: Path) -> None:
+    """import --from through create_many: one transaction per group, all of it or none."""
+    from sessionctl.backend.base import NewSession, SessionHeader
+    from sessionctl.errors import SessionExists
+
+    source = tmp_path / "many.jsonl"
+    with source.open("w") as stream:
+        for c in range(300):  # more than one group (CREATE_GROUP)
+            turns = [{"role": "user", "content": f"q {c}"}, {"role": "assistant", "content": "a"}]
+            stream.write(json.dumps({"messages": turns}) + "\n")
+    args = ("--store", postgres, "--namespace", "imp", "import", "--from", "openai")
+    first = cli(*args, str(source), "--json")
+    assert first.exit_code == 0, first.stderr
+    assert json.loads(first.stdout)["messages_added"] == 600
+    again = cli(*args, str(source), "--json")
+    assert json.loads(again.stdout)["messages_added"] == 0
+    store = _store(postgres, "imp")
+    try:
+        assert len(store.names()) == 300
+        assert [m.content for m in store.backend.messages("openai-many-7")] == ["q 6", "a"]
+        now = "2025-01-01T00:00:00Z"
+        header = SessionHeader("01J0000000000000000000000A", now, now)
+        with pytest.raises(SessionExists):
+            store.backend.create_many(
+                [NewSession("fresh", header, []), NewSession("openai-many-1", header, [])]
+            )
+        assert not store.backend.exists("fresh")
+    finally:
+        store.backend.close()

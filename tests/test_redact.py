@@ -367,3 +367,32 @@ def test_config_set_extra_pattern_then_add(home: Path) -> None:
         check=False,
     )
     assert proc.returncode == 2 and "true or false" in proc.stderr
+
+
+def test_clean_text_check_agrees_with_the_rules() -> None:
+    """The quick "no trigger anywhere" test (import's fast path) never lets a secret by:
+    every rule's every trigger, alone or inside clean text, makes a text not clean."""
+    from sessionctl.models import Message
+    from sessionctl.redact import RULES, redact_message
+
+    r = redactor()
+    now = "2025-01-01T00:00:00Z"
+    for rule in RULES:
+        for trigger in rule.triggers:
+            texts = [trigger, f"plain words {trigger} more"]
+            if rule.folded:  # matched in any case
+                texts += [trigger.upper(), f"plain {trigger.capitalize()}"]
+            for text in texts:
+                assert not r.clean(text), (rule.kind, text)
+    assert r.clean("the project meeting deadline report budget team")
+    assert not Redactor(extra=["x+"]).clean("clean words")  # extra patterns always run
+    for kind, lit, text in fake_secrets()[:4]:
+        # the secret only deep inside a tool call or the metadata of a clean message
+        calls = [{"function": {"arguments": [{"k": text}]}}]
+        message = Message("a", 1, "assistant", "fine", now, tool_calls=calls)
+        got = redact_message(r, message)
+        assert lit not in json.dumps(got.tool_calls) and got.metadata == {"redactions": {kind: 1}}
+        nested = message._replace(tool_calls=None, metadata={"deep": {"list": ["ok", text]}})
+        assert lit not in json.dumps(redact_message(r, nested).metadata)
+    clean = Message("b", 1, "user", "hello", now, metadata={"n": ["x"]})
+    assert redact_message(r, clean) is clean

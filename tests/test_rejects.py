@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import stat
 from pathlib import Path
+from typing import Any
 
 from conftest import Cli
 
@@ -19,7 +20,7 @@ def _path(home: Path, name: str, suffix: str = ".jsonl") -> Path:
     return home / "sessions" / f"{name}{suffix}"
 
 
-def _records(path: Path) -> list[dict]:
+def _records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_bytes().splitlines()]
 
 

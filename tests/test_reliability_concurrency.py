@@ -26,7 +26,20 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sessionctl.backend.files.sessionindex import SessionIndexes
+
+
+def _sidecars(store: Any) -> SessionIndexes:
+    """The file backend's per-session indexes (``Store.backend`` is typed as the Protocol)."""
+    from sessionctl.backend.files.local import LocalBackend
+
+    backend = store.backend
+    assert isinstance(backend, LocalBackend)
+    return backend.vectors.sessions
+
 
 REPO = Path(__file__).resolve().parent.parent
 STRESS = os.environ.get("SESSIONCTL_STRESS", "") not in ("", "0")
@@ -93,7 +106,8 @@ def _track_removals(log: Log) -> None:
 
     drop = LocalBackend.drop
 
-    def logged_drop(self: Any, name: str, message_id: str) -> Any:  # by id: a streamed rewrite
+    # by id: a streamed rewrite
+    def logged_drop(self: Any, name: str, message_id: str | None = None) -> Any:
         message = drop(self, name, message_id)
         log(op="removed", session=name, ids=[message.id])
         return message
@@ -233,7 +247,9 @@ def role_dropper(log: Log, stop: str) -> int:
         elif choice < 0.9:
             recent = session.get_recent(top_k=20)
             if recent:
-                target = rng.choice(recent)["id"]
+                chosen = rng.choice(recent)
+                assert isinstance(chosen, dict)  # get_recent without as_text: dicts
+                target = chosen["id"]
                 code, _, err = _cli(["drop", "-s", SESSION, target])
                 ok = code in (0, 3)  # 3: another dropper or a clear got it first
             else:
@@ -340,17 +356,18 @@ def assert_index_consistent(home: Path, name: str) -> None:
     """After catch-up the index covers exactly the transcript's seqs, and stays put."""
     from sessionctl import Store
     from sessionctl.backend.files.manifest import Manifest
-    from sessionctl.service.memory import catch_up, embedder_for, index_for
+    from sessionctl.service.memory import embedder_for
 
     store = Store(home)
     embedder = embedder_for(store)
-    messages, report = catch_up(store, name, embedder)
+    sidecars = _sidecars(store)
+    messages, report = sidecars.catch_up(name, embedder)
     assert report.save_error is None
     assert report.total == len(messages)
     manifest = Manifest.from_json((home / "sessions" / f"{name}.index.json").read_bytes())
     assert list(manifest.seqs) == [m.seq for m in messages]
     assert manifest.transcript_uid == store.session(name).header.uid
-    again = index_for(store, name).sync(
+    again = sidecars.index(name).sync(
         [(m.seq, m.content) for m in messages], embedder, transcript_uid=manifest.transcript_uid
     )
     assert (again.added, again.removed, again.rebuilt_reason) == (0, 0, None)

@@ -32,7 +32,20 @@ import os
 import random
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sessionctl.backend.files.sessionindex import SessionIndexes
+
+
+def _sidecars(store: Any) -> SessionIndexes:
+    """The file backend's per-session indexes (``Store.backend`` is typed as the Protocol)."""
+    from sessionctl.backend.files.local import LocalBackend
+
+    backend = store.backend
+    assert isinstance(backend, LocalBackend)
+    return backend.vectors.sessions
+
 
 REPO = Path(__file__).resolve().parent.parent
 STRESS = os.environ.get("SESSIONCTL_STRESS", "") not in ("", "0")
@@ -156,8 +169,6 @@ class Writer:
         self.log.ack(op="fork", session=name)
 
     def index(self) -> None:
-        from sessionctl.service.memory import catch_up
-
         if self.embedder is None:
             from sessionctl.service.memory import embedder_for
 
@@ -167,7 +178,7 @@ class Writer:
             self.add(MAIN)
         self.log.begin(op="index")
         if how < 0.9:
-            catch_up(self.store, MAIN, self.embedder)
+            _sidecars(self.store).catch_up(MAIN, self.embedder)
         else:
             self.store.reindex([MAIN])
         self.log.ack(op="index")
@@ -265,7 +276,7 @@ class HashEmbedder:
 def use_hash_embedder() -> None:
     from sessionctl.service import memory
 
-    memory.embedder_for = lambda store, **_: HashEmbedder()  # type: ignore[assignment]
+    memory.embedder_for = lambda store, **_: HashEmbedder()
 
 
 def crash_at(n: int) -> None:
@@ -292,7 +303,6 @@ def crash_at(n: int) -> None:
 def crash_op(op: str, home: str) -> None:
     """One operation of the crash-point test, on the baseline data dir copied to ``home``."""
     from sessionctl import Store
-    from sessionctl.service.memory import catch_up
 
     store = Store(home)
     main = store.session(MAIN)
@@ -315,7 +325,7 @@ def crash_op(op: str, home: str) -> None:
     elif op == "fork":
         store.fork(MAIN, "fk")
     elif op == "catch-up":
-        catch_up(store, MAIN, HashEmbedder())
+        _sidecars(store).catch_up(MAIN, HashEmbedder())
     elif op == "reindex":
         store.reindex([MAIN])
     elif op == "rename":
@@ -429,11 +439,11 @@ class Model:
 
     def expectations(
         self, log: list[dict[str, Any]]
-    ) -> tuple[dict[str, set[str]], dict[str, set[str]], set[str]]:
+    ) -> tuple[dict[str, set[str]], dict[str, set[str]], set[str | None]]:
         """Return (required tags, allowed tags) per logical session, and allowed meta values."""
         required = {k: set(v) for k, v in self.sessions.items()}
         allowed = {k: set(v) for k, v in self.sessions.items()}
-        metas = {self.meta} if self.meta is not None else {None}
+        metas: set[str | None] = {self.meta} if self.meta is not None else {None}
         for rec in log:
             if rec["t"] == "begin":
                 key = _logical(rec.get("session"))
@@ -540,6 +550,8 @@ def test_kill_9_at_random_moments_loses_nothing_acknowledged(
 
 
 def _check_cycle(home: Path, cli: Any, model: Model, log: list[dict[str, Any]], where: str) -> None:
+    from conftest import files_backend
+
     from sessionctl import Store
 
     store = Store(home)
@@ -557,7 +569,7 @@ def _check_cycle(home: Path, cli: Any, model: Model, log: list[dict[str, Any]], 
         parse_lines(sessions / f"{name}.jsonl")
     ren_live = [n for n in REN if n in live]
     assert len(ren_live) == 1, f"{where}: rename left {ren_live}"
-    deleted = [i for i in store.backend.deleted() if i.name == DEL]
+    deleted = [i for i in files_backend(store).deleted() if i.name == DEL]
     assert (DEL in live) + len(deleted) == 1, f"{where}: delete/restore left {deleted}, live"
 
     # 2. Every acknowledged message is there exactly once; nothing never written is.
@@ -618,7 +630,7 @@ def _check_cycle(home: Path, cli: Any, model: Model, log: list[dict[str, Any]], 
         for suffix in (".jsonl", ".faiss", ".index.json", ".rejects"):
             if owner.endswith(suffix):
                 owner = owner[: -len(suffix)]
-        with store.backend.lock(owner):  # what every writer of that session does first
+        with files_backend(store).lock(owner):  # what every writer of that session does first
             pass
     assert not _temps(home), f"{where}: temp files left: {_temps(home)}"
 
@@ -649,9 +661,9 @@ def _assert_store_index_consistent(store: Any, where: str) -> None:
 
 def _assert_index_consistent(store: Any, name: str, where: str) -> None:
     from sessionctl.backend.files.manifest import Manifest
-    from sessionctl.service.memory import catch_up, embedder_for
+    from sessionctl.service.memory import embedder_for
 
-    messages, report = catch_up(store, name, embedder_for(store))
+    messages, report = _sidecars(store).catch_up(name, embedder_for(store))
     assert report.save_error is None, where
     manifest_path = store.backend.path(name, ".index.json")
     manifest = Manifest.from_json(manifest_path.read_bytes())
@@ -671,29 +683,31 @@ NAMES = (MAIN, *REN, DEL, "gone", "fk", "imp")
 
 def _build_baseline(home: Path) -> None:
     from sessionctl import Store
-    from sessionctl.service.memory import catch_up
 
     store = Store(home)
+    catch_up = _sidecars(store).catch_up
     main = store.session(MAIN)
     main.add_messages([{"role": "user", "content": f"old-{i} message"} for i in range(12)])
     main.update(metadata={"k": "old"})
-    catch_up(store, MAIN, HashEmbedder())
+    catch_up(MAIN, HashEmbedder())
     main.add_messages([{"role": "assistant", "content": f"late-{i} unindexed"} for i in range(3)])
     store.session(REN[0]).add_messages([{"role": "user", "content": f"ren-{i}"} for i in range(3)])
-    catch_up(store, REN[0], HashEmbedder())
+    catch_up(REN[0], HashEmbedder())
     store.session(DEL).add_messages([{"role": "user", "content": f"del-{i}"} for i in range(2)])
-    catch_up(store, DEL, HashEmbedder())
+    catch_up(DEL, HashEmbedder())
     store.session("gone").add_message({"role": "user", "content": "gone-0"})
     store.delete("gone")
 
 
 def _snapshot(home: Path) -> dict[str, Any]:
+    from conftest import files_backend
+
     from sessionctl import Store
     from sessionctl.backend.files import transcript
 
     store = Store(home)
     live = {n for n, _ in store.backend.names()}
-    trash = {i.name: i.trash_id for i in store.backend.deleted()}
+    trash = {i.name: i.trash_id for i in files_backend(store).deleted()}
     snap: dict[str, Any] = {}
     for name in NAMES:
         if name in live:
@@ -777,6 +791,8 @@ def test_crash_before_every_write_step_leaves_old_or_new_state(
 
 
 def _check_crash_point(home: Path, before: Any, after: Any, where: str) -> None:
+    from conftest import as_dicts, files_backend
+
     from sessionctl import Store
 
     store = Store(home)
@@ -788,7 +804,9 @@ def _check_crash_point(home: Path, before: Any, after: Any, where: str) -> None:
     assert state in (before, after), f"{where}: neither the old nor the new state:\n{state}"
     # Search shows only what readers show (not the half of a write cut short).
     visible = {(m.seq, m.content) for m in store.session(MAIN).get_messages()}
-    hits = store.get_relevant("message", sessions=[MAIN], top_k=100, distance_threshold=2.0)
+    hits = as_dicts(
+        store.get_relevant("message", sessions=[MAIN], top_k=100, distance_threshold=2.0)
+    )
     assert {(h["seq"], h["content"]) for h in hits} <= visible, where
 
     # The next writer: repairs a torn tail (setting it aside, never dropping it).
@@ -805,7 +823,7 @@ def _check_crash_point(home: Path, before: Any, after: Any, where: str) -> None:
                 kept.append(json.loads(line)["data"])
         assert torn.decode("utf-8", "backslashreplace") in kept, f"{where}: torn tail lost"
     for name in live:
-        with store.backend.lock(name):  # what every writer of that session does first
+        with files_backend(store).lock(name):  # what every writer of that session does first
             pass
     for name in sorted(n for n, _ in store.backend.names()):
         _assert_index_consistent(store, name, where)
@@ -813,6 +831,6 @@ def _check_crash_point(home: Path, before: Any, after: Any, where: str) -> None:
     temps = [t for t in _temps(home) if t.parent.name != "index"]
     for tmp in temps:  # a session that no longer exists: its next writer (re)creates it
         owner = tmp.name[1:].split("~")[0].split(".")[0]
-        with store.backend.lock(owner):
+        with files_backend(store).lock(owner):
             pass
     assert not _temps(home), f"{where}: temp files left: {_temps(home)}"

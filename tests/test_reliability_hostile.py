@@ -61,7 +61,7 @@ def examples(ci: int) -> int:
     return EXAMPLES or ci
 
 
-PROFILE = {
+PROFILE: dict[str, Any] = {
     "deadline": None,
     "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     "derandomize": not STRESS,  # CI runs are reproducible; by hand they explore
@@ -919,6 +919,7 @@ def test_read_only_data_dir(cli: Cli, home: Path, outside: Outside) -> None:
     before = tree(home)
     with read_only(home) as how:
         print(f"read-only data dir: {how}")
+        args: tuple[str, ...]  # the loops below try commands of any length
         for args in (
             ("recent", "-s", "d", "--json"),
             ("list", "--json"),
@@ -1016,6 +1017,7 @@ def test_full_disk(cli: Cli, home: Path, outside: Outside) -> None:
         path = home / "sessions" / "d.jsonl"
         disk.fill()
         intact = path.read_bytes()
+        args: tuple[str, ...]  # the loops below try commands of any length
         for args in (("add", "-s", "d", "--role", "user", big), ("store", "-s", "d", "p", big),
                      ("add", "-s", "new", "--role", "user", big), ("fork", "d", "copy"),
                      ("clear", "-s", "d"), ("meta", "d", f"k={big}"),

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import REPO, Cli, Result
@@ -40,7 +41,7 @@ def snapshot(home: Path) -> dict[str, str]:
     return out
 
 
-def records(home: Path, name: str) -> list[dict]:
+def records(home: Path, name: str) -> list[dict[str, Any]]:
     # split on \n only: str.splitlines() also cuts at U+2028 inside a JSON string
     lines = (home / "sessions" / f"{name}.jsonl").read_bytes().decode().split("\n")
     return [json.loads(line) for line in lines[1:] if line]

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -601,6 +602,7 @@ def test_sessions_swapped_for_a_link_is_refused_by_a_long_lived_store(
     target = tmp_path / "target"
     target.mkdir()
     (home / "sessions").symlink_to(target)
+    write: Callable[[], object]
     for write in (
         lambda: store.session("a").add_message({"role": "user", "content": "second"}),
         lambda: store.session("new").add_message({"role": "user", "content": "x"}),
@@ -619,6 +621,7 @@ def test_a_transcript_made_readable_by_others_is_private_again_after_a_write(
     session = Store(home).session("a")
     session.add_messages([{"role": "user", "content": f"m{i}"} for i in range(3)])
     path = home / "sessions" / "a.jsonl"
+    write: Callable[[], object]
     for write in (
         lambda: session.add_message({"role": "user", "content": "x"}),
         lambda: session.drop(),

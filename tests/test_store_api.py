@@ -7,9 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import set_activity
+from conftest import as_dicts, files_backend, set_activity
 
 from sessionctl import MessageNotFound, SessionExists, SessionNotFound, Store, UsageError
+from sessionctl.models import SessionInfo
 from sessionctl.service.session import Session
 
 
@@ -80,7 +81,7 @@ def test_store_writes_user_then_assistant(store: Store) -> None:
         "4",
     )
     assert answer.seq == user.seq + 1
-    raw = work.get_recent(raw=True)
+    raw = as_dicts(work.get_recent(raw=True))
     assert raw[1]["model"] == "m1" and raw[1]["usage"] == {"total_tokens": 3}
 
 
@@ -94,14 +95,14 @@ def test_optional_fields_round_trip(store: Store) -> None:
             {"role": "user", "content": "x", "metadata": {"a": [1, {"b": None}]}},
         ]
     )
-    raw = work.get_recent(raw=True)
+    raw = as_dicts(work.get_recent(raw=True))
     assert raw[0]["tool_calls"] == calls and raw[0]["model"] == "gpt"
     assert raw[1]["tool_call_id"] == "c1" and raw[1]["name"] == "f"
     assert raw[2]["metadata"] == {"a": [1, {"b": None}]}
     # The plain shape (get_recent, Session.messages) carries every stored optional
     # field that is set, metadata included, as the seed APIs return it; never the
     # storage bookkeeping.
-    for plain in (work.get_recent(), work.messages):
+    for plain in (as_dicts(work.get_recent()), work.messages):
         assert plain[0]["tool_calls"] == calls and plain[0]["model"] == "gpt"
         assert plain[1]["tool_call_id"] == "c1" and plain[1]["name"] == "f"
         assert plain[2]["metadata"] == {"a": [1, {"b": None}]}
@@ -165,7 +166,7 @@ def test_messages_are_not_capped(store: Store) -> None:
     messages = work.messages
     assert len(messages) == 5000
     assert [m["seq"] for m in messages] == list(range(1, 5001))
-    recent = work.get_recent(top_k=100000)
+    recent = as_dicts(work.get_recent(top_k=100000))
     assert len(recent) == 5000 and recent[0]["content"] == "m0"
     assert work.info().messages == 5000
 
@@ -520,7 +521,7 @@ def test_random_operations_keep_counts_and_seqs_consistent(store: Store, home: P
         assert seqs == sorted(set(seqs)), (step, op, seqs)
         assert work.info().messages == len(messages), (step, op)
         assert set(seqs) <= used
-        recent = work.get_recent(top_k=3)
+        recent = as_dicts(work.get_recent(top_k=3))
         assert [m["id"] for m in recent] == [m.id for m in messages[-3:]], (step, op)
     # a seq, once used, is never handed out again
     assert work.add_message({"role": "user", "content": "last"}).seq == max(used) + 1
@@ -535,7 +536,7 @@ def test_prune_skips_a_session_written_while_it_runs(
         _set_mtime(_transcript(store, name), time.time() - 40 * 86400)
     original = store.backend.info
 
-    def info_then_someone_writes(name: str):  # another process chats meanwhile
+    def info_then_someone_writes(name: str) -> SessionInfo:  # another process chats meanwhile
         result = original(name)
         if name == "busy":
             Store(home).session("busy").add_message({"role": "user", "content": "late"})
@@ -553,9 +554,11 @@ def test_list_tolerates_a_session_vanishing_mid_listing(
 ) -> None:
     for name in ("a", "b", "c"):
         store.session(name).add_message({"role": "user", "content": name})
-    original = store.backend.newest
+    original = files_backend(store).newest
 
-    def newest_then_delete(limit, after=None):
+    def newest_then_delete(
+        limit: int | None, after: tuple[int, str] | None = None
+    ) -> list[tuple[str, int]]:
         found = original(limit, after)
         store.delete("b")
         return found

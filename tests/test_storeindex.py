@@ -17,7 +17,7 @@ import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -28,7 +28,18 @@ from sessionctl.backend.base import SearchFilter
 from sessionctl.backend.files.vectors import StoreIndex
 from sessionctl.backend.files.vectors.journal import JOURNAL, load
 
+if TYPE_CHECKING:
+    from sessionctl.backend.files.local import LocalBackend
+
 REPO = Path(__file__).resolve().parent.parent
+
+
+def files_backend(store: Store) -> LocalBackend:
+    """conftest.files_backend, imported when called: CRASH_WRITER imports this module
+    as tests.test_storeindex, where there is no conftest to import."""
+    from conftest import files_backend as narrow
+
+    return narrow(store)
 
 
 @pytest.fixture(scope="module")
@@ -246,7 +257,7 @@ def test_one_appended_message_writes_little(home: Path) -> None:
         store.session(f"s{i}").add_messages(
             [{"role": "user", "content": f"session {i} message {j}"} for j in range(150)]
         )
-    index = StoreIndex(store.backend)
+    index = StoreIndex(files_backend(store))
     index.catch_up(None, model)
     size = sum(p.stat().st_size for p in (home / "index").iterdir())
     assert size > 3000 * 384 * 4
@@ -274,7 +285,7 @@ def test_compaction_drops_dead_rows_and_keeps_the_trash(home: Path) -> None:
     store.session("gone").add_messages([{"role": "user", "content": f"g{j}"} for j in range(20)])
     churn = store.session("churn")
     churn.add_messages([{"role": "user", "content": f"c{j}"} for j in range(400)])
-    index = StoreIndex(store.backend)
+    index = StoreIndex(files_backend(store))
     index.catch_up(None, model)
     store.delete("gone")
     churn.clear()
@@ -354,7 +365,7 @@ def test_kill_9_during_catch_up_loses_nothing_and_is_not_rebuilt(
         kills += proc.returncode == -signal.SIGKILL
     assert kills >= 4
     warnings.clear()
-    index = StoreIndex(store.backend)
+    index = StoreIndex(files_backend(store))
     index.catch_up(None, model)
     assert not [w for w in warnings if "rebuilt" in w], warnings
     loaded = load(home / "index")
@@ -372,7 +383,7 @@ def test_a_commit_being_written_is_not_read_yet(home: Path) -> None:
     store = Store(home)
     model = HashEmbedder()
     store.session("a").add_message({"role": "user", "content": "first"})
-    index = StoreIndex(store.backend)
+    index = StoreIndex(files_backend(store))
     index.catch_up(None, model)
     before = load(home / "index").rows_count
     with open(home / "index" / JOURNAL, "ab") as f:
@@ -389,13 +400,13 @@ def test_a_name_reused_after_a_rename_maps_to_the_new_session(home: Path) -> Non
     store = Store(home)
     model = HashEmbedder()
     store.session("a").add_message({"role": "user", "content": "old a"})
-    index = StoreIndex(store.backend)
+    index = StoreIndex(files_backend(store))
     index.catch_up(None, model)
     store.rename("a", "b")
     store.session("a").add_message({"role": "user", "content": "new a"})
     index.catch_up(None, model)
     assert model.texts == ["old a", "new a"]
-    fresh = StoreIndex(Store(home).backend)  # reads the journal again
+    fresh = StoreIndex(files_backend(Store(home)))  # reads the journal again
     by_name = load(home / "index").by_name
     assert sorted(by_name) == ["a", "b"] and by_name["a"].key != by_name["b"].key
     for text, name in (("old a", "b"), ("new a", "a")):
@@ -411,7 +422,7 @@ def test_role_filter_applies_before_the_cut_to_k(home: Path) -> None:
             [{"role": "user", "content": "same text"}] * 5
             + [{"role": "assistant", "content": f"answer {name}"}]
         )
-    index = StoreIndex(store.backend)
+    index = StoreIndex(files_backend(store))
     query = model.embed(["same text"])[0]
     hits = index.search(
         query, model, k=2, max_distance=2.0, where=SearchFilter(roles=frozenset({"assistant"}))

@@ -358,3 +358,26 @@ def test_a_metadata_target_deep_in_the_ranking_still_comes_back(home: Path) -> N
             "deploy database locked", top_k=1, meta={"n": target["metadata"]["n"]}, mode=mode
         )
         assert [h["seq"] for h in hits] == [target["seq"]], mode  # type: ignore[index]
+
+
+@pytest.mark.parametrize("k", [1, 5, 50])
+@pytest.mark.parametrize("every", [1, 3, 97, 1000, 5000])
+def test_fetching_deeper_finds_the_same_first_k_kept_as_one_full_fetch(k: int, every: int) -> None:
+    from sessionctl.models import Message
+    from sessionctl.service.memory import Hit, _within
+
+    ranking = [
+        Hit("s", Message(id=str(i), seq=i, role="user", content="", created_at=""), None)
+        for i in range(1, 4001)
+    ]
+    depths: list[int] = []
+
+    def fetch(depth: int) -> list[Hit]:
+        depths.append(depth)
+        return ranking[:depth]
+
+    def keep(name: str, message: Message) -> bool:
+        return message.seq % every == 0
+
+    assert _within(fetch, keep, k) == [h for h in ranking if keep("s", h.message)][:k]
+    assert depths == sorted(depths) and len(depths) <= 6, depths

@@ -8,9 +8,10 @@ import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import Cli
+from conftest import Cli, Result
 
 from sessionctl import Store
 from sessionctl.errors import CorruptData, StoreError
@@ -30,12 +31,12 @@ def _path(home: Path, name: str, suffix: str = ".jsonl") -> Path:
     return home / "sessions" / f"{name}{suffix}"
 
 
-def _lines(path: Path) -> list[dict]:
+def _lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_bytes().splitlines()]
 
 
-def _one_error(result: object) -> str:
-    err = result.stderr  # type: ignore[attr-defined]
+def _one_error(result: Result) -> str:
+    err = result.stderr
     lines = [line for line in err.splitlines() if line.startswith(ERROR)]
     assert len(lines) == 1, err
     assert "Traceback" not in err
@@ -272,8 +273,8 @@ def test_permissions_are_private_whatever_the_umask(
     assert cli("add", "-s", "work", "--role", "user", "x").exit_code == 0
     assert cli("store", "-s", "work", "q", "a").exit_code == 0
     path = _path(home, "work")
-    with path.open("ab") as f:
-        f.write(b"torn")
+    with path.open("ab") as out:
+        out.write(b"torn")
     assert cli("add", "-s", "work", "--role", "user", "y").exit_code == 0  # creates .rejects
     assert cli("fork", "work", "copy").exit_code == 0
     assert cli("drop", "-s", "copy").exit_code == 0

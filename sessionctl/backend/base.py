@@ -22,6 +22,7 @@ are described in ``docs/architecture.md``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from sessionctl.models import Message, SessionInfo
@@ -51,6 +52,14 @@ class SessionHeader(NamedTuple):
     parent: str | None = None
     parent_message: str | None = None
     extra: dict[str, Any] = {}  # noqa: RUF012 - unknown header keys, kept for round trips
+
+
+class NewSession(NamedTuple):
+    """One session for :meth:`SessionStore.create_many`."""
+
+    name: str
+    header: SessionHeader
+    messages: Sequence[Message]
 
 
 class Snapshot(NamedTuple):
@@ -159,6 +168,18 @@ class SessionStore(Protocol):
         trash_id: str | None = None,
     ) -> None:
         """Create ``name`` whole; the last three keep a migrated session's state exactly."""
+        ...
+
+    def create_many(self, sessions: Sequence[NewSession]) -> None:
+        """Create each (name, header, messages) whole, as :meth:`create` would, at bulk cost.
+
+        For ``import --from``: the backend shares what it can between them (one
+        durability barrier and one lock of the namespace per group of sessions,
+        one transaction). Each session is created whole or not at all, also when
+        the process is killed; SessionExists (a name taken, or given twice) is
+        raised before anything of its group is written. After another failure
+        some of the sessions may exist, each one whole.
+        """
         ...
 
     def append(
@@ -287,6 +308,41 @@ class VectorStore(Protocol):
         *,
         progress: IndexProgress | None = None,
     ) -> list[tuple[str, SyncReport]]: ...
+
+    def search_session(
+        self,
+        name: str,
+        query_vec: Any,
+        embedder: Embedder,
+        *,
+        k: int,
+        max_distance: float,
+        roles: frozenset[str] | None = None,
+    ) -> list[IndexHit]:
+        """The nearest messages of one session, caught up first; sorted by distance, then seq.
+
+        With ``capabilities.session_indexes`` by that session's own index (the file
+        backend's sidecar: a search of one session costs nothing per other session);
+        otherwise the same as :meth:`search` with ``where.names=[name]``.
+        SessionNotFound when ``name`` is gone; any other error concerns that session.
+        """
+        ...
+
+    def rebuild_session(
+        self, name: str, embedder: Embedder, *, progress: IndexProgress | None = None
+    ) -> SyncReport:
+        """Embed one session's vectors again from its transcript (``reindex NAME``).
+
+        With ``capabilities.session_indexes`` this rebuilds that session's own index
+        only; a :meth:`rebuild` of the names done afterwards carries its vectors into
+        the store-wide index without embedding them again.
+        """
+        ...
+
+    @property
+    def skipped(self) -> AbstractSet[str]:
+        """Sessions the last :meth:`search` could not read (each skipped with a warning)."""
+        ...
 
     def text_search(
         self, query: str, *, k: int, where: SearchFilter | None = None

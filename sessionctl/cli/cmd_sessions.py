@@ -284,23 +284,15 @@ def _import_from(
     branches: bool,
     json_: bool,
 ) -> None:
-    from sessionctl.service.bulk_import import import_sources
+    from sessionctl.service.bulk_import import import_checked
     from sessionctl.sources import read_source
 
     if path == "-":
         raise UsageError(f"--from {source} reads a file or directory, not stdin")
-    store = state.store()
-    # A first pass reads and checks the whole source, writing nothing, so a source
-    # malformed anywhere (truncated, a huge line at the end) imports nothing at all.
-    summary = import_sources(
-        store, source, read_source(source, path, branches=branches),
-        as_=as_, prefix=prefix, dry_run=True,
+    summary = import_checked(
+        state.store(), source, lambda: read_source(source, path, branches=branches),
+        as_=as_, prefix=prefix, dry_run=dry_run,
     )  # fmt: skip
-    if not dry_run:
-        summary = import_sources(
-            store, source, read_source(source, path, branches=branches),
-            as_=as_, prefix=prefix, dry_run=False,
-        )  # fmt: skip
     if json_:
         state.out.json(summary)
         return

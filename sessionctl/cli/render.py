@@ -307,15 +307,30 @@ class Output:
             return
         from rich.text import Text
 
+        from sessionctl.models import tool_call_parts
+
         console = self.console()
         styles = {"user": "bold cyan", "assistant": "bold green", "system": "bold magenta"}
         for m in messages:
             head = Text(f"{m.role}", style=styles.get(m.role, "bold"))
+            if m.role == "tool" and (m.name or m.tool_call_id):  # the call it answers
+                head.append(
+                    f"  {m.name or '?'}" + (f" ({m.tool_call_id})" if m.tool_call_id else "")
+                )
             head.append(f"  #{m.seq} {m.created_at[:19].replace('T', ' ')}", style="dim")
             if m.interrupted:
                 head.append("  (interrupted)", style="yellow")
             console.print(head)
-            console.print(Text(self.display(m.content)))
+            if m.content or not m.tool_calls:
+                console.print(Text(self.display(m.content)))
+            for call in m.tool_calls or ():
+                name, ident, arguments = tool_call_parts(call)
+                line = Text("→ ", style="dim")
+                line.append(self.display(name), style="bold")
+                line.append(self.display(f"({arguments})"))
+                if ident:
+                    line.append(f"  {ident}", style="dim")
+                console.print(line)
             console.print()
 
     def markdown(self, text: str) -> Any:

@@ -4,6 +4,7 @@ Public API::
 
     Embedder                      # Protocol every model satisfies
     get_embedder(name=None, *, threads=1, api_base=None) -> Embedder
+    all_cores() -> int            # threads for bulk embedding (reindex)
     DEFAULT_MODEL_ID              # "sessionctl/all-MiniLM-L6-v2-int8"
     MINILM_DISTANCE_THRESHOLD     # 0.70
     LITELLM_DISTANCE_THRESHOLD    # 0.50, for litellm models (not measured)
@@ -26,6 +27,7 @@ settings; callers pass them in.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -125,6 +127,10 @@ def get_embedder(
     """
     if threads < 1:
         raise UsageError(f"embedding threads must be at least 1, got {threads}")
+    # onnxruntime >= 1.2x ships Microsoft's 1DS telemetry: on import it writes a device
+    # id and an event database under ~/.cache/Microsoft (outside the data dir) and may
+    # upload events. sessionctl is offline and writes only under its home: turn it off.
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     if is_default_model(name):
         with _default_lock:
             embedder = _default_cache.get(threads)
@@ -140,6 +146,11 @@ def get_embedder(
     from sessionctl.embed.remote import LiteLLMEmbedder
 
     return LiteLLMEmbedder(name.strip(), api_base=api_base)
+
+
+def all_cores() -> int:
+    """The ``threads`` for bulk embedding (``reindex``): one per CPU core."""
+    return max(1, os.cpu_count() or 1)
 
 
 def clear_cache() -> None:

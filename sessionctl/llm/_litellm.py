@@ -52,6 +52,14 @@ def import_litellm() -> Any:
         return litellm
 
 
+def _uncaptured(completion: Any) -> Any:
+    """litellm's own ``completion``, under any ``sessionctl.capture(litellm)`` patches:
+    sessionctl's calls are not the app's, and are never recorded by a capture."""
+    while hasattr(completion, "_sessionctl_original"):
+        completion = completion._sessionctl_original
+    return completion
+
+
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """litellm's dependencies warn at call time (pydantic schema notes): not ours to show."""
@@ -107,7 +115,7 @@ def open_stream(req: ChatRequest) -> ChatStream:
     secrets = [req.api_key, key, *_env_keys()]
     try:
         with _quiet():
-            response = litellm.completion(**kwargs)
+            response = _uncaptured(litellm.completion)(**kwargs)
     except Exception as exc:
         raise translate(exc, req, secrets) from None
     state = StreamState()

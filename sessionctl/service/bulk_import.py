@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from sessionctl.backend.base import SessionHeader
+from sessionctl.backend.base import NewSession, SessionHeader
 from sessionctl.errors import UsageError
 from sessionctl.ids import new_ulid
 from sessionctl.models import Message
@@ -44,6 +44,33 @@ def session_name(source: str, key: str, prefix: str | None) -> str:
     )
 
 
+# A group of new sessions is handed to the store in one call once it holds this
+# many sessions or messages (memory stays bounded by a group, not the source).
+GROUP_SESSIONS = 256
+GROUP_MESSAGES = 20_000
+
+
+def import_checked(
+    store: Store,
+    source: str,
+    read: Callable[[], Iterable[SourceSession]],
+    *,
+    as_: str | None = None,
+    prefix: str | None = None,
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """What ``import --from`` runs: check the whole source, then import it.
+
+    The first pass reads and checks every conversation and writes nothing, so a
+    source malformed anywhere (truncated, a huge line at the end) imports nothing
+    at all; the second one imports. ``read`` opens the source afresh for each pass.
+    """
+    if dry_run:
+        return import_sources(store, source, read(), as_=as_, prefix=prefix, dry_run=True)
+    import_sources(store, source, read(), as_=as_, prefix=prefix, dry_run=True, check_only=True)
+    return import_sources(store, source, read(), as_=as_, prefix=prefix)
+
+
 def import_sources(
     store: Store,
     source: str,
@@ -52,8 +79,15 @@ def import_sources(
     as_: str | None = None,
     prefix: str | None = None,
     dry_run: bool = False,
+    check_only: bool = False,
 ) -> dict[str, Any]:
-    """Import every conversation; return the summary (sessions, messages, skipped)."""
+    """Import every conversation; return the summary (sessions, messages, skipped).
+
+    New sessions are created in groups (:meth:`SessionStore.create_many`: each
+    one whole or absent); sessions imported before get only their new messages.
+    ``check_only`` (with ``dry_run``) checks every message and name but neither
+    redacts nor reads what existing sessions hold: the counts are not filled in.
+    """
     if as_ is not None:
         check_name(as_)
     if prefix is not None and prefix and not is_valid_name(prefix):
@@ -63,9 +97,21 @@ def import_sources(
         "sessions_unchanged": 0, "messages_added": 0, "skipped": [], "renamed": [],
         "sessions": [],
     }  # fmt: skip
-    redact = store.redactor()
+    redact = None if check_only else store.redactor()
     backend = store.backend
     names: dict[str, str] = {}
+    pending: list[NewSession] = []
+    pending_names: set[str] = set()
+    pending_messages = 0
+
+    def flush() -> None:
+        nonlocal pending_messages
+        if pending and not dry_run:
+            backend.create_many(pending)
+        pending.clear()
+        pending_names.clear()
+        pending_messages = 0
+
     used_as = False
     for conv in conversations:
         if as_ is not None:
@@ -85,6 +131,8 @@ def import_sources(
         if redact is not None:
             messages = [redact_message(redact, m) for m in messages]
         tag = {"source": source, "key": conv.key}
+        if name in pending_names:
+            flush()  # the same name again: it must exist before it is looked at
         if backend.exists(name):
             header = backend.header(name)
             if (header.metadata or {}).get("imported_from") != tag:
@@ -92,6 +140,8 @@ def import_sources(
                     f"{conv.where}: session {name} exists and was not imported from this"
                     " conversation; pass --prefix P; nothing more imported"
                 )
+            if check_only:
+                continue
             have = {m.id for m in backend.iter_messages(name)}
             new = [m for m in messages if m.id not in have]
             if not new:
@@ -119,10 +169,15 @@ def import_sources(
                     parent=parent,
                     parent_message=conv.parent_message if parent else None,
                 )
-                backend.create(name, header, messages)
+                pending.append(NewSession(name, header, messages))
+                pending_names.add(name)
+                pending_messages += len(messages)
+                if len(pending) >= GROUP_SESSIONS or pending_messages >= GROUP_MESSAGES:
+                    flush()
             summary["sessions_created"] += 1
         summary["messages_added"] += len(new)
         summary["sessions"].append({"name": name, "key": conv.key, "added": len(new)})
+    flush()
     return summary
 
 

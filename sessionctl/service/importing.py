@@ -40,6 +40,11 @@ _TEXT_FIELDS = ("model", "tool_call_id", "name")
 _BOOKKEEPING = ("pos", "more")
 _KNOWN = {"type", "id", "seq", "role", "content", "created_at", "interrupted", "usage"}
 _KNOWN |= {"tool_calls", "metadata", *_TEXT_FIELDS, *_BOOKKEEPING}
+# A UTC time that format_iso writes back as its own digits (a year from 1000: earlier
+# ones print back otherwise), with no, milli- or microsecond fractions.
+_UTC_TIME = re.compile(
+    r"([1-9][0-9]{3}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.([0-9]{3}|[0-9]{6}))?Z"
+)
 _ID = re.compile(r"[!-~]{1,128}")  # printable ASCII without spaces: ULIDs and peer tools' ids
 
 
@@ -146,6 +151,14 @@ def _time(record: Mapping[str, Any], key: str, what: str) -> str | None:
     value = _text(record, key, what)
     if value is None:
         return None
+    quick = _UTC_TIME.fullmatch(value)
+    if quick:  # UTC, a year from 1000: format_iso's output is the digits, padded
+        normal = f"{quick[1]}.{(quick[2] or '').ljust(6, '0')}Z"
+        try:
+            parse_iso(normal)  # 2025-02-30...: refused below, with the message
+            return normal
+        except ValueError:
+            pass
     try:
         normal = format_iso(parse_iso(value))
         parse_iso(normal)  # years before 1000 do not print back as ISO

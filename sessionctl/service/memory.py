@@ -1,27 +1,25 @@
-"""Semantic memory: keep each session's index caught up, and search it.
+"""Semantic memory: search the sessions by meaning and by their words, and reindex them.
 
 The transcript is the source of truth. Appends never wait for embedding; the
-index catches up (only what changed) when something needs it: ``relevant``,
-chat context, ``reindex``. A missing, stale, corrupt or other-model index is
-rebuilt with one warning; the command still succeeds.
+backend's vector store catches up (only what changed) when something needs it:
+``relevant``, chat context, ``reindex``. A missing, stale, corrupt or
+other-model index is rebuilt with one warning; the command still succeeds.
+Everything here goes through the two interfaces of ``backend/base.py``: one
+session is searched by ``search_session`` (its own index where the backend
+keeps one), several by the store-wide ``search``.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
-import errno
-import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sessionctl.errors import SessionctlError, SessionNotFound, StoreError, UsageError
 from sessionctl.models import Message
-from sessionctl.service.freshness import write_stamp
 
 if TYPE_CHECKING:
     from sessionctl.backend.base import SessionHeader
-    from sessionctl.backend.files.sidecar import SidecarIndex
     from sessionctl.embed import Embedder
     from sessionctl.index import SyncReport
     from sessionctl.service.store import Store
@@ -79,69 +77,10 @@ def check_threshold(value: float | None) -> float | None:
 
 def embedder_for(store: Store, *, model: str | None = None, threads: int = 1) -> Embedder:
     """Return the configured embedding model (the default ships with sessionctl)."""
-    # onnxruntime >= 1.2x ships Microsoft's 1DS telemetry: on import it writes a device
-    # id and an event database under ~/.cache/Microsoft (outside the data dir) and may
-    # upload events. sessionctl is offline and writes only under its home: turn it off.
-    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     from sessionctl.embed import get_embedder
 
     name = model or store.settings.embedding_model
     return get_embedder(name, threads=threads, api_base=store.settings.api_base)
-
-
-def index_for(store: Store, name: str) -> SidecarIndex:
-    """Return the sidecar index object of session ``name`` (files may not exist yet)."""
-    from sessionctl.backend.files.sidecar import SidecarIndex
-
-    return SidecarIndex.for_session(store.backend.sessions_dir, name)
-
-
-@contextlib.contextmanager
-def _index_lock(store: Store, name: str) -> Iterator[None]:
-    """The session's write lock; on a read-only data dir, none (nothing can be saved there:
-    the index is caught up in memory for this search, with a warning)."""
-    with contextlib.ExitStack() as stack:
-        try:
-            stack.enter_context(store.backend.lock(name))
-        except StoreError as exc:
-            cause = exc.__cause__
-            if not (isinstance(cause, OSError) and cause.errno in (errno.EROFS, errno.EACCES)):
-                raise
-            store.warn(f"session {name!r}: {exc}; the index is not saved")
-        yield
-
-
-def catch_up(
-    store: Store,
-    name: str,
-    embedder: Embedder,
-    *,
-    progress: Callable[[int, int], None] | None = None,
-    index: SidecarIndex | None = None,
-) -> tuple[list[Message], SyncReport]:
-    """Bring ``name``'s index up to date with its transcript; return its messages too.
-
-    Pass ``index`` to search it afterwards: when the caught-up index could not be
-    saved (disk full, read-only data dir) only that object holds it.
-    """
-    backend = store.backend
-    with _index_lock(store, name):
-        messages = backend.messages(name)
-        header = backend.header(name)
-        index = index or index_for(store, name)
-        report = index.sync(
-            [(m.seq, m.content) for m in messages],
-            embedder,
-            transcript_uid=header.uid,
-            progress=progress,
-        )
-        if not report.save_error:
-            write_stamp(store, name, index, header.uid)
-    if report.rebuilt_reason == "index missing" and not report.save_error:
-        return messages, report  # first indexing (appends never index): nothing to warn about
-    for warning in report.warnings:
-        store.warn(f"session {name!r}: {warning}")
-    return messages, report
 
 
 def search(
@@ -345,14 +284,22 @@ def _checked(
 def _within(
     fetch: Callable[[int], list[Hit]], keep: Callable[[str, Message], bool], k: int
 ) -> list[Hit]:
-    """The first ``k`` hits of ``fetch(depth)`` that ``keep`` keeps, fetching deeper as needed."""
+    """The first ``k`` hits of ``fetch(depth)`` that ``keep`` keeps, fetching deeper as needed.
+
+    Each deeper fetch goes as deep as the share kept so far says k needs (with a
+    quarter more), at least twice as deep; x8 while nothing was kept. Every fetch
+    starts from the top, so few of them matter more than a tight depth.
+    """
     depth = max(k, 1)
     while True:
         hits = fetch(depth)
         kept = [h for h in hits if keep(h.session, h.message)]
         if len(kept) >= k or len(hits) < depth:
             return kept[:k]
-        depth *= 4
+        if kept:
+            depth = max(2 * depth, depth * k * 5 // (4 * len(kept)) + 1)
+        else:
+            depth *= 8
 
 
 def _text_search(
@@ -457,7 +404,9 @@ def _vector_search(
     skipped: set[str] = set()
     for name in sorted(names):
         try:
-            found_here = _search_one(store, name, embedder, query, top_k, threshold, roles)
+            found_here = store.backend.vectors.search_session(
+                name, query, embedder, k=top_k, max_distance=threshold, roles=roles
+            )
         except SessionNotFound:
             continue  # deleted or renamed while we searched
         except Exception as exc:
@@ -467,8 +416,8 @@ def _vector_search(
             store.warn(skip_warning(name, exc, "searched"))
             skipped.add(name)
             continue
-        if found_here is not None:
-            per_session[name], by_seq[name] = found_here
+        per_session[name] = [(h.seq, h.distance) for h in found_here if h.distance is not None]
+        by_seq[name] = {h.seq: h.message for h in found_here}
     found = _ranked(
         [
             Hit(name, by_seq[name][seq], distance)
@@ -486,32 +435,6 @@ def _ranked(hits: list[Hit]) -> list[Hit]:
         h._replace(sources={"vector": {"rank": i, "distance": h.distance}})
         for i, h in enumerate(hits, 1)
     ]
-
-
-def _search_one(
-    store: Store,
-    name: str,
-    embedder: Embedder,
-    query: Any,
-    top_k: int,
-    threshold: float,
-    roles: frozenset[str] | None,
-) -> tuple[list[tuple[int, float]], dict[int, Message]] | None:
-    """The hits (seq, distance) of one session and its messages by seq; None: none wanted."""
-    index = index_for(store, name)
-    if roles is None:
-        fast = _fast_search(store, name, embedder, index, query, top_k, threshold)
-        if fast is not None:
-            return fast
-    messages, _ = catch_up(store, name, embedder, index=index)
-    by_seq = {m.seq: m for m in messages}
-    wanted = {m.seq for m in messages if roles is None or m.role in roles}
-    if not wanted:
-        return None
-    # Ask for enough neighbours that the role filter still leaves top_k.
-    depth = len(messages) if roles is not None else min(top_k, len(messages))
-    hits = index.search(query, depth, max_distance=threshold)
-    return [(seq, d) for seq, d in hits if seq in wanted][:top_k], by_seq
 
 
 def _isolable(exc: Exception) -> bool:
@@ -549,7 +472,7 @@ def _store_wide(
     """Search the backend's store-wide index; None when it cannot be used here (read-only
     home): the caller then searches session by session."""
     from sessionctl.backend.base import SearchFilter
-    from sessionctl.backend.files.vectors import IndexNotWritable
+    from sessionctl.errors import IndexNotWritable
 
     try:
         hits = store.backend.vectors.search(
@@ -568,33 +491,6 @@ def _store_wide(
         store.warn(f"semantic index: {exc}; searching session by session")
         return None
     return _ranked([Hit(h.session, h.message, h.distance) for h in hits])
-
-
-def _fast_search(
-    store: Store,
-    name: str,
-    embedder: Embedder,
-    index: SidecarIndex,
-    query: Any,
-    top_k: int,
-    threshold: float,
-) -> tuple[list[tuple[int, float]], dict[int, Message]] | None:
-    """Search without parsing the transcript when the stamp proves the index current.
-
-    None when a full catch-up is needed (no stamp, a rewrite, a drop, ...).
-    """
-    from sessionctl.backend.files.lookup import messages_by_seq
-    from sessionctl.service.freshness import fast_catch_up
-
-    try:
-        with store.backend.lock(name):
-            if not fast_catch_up(store, name, embedder, index):
-                return None
-        hits = index.search(query, top_k, max_distance=threshold)
-        found = messages_by_seq(store.backend.path(name), [seq for seq, _ in hits])
-    except OSError:  # StoreError included: the full path reports it properly
-        return None
-    return [(seq, d) for seq, d in hits if seq in found], found
 
 
 def _fall_back(
@@ -640,7 +536,9 @@ def reindex(
     if not every:
         for name in targets:
             store.existing(name)
-    embedder = embedder_for(store, model=model, threads=max(1, os.cpu_count() or 1))
+    from sessionctl.embed import all_cores
+
+    embedder = embedder_for(store, model=model, threads=all_cores())
     if not store.backend.capabilities.session_indexes:  # one index for the store: rebuild it
         if sessions_done is not None:
             sessions_done(0, len(targets))
@@ -698,35 +596,4 @@ def _reindex_one(
     store: Store, name: str, embedder: Embedder, progress: Progress | None
 ) -> SyncReport:
     store.existing(name)
-    index = index_for(store, name)
-    with store.backend.lock(name):
-        index.delete()
-    _, report = catch_up(store, name, embedder, progress=_per_session(progress, name))
-    return report
-
-
-def _per_session(progress: Progress | None, name: str) -> Callable[[int, int], None] | None:
-    if progress is None:
-        return None
-
-    def report(done: int, total: int) -> None:
-        progress(name, done, total)
-
-    return report
-
-
-def copy_for_fork(store: Store, source: str, new: str, seqs: list[int]) -> None:
-    """Give a fork the vectors its source already has (only if the source is indexed)."""
-    source_index = index_for(store, source)
-    if not source_index.files()[0].exists() or not seqs:
-        return
-    header = store.backend.header(new)
-    with store.backend.lock(new):
-        try:
-            source_index.copy_to(
-                index_for(store, new), {s: s for s in seqs}, transcript_uid=header.uid
-            )
-        except Exception as exc:  # derived data: the next query rebuilds it
-            store.warn(
-                f"could not copy the index of {source!r} to {new!r} ({exc}); it will be rebuilt"
-            )
+    return store.backend.vectors.rebuild_session(name, embedder, progress=progress)

@@ -16,7 +16,7 @@ from sessionctl.backend.base import SessionHeader
 from sessionctl.errors import UsageError
 from sessionctl.ids import new_ulid
 from sessionctl.jsonlines import encode
-from sessionctl.models import FORMAT_NAME, FORMAT_VERSION
+from sessionctl.models import FORMAT_NAME, FORMAT_VERSION, tool_call_parts
 from sessionctl.names import check_name, is_valid_name
 from sessionctl.redact import redact_message
 from sessionctl.service.importing import (
@@ -195,7 +195,21 @@ def _markdown(data: dict[str, Any], messages: Iterable[dict[str, Any]]) -> Itera
     for m in messages:
         stamp = m.get("created_at", "")
         who = m["role"] + (f" ({m['model']})" if m.get("model") else "")
-        lines = ["", f"## {who} · {stamp}", "", m.get("content", ""), ""]
+        if m["role"] == "tool":  # which call it answers
+            name, ident = m.get("name"), m.get("tool_call_id")
+            who += (f" `{name}`" if name else "") + (f" (`{ident}`)" if ident else "")
+        lines = ["", f"## {who} · {stamp}", ""]
+        if m.get("content"):
+            lines += [m["content"], ""]
+        calls = m.get("tool_calls") or []
+        if calls:
+            lines += ["**Tool calls:**", ""]
+            for call in calls:
+                name, ident, arguments = tool_call_parts(call)
+                lines.append(
+                    f"- `{name}`" + (f" (`{ident}`)" if ident else "") + f": `{arguments}`"
+                )
+            lines.append("")
         if m.get("interrupted"):
             lines += ["*(interrupted)*", ""]
         yield "\n".join(lines)

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator, Mapping
+from json.encoder import encode_basestring_ascii as _quote
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -56,8 +57,18 @@ class SourceSession(NamedTuple):
 
 
 def stable_id(source: str, *parts: object) -> str:
-    """A message id from a hash of the source and its own ids: the same on every import."""
-    digest = hashlib.sha256(json.dumps([source, *parts], default=str).encode()).hexdigest()
+    """A message id from a hash of the source and its own ids: the same on every import.
+
+    The hash is of ``json.dumps([source, *parts], default=str)``; texts and whole
+    numbers (what the readers pass) are spelled here as json.dumps spells them, at a
+    third of its cost, anything else goes through it.
+    """
+    items = (source, *parts)
+    if all(type(p) is str or type(p) is int for p in items):
+        text = "[" + ", ".join(_quote(p) if type(p) is str else str(p) for p in items) + "]"
+    else:
+        text = json.dumps(list(items), default=str)
+    digest = hashlib.sha256(text.encode()).hexdigest()
     return f"{source.replace('-', '')}-{digest[:24]}"
 
 
@@ -162,7 +173,7 @@ def _time(value: Any) -> str | None:
             stamp = datetime.fromtimestamp(float(value), UTC)
         except (OverflowError, OSError, ValueError):
             return None
-        return stamp.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        return _ms(stamp)
     if isinstance(value, str) and value:
         try:
             stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -170,8 +181,16 @@ def _time(value: Any) -> str | None:
             return None
         if stamp.tzinfo is None:
             stamp = stamp.replace(tzinfo=UTC)
-        return stamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        return _ms(stamp.astimezone(UTC))
     return None
+
+
+def _ms(stamp: Any) -> str:
+    """``YYYY-MM-DDTHH:MM:SS.mmmZ`` of a UTC datetime (isoformat: 3x faster than strftime,
+    and the same text from the year 1000 on; strftime does not pad earlier years)."""
+    if stamp.year >= 1000:
+        return str(stamp.isoformat(timespec="milliseconds")[:-6]) + "Z"
+    return str(stamp.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]) + "Z"
 
 
 # -- openai / sharegpt ------------------------------------------------------------------------

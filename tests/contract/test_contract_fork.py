@@ -39,7 +39,8 @@ def _source(store: Store) -> list[dict[str, Any]]:
             _user("last"),
         ]
     )
-    return work.to_dict()["messages"]
+    messages: list[dict[str, Any]] = work.to_dict()["messages"]
+    return messages
 
 
 @pytest.mark.parametrize("cut", [None, 0, 2, 5], ids=["all", "first", "middle", "last"])

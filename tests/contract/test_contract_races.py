@@ -16,7 +16,9 @@ from sessionctl import SessionExists, Store
 Reopen = Callable[[Store], Store]
 
 
-def _race(store: Store, reopen: Reopen, attempts: list[Callable[[Store], object]]) -> list[str]:
+# Each attempt is called with a Store; `...` since they bind their loop value as a default
+# argument (lambda s, n=n: ...), which mypy cannot infer against Callable[[Store], object].
+def _race(store: Store, reopen: Reopen, attempts: list[Callable[..., object]]) -> list[str]:
     """Run every attempt at once; return "ok" or the error's class name for each."""
     start = threading.Barrier(len(attempts))
     outcome = [""] * len(attempts)

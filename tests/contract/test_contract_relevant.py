@@ -277,3 +277,70 @@ def test_a_time_window_applies_before_the_cut_on_every_backend(
     assert [i.name for i in store.list_sessions(until=between).sessions] == ["before"]
     with pytest.raises(UsageError, match="is after --until"):
         store.get_relevant(query, since="1h", until="2d")
+
+
+# -- one session's search, through the VectorStore interface ----------------------------
+def _one(store: Store, name: str, query: str, **kwargs: Any) -> list[tuple[str, int, str]]:
+    from sessionctl.service.memory import embedder_for
+
+    model = embedder_for(store)
+    vec = model.embed([query])[0]
+    hits = store.backend.vectors.search_session(name, vec, model, **kwargs)
+    distances = [h.distance for h in hits]
+    assert all(d is not None and 0.0 <= d <= kwargs["max_distance"] for d in distances)
+    keys = [(h.distance, h.seq) for h in hits]
+    assert keys == sorted(keys), keys
+    return [(h.session, h.seq, h.message.content) for h in hits]
+
+
+def test_search_session_is_the_store_wide_search_scoped_to_one_session(store: Store) -> None:
+    from sessionctl.backend.base import SearchFilter
+    from sessionctl.service.memory import embedder_for
+
+    _corpus(store)
+    model = embedder_for(store)
+    query = "when does the boat to the island go?"
+    vec = model.embed([query])[0]
+    for roles in (None, frozenset({"assistant"})):
+        for k in (1, 2, 10):
+            one = _one(store, "travel", query, k=k, max_distance=2.0, roles=roles)
+            wide = store.backend.vectors.search(
+                vec, model, k=k, max_distance=2.0, where=SearchFilter(["travel"], roles)
+            )
+            assert one == [(h.session, h.seq, h.message.content) for h in wide], (roles, k)
+    assert [seq for _, seq, _ in _one(store, "travel", query, k=10, max_distance=2.0)] == [
+        2, 1, 3
+    ]  # fmt: skip
+    assert _one(store, "pets", FAR, k=5, max_distance=0.01) == []  # the threshold applies
+    assert _one(store, "food", query, k=5, max_distance=2.0, roles=frozenset({"system"})) == []
+
+
+def test_search_session_follows_the_transcript_and_knows_a_gone_session(store: Store) -> None:
+    _corpus(store)
+    travel = store.session("travel")
+    travel.drop(travel.get_messages()[1].id)  # the boats
+    travel.add_message(_user("Ferries to the island are cancelled in a storm."))
+    found = _one(store, "travel", "when does the boat to the island go?", k=10, max_distance=2.0)
+    assert sorted(seq for _, seq, _ in found) == [1, 3, 4]
+    store.delete("travel")
+    for gone in ("travel", "nope"):
+        with pytest.raises(SessionNotFound):
+            _one(store, gone, "ferry", k=5, max_distance=2.0)
+
+
+def test_rebuild_session_embeds_one_session_again(store: Store) -> None:
+    from sessionctl.service.memory import embedder_for
+
+    _corpus(store)
+    query = "when does the boat to the island go?"
+    before = _one(store, "travel", query, k=10, max_distance=2.0)
+    seen: list[tuple[str, int, int]] = []
+    report = store.backend.vectors.rebuild_session(
+        "travel", embedder_for(store), progress=lambda *args: seen.append(args)
+    )
+    assert report.total == 3 and report.added == 3
+    assert seen and seen[-1] == ("travel", 3, 3)
+    assert _one(store, "travel", query, k=10, max_distance=2.0) == before
+    assert len(_hits(store, query, top_k=100, distance_threshold=2.0, mode="vector")) == 7
+    with pytest.raises(SessionNotFound):
+        store.backend.vectors.rebuild_session("nope", embedder_for(store))

@@ -165,7 +165,7 @@ def test_acknowledged_append_is_readable_and_keeps_every_field(
     store: Store, reopen: Reopen
 ) -> None:
     work = store.session("work")
-    sent = [
+    sent: list[dict[str, Any]] = [
         {"role": "user", "content": 'a\u2028b\x00c 🙂\n"q"', "metadata": {"k": [1, {"x": None}]}},
         {
             "role": "assistant",

@@ -21,7 +21,7 @@ import pytest
 from sessionctl import SessionExists, SessionNotFound, Store, UsageError
 
 if TYPE_CHECKING:
-    from tests.contract.conftest import Backend
+    from contract.conftest import Backend
 
 Reopen = Callable[[Store], Store]
 

@@ -79,7 +79,16 @@ class ActivityLog:
         itself: the transcript's mtime still tells (see the module docstring).
         """
         when = max(time.time_ns() if ns is None else ns, 0 if reset else floor)
-        line = f"{'=' if reset else ''}{when} {name}\n".encode()
+        return self._write(f"{'=' if reset else ''}{when} {name}\n".encode())
+
+    def touch_many(self, names: Iterable[str]) -> bool:
+        """Record that every one of ``names`` was written now, in one append."""
+        when = time.time_ns()
+        return self._write("".join(f"{when} {name}\n" for name in names).encode())
+
+    def _write(self, line: bytes) -> bool:
+        if not line:
+            return True
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
         with contextlib.suppress(OSError):
             for _ in range(3):
@@ -95,8 +104,9 @@ class ActivityLog:
                     if st.st_mode & 0o777 != FILE_MODE:
                         os.fchmod(fd, FILE_MODE)  # created under a strict umask
                     if st.st_ino == os.stat(self.path, follow_symlinks=False).st_ino:
-                        # One small O_APPEND write: never interleaved. A short
-                        # write (full disk) leaves a torn line that readers skip.
+                        # One O_APPEND write (a line, or a few KiB of them): never
+                        # interleaved. A short write (full disk) leaves a torn
+                        # line that readers skip.
                         return os.write(fd, line) == len(line)
                 finally:
                     os.close(fd)  # compacted meanwhile: write to the new file

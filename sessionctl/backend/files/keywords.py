@@ -429,20 +429,30 @@ def _query(
     until: str | None,
 ) -> list[tuple[str, int, float, Message]]:
     if names is None and roles is None and since is None and until is None:
-        # Unfiltered: rank in FTS alone, then join the k best (sorting 20k matches
-        # with their records costs as much again as scoring them). Exact unless
-        # scores tie across the cut, where the full query below decides.
+        # Unfiltered: rank in FTS alone and join only the best few (joining and
+        # sorting 20k matches costs as much again as scoring them). The few are
+        # k and some more: the cut is exact when the k-th score differs from the
+        # last one fetched (every tie of the k-th is then among them); otherwise the
+        # full query below decides.
+        depth = 4 * k + 16
         rows = conn.execute(
             "WITH top AS (SELECT rowid AS id, bm25(fts) AS rank FROM fts"
             " WHERE fts MATCH ? ORDER BY rank LIMIT ?)"
-            " SELECT d.session, d.seq, top.rank, d.record FROM top JOIN docs d"
+            " SELECT top.id, d.session, d.seq, top.rank FROM top JOIN docs d"
             " ON d.id = top.id ORDER BY top.rank, d.session, d.seq",
-            (expression, k + 1),
+            (expression, depth),
         ).fetchall()
-        if len(rows) <= k or rows[k - 1][2] != rows[k][2]:
+        if len(rows) < depth or rows[min(k, len(rows)) - 1][3] != rows[-1][3]:
+            best = rows[:k]
+            ids = [row[0] for row in best]
+            records = dict(
+                conn.execute(
+                    f"SELECT id, record FROM docs WHERE id IN ({','.join('?' * len(ids))})", ids
+                ).fetchall()
+            )
             return [
-                (s, int(q), -float(r), Message.from_record(json.loads(rec)))
-                for s, q, r, rec in rows[:k]
+                (s, int(q), -float(r), Message.from_record(json.loads(records[i])))
+                for i, s, q, r in best
             ]
     where = ["fts MATCH ?"]
     args: list[Any] = [expression]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +26,7 @@ from sessionctl.backend.base import (
     Capabilities,
     HeaderPatch,
     MakeMessages,
+    NewSession,
     SessionHeader,
     SessionStream,
     Snapshot,
@@ -46,15 +47,18 @@ from sessionctl.backend.files.transcript import Header, Warn, encode
 from sessionctl.backend.files.trash import TrashMixin
 from sessionctl.errors import MessageNotFound, SessionExists, SessionNotFound, StoreError
 from sessionctl.fsutil import (
+    TEMP_SUFFIX,
     append_private,
     atomic_write,
     check_own_file,
+    create_private_unsynced,
     ensure_private_dir,
     exclusive_lock,
     fsync_dir,
     is_temp_name,
     remove_stale_temps,
     remove_unheld_temp,
+    sync_files,
     temp_path_for,
     temp_target,
     try_exclusive_lock,
@@ -68,6 +72,7 @@ if TYPE_CHECKING:
     from sessionctl.backend.files.vectors import StoreIndex
 
 FACTS = "server-facts.json"
+CREATE_GROUP = 128  # sessions per durability barrier in create_many (an open file each)
 
 
 class LocalBackend(TrashMixin):
@@ -77,6 +82,8 @@ class LocalBackend(TrashMixin):
         self.home = home
         self.sessions_dir = home / "sessions"
         self.trash_dir = home / "trash"
+        self._sessions_str = str(self.sessions_dir)
+        self._trash_str = str(self.trash_dir)
         self.warn = warn
         self.activity = ActivityLog(home / LOG_NAME)
         self._warned_home = False
@@ -162,6 +169,8 @@ class LocalBackend(TrashMixin):
         One lstat each, on every operation: a long-lived Store must not follow a
         link put there after its first write.
         """
+        if not (os.path.islink(self._sessions_str) or os.path.islink(self._trash_str)):
+            return  # the usual case, two lstat and no Path objects (import: once a session)
         for directory in (self.sessions_dir, self.trash_dir):
             if directory.is_symlink():
                 raise StoreError(
@@ -232,7 +241,7 @@ class LocalBackend(TrashMixin):
     def exists(self, name: str) -> bool:
         """Return True when a live session ``name`` exists."""
         self._check_dirs()
-        return os.path.lexists(self.path(name))
+        return os.path.lexists(f"{self._sessions_str}/{name}{TRANSCRIPT}")
 
     def _require(self, name: str) -> Path:
         self._check_dirs()
@@ -457,6 +466,96 @@ class LocalBackend(TrashMixin):
                 tmp.unlink()  # also after a failed write (disk full): no temp left behind
         fsync_dir(self.sessions_dir)
         self.activity.touch(name)
+
+    def create_many(self, sessions: Sequence[NewSession]) -> None:
+        """Create every session of ``sessions`` whole, sharing the costs between them.
+
+        One namespace lock and one listing of ``sessions/`` (the exists and case
+        checks) for the call; then, per group of sessions, each transcript goes
+        to a temp file, one :func:`sync_files` makes them all durable, each is
+        linked into place (atomic and exclusive, as :meth:`create`), the directory
+        is fsynced once and the activity recorded in one append. A kill leaves
+        each session whole or absent (a temp file left behind is swept by the next
+        writer); a taken name raises SessionExists before anything is written.
+        """
+        if not sessions:
+            return
+        # The namespace lock alone: every creation, rename, restore and delete of a
+        # session holds it, so under it no other writer touches a name that has no
+        # transcript, and the listing stays true. No per-session lock file is made
+        # (one more file creation each); the temp files are unique and flocked by
+        # us until linked, so no sweep takes them for a crashed writer's.
+        with self._namespace_lock():
+            self._check_dirs()
+            files = os.listdir(self.sessions_dir)
+            present = set(files)
+            folded: dict[str, str] = {}
+            for file in files:
+                if file[0] != "." and file.endswith(TRANSCRIPT):
+                    folded.setdefault(file.casefold(), file[: -len(TRANSCRIPT)])
+            for name, _header, _messages in sessions:
+                own = f"{name}{TRANSCRIPT}"
+                if own in present:
+                    raise SessionExists(f"session {name!r} already exists; choose another name")
+                twin = folded.get(own.casefold())
+                if twin == name:
+                    raise SessionExists(f"session {name!r} given twice; nothing created")
+                if twin is not None:
+                    raise SessionExists(
+                        f"session {twin!r} already exists and differs from {name!r} only in"
+                        " case; choose another name"
+                    )
+                folded[own.casefold()] = name
+            for start in range(0, len(sessions), CREATE_GROUP):
+                self._create_group(sessions[start : start + CREATE_GROUP], present)
+
+    def _create_group(self, group: Sequence[NewSession], present: set[str]) -> None:
+        temps: list[tuple[str, str]] = []  # (temp, transcript) names in sessions/
+        fds: list[int] = []
+        # Names relative to one descriptor of sessions/: no path walk, no Path objects,
+        # and the directory checked before cannot be swapped for a link meanwhile.
+        where = os.open(self.sessions_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            try:
+                for name, header, messages in group:
+                    for suffix in SIDECAR_SUFFIXES:  # left by a crash in delete or rename
+                        if suffix != ".rejects" and f"{name}{suffix}" in present:
+                            with contextlib.suppress(FileNotFoundError):
+                                os.unlink(f"{name}{suffix}", dir_fd=where)
+                    target = f"{name}{TRANSCRIPT}"
+                    # unique and flocked by us until linked: no sweep takes it for a
+                    # crashed writer's (temp_path_for's form, see fsutil)
+                    tmp = f".{target}~{os.urandom(6).hex()}{TEMP_SUFFIX}"
+                    temps.append((tmp, target))
+                    data = self._encoded(header, messages)
+                    fds.append(create_private_unsynced(tmp, data, where))
+                sync_files(fds)
+                for tmp, target in temps:
+                    try:
+                        os.link(tmp, target, src_dir_fd=where, dst_dir_fd=where)
+                    except FileExistsError:
+                        raise SessionExists(
+                            f"session {target[: -len(TRANSCRIPT)]!r} already exists;"
+                            " choose another name"
+                        ) from None
+            finally:
+                for fd in fds:
+                    os.close(fd)
+                for tmp, _target in temps:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(tmp, dir_fd=where)  # also after a failed write
+            os.fsync(where)
+        finally:
+            os.close(where)
+        self.activity.touch_many(name for name, _h, _m in group)
+
+    @staticmethod
+    def _encoded(header: SessionHeader, messages: Sequence[Message]) -> bytes:
+        head = file_header(header)
+        numbered = _numbered(messages)
+        head.base_seq = max((m.seq for m in numbered), default=0)
+        head.base_count = len(numbered)
+        return transcript.encode_header(head) + b"".join(encode(m.to_record()) for m in numbered)
 
     def append(
         self, name: str, make: MakeMessages, *, create: SessionHeader | None

@@ -65,11 +65,16 @@ def messages_by_seq(path: Path, seqs: Iterable[int]) -> dict[int, Message]:
     # readers skip them and the next writer sets them aside (docs/format.md, "more").
     last = tail_state(path).last
     newest = 0 if last is None else last.seq
+    wanted_seqs = sorted(s for s in set(seqs) if s <= newest)
+    if len(wanted_seqs) * max(1, newest.bit_length()) >= newest:
+        # Many of them: one pass over the file decodes each record once, where a
+        # binary search per seq would decode log2(n) records for each.
+        return _scan(path, set(wanted_seqs), newest)
     fd = open_transcript(path)
     found: dict[int, Message] = {}
     try:
         size = os.fstat(fd).st_size
-        for wanted in sorted(s for s in set(seqs) if s <= newest):
+        for wanted in wanted_seqs:
             lo, hi = 0, size
             while lo < hi:
                 mid = (lo + hi) // 2
@@ -98,4 +103,27 @@ def messages_by_seq(path: Path, seqs: Iterable[int]) -> dict[int, Message]:
                 hit = _line_at(fd, hit[0] + len(hit[1]) + 1, size)
     finally:
         os.close(fd)
+    return found
+
+
+def _scan(path: Path, wanted: set[int], newest: int) -> dict[int, Message]:
+    """:func:`messages_by_seq` by reading the transcript from start to ``newest``."""
+    found: dict[int, Message] = {}
+    if not wanted:
+        return found
+    with os.fdopen(open_transcript(path), "rb") as f:
+        for line in f:
+            if not line.endswith(b"\n"):
+                break  # a torn last line: not a record yet
+            record = decode_record(line[:-1])
+            seq = _seq_of(record)
+            if seq is None or seq not in wanted:
+                if seq is not None and seq >= newest:
+                    break
+                continue
+            message = as_message(record)
+            if message is not None:
+                found[seq] = message
+                if len(found) == len(wanted) or seq >= newest:
+                    break
     return found

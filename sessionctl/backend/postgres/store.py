@@ -9,13 +9,14 @@ clock (several hosts write), in ns, kept monotonic per session.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sessionctl.backend.base import (
     Capabilities,
     HeaderPatch,
     MakeMessages,
+    NewSession,
     SessionHeader,
     SessionStream,
     Snapshot,
@@ -40,6 +41,7 @@ _HEAD_COLS = (
     "uid, created_at, updated_at, model, system, metadata, parent, parent_message, header_extra"
 )
 _BATCH = 2000  # messages per round trip when streaming
+CREATE_GROUP = 256  # sessions per transaction in create_many
 
 
 def _not_found(name: str) -> SessionNotFound:
@@ -514,6 +516,23 @@ class PostgresBackend:
                 last_active_ns=last_active_ns, trash_id=trash_id,
             )  # fmt: skip
             self._insert_messages(conn, sid, listed)
+
+    def create_many(self, sessions: Sequence[NewSession]) -> None:
+        """Create the sessions in one transaction per group of them: all of a group or none."""
+        for start in range(0, len(sessions), CREATE_GROUP):
+            group = sessions[start : start + CREATE_GROUP]
+            listed = [[m._replace(pos=0) for m in messages] for _n, _h, messages in group]
+            for (_name, header, _messages), rows in zip(group, listed, strict=True):
+                _check(header._asdict())
+                for m in rows:
+                    _check(m.to_record())
+            with self.db.transaction() as conn:
+                for (name, header, _messages), rows in zip(group, listed, strict=True):
+                    high = max((m.seq for m in rows), default=0)
+                    sid = self._insert_session(
+                        conn, name, header, high_seq=high, count=len(rows), last_active_ns=None
+                    )
+                    self._insert_messages(conn, sid, rows)
 
     def append(
         self, name: str, make: MakeMessages, *, create: SessionHeader | None

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from sessionctl.backend.base import IndexHit, IndexProgress, SearchFilter
 from sessionctl.backend.postgres.rows import MSG_COLS as _MSG_COLS
 from sessionctl.backend.postgres.rows import message as _message
-from sessionctl.errors import EmbeddingError, StoreError
+from sessionctl.errors import EmbeddingError, SessionNotFound, StoreError
 from sessionctl.index.hits import similarity_to_distance, within_threshold
 from sessionctl.index.report import SyncReport
 
@@ -306,6 +306,32 @@ class PgVectors:
             if within_threshold(distance, max_distance):
                 hits.append(IndexHit(str(row[0]), int(row[2]), distance, _message(row[2:])))
         return hits
+
+    def search_session(
+        self,
+        name: str,
+        query_vec: Any,
+        embedder: Embedder,
+        *,
+        k: int,
+        max_distance: float,
+        roles: frozenset[str] | None = None,
+    ) -> list[IndexHit]:
+        """``name``'s nearest messages: no index per session here, the one query scoped to it."""
+        where = SearchFilter(names=[name], roles=roles)
+        hits = self.search(query_vec, embedder, k=k, max_distance=max_distance, where=where)
+        if not hits and not self.backend.exists(name):
+            raise SessionNotFound(f"no session named {name!r} (see `sessionctl list`)")
+        return hits
+
+    def rebuild_session(
+        self, name: str, embedder: Embedder, *, progress: IndexProgress | None = None
+    ) -> SyncReport:
+        """Drop ``name``'s vectors and embed them again."""
+        reports = dict(self.rebuild([name], embedder, progress=progress))
+        if name not in reports and not self.backend.exists(name):
+            raise SessionNotFound(f"no session named {name!r} (see `sessionctl list`)")
+        return reports.get(name, SyncReport(added=0, removed=0, total=0))
 
     def text_search(
         self, query: str, *, k: int, where: SearchFilter | None = None

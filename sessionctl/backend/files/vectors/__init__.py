@@ -47,21 +47,18 @@ from sessionctl.backend.files.vectors.journal import (
     row_dtype,
     writer_lock,
 )
-from sessionctl.errors import EmbeddingError, SessionctlError, StoreError
+from sessionctl.errors import EmbeddingError, IndexNotWritable, SessionctlError, StoreError
 from sessionctl.index.hits import similarity_to_distance, within_threshold
 from sessionctl.index.report import SyncReport
 from sessionctl.models import Message
 
 if TYPE_CHECKING:
     from sessionctl.backend.files.local import LocalBackend
+    from sessionctl.backend.files.sessionindex import SessionIndexes
     from sessionctl.embed import Embedder
 
 BATCH = 64
 _SMALL_LOOKUP = 32  # up to this many new texts: look their hashes up without a dict
-
-
-class IndexNotWritable(StoreError):
-    """The store-wide index cannot be written here (read-only home, no permission)."""
 
 
 def text_hash(text: str) -> tuple[int, int]:
@@ -87,6 +84,7 @@ class StoreIndex:
         # a compaction or a rebuild changes it.
         self._cache: tuple[tuple[int, ...], Loaded] | None = None
         self._keywords: KeywordIndex | None = None
+        self._sessions: SessionIndexes | None = None
         self._skip_warned: set[str] = set()
 
     def _warn(self, message: str) -> None:
@@ -203,6 +201,36 @@ class StoreIndex:
             }
             hits.append(IndexHit(name, seq, None, message, {"text": source}))
         return hits
+
+    def search_session(
+        self,
+        name: str,
+        query_vec: Any,
+        embedder: Embedder,
+        *,
+        k: int,
+        max_distance: float,
+        roles: frozenset[str] | None = None,
+    ) -> list[IndexHit]:
+        """``name``'s nearest messages by its own sidecar index (sessionindex.py)."""
+        return self.sessions.search(
+            name, query_vec, embedder, k=k, max_distance=max_distance, roles=roles
+        )
+
+    def rebuild_session(
+        self, name: str, embedder: Embedder, *, progress: IndexProgress | None = None
+    ) -> SyncReport:
+        """Embed ``name``'s own sidecar index again from its transcript."""
+        return self.sessions.rebuild(name, embedder, progress=progress)
+
+    @property
+    def sessions(self) -> SessionIndexes:
+        """The per-session sidecar indexes (what one session's search and reindex use)."""
+        if self._sessions is None:
+            from sessionctl.backend.files.sessionindex import SessionIndexes
+
+            self._sessions = SessionIndexes(self.backend)
+        return self._sessions
 
     @property
     def keywords(self) -> KeywordIndex:
