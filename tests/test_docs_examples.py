@@ -184,7 +184,7 @@ def test_config_examples_are_valid(doc: Path) -> None:
 def test_every_block_is_runnable_or_says_why_not() -> None:
     for doc in DOCS:
         for block in blocks(doc):
-            known = ("", "sh", "python", "text", "console", "cron", "json", "toml")
+            known: tuple[str, ...] = ("", "sh", "python", "text", "console", "cron", "json", "toml")
             if doc.name == "postgres.md":
                 known += ("sql",)  # the recipes tests/test_postgres_rls.py runs
             assert block.lang in known, (
