@@ -35,6 +35,7 @@ ENV_VARS: dict[str, str] = {
     "redact": "SESSIONCTL_REDACT",
     "store": "SESSIONCTL_STORE",
     "namespace": "SESSIONCTL_NAMESPACE",
+    "pg_hnsw": "SESSIONCTL_PG_HNSW",
 }
 CONFIG_ENV = "SESSIONCTL_CONFIG"
 DEBUG_ENV = "SESSIONCTL_DEBUG"
@@ -62,6 +63,9 @@ class Settings(NamedTuple):
     config_path: Path | None = None
     store: str | None = None  # None: files under home; else a postgresql:// URL
     namespace: str | None = None  # the PostgreSQL store's namespace (None: the OS user)
+    # The PostgreSQL store's HNSW index: True builds it and searches through it, False
+    # drops it, None (unset) leaves the database as it is and searches exactly.
+    pg_hnsw: bool | None = None
 
     def with_overrides(self, **values: Any) -> Settings:
         """Return a copy with the non-None ``values`` applied (flags win)."""
@@ -188,6 +192,7 @@ CONFIG_KEYS: dict[str, Callable[[str, Any], Any]] = {
     "redact_allow": _patterns,
     "store": _store,
     "namespace": _namespace,
+    "pg_hnsw": _bool,
 }
 
 

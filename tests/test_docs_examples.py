@@ -16,6 +16,8 @@ Conventions (README.md says them too):
   followed by "It prints:" and a `` ```text `` block must print exactly that.
 - ``>>>`` examples run as doctests (docs/python-api.md).
 - `` ```toml `` blocks must be valid config files.
+- `` ```sql `` blocks (docs/postgres.md only) are the row-level security recipe,
+  which tests/test_postgres_rls.py applies to a real server as written.
 - `` ```console ``, `` ```cron ``, `` ```json `` and `` ```text `` blocks are
   illustrations. README's first block holds the set-up commands: its second
   line must be the test command .ci/run runs (running it here would recurse).
@@ -182,6 +184,9 @@ def test_config_examples_are_valid(doc: Path) -> None:
 def test_every_block_is_runnable_or_says_why_not() -> None:
     for doc in DOCS:
         for block in blocks(doc):
-            assert block.lang in ("", "sh", "python", "text", "console", "cron", "json", "toml"), (
+            known: tuple[str, ...] = ("", "sh", "python", "text", "console", "cron", "json", "toml")
+            if doc.name == "postgres.md":
+                known += ("sql",)  # the recipes tests/test_postgres_rls.py runs
+            assert block.lang in known, (
                 f"{doc.name}:{block.line}: a ```{block.lang} block is neither run nor known"
             )

@@ -46,6 +46,9 @@ ENVIRONMENT: dict[str, str] = {
     "postgresql:// URL; unset: the files under the home. Its password is never printed.",
     ENV_VARS["namespace"]: "The PostgreSQL store's namespace (as --namespace; default: "
     "the OS user name).",
+    ENV_VARS["pg_hnsw"]: "1: the PostgreSQL store searches vectors through an approximate "
+    "HNSW index, built by the next search; 0: drops it; unset: exact search (see "
+    "docs/postgres.md).",
     ENV_VARS["context_recent"]: "At most this many recent messages are sent with each prompt.",
     ENV_VARS["context_relevant"]: "At most this many relevant older messages are sent.",
     ENV_VARS["context_window"]: "The model's context window in tokens (default: what an "

@@ -29,6 +29,7 @@ def open_backend(
     *,
     store: str | None = None,
     namespace: str | None = None,
+    hnsw: bool | None = None,
 ) -> SessionStore:
     """The session store: the file backend under ``home``, or the database ``store`` names.
 
@@ -51,7 +52,7 @@ def open_backend(
             raise StoreError(
                 f"a postgresql:// store needs psycopg: pip install 'sessionctl[postgres]' ({exc})"
             ) from None
-        return PostgresBackend(store, warn, namespace=namespace)
+        return PostgresBackend(store, warn, namespace=namespace, hnsw=hnsw)
     from sessionctl.backend.files.local import LocalBackend
 
     return LocalBackend(home, warn)

@@ -61,8 +61,9 @@ class Store:
         self.home = settings.home
         self.warn: Warn = warn or _default_warn
         self.backend: SessionStore = open_backend(
-            self.home, self.warn, store=settings.store, namespace=settings.namespace
-        )
+            self.home, self.warn, store=settings.store, namespace=settings.namespace,
+            hnsw=settings.pg_hnsw,
+        )  # fmt: skip
 
     def __repr__(self) -> str:
         if self.settings.store:

@@ -76,6 +76,18 @@ class Connection:
             ) from None
         try:
             migrate(conn)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            conn.close()
+            raise StoreError(
+                f"this role may not bring sessionctl's schema at {self.where} up to date"
+                f" ({self._why(exc)}): run any sessionctl command once as the role that owns"
+                " its tables (see docs/postgres.md, Isolating users)"
+            ) from None
+        except psycopg.Error as exc:
+            conn.close()
+            raise StoreError(
+                f"cannot apply sessionctl's schema at {self.where}: {self._why(exc)}"
+            ) from None
         except BaseException:
             conn.close()
             raise

@@ -94,12 +94,20 @@ _INSERT_MESSAGE = (
 class PostgresBackend:
     """Sessions of one namespace in a PostgreSQL database."""
 
-    def __init__(self, url: str, warn: Warn | None = None, *, namespace: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        warn: Warn | None = None,
+        *,
+        namespace: str | None = None,
+        hnsw: bool | None = None,
+    ) -> None:
         import getpass
 
         self.url = url
         self.warn = warn
         self.namespace = namespace or getpass.getuser()
+        self.hnsw = hnsw  # the pg_hnsw setting (see vectors.py)
         self.db = Connection(url)
         self._vectors: PgVectors | None = None
         import weakref

@@ -5,6 +5,15 @@ from: a drop or a purge cascades, an edit (scrub) deletes it in the same
 transaction, and a catch-up inserts a vector only if the message still has the text
 it embedded (``md5`` checked in the INSERT). So catching up is "embed what has no
 vector for this model", and a search is one exact SQL query over every session.
+
+The ``pg_hnsw`` setting opts into approximate search: with it on, a search makes
+sure ``sc_embedding`` has an HNSW index for its model (``halfvec_cosine_ops`` on
+the vectors cast to the model's dimension, partial on the model: pgvector indexes
+only fixed-dimension vectors), runs ``ANALYZE`` so the planner uses it, and asks
+for the nearest vectors through it (iterative scan, so the namespace and the
+filters still get ``k`` rows). Off (``false``) drops sessionctl's HNSW indexes;
+unset leaves the database alone and searches exactly. Building or dropping an
+index needs the tables' owner.
 """
 
 from __future__ import annotations
@@ -25,6 +34,47 @@ if TYPE_CHECKING:
     from sessionctl.embed import Embedder
 
 BATCH = 64
+#: Name prefix of the HNSW indexes sessionctl makes (one per model and dimension).
+HNSW_PREFIX = "sc_embedding_hnsw_"
+#: Advisory lock held while building or dropping them (processes racing do it once).
+HNSW_LOCK = 0x5E55_C7_0002
+#: Candidates the HNSW scan keeps (pgvector's ``hnsw.ef_search``); at least 2·k.
+EF_SEARCH = 100
+
+
+def hnsw_index_name(model_id: str, dim: int) -> str:
+    """The HNSW index of one embedding model's vectors (its dimension in the name)."""
+    return f"{HNSW_PREFIX}{dim}_{_md5(model_id)[:12]}"
+
+
+def hnsw_indexes(conn: Any) -> list[str]:
+    """The HNSW indexes sessionctl made on ``sc_embedding``."""
+    rows = conn.execute(
+        "SELECT indexname FROM pg_indexes WHERE tablename = 'sc_embedding'"
+        " AND starts_with(indexname, %s) ORDER BY indexname",
+        (HNSW_PREFIX,),
+    ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def _check_iterative_scan(conn: Any) -> None:
+    """pgvector 0.8 added the iterative index scans a filtered search needs."""
+    row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+    version = str(row[0]) if row else "none"
+    parts = tuple(int(p) if p.isdigit() else 0 for p in version.split(".")[:2])
+    if parts < (0, 8):
+        raise StoreError(
+            f"pg_hnsw needs pgvector 0.8 or later (this database has {version}):"
+            " `ALTER EXTENSION vector UPDATE;` after upgrading it, or leave pg_hnsw unset"
+        )
+
+
+def _owner_only(exc: Exception) -> StoreError:
+    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return StoreError(
+        "only the owner of sessionctl's tables may build or drop the HNSW index"
+        f" (pg_hnsw): run one search as that role, or leave pg_hnsw unset ({detail})"
+    )
 
 
 def _vec_text(vec: Any) -> str:
@@ -42,6 +92,45 @@ class PgVectors:
         self.backend = backend
         self.skipped: set[str] = set()  # the service reads it (nothing is ever skipped here)
         self.embedded = 0
+        self._hnsw_done: set[tuple[str, int] | None] = set()  # checked on this connection
+
+    def _use_hnsw(self, model: str, dim: int) -> bool:
+        """Apply the ``pg_hnsw`` setting (once per model per store); True: search through
+        the index."""
+        import psycopg
+        from psycopg import sql
+
+        setting = self.backend.hnsw
+        key = None if setting is False else (model, dim)
+        if setting is None:
+            return False
+        if key in self._hnsw_done:
+            return bool(setting)
+        with self.backend.db.transaction() as conn:
+            try:
+                if setting is False:
+                    for name in hnsw_indexes(conn):
+                        conn.execute("SELECT pg_advisory_xact_lock(%s)", (HNSW_LOCK,))
+                        drop = sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(name))
+                        conn.execute(drop)
+                else:
+                    _check_iterative_scan(conn)
+                    name = hnsw_index_name(model, dim)
+                    if name not in hnsw_indexes(conn):
+                        conn.execute("SELECT pg_advisory_xact_lock(%s)", (HNSW_LOCK,))
+                        # The graph is built much faster when it fits in memory.
+                        conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
+                        conn.execute(
+                            sql.SQL(
+                                "CREATE INDEX IF NOT EXISTS {} ON sc_embedding USING hnsw"
+                                " ((vec::halfvec({})) halfvec_cosine_ops) WHERE model_id = {}"
+                            ).format(sql.Identifier(name), sql.Literal(dim), sql.Literal(model))
+                        )
+                        conn.execute("ANALYZE sc_embedding")  # else the planner may ignore it
+            except psycopg.errors.InsufficientPrivilege as exc:
+                raise _owner_only(exc) from None
+        self._hnsw_done.add(key)
+        return bool(setting)
 
     def _targets(self, conn: Any, names: Sequence[str] | None) -> list[tuple[int, str]]:
         ns = self.backend.namespace
@@ -172,18 +261,42 @@ class PgVectors:
             return []
         query = np.asarray(query_vec, dtype=np.float32).reshape(-1)
         self.catch_up(where.names, embedder, report=False)
+        approximate = self._use_hnsw(embedder.model_id, int(query.shape[0]))
         cols = ", ".join(f"m.{c.strip()}" for c in _MSG_COLS.split(","))
+        if approximate:
+            # The index's expression and predicate, literally (a partial index is used
+            # only when the planner can prove its predicate from the query's).
+            dim, model = int(query.shape[0]), embedder.model_id.replace("'", "''")
+            dist = f"(e.vec::halfvec({dim}) <=> %s::halfvec({dim}))"
+            model_term = f"e.model_id = '{model}'"
+        else:
+            dist, model_term = "(e.vec <=> %s::halfvec)", "e.model_id = %s"
         sql = (
-            "SELECT s.name, (e.vec <=> %s::halfvec) AS d, " + cols + " FROM sc_embedding e"
+            "SELECT s.name AS session_name, " + dist + " AS d, " + cols + " FROM sc_embedding e"
             " JOIN sc_message m ON m.session_id = e.session_id AND m.seq = e.seq"
             " JOIN sc_session s ON s.id = e.session_id"
-            " WHERE s.namespace = %s AND s.trash_id IS NULL AND e.model_id = %s"
+            " WHERE s.namespace = %s AND s.trash_id IS NULL AND " + model_term
         )
-        params: list[Any] = [_vec_text(query), self.backend.namespace, embedder.model_id]
+        vec = _vec_text(query)
+        params: list[Any] = [vec, self.backend.namespace]
+        if not approximate:
+            params.append(embedder.model_id)
         sql += _filters(where, params)
-        sql += ' ORDER BY d, s.name COLLATE "C", m.seq LIMIT %s'
-        params.append(k)
+        if approximate:
+            # The k nearest through the index, then ties ordered as the exact search does.
+            sql = (
+                "SELECT * FROM (" + sql + " ORDER BY " + dist + " LIMIT %s) hit"
+                ' ORDER BY d, session_name COLLATE "C", seq'
+            )
+            params += [vec, k]
+        else:
+            sql += ' ORDER BY d, s.name COLLATE "C", m.seq LIMIT %s'
+            params.append(k)
         with self.backend.db.transaction() as conn:
+            if approximate:
+                conn.execute("SELECT set_config('hnsw.ef_search', %s, true)",
+                             (str(max(EF_SEARCH, 2 * k)),))  # fmt: skip
+                conn.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
             rows = conn.execute(sql, params).fetchall()
         hits = []
         for row in rows:
