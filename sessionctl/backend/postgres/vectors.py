@@ -281,8 +281,25 @@ class PgVectors:
         params: list[Any] = [vec, self.backend.namespace]
         if not approximate:
             params.append(embedder.model_id)
-        sql += _filters(where, params)
-        if approximate:
+        by_message = where.roles is not None or where.since or where.until or where.metadata
+        if not approximate and not by_message:
+            # Rank the embeddings alone and read only the k messages found: joining every
+            # message before the sort cost most of the query. Exact all the same: every
+            # embedding has its message (a foreign key, on delete cascade).
+            sql = (
+                "SELECT hit.session_name, hit.d, " + cols + " FROM ("
+                "SELECT s.name AS session_name, e.session_id, e.seq, " + dist + " AS d"
+                " FROM sc_embedding e JOIN sc_session s ON s.id = e.session_id"
+                " WHERE s.namespace = %s AND s.trash_id IS NULL AND "
+                + model_term
+                + _filters(where, params)
+                + ' ORDER BY d, s.name COLLATE "C", e.seq LIMIT %s) hit'
+                " JOIN sc_message m ON m.session_id = hit.session_id AND m.seq = hit.seq"
+                ' ORDER BY hit.d, hit.session_name COLLATE "C", hit.seq'
+            )
+            params.append(k)
+        elif approximate:
+            sql += _filters(where, params)
             # The k nearest through the index, then ties ordered as the exact search does.
             sql = (
                 "SELECT * FROM (" + sql + " ORDER BY " + dist + " LIMIT %s) hit"
@@ -290,6 +307,7 @@ class PgVectors:
             )
             params += [vec, k]
         else:
+            sql += _filters(where, params)
             sql += ' ORDER BY d, s.name COLLATE "C", m.seq LIMIT %s'
             params.append(k)
         with self.backend.db.transaction() as conn:
