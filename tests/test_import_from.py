@@ -448,3 +448,23 @@ def test_source_times_read_as_strftime_spells_them() -> None:
     values += [rng.uniform(-6.2e10, 2.5e11) for _ in range(2000)]
     values += ["2025-01-01T10:00:00.123456+02:00", "0999-05-01T00:00:00Z", "2025-01-01T23:59:59Z"]
     assert [_time(v) for v in values] == [spelled(v) for v in values]
+
+
+def test_import_reports_progress_checking_then_importing(home: Path) -> None:
+    from sessionctl import Store
+    from sessionctl.service.bulk_import import import_checked
+    from sessionctl.sources import read_source
+
+    calls: list[tuple[str, int, int | None]] = []
+    store = Store(home)
+    path = str(DATA / "chatgpt-conversations.json")
+    summary = import_checked(
+        store, "chatgpt", lambda: read_source("chatgpt", path, branches=False),
+        progress=lambda phase, done, total: calls.append((phase, done, total)),
+    )  # fmt: skip
+    n = summary["sessions_created"]
+    assert n >= 1
+    assert calls == [("checking", i, None) for i in range(1, n + 1)] + [
+        ("importing", i, n) for i in range(1, n + 1)
+    ]
+    store.close()

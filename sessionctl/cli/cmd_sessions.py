@@ -4,6 +4,7 @@ clear, prune, meta, rename."""
 import io
 import json
 import sys
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -289,10 +290,15 @@ def _import_from(
 
     if path == "-":
         raise UsageError(f"--from {source} reads a file or directory, not stdin")
-    summary = import_checked(
-        state.store(), source, lambda: read_source(source, path, branches=branches),
-        as_=as_, prefix=prefix, dry_run=dry_run,
-    )  # fmt: skip
+
+    def run(progress: Callable[[str, int, int | None], None] | None) -> dict[str, Any]:
+        return import_checked(
+            state.store(), source, lambda: read_source(source, path, branches=branches),
+            as_=as_, prefix=prefix, dry_run=dry_run, progress=progress,
+        )  # fmt: skip
+
+    on_tty = state.out.is_tty(state.out.stderr)
+    summary = _with_import_bar(state, run) if on_tty else run(None)
     if json_:
         state.out.json(summary)
         return
@@ -308,6 +314,31 @@ def _import_from(
         f" {summary['sessions_updated']} updated, {summary['sessions_unchanged']} unchanged,"
         f" {len(summary['skipped'])} messages skipped"
     )
+
+
+def _with_import_bar(
+    state: State, run: Callable[[Callable[[str, int, int | None], None]], dict[str, Any]]
+) -> dict[str, Any]:
+    """``run`` under one bar on stderr: conversations checked, then imported of all."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    columns = (
+        TextColumn("{task.description}", markup=False),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("conversations", markup=False),
+    )
+    with Progress(*columns, console=state.out.console(stderr=True), transient=True) as bar:
+        task = bar.add_task("checking", total=None)
+        shown = ["checking"]
+
+        def progress(phase: str, done: int, total: int | None) -> None:
+            # every 50 (a redraw per conversation would cost more than the import)
+            if done % 50 == 0 or done == total or phase != shown[0]:
+                shown[0] = phase
+                bar.update(task, description=phase, completed=done, total=total)
+
+        return run(progress)
 
 
 @commands.command()

@@ -58,17 +58,35 @@ def import_checked(
     as_: str | None = None,
     prefix: str | None = None,
     dry_run: bool = False,
+    progress: Callable[[str, int, int | None], None] | None = None,
 ) -> dict[str, Any]:
     """What ``import --from`` runs: check the whole source, then import it.
 
     The first pass reads and checks every conversation and writes nothing, so a
     source malformed anywhere (truncated, a huge line at the end) imports nothing
     at all; the second one imports. ``read`` opens the source afresh for each pass.
+    ``progress(phase, done, total)`` is told of each conversation done: phase
+    "checking" (total None: not known yet), then "importing" (total: how many the
+    check found).
     """
+    seen = [0]
+
+    def counted(phase: str, total: int | None) -> Iterable[SourceSession]:
+        for n, conv in enumerate(read(), 1):
+            yield conv
+            seen[0] = n
+            if progress is not None:
+                progress(phase, n, total)
+
     if dry_run:
-        return import_sources(store, source, read(), as_=as_, prefix=prefix, dry_run=True)
-    import_sources(store, source, read(), as_=as_, prefix=prefix, dry_run=True, check_only=True)
-    return import_sources(store, source, read(), as_=as_, prefix=prefix)
+        return import_sources(
+            store, source, counted("checking", None), as_=as_, prefix=prefix, dry_run=True
+        )
+    import_sources(
+        store, source, counted("checking", None), as_=as_, prefix=prefix, dry_run=True,
+        check_only=True,
+    )  # fmt: skip
+    return import_sources(store, source, counted("importing", seen[0]), as_=as_, prefix=prefix)
 
 
 def import_sources(
