@@ -318,9 +318,9 @@ CRASH_WRITER = textwrap.dedent(
     from tests.test_storeindex import HashEmbedder
     from sessionctl import Store
 
-    class Slow(HashEmbedder):
+    class Slow(HashEmbedder):  # 1 ms a text: a round's 240 take longer than the kill's wait
         def embed(self, texts):
-            time.sleep(0.002)
+            time.sleep(0.001 * len(texts))
             return super().embed(texts)
 
     store = Store(sys.argv[1])
