@@ -256,3 +256,112 @@ def test_the_unfiltered_ranking_is_the_filtered_one_ties_across_the_cut_included
         full = keywords.search("deploy notes", k=k, names=everyone, roles=None)
         assert [(s, q) for s, q, _, _ in fast] == [(s, q) for s, q, _, _ in full], k
     store.close()
+
+
+def _ranked(store: Store, query: str, k: int, **where: object) -> list[tuple[str, int, float]]:
+    keywords = store.backend.vectors.keywords  # type: ignore[attr-defined]
+    found = keywords.search(query, k=k, roles=None, **where)
+    return [(s, q, score) for s, q, score, _ in found]
+
+
+@pytest.fixture
+def varied(home: Path) -> Store:
+    """Texts whose scores tie and differ: repeated words, lengths, identifiers, CJK."""
+    store = Store(home)
+    words = "deploy database error budget cache latency retry queue notes timeout".split()
+    for i in range(12):
+        store.session(f"s{i:02d}").add_messages(
+            [
+                {
+                    "role": "user" if j % 2 else "assistant",
+                    "content": " ".join(words[(i * 3 + j * w) % 10] for w in range(2 + j % 7))
+                    + (" ERR_E4471" if (i + j) % 9 == 0 else "")
+                    + (" 数据库锁定" if (i * j) % 11 == 3 else ""),
+                }
+                for j in range(15)
+            ]
+        )
+    return store
+
+
+QUERIES = [
+    "deploy",
+    "deploy database",
+    "database error retry",
+    "cache latency queue notes timeout",
+    "ERR_E4471 deploy",
+    "数据库 error",
+    "the budget",  # a stopword dropped
+    "budget budget deploy",
+    "nothing-matches-this",
+]
+
+
+def test_kept_phrase_scores_rank_as_sqlite_does(varied: Store, home: Path) -> None:
+    """A long-lived process's kept phrase scores give the one-shot query's list, exactly."""
+    everyone = sorted(varied.names())
+    for query in QUERIES:
+        for k in (1, 3, 10, 50, 500):
+            once = Store(home)  # a first search: SQLite ranks
+            first = _ranked(once, query, k, names=None)
+            once.close()
+            kept = _ranked(varied, query, k, names=None)  # from the second search on: kept
+            kept_again = _ranked(varied, query, k, names=None)
+            full = _ranked(varied, query, k, names=everyone)  # filtered: the full query
+            assert first == kept == kept_again == full, (query, k)
+    keywords = varied.backend.vectors.keywords  # type: ignore[attr-defined]
+    assert len(keywords.phrases) > 0
+    varied.close()
+
+
+def test_a_one_shot_search_keeps_nothing(varied: Store, home: Path) -> None:
+    store = Store(home)
+    keywords = store.backend.vectors.keywords  # type: ignore[attr-defined]
+    _ranked(store, "deploy database", 5, names=None)
+    assert keywords.phrases.fetched == 0 and len(keywords.phrases) == 0
+    _ranked(store, "deploy database", 5, names=None)
+    assert keywords.phrases.fetched == 2
+    _ranked(store, "database deploy", 5, names=None)  # both phrases kept: none fetched
+    assert keywords.phrases.fetched == 2
+    store.close()
+
+
+def test_kept_scores_never_outlive_a_change_by_any_process(varied: Store, home: Path) -> None:
+    def top(store: Store) -> list[tuple[str, int, float]]:
+        return _ranked(store, "zebra deploy", 3, names=None)
+
+    top(varied)
+    top(varied)  # kept from here on
+    varied.session("s00").add_message({"role": "user", "content": "zebra deploy"})
+    assert top(varied)[0][:2] == ("s00", 16)  # this process's own append
+    other = Store(home)  # another process (its own index object) appends and catches up
+    other.session("s01").add_message({"role": "user", "content": "zebra zebra deploy"})
+    top(other)
+    assert top(varied)[0][:2] == ("s01", 16)
+    other.session("s01").drop()
+    top(other)
+    assert top(varied)[0][:2] == ("s00", 16)
+    # Another process rebuilds the index from nothing: every row id changes.
+    other.close()
+    os.unlink(home / DB_NAME)
+    other = Store(home)
+    rebuilt = top(other)
+    assert top(varied) == rebuilt and rebuilt[0][:2] == ("s00", 16)
+    other.close()
+    varied.close()
+
+
+def test_a_schema_1_index_is_upgraded_in_place(varied: Store, home: Path) -> None:
+    before = _ranked(varied, "deploy error", 5, names=None)
+    varied.close()
+    with sqlite3.connect(home / DB_NAME) as conn:  # what sessionctl 0.2 wrote
+        conn.execute("DROP TABLE meta")
+        conn.execute("PRAGMA user_version=1")
+    warnings: list[str] = []
+    store = Store(home, warn=warnings.append)
+    assert _ranked(store, "deploy error", 5, names=None) == before
+    assert warnings == []  # upgraded, not rebuilt
+    with sqlite3.connect(home / DB_NAME) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("SELECT count(*) FROM meta").fetchone()[0] == 1
+    store.close()

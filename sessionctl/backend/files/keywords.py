@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from sessionctl.backend.files.phrasescores import PhraseScores
 from sessionctl.errors import SessionctlError, StoreError
 from sessionctl.models import Message
 
@@ -50,15 +51,17 @@ if TYPE_CHECKING:
     from sessionctl.backend.files.local import LocalBackend
 
 DB_NAME = "keywords.db"
-SCHEMA = 1
+SCHEMA = 2  # 2: the meta table (its generation token); 1 is upgraded in place
 TOKENIZER = "unicode61 remove_diacritics 2"
 
+_META_SQL = "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 _SCHEMA_SQL = (
     "CREATE TABLE sessions(name TEXT PRIMARY KEY, activity INTEGER NOT NULL)",
     "CREATE TABLE docs(id INTEGER PRIMARY KEY, session TEXT NOT NULL, seq INTEGER NOT NULL,"
     " role TEXT NOT NULL, at TEXT NOT NULL, record TEXT NOT NULL)",
     "CREATE INDEX docs_session ON docs(session, seq)",
     f"CREATE VIRTUAL TABLE fts USING fts5(body, tokenize='{TOKENIZER}', detail=full)",
+    _META_SQL,
 )
 _CJK = re.compile(
     "([\u1100-\u11ff\u2e80-\u2fdf\u3040-\u30ff\u3100-\u31ff\u3400-\u4dbf"
@@ -99,6 +102,12 @@ def match_expression(query: str) -> str | None:
     Every word or identifier becomes a quoted phrase of its parts (FTS5 syntax
     in the query is never interpreted); the phrases are OR-ed.
     """
+    phrases = match_phrases(query)
+    return " OR ".join(phrases) if phrases else None
+
+
+def match_phrases(query: str) -> list[str]:
+    """The quoted phrases of ``match_expression(query)``, in its order."""
     phrases: list[str] = []
     for i, segment in enumerate(_CJK_RUN.split(query)):
         if i % 2:  # a run of CJK characters: one phrase of them
@@ -110,10 +119,7 @@ def match_expression(query: str) -> str | None:
             if parts and phrase not in phrases:
                 phrases.append(phrase)
     telling = [p for p in phrases if not _stopword(p)]
-    phrases = telling or phrases
-    if not phrases:
-        return None
-    return " OR ".join(phrases)
+    return telling or phrases
 
 
 def identifiers(query: str) -> list[tuple[str, ...]]:
@@ -153,6 +159,8 @@ class KeywordIndex:
         self.path = backend.home / DB_NAME
         self.rows_written = 0  # by the last catch-up (the bench reads it)
         self._memory: sqlite3.Connection | None = None  # a home where nothing can be written
+        self._searches = 0  # by this object: from the second on, phrase scores are kept
+        self.phrases = PhraseScores()
 
     def _warn(self, message: str) -> None:
         if self.backend.warn is not None:
@@ -189,13 +197,15 @@ class KeywordIndex:
         if version == SCHEMA:
             conn.execute("SELECT count(*) FROM sessions").fetchone()
             return
-        if version != 0:
+        if version not in (0, 1):
             raise _Corrupt(f"keyword index has schema {version}, expected {SCHEMA}")
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
-                for statement in _SCHEMA_SQL:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version in (0, 1):
+                for statement in _SCHEMA_SQL if version == 0 else (_META_SQL,):
                     conn.execute(statement)
+                _new_generation(conn)
                 conn.execute(f"PRAGMA user_version={SCHEMA}")
             conn.execute("COMMIT")
         except BaseException:
@@ -280,6 +290,7 @@ class KeywordIndex:
                 self._add(conn, name, messages)
                 conn.execute("INSERT INTO sessions(name, activity) VALUES (?, ?)", (name, when))
                 redo += 1
+            _new_generation(conn)
             conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(Exception):
@@ -321,6 +332,7 @@ class KeywordIndex:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     self._forget(conn, name)
+                    _new_generation(conn)
                     conn.execute("COMMIT")
                 except BaseException:
                     with contextlib.suppress(Exception):
@@ -372,14 +384,20 @@ class KeywordIndex:
         """
         import sqlite3
 
-        expression = match_expression(query)
-        if expression is None or k <= 0:
+        phrases = match_phrases(query)
+        if not phrases or k <= 0:
             return []
         live = self.backend.activity_times()
+        self._searches += 1
+        unfiltered = names is None and roles is None and since is None and until is None
         for attempt in range(2):
             try:
                 with self._open() as conn:
                     self.catch_up(conn, live)
+                    generation = _generation(conn)
+                    if unfiltered and self._searches > 1 and generation is not None:
+                        return _records(conn, self.phrases.top(conn, generation, phrases, k))
+                    expression = " OR ".join(phrases)
                     return _query(conn, expression, k, names, roles, since, until)
             except sqlite3.DatabaseError as exc:
                 if attempt or (isinstance(exc, sqlite3.OperationalError) and _busy(exc)):
@@ -443,17 +461,7 @@ def _query(
             (expression, depth),
         ).fetchall()
         if len(rows) < depth or rows[min(k, len(rows)) - 1][3] != rows[-1][3]:
-            best = rows[:k]
-            ids = [row[0] for row in best]
-            records = dict(
-                conn.execute(
-                    f"SELECT id, record FROM docs WHERE id IN ({','.join('?' * len(ids))})", ids
-                ).fetchall()
-            )
-            return [
-                (s, int(q), -float(r), Message.from_record(json.loads(records[i])))
-                for i, s, q, r in best
-            ]
+            return _records(conn, rows[:k])
     where = ["fts MATCH ?"]
     args: list[Any] = [expression]
     if names is not None:
@@ -480,6 +488,35 @@ def _query(
     args.append(k)
     rows = conn.execute(sql, args).fetchall()
     return [(s, int(q), -float(r), Message.from_record(json.loads(rec))) for s, q, r, rec in rows]
+
+
+def _records(
+    conn: sqlite3.Connection, best: Sequence[tuple[int, str, int, float]]
+) -> list[tuple[str, int, float, Message]]:
+    """(session, seq, score, message) of ranked (id, session, seq, bm25) rows."""
+    if not best:
+        return []
+    ids = [row[0] for row in best]
+    records = dict(
+        conn.execute(
+            f"SELECT id, record FROM docs WHERE id IN ({','.join('?' * len(ids))})", ids
+        ).fetchall()
+    )
+    return [
+        (s, int(q), -float(r), Message.from_record(json.loads(records[i]))) for i, s, q, r in best
+    ]
+
+
+def _new_generation(conn: sqlite3.Connection) -> None:
+    """Mark the index changed (inside the changing transaction): kept phrase scores go."""
+    conn.execute(
+        "INSERT OR REPLACE INTO meta(key, value) VALUES ('generation', ?)", (os.urandom(12).hex(),)
+    )
+
+
+def _generation(conn: sqlite3.Connection) -> str | None:
+    row = conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+    return None if row is None else str(row[0])
 
 
 class _Corrupt(Exception):
