@@ -159,7 +159,6 @@ class KeywordIndex:
         self.path = backend.home / DB_NAME
         self.rows_written = 0  # by the last catch-up (the bench reads it)
         self._memory: sqlite3.Connection | None = None  # a home where nothing can be written
-        self._searches = 0  # by this object: from the second on, phrase scores are kept
         self.phrases = PhraseScores()
 
     def _warn(self, message: str) -> None:
@@ -388,14 +387,17 @@ class KeywordIndex:
         if not phrases or k <= 0:
             return []
         live = self.backend.activity_times()
-        self._searches += 1
         unfiltered = names is None and roles is None and since is None and until is None
         for attempt in range(2):
             try:
                 with self._open() as conn:
                     self.catch_up(conn, live)
                     generation = _generation(conn)
-                    if unfiltered and self._searches > 1 and generation is not None:
+                    if (
+                        unfiltered
+                        and generation is not None
+                        and self.phrases.usable(generation, phrases)
+                    ):
                         return _records(conn, self.phrases.top(conn, generation, phrases, k))
                     expression = " OR ".join(phrases)
                     return _query(conn, expression, k, names, roles, since, until)

@@ -17,8 +17,12 @@ to one *generation* of the index (a random token rewritten in every transaction
 that changes it, by any process, and new with every rebuild): another
 generation drops them all. They hold row ids and floats, no text.
 
-Only a process that searches more than once uses them (keywords.py): a one-shot
-command would pay for arrays it never reuses.
+Fetching a phrase's contributions costs more than ranking the OR query once
+(about 1.6x: every match comes out of SQLite instead of the best few), so a
+phrase's array is built on its second search in one generation: a query with a
+phrase not searched before in this generation is ranked by SQLite as before
+(a one-shot command keeps nothing), and a process that writes between every two
+searches never pays for arrays it cannot reuse.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ class PhraseScores:
         self.generation: str | None = None
         self._arrays: OrderedDict[str, tuple[Any, Any]] = OrderedDict()
         self._size = 0
+        self._seen: set[str] = set()  # phrases searched in this generation
         self.fetched = 0  # phrases scored by SQLite (not found here) since the start
 
     def __len__(self) -> int:
@@ -51,7 +56,22 @@ class PhraseScores:
 
     def clear(self) -> None:
         self._arrays.clear()
+        self._seen.clear()
         self._size = 0
+
+    def usable(self, generation: str, phrases: Sequence[str]) -> bool:
+        """Whether ``top`` should rank this query: each phrase kept or searched before.
+
+        Notes the phrases as searched; a new generation forgets everything first.
+        """
+        if generation != self.generation:
+            self.clear()
+            self.generation = generation
+        known = all(p in self._arrays or p in self._seen for p in phrases)
+        if len(self._seen) > 10 * len(self._arrays) + 10_000:
+            self._seen.clear()  # bounded (a long-lived process sees many phrases)
+        self._seen.update(phrases)
+        return known
 
     def top(
         self, conn: sqlite3.Connection, generation: str, phrases: Sequence[str], k: int
