@@ -365,3 +365,18 @@ def test_a_schema_1_index_is_upgraded_in_place(varied: Store, home: Path) -> Non
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
         assert conn.execute("SELECT count(*) FROM meta").fetchone()[0] == 1
     store.close()
+
+
+def test_kept_scores_cut_ties_across_statement_chunks(
+    varied: Store, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ids bound in several statements (SQLite's limit is 32,766 a statement): same list."""
+    from sessionctl.backend.files import phrasescores
+
+    everyone = sorted(varied.names())
+    expected = {q: _ranked(varied, q, 7, names=everyone) for q in QUERIES}
+    monkeypatch.setattr(phrasescores, "_CHUNK", 5)
+    for query in QUERIES:
+        for _ in range(3):  # SQLite, then kept
+            assert _ranked(varied, query, 7, names=None) == expected[query], query
+    varied.close()

@@ -94,10 +94,13 @@ class PhraseScores:
             total[ids] += scores
         matched = np.flatnonzero(total)  # every contribution is below zero
         ranks = total[matched]
+        rows = []
         if len(matched) > k:
             kth = np.partition(ranks, k - 1)[k - 1]
-            matched = matched[ranks <= kth]  # the k best and every tie of the k-th
-        rows = _where(conn, matched.tolist())
+            better = matched[ranks < kth]
+            rows = _where(conn, better.tolist())
+            matched = matched[ranks == kth]  # the k-th and its ties: the first by session, seq
+        rows += _where(conn, matched.tolist(), limit=k - len(rows))
         found = [(i, s, q, float(total[i])) for i, s, q in rows]
         found.sort(key=lambda row: (row[3], row[1], row[2]))
         return found[:k]
@@ -124,12 +127,18 @@ class PhraseScores:
         return ids, scores
 
 
-def _where(conn: sqlite3.Connection, ids: list[int]) -> list[tuple[int, str, int]]:
+def _where(
+    conn: sqlite3.Connection, ids: list[int], limit: int | None = None
+) -> list[tuple[int, str, int]]:
+    """(id, session, seq) of ``ids``: the first ``limit`` by session then seq, or all."""
     rows: list[tuple[int, str, int]] = []
+    order = "" if limit is None or len(ids) <= limit else f" ORDER BY session, seq LIMIT {limit}"
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
         rows += conn.execute(
-            f"SELECT id, session, seq FROM docs WHERE id IN ({','.join('?' * len(chunk))})",
+            f"SELECT id, session, seq FROM docs WHERE id IN ({','.join('?' * len(chunk))}){order}",
             chunk,
         ).fetchall()
+    if order and len(ids) > _CHUNK:  # each chunk's first few: the first of all among them
+        rows = sorted(rows, key=lambda row: (row[1], row[2]))[:limit]
     return rows
