@@ -305,10 +305,11 @@ def test_kept_phrase_scores_rank_as_sqlite_does(varied: Store, home: Path) -> No
             once = Store(home)  # a first search: SQLite ranks
             first = _ranked(once, query, k, names=None)
             once.close()
-            kept = _ranked(varied, query, k, names=None)  # from the second search on: kept
-            kept_again = _ranked(varied, query, k, names=None)
+            second = _ranked(varied, query, k, names=None)  # SQLite; a fetch starts
+            varied.backend.vectors.keywords.phrases.wait()  # type: ignore[attr-defined]
+            kept = _ranked(varied, query, k, names=None)  # summed from what is kept
             full = _ranked(varied, query, k, names=everyone)  # filtered: the full query
-            assert first == kept == kept_again == full, (query, k)
+            assert first == second == kept == full, (query, k)
     keywords = varied.backend.vectors.keywords  # type: ignore[attr-defined]
     assert len(keywords.phrases) > 0
     varied.close()
@@ -318,11 +319,16 @@ def test_a_one_shot_search_keeps_nothing(varied: Store, home: Path) -> None:
     store = Store(home)
     keywords = store.backend.vectors.keywords  # type: ignore[attr-defined]
     _ranked(store, "deploy database", 5, names=None)
+    keywords.phrases.wait()
     assert keywords.phrases.fetched == 0 and len(keywords.phrases) == 0
-    _ranked(store, "deploy database", 5, names=None)
-    assert keywords.phrases.fetched == 2
+    _ranked(store, "deploy database", 5, names=None)  # a second time: fetched meanwhile
+    keywords.phrases.wait()
+    assert keywords.phrases.fetched == 2 and len(keywords.phrases) == 2
     _ranked(store, "database deploy", 5, names=None)  # both phrases kept: none fetched
+    keywords.phrases.wait()
     assert keywords.phrases.fetched == 2
+    store.close()  # forgets them
+    assert len(keywords.phrases) == 0
     store.close()
 
 
@@ -331,7 +337,9 @@ def test_kept_scores_never_outlive_a_change_by_any_process(varied: Store, home: 
         return _ranked(store, "zebra deploy", 3, names=None)
 
     top(varied)
-    top(varied)  # kept from here on
+    top(varied)
+    varied.backend.vectors.keywords.phrases.wait()  # type: ignore[attr-defined]
+    top(varied)  # summed from what is kept
     varied.session("s00").add_message({"role": "user", "content": "zebra deploy"})
     assert top(varied)[0][:2] == ("s00", 16)  # this process's own append
     other = Store(home)  # another process (its own index object) appends and catches up
@@ -377,6 +385,42 @@ def test_kept_scores_cut_ties_across_statement_chunks(
     expected = {q: _ranked(varied, q, 7, names=everyone) for q in QUERIES}
     monkeypatch.setattr(phrasescores, "_CHUNK", 5)
     for query in QUERIES:
-        for _ in range(3):  # SQLite, then kept
+        for _ in range(3):  # SQLite twice (a fetch starts), then kept
             assert _ranked(varied, query, 7, names=None) == expected[query], query
+            varied.backend.vectors.keywords.phrases.wait()  # type: ignore[attr-defined]
     varied.close()
+
+
+def test_exit_or_close_during_a_background_fetch_is_clean(home: Path) -> None:
+    """A process that exits (or closes its store) while phrase scores are fetched."""
+    store = Store(home)
+    store.session("big").add_messages(
+        [{"role": "user", "content": f"deploy database note {i}"} for i in range(5000)]
+    )
+    _ranked(store, "deploy database", 5, names=None)
+    store.close()
+    script = textwrap.dedent(
+        f"""
+        from sessionctl import Store
+        store = Store({str(home)!r})
+        for _ in range(2):  # the second starts a fetch; exit at once
+            store.backend.vectors.text_search("deploy database", k=5)
+        """
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert (run.returncode, run.stderr) == (0, "")
+    store = Store(home)
+    keywords = store.backend.vectors.keywords  # type: ignore[attr-defined]
+    for _ in range(2):
+        _ranked(store, "deploy database", 5, names=None)
+    store.close()  # at once: the fetch is interrupted or done, never left running
+    assert not (keywords.phrases._fetcher and keywords.phrases._fetcher.is_alive())
+    assert len(keywords.phrases) == 0
+    assert [q for _, q, _ in _ranked(store, "deploy database", 3, names=None)] == [1, 2, 3]

@@ -242,6 +242,17 @@ class KeywordIndex:
             if conn is not self._memory:
                 conn.close()
 
+    def _reader(self) -> sqlite3.Connection:
+        """A connection of its own for the background fetch of phrase scores."""
+        import sqlite3
+
+        if os.path.islink(self.path):
+            raise StoreError(f"{self.path} is a symbolic link; not opened")
+        uri = Path(os.path.abspath(self.path)).as_uri() + "?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, timeout=1.0, check_same_thread=False)
+        conn.execute("PRAGMA query_only=ON")
+        return conn
+
     def _in_memory(self) -> sqlite3.Connection:
         import sqlite3
 
@@ -256,6 +267,7 @@ class KeywordIndex:
                 os.unlink(str(self.path) + suffix)
 
     def close(self) -> None:
+        self.phrases.close()
         if self._memory is not None:
             self._memory.close()
             self._memory = None
@@ -393,12 +405,10 @@ class KeywordIndex:
                 with self._open() as conn:
                     self.catch_up(conn, live)
                     generation = _generation(conn)
-                    if (
-                        unfiltered
-                        and generation is not None
-                        and self.phrases.usable(generation, phrases)
-                    ):
-                        return _records(conn, self.phrases.top(conn, generation, phrases, k))
+                    if unfiltered and generation is not None and self._memory is None:
+                        if self.phrases.usable(generation, phrases):
+                            return _records(conn, self.phrases.top(conn, generation, phrases, k))
+                        self.phrases.fetch_later(self._reader)
                     expression = " OR ".join(phrases)
                     return _query(conn, expression, k, names, roles, since, until)
             except sqlite3.DatabaseError as exc:
