@@ -158,8 +158,10 @@ def main() -> None:
             timed("search, common words, new query", "search_history", {"query": query})
             for label, (name, arguments) in calls.items():
                 timed(label, name, arguments)
-        for query in common:  # again: each phrase's contributions fetched and kept
+        for query in common:  # again: each phrase's contributions fetched in the background
             timed("search, common words, 2nd time", "search_history", {"query": query})
+        # An agent thinks between calls; here, wait for the background fetch to end.
+        memory.store.backend.vectors.keywords.phrases.wait()  # type: ignore[attr-defined]
         for query in common:  # and once more: summed from what is kept
             timed("search, common words, 3rd time", "search_history", {"query": query})
         for i, query in enumerate(common):
