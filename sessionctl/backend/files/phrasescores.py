@@ -127,16 +127,20 @@ class PhraseScores:
                 if self._closed:
                     return
                 self._fetching = conn
-            conn.execute("BEGIN")  # one snapshot: the token and the rows agree
-            row = conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
-            if row is None or row[0] != generation:
-                return
-            for phrase in wanted:
-                ids, scores = _contributions(conn, phrase)
+            while wanted:  # then what searches wanted meanwhile
+                conn.execute("BEGIN")  # one snapshot: the token and the rows agree
+                row = conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+                if row is None or row[0] != generation:
+                    return
+                for phrase in wanted:
+                    ids, scores = _contributions(conn, phrase)
+                    with self._lock:
+                        if self._closed or self.generation != generation:
+                            return
+                        self._keep(phrase, ids, scores)
+                conn.execute("COMMIT")  # a writer waits for a batch at most
                 with self._lock:
-                    if self._closed or self.generation != generation:
-                        return
-                    self._keep(phrase, ids, scores)
+                    wanted, self._wanted = self._wanted, []
         except sqlite3.Error:
             return  # interrupted by close(), or busy: nothing half kept
         finally:
