@@ -1088,3 +1088,73 @@ def test_kill_9_never_leaves_half_an_exchange_and_keeps_what_was_flushed(
         assert _check_whole_exchanges(Store(home), where) == held + 1
     # (-s shows it) returned but not recorded: the writer's queue at the kill
     print(f"\n{kills[0]} kills, durable={durable}: {lost[0]} returned calls not recorded")
+
+
+# -- asyncio: the event loop never waits on the disk -------------------------------------------
+
+
+@pytest.mark.parametrize("durable", [False, True], ids=["writer-thread", "durable"])
+def test_async_capture_never_blocks_the_event_loop_on_the_disk(
+    tmp_path: Path, llm_server: FakeLLMServer, durable: bool
+) -> None:
+    """The session's write lock is held by another thread, so no exchange can be written:
+    the loop still runs (an uncaptured call completes meanwhile; without ``durable`` the
+    captured calls return too), and once the lock is let go everything is recorded."""
+    import threading
+
+    from sessionctl.backend.files.local import LocalBackend
+
+    store = Store(tmp_path / "home")
+    backend = store.backend
+    assert isinstance(backend, LocalBackend)
+    store.session("held").add_message({"role": "system", "content": "be brief"})
+    held, release = threading.Event(), threading.Event()
+    released: list[bool] = []
+
+    def hold() -> None:
+        with backend.lock("held"):
+            held.set()
+            release.wait(60)  # (a bound only: if the loop were blocked, the test fails late)
+            released.append(release.is_set())
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait()
+
+    async def main() -> tuple[list[str], bool]:
+        client, bare = _aclient(llm_server), _aclient(llm_server)
+        handle = capture(client, store=store, session="held", durable=durable)
+        try:
+            texts: list[str] = []
+            first = asyncio.ensure_future(
+                client.chat.completions.create(model="m", messages=_ask("a"))
+            )
+            if not durable:  # returns although its exchange cannot be written yet
+                texts.append(str((await first).choices[0].message.content))
+                stream = await client.chat.completions.create(
+                    model="m", messages=_ask("b"), stream=True
+                )
+                texts.append("".join([c.choices[0].delta.content or "" async for c in stream]))
+            # the loop runs meanwhile: another client's call goes out and comes back
+            other = await bare.chat.completions.create(model="m", messages=_ask("c"))
+            texts.append(str(other.choices[0].message.content))
+            waiting = not first.done()  # durable: still waiting for its write
+            nothing_yet = len(store.session("held").get_messages()) == 1
+            release.set()
+            if durable:
+                texts.insert(0, str((await first).choices[0].message.content))
+            await asyncio.to_thread(handle.flush)
+            return texts, (waiting if durable else True) and nothing_yet
+        finally:
+            release.set()
+            await client.close()
+            await bare.close()
+
+    texts, blocked_write_only = asyncio.run(main())
+    holder.join()
+    assert released == [True]  # let go by the test, not by the bound
+    assert blocked_write_only
+    assert texts == [Reply().text] * len(texts)
+    asked = ["a", "b"] if not durable else ["a"]
+    got = [(m.role, m.content) for m in store.session("held").get_messages()[1:]]
+    assert got == [r for q in asked for r in (("user", q), ("assistant", Reply().text))]
