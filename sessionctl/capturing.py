@@ -161,13 +161,25 @@ class Capture:
         with self._lock:
             self._jobs.append(job)
             self._pending += 1
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="sessionctl-capture", daemon=True
-                )
-                self._thread.start()
-            else:
+            if self._thread is not None:
                 self._work.notify()
+                return job
+            self._thread = threading.Thread(
+                target=self._run, name="sessionctl-capture", daemon=True
+            )
+            try:
+                self._thread.start()
+                return job
+            except RuntimeError:  # no new threads (interpreter shutdown): write it here
+                self._thread = None
+                batch = list(self._jobs)
+                self._jobs.clear()
+        try:
+            self._write(batch)
+        finally:
+            with self._lock:
+                self._pending -= len(batch)
+                self._idle.notify_all()
         return job
 
     def record(self, request: list[Any], answer: dict[str, Any]) -> None:

@@ -1158,3 +1158,33 @@ def test_async_capture_never_blocks_the_event_loop_on_the_disk(
     asked = ["a", "b"] if not durable else ["a"]
     got = [(m.role, m.content) for m in store.session("held").get_messages()[1:]]
     assert got == [r for q in asked for r in (("user", q), ("assistant", Reply().text))]
+
+
+EXIT_SCRIPT = """
+import sys
+import openai
+from sessionctl import Store, capture
+
+client = openai.OpenAI(base_url=sys.argv[1], api_key="k", max_retries=0)
+handle = capture(client, store=Store(sys.argv[2]), session="bye")
+for q in ("one", "two", "three"):
+    client.chat.completions.create(model="m", messages=[{"role": "user", "content": q}])
+# no flush(), no close(): the interpreter's exit writes what is still queued
+"""
+
+
+def test_exit_without_flush_still_writes_every_exchange(
+    tmp_path: Path, llm_server: FakeLLMServer
+) -> None:
+    home = tmp_path / "home"
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT, llm_server.base_url, str(home)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    msgs = Store(home).session("bye").get_messages()
+    assert [m.content for m in msgs if m.role == "user"] == ["one", "two", "three"]
+    assert [m.role for m in msgs] == ["user", "assistant"] * 3
