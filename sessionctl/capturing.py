@@ -112,7 +112,7 @@ class Capture:
         if failures:
             raise StoreError(
                 f"sessionctl capture: {len(failures)} exchange(s) not recorded: {failures[0]}"
-                " (see the session's store; the calls themselves returned)"
+                " (the calls themselves went through)"
             )
 
     def __enter__(self) -> Capture:
