@@ -24,7 +24,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
+import llm_server  # noqa: E402
 from llm_server import FakeLLMServer, Reply  # noqa: E402
+
+# The fake server writes a reply's headers and body separately: with Nagle's algorithm the
+# body waits for the client's delayed ACK (~40 ms), which would hide ms-level costs.
+llm_server._Handler.disable_nagle_algorithm = True
 
 
 def main() -> None:

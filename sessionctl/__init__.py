@@ -25,6 +25,7 @@ _EXPORTS = {
     "SessionExists": "sessionctl.errors",
     "SessionNotFound": "sessionctl.errors",
     "UsageError": "sessionctl.errors",
+    "StoreError": "sessionctl.errors",
     "ToolRoundsExceeded": "sessionctl.errors",
     "InvalidOutput": "sessionctl.errors",
     "Message": "sessionctl.models",
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
         SessionctlError,
         SessionExists,
         SessionNotFound,
+        StoreError,
         ToolRoundsExceeded,
         UsageError,
     )
@@ -94,6 +96,7 @@ __all__ = [
     "SessionNotFound",
     "SessionctlError",
     "Store",
+    "StoreError",
     "TextDelta",
     "ToolCall",
     "ToolRoundsExceeded",

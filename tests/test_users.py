@@ -347,7 +347,7 @@ def test_messages_and_get_recent_show_message_metadata(store: Store) -> None:
 def test_python_chat_and_capture_respect_the_owner(store: Store, llm_server: FakeLLMServer) -> None:
     import openai
 
-    from sessionctl import capture
+    from sessionctl import StoreError, capture
 
     base = llm_server.base_url
     llm_server.push(Reply(text="hi ann"))
@@ -369,9 +369,13 @@ def test_python_chat_and_capture_respect_the_owner(store: Store, llm_server: Fak
             answer = client.chat.completions.create(
                 model="m", messages=[{"role": "user", "content": "q"}]
             )
+            # the writer thread's refusal: warned (once), and flush() raises it
+            with pytest.raises(StoreError, match="another user"):
+                handle.flush()
         assert answer.choices[0].message.content == "answered"
         handle.set_session("ann-captured")
         client.chat.completions.create(model="m", messages=[{"role": "user", "content": "q2"}])
+        handle.flush()
     finally:
         client.close()
     assert store.session("bob-chat").messages == before

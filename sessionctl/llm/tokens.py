@@ -52,7 +52,23 @@ SPACES_PER_TOKEN = 4
 LONG_RUN = 16  # letters; longer runs are rarely words
 
 
+_CACHED_CHARS = 2048  # texts this short keep their estimate (a chat re-estimates its context)
+
+
 def estimate_text(text: str) -> int:
+    """An upper bound on the tokens of ``text`` (see :func:`_estimate_text`), remembered
+    for short texts: each turn estimates the same history again."""
+    if len(text) <= _CACHED_CHARS:
+        return _estimate_cached(text)
+    return _estimate_text(text)
+
+
+@functools.lru_cache(maxsize=4096)  # at most ~8 MB of text held
+def _estimate_cached(text: str) -> int:
+    return _estimate_text(text)
+
+
+def _estimate_text(text: str) -> int:
     """An upper bound on the tokens of ``text`` for the tokenizers measured (no tokenizer).
 
     Costs, chosen to stay above Gemma 3's SentencePiece and tiktoken's cl100k, o200k and

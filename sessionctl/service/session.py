@@ -26,6 +26,7 @@ from sessionctl.timeutil import now_iso
 if TYPE_CHECKING:
     from sessionctl.backend.base import SessionHeader, SessionStore
     from sessionctl.llm import ChatStream
+    from sessionctl.service.chat import ChatOptions
     from sessionctl.service.conversation import Reply, StreamEvent
     from sessionctl.service.store import Store
     from sessionctl.service.timefilter import When
@@ -107,6 +108,22 @@ def plain_json(value: Any, what: str) -> Any:
         return json.loads(json.dumps(value, ensure_ascii=False, allow_nan=False))
     except (TypeError, ValueError, RecursionError) as exc:
         raise UsageError(f"{what} is not JSON ({exc})") from None
+
+
+def _turn_options(
+    model: str | None,
+    system: str | None,
+    temperature: float | None,
+    max_tokens: int | None,
+    extra: Mapping[str, Any],
+) -> ChatOptions:
+    """The options of one :meth:`Session.chat`/``stream``/``achat``/``astream``/``json``
+    turn, checked (an unknown option is a UsageError before any call)."""
+    from sessionctl.service import conversation
+
+    return conversation.options(
+        model=model, system=system, temperature=temperature, max_tokens=max_tokens, extra=extra
+    )
 
 
 class Session:
@@ -437,13 +454,7 @@ class Session:
         ``"error: ExcType: message"`` back to the model."""
         from sessionctl.service import conversation
 
-        opts = conversation.options(
-            model=model,
-            system=system,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            extra=options,
-        )
+        opts = _turn_options(model, system, temperature, max_tokens, options)
         return conversation.chat(self, prompt, opts, tools, max_tool_rounds)
 
     def stream(
@@ -464,13 +475,7 @@ class Session:
         partial answer, marked interrupted (tool steps already recorded stay)."""
         from sessionctl.service import conversation
 
-        opts = conversation.options(
-            model=model,
-            system=system,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            extra=options,
-        )
+        opts = _turn_options(model, system, temperature, max_tokens, options)
         return conversation.stream(self, prompt, opts, tools, max_tool_rounds)
 
     async def achat(
@@ -491,18 +496,8 @@ class Session:
         closing a :meth:`stream` does."""
         from sessionctl.service import conversation
 
-        opts = conversation.options(
-            model=model,
-            system=system,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            extra=options,
-        )
-
-        def start(on_stream: Callable[[ChatStream], None]) -> Generator[StreamEvent, None, None]:
-            return conversation.stream(self, prompt, opts, tools, max_tool_rounds, on_stream)
-
-        return await conversation.achat(start)
+        opts = _turn_options(model, system, temperature, max_tokens, options)
+        return await conversation.achat(self._starter(prompt, opts, tools, max_tool_rounds))
 
     def astream(
         self,
@@ -522,18 +517,8 @@ class Session:
         arrived, marked interrupted (waiting for the event in flight)."""
         from sessionctl.service import conversation
 
-        opts = conversation.options(
-            model=model,
-            system=system,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            extra=options,
-        )
-
-        def start(on_stream: Callable[[ChatStream], None]) -> Generator[StreamEvent, None, None]:
-            return conversation.stream(self, prompt, opts, tools, max_tool_rounds, on_stream)
-
-        return conversation.astream(start)
+        opts = _turn_options(model, system, temperature, max_tokens, options)
+        return conversation.astream(self._starter(prompt, opts, tools, max_tool_rounds))
 
     def json(
         self,
@@ -556,14 +541,24 @@ class Session:
         :meth:`chat`'s."""
         from sessionctl.service import conversation
 
-        opts = conversation.options(
-            model=model,
-            system=system,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            extra=options,
-        )
+        opts = _turn_options(model, system, temperature, max_tokens, options)
         return conversation.ask_json(self, prompt, schema, opts)
+
+    def _starter(
+        self,
+        prompt: str,
+        opts: ChatOptions,
+        tools: Sequence[Callable[..., Any]] | None,
+        max_tool_rounds: int | None,
+    ) -> Callable[[Callable[[ChatStream], None]], Generator[StreamEvent, None, None]]:
+        """What :meth:`achat`/:meth:`astream` run in their worker thread: the turn as a
+        stream of events, reporting its model stream to ``on_stream``."""
+        from sessionctl.service import conversation
+
+        def start(on_stream: Callable[[ChatStream], None]) -> Generator[StreamEvent, None, None]:
+            return conversation.stream(self, prompt, opts, tools, max_tool_rounds, on_stream)
+
+        return start
 
     def to_dict(self) -> dict[str, Any]:
         """Return the whole session as a JSON-ready dict (the ``export --format json`` shape)."""
