@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import TempHome, bench_env, precompile, sessionctl_argv
+from common import TempHome, bench_env, files_backend, precompile, sessionctl_argv
 
 from sessionctl import Store
 from sessionctl.backend.files.transcript import Header, encode, encode_header
@@ -47,7 +47,8 @@ def build(home: Path, messages: int) -> list[str]:
     now = now_iso()
     text = " ".join(WORDS[:6])  # ~165 bytes a record, as the 156 MB for 1M
     header = Header(uid=new_ulid(), created_at=now, updated_at=now)
-    path = store.backend.path("big")
+    backend = files_backend(store)
+    path = backend.path("big")
     ids: list[str] = []
     with open(path, "wb") as f:
         f.write(encode_header(header))
@@ -63,7 +64,7 @@ def build(home: Path, messages: int) -> list[str]:
                 batch.clear()
         f.write(b"".join(batch))
     os.chmod(path, 0o600)
-    store.backend.activity.touch("big")
+    backend.activity.touch("big")
     size = path.stat().st_size
     print(
         f"built 'big': {messages} messages, {size / 1e6:.0f} MB "

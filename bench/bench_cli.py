@@ -22,6 +22,7 @@ from common import (
     TempHome,
     bare_app,
     bench_env,
+    files_backend,
     interleaved_medians,
     precompile,
     sessionctl_argv,
@@ -39,6 +40,7 @@ WORDS = "the quick brown fox jumps over the lazy dog while we talk about deploys
 
 def build(home: Path, messages: int, sessions: int) -> None:
     store = Store(home)
+    backend = files_backend(store)
     big = store.session("big")
     text = " ".join(WORDS * 3)
     start = time.perf_counter()
@@ -48,14 +50,14 @@ def build(home: Path, messages: int, sessions: int) -> None:
             for i in range(messages)
         ]
     )
-    size = store.backend.path("big").stat().st_size
+    size = backend.path("big").stat().st_size
     print(
         f"built 'big': {messages} messages, {size / 1e6:.1f} MB "
         f"in {time.perf_counter() - start:.1f}s"
     )
     # Small sessions are written directly (same format, no fsync) to keep set-up quick.
     start = time.perf_counter()
-    directory = store.backend.sessions_dir
+    directory = backend.sessions_dir
     for n in range(sessions):
         now = now_iso()
         records = [Header(uid=new_ulid(), created_at=now, updated_at=now).to_record()]
@@ -65,7 +67,7 @@ def build(home: Path, messages: int, sessions: int) -> None:
         path.write_bytes(b"".join(encode(r) for r in records))
         os.chmod(path, 0o600)
         # ... and logged as sessionctl's own writes log them (store/activity.py).
-        store.backend.activity.touch(f"s{n:05d}")
+        backend.activity.touch(f"s{n:05d}")
     print(f"built {sessions} small sessions in {time.perf_counter() - start:.1f}s")
     big.add_message({"role": "user", "content": "the big one is the most recently active"})
 

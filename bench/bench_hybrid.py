@@ -88,8 +88,8 @@ def main() -> None:
         ]
         vec, hyb = [], []
         for q in queries:  # in turns, each query's first search in each mode
-            vec.append(timed(lambda q=q: search(store, q, top_k=5, mode="vector"), 1))  # type: ignore[misc]
-            hyb.append(timed(lambda q=q: search(store, q, top_k=5, mode="hybrid"), 1))  # type: ignore[misc]
+            vec.append(timed(lambda q=q: search(store, q, top_k=5, mode="vector"), 1))
+            hyb.append(timed(lambda q=q: search(store, q, top_k=5, mode="hybrid"), 1))
         v, h = statistics.median(vec), statistics.median(hyb)
         print(f"in-process, {args.big} messages, new queries: vector {v:.1f} ms,"
               f" hybrid {h:.1f} ms, ratio {h / v:.2f}x")  # fmt: skip
@@ -113,10 +113,10 @@ def main() -> None:
         index = store.backend.vectors
         for label, q in (("rare identifier", "ID0424242"), ("word in 1% of messages", "topic7")):
             index.text_search(q, k=5)
-            ms = timed(lambda q=q: index.text_search(q, k=5), args.runs * 4)  # type: ignore[misc]
+            ms = timed(lambda q=q: index.text_search(q, k=5), args.runs * 4)
             print(f"  text-only over {args.text}, {label}, searched before: p50 {ms:.1f} ms")
         fresh = [f"topic{n}" for n in range(20, 20 + args.runs * 4)]  # each searched once
-        ms = statistics.median(timed(lambda q=q: index.text_search(q, k=5), 1) for q in fresh)  # type: ignore[misc]
+        ms = statistics.median(timed(lambda q=q: index.text_search(q, k=5), 1) for q in fresh)
         print(f"  text-only over {args.text}, word in 1% of messages, new: p50 {ms:.1f} ms")
 
 

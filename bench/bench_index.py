@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -120,14 +121,15 @@ def float32_query_p50(index: SidecarIndex, queries: np.ndarray) -> float:
     """Same-run baseline: the same vectors as a mapped float32 IndexFlatIP (sessionctl 0.1.0)."""
     import faiss
 
-    mapped = faiss.read_index(str(index.faiss_path), faiss.IO_FLAG_MMAP_IFC)
+    # an IndexIDMap2 (read_index is typed as returning the base class)
+    mapped: Any = faiss.read_index(str(index.faiss_path), faiss.IO_FLAG_MMAP_IFC)
     vectors = faiss.downcast_index(mapped.index).reconstruct_n(0, int(mapped.ntotal))
-    flat = faiss.IndexIDMap2(faiss.IndexFlatIP(DIM))
-    flat.add_with_ids(vectors, faiss.vector_to_array(mapped.id_map))
+    built = faiss.IndexIDMap2(faiss.IndexFlatIP(DIM))
+    built.add_with_ids(vectors, faiss.vector_to_array(mapped.id_map))
     del vectors, mapped
     path = index.faiss_path.with_name("float32.faiss")
-    faiss.write_index(flat, str(path))
-    del flat
+    faiss.write_index(built, str(path))
+    del built
     flat = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC)
     faiss.omp_set_num_threads(1)
     lat = []

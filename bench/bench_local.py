@@ -15,6 +15,7 @@ Figures go in docs; nothing here asserts a time.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import statistics
@@ -39,7 +40,7 @@ def timed(
     t0 = time.monotonic()
     first = None
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env) as p:
-        assert p.stdout is not None
+        assert isinstance(p.stdout, io.BufferedReader)  # a pipe with the default buffering
         seen = b""
         while chunk := p.stdout.read1(65536):
             seen += chunk

@@ -40,6 +40,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import openai
+    from openai.types.chat import ChatCompletionMessageParam
 
     from sessionctl import Store
 
@@ -54,21 +55,22 @@ def main() -> None:
                 for i in range(args.history)
             ]
         )
-        options = {"api_base": server.base_url, "model": "test-model", "context_relevant": 0}
 
         def bare() -> None:
-            history = [
+            history: list[ChatCompletionMessageParam] = [
                 {"role": "user", "content": f"message {i} " * 8} for i in range(args.history)
             ]
             stream = client.chat.completions.create(
                 model="test-model",
-                messages=[*history, {"role": "user", "content": "question"}],  # type: ignore[list-item]
+                messages=[*history, {"role": "user", "content": "question"}],
                 stream=True,
             )
             "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
 
         def ours() -> None:
-            session.chat("question", **options)
+            session.chat(
+                "question", api_base=server.base_url, model="test-model", context_relevant=0
+            )
 
         bare()
         ours()  # warm-up: imports, first connection

@@ -34,7 +34,8 @@ from common import (
 )
 
 from sessionctl import Store
-from sessionctl.backend.files.transcript import Header, encode
+from sessionctl.backend.base import SessionHeader
+from sessionctl.backend.files.transcript import encode
 from sessionctl.ids import new_ulid
 from sessionctl.models import Message
 from sessionctl.redact import redactor
@@ -117,7 +118,7 @@ def scrub_throughput(total: int, touched: int) -> None:
         start = time.perf_counter()
         for s in range(sessions):
             now = now_iso()
-            header = Header(uid=new_ulid(), created_at=now, updated_at=now)
+            header = SessionHeader(uid=new_ulid(), created_at=now, updated_at=now)
             messages = []
             for i in range(per):
                 text = " ".join(rng.choice(WORDS) for _ in range(20))

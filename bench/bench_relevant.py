@@ -25,6 +25,7 @@ from common import (
     TempHome,
     bare_app,
     bench_env,
+    files_vectors,
     interleaved_medians,
     precompile,
     sessionctl_argv,
@@ -72,6 +73,7 @@ def main() -> None:
         print(f"baseline: bare Typer app {bare:.0f} ms; model load alone {load:.0f} ms")
         store = Store(home)
         embedder = embedder_for(store)
+        vectors = files_vectors(store)
         header = (
             f"{'messages':>9} {'catch-up':>12} {'relevant (fresh)':>17} {'- load':>8} {'query':>9}"
             f" {'seam call':>10}"
@@ -82,12 +84,12 @@ def main() -> None:
             session = store.session(name)
             session.add_messages([{"role": "user", "content": chat_text(i)} for i in range(size)])
             start = time.perf_counter()
-            store.backend.vectors.sessions.catch_up(name, embedder)
+            vectors.sessions.catch_up(name, embedder)
             rate = size / (time.perf_counter() - start)
             argv = [*cli, "relevant", "what colour do I like?", "-s", name, "-k", "5", "--json"]
             # Paired with the model load, taking turns: the ratio is of the same moments.
             fresh, load = interleaved_medians([argv, load_argv], runs=args.runs, env=env)
-            index = store.backend.vectors.sessions.index(name)
+            index = vectors.sessions.index(name)
             query = embedder.embed(["what colour do I like?"])[0]
             index.search(query, 5)  # load once
             times = []

@@ -20,15 +20,18 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
-from common import TempHome, bench_env, interleaved_medians, precompile, sessionctl_argv
-
-if TYPE_CHECKING:
-    from sessionctl.backend.files.vectors import StoreIndex
+from common import (
+    TempHome,
+    bench_env,
+    files_vectors,
+    interleaved_medians,
+    precompile,
+    sessionctl_argv,
+)
 
 from sessionctl import Store
 from sessionctl.backend.base import SearchFilter
@@ -53,15 +56,6 @@ class RandomVectors:
         vecs = np.random.default_rng(seed).standard_normal((len(texts), self.dimension))
         unit: np.ndarray = (vecs / np.linalg.norm(vecs, axis=1, keepdims=True)).astype(np.float32)
         return unit
-
-
-def files_vectors(store: Store) -> StoreIndex:
-    """The file backend's store-wide index (this bench measures that backend)."""
-    from sessionctl.backend.files.vectors import StoreIndex
-
-    vectors = store.backend.vectors
-    assert isinstance(vectors, StoreIndex), "bench_storeindex measures the file backend"
-    return vectors
 
 
 def fill(home: Path, sessions: int, per: int) -> Store:
@@ -117,7 +111,7 @@ def main() -> None:
         sessions = 100
         store = fill(home, sessions, args.big // sessions)
         real = embedder_for(store)
-        index = store.backend.vectors
+        index = files_vectors(store)
         query = real.embed(["what colour do I like?"])[0]
         everything = SearchFilter()
         index.search(query, real, k=5, max_distance=2.0, where=everything)  # map once

@@ -12,6 +12,12 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sessionctl.backend.files.local import LocalBackend
+    from sessionctl.backend.files.vectors import StoreIndex
+    from sessionctl.service.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -47,6 +53,24 @@ def sessionctl_argv() -> list[str]:
     """The installed console script if there is one, else ``python -m sessionctl``."""
     script = Path(sys.executable).with_name("sessionctl")
     return [str(script)] if script.exists() else [sys.executable, "-m", "sessionctl"]
+
+
+def files_backend(store: Store) -> LocalBackend:
+    """The store's file backend (the benches that write files directly measure that one)."""
+    from sessionctl.backend.files.local import LocalBackend
+
+    backend = store.backend
+    assert isinstance(backend, LocalBackend), "this bench measures the file backend"
+    return backend
+
+
+def files_vectors(store: Store) -> StoreIndex:
+    """The file backend's store-wide index (the benches that reach into it measure that one)."""
+    from sessionctl.backend.files.vectors import StoreIndex
+
+    vectors = store.backend.vectors
+    assert isinstance(vectors, StoreIndex), "this bench measures the file backend"
+    return vectors
 
 
 def precompile() -> None:

@@ -162,6 +162,21 @@ def test_a_stale_or_damaged_snapshot_means_listing_again(
         assert _pages(store, None)[0][0] == "a"
 
 
+def test_a_snapshot_body_parses_by_its_bytes_and_refuses_a_repeated_name() -> None:
+    key = (1, 2, "0123456789abcdef")
+    newest_first = listing.Snapshot((1, 2, 3), key, 10, (), b"30 c\n20 b\n10 a\n")
+    first = newest_first.times()
+    assert first == {"c": 30, "b": 20, "a": 10}
+    first["a"] = 99  # the caller's to change: the next parse is not affected
+    assert newest_first.times() == {"c": 30, "b": 20, "a": 10}
+    # Same length, other bytes: parsed anew, never served the last parse.
+    other = listing.Snapshot((1, 2, 3), key, 10, (), b"30 c\n20 b\n10 d\n")
+    assert other.times() == {"c": 30, "b": 20, "d": 10}
+    for body in (b"30 c\n20 b\n10 c\n", b"10 c\n20 c\n", b"30 c\n20 b\n1x a\n"):
+        with pytest.raises(ValueError):
+            listing.Snapshot((1, 2, 3), key, 10, (), body).times()
+
+
 def test_every_log_starts_with_its_own_identity(tmp_path: Path) -> None:
     log = ActivityLog(tmp_path / LOG_NAME)
     log.touch("a", 10)

@@ -300,6 +300,46 @@ def test_compaction_drops_dead_rows_and_keeps_the_trash(home: Path) -> None:
     assert model.texts == ["g3"]
 
 
+@pytest.mark.parametrize("keys", ["small", "sparse"])
+def test_rows_of_a_session_the_journal_forgot_are_never_trusted(home: Path, keys: str) -> None:
+    """Every row's key must be a session of the journal, not only the largest one,
+    with small keys (a table by key) and sparse ones (sorted instead)."""
+    import zlib
+
+    from sessionctl.backend.files.vectors.journal import ROW_BYTES, IndexUnusable, row_dtype
+
+    store = Store(home)
+    for name in ("a", "b", "c"):
+        texts = [{"role": "user", "content": f"{name}{j}"} for j in range(3)]
+        store.session(name).add_messages(texts)
+    StoreIndex(files_backend(store)).catch_up(None, HashEmbedder())
+    directory = home / "index"
+    assert load(directory).rows_count == 9
+    journal = directory / JOURNAL
+    head, *lines = journal.read_bytes().split(b"\n")
+    records = [json.loads(line) for line in lines if line]
+    known = sorted(r["k"] for r in records if r["t"] == "s")
+    forgotten, last = known[1], known[-1]
+    big = 10**9 if keys == "sparse" else last  # the largest key, known either way
+    rows_path = next(directory.glob("rows.*.bin"))
+    rows = np.frombuffer(rows_path.read_bytes(), dtype=row_dtype()).copy()
+    rows["key"][rows["key"] == last] = big
+    raw = rows.tobytes()
+    rows_path.write_bytes(raw)
+    for record in records:
+        if record["t"] == "s" and record["k"] == last:
+            record["k"] = big
+        elif record["t"] == "s" and record["k"] == forgotten:
+            record["k"] = big + 1  # the journal forgot the key its rows name
+        elif record["t"] == "c":  # the rows' checksums stay right: only the keys lie
+            chunk = raw[record["from"] * ROW_BYTES : record["rows"] * ROW_BYTES]
+            record["crc_r"] = zlib.crc32(chunk)
+    body = [json.dumps(r, separators=(",", ":")).encode() for r in records]
+    journal.write_bytes(b"\n".join([head, *body, b""]))
+    with pytest.raises(IndexUnusable, match="journal does not know"):
+        load(directory)
+
+
 def test_an_unwritable_index_falls_back_to_per_session_search(
     home: Path, minilm: Any, cli: Any
 ) -> None:

@@ -1,5 +1,9 @@
 """The typer app, the root options and the one error boundary."""
 
+# First, before typer and click: the collector's threshold for a short-lived process.
+import sessionctl.cli.startup  # noqa: F401
+
+# isort: split
 import os
 import sys
 from pathlib import Path
@@ -12,7 +16,6 @@ from sessionctl import __version__
 from sessionctl.cli.registry import LazyGroup
 from sessionctl.cli.render import Output
 from sessionctl.cli.state import State, debug_enabled
-from sessionctl.cli.suggest import rewrite_unknown
 from sessionctl.errors import ExitCode, SessionctlError
 
 HELP = """Chat with LLMs from the terminal; every conversation is a local session.
@@ -118,6 +121,8 @@ def run(argv: list[str] | None = None, out: Output | None = None) -> int:
         message = exc.format_message()
         ctx = getattr(exc, "ctx", None)
         if ctx is not None and isinstance(exc, _click.exceptions.UsageError):
+            from sessionctl.cli.suggest import rewrite_unknown
+
             hint = f" (see `{ctx.command_path} --help`)"
             message = rewrite_unknown(exc) or message
         # One line: click lays some messages out over several (`Choose from:\n\t…`).
@@ -167,7 +172,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     for name in ("stdout", "stderr"):
         if getattr(sys, name) is None:
             setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115
-    if argv is None:
+    if argv is None and sys.argv[1:] in (["--help"], ["-h"]):
         from sessionctl.cli.fasthelp import print_top_help
 
         try:

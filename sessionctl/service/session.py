@@ -19,7 +19,6 @@ from sessionctl.errors import SessionNotFound, UsageError
 from sessionctl.ids import new_ulid
 from sessionctl.jsonlines import encode
 from sessionctl.models import OPTIONAL_FIELDS, Message, SessionInfo, normalize_role
-from sessionctl.redact import redact_message
 from sessionctl.service.checks import check_top_k, roles_filter
 from sessionctl.timeutil import now_iso
 
@@ -168,6 +167,7 @@ class Session:
             self.check_user(user)
 
         redact = self._store.redactor()
+        from sessionctl.redact import redact_message  # imported by redactor() already
 
         def make(next_seq: int) -> list[Message]:
             built = [build_message(item, next_seq + i) for i, item in enumerate(items)]

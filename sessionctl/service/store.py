@@ -17,13 +17,13 @@ from sessionctl.errors import SessionNotFound, UsageError
 from sessionctl.ids import new_ulid
 from sessionctl.models import Page, SessionInfo
 from sessionctl.names import check_name
-from sessionctl.redact import Redactor, redactor
 from sessionctl.service.session import Session
 from sessionctl.timeutil import now_iso, parse_duration
 
 if TYPE_CHECKING:
     from os import PathLike
 
+    from sessionctl.redact import Redactor
     from sessionctl.service.timefilter import TimeWindow, When
 
 Warn = Callable[[str], None]
@@ -86,6 +86,8 @@ class Store:
         """The secret redaction applied to every write, or None when ``redact`` is off."""
         if not self.settings.redact:
             return None
+        from sessionctl.redact import redactor  # only what writes needs it
+
         return redactor(self.settings.redact_patterns, self.settings.redact_allow)
 
     # -- sessions ------------------------------------------------------------
@@ -161,16 +163,20 @@ class Store:
         to last activity, overlaps that window; ``prefix``: only names starting with it;
         ``user``: only that user's sessions (header metadata ``user``).
         """
-        from sessionctl.service.timefilter import time_window
-        from sessionctl.service.users import check_user, owner
-
         if limit is not None and (isinstance(limit, bool) or limit < 0):
             raise UsageError(f"limit must be 0 or more, got {limit}")
-        window = time_window(since, until)
+        window = None  # no time filter (what a plain `list` needs is imported alone)
+        if since is not None or until is not None:
+            from sessionctl.service.timefilter import time_window
+
+            window = time_window(since, until)
+        timed = window is not None and not window.open
         if user is not None:
+            from sessionctl.service.users import check_user
+
             check_user(user)
         if deleted:
-            if not window.open:
+            if timed:
                 raise UsageError("--since/--until list live sessions; not with --deleted")
             if prefix:
                 raise UsageError("prefix= lists live sessions only, not with deleted=True")
@@ -180,16 +186,20 @@ class Store:
         after = None
         if cursor is not None:
             after = _decode_cursor(cursor, int)
-        if not window.open or prefix or user is not None:
+        if timed or prefix or user is not None:
+            from sessionctl.service.timefilter import time_window
+            from sessionctl.service.users import owner
+
+            span = window or time_window(None, None)
 
             def keep(info: SessionInfo) -> bool:
                 return (
                     info.name.startswith(prefix)
                     and (user is None or owner(info.metadata) == user)
-                    and window.overlaps(info.created_at, info.updated_at)
+                    and span.overlaps(info.created_at, info.updated_at)
                 )
 
-            return self._list_where(keep, window, limit, after)
+            return self._list_where(keep, span, limit, after)
         # A page of 20 out of 10,000, and one more to know there is more.
         rows = self.backend.list_live(None if limit is None else limit + 1, after)
         page = rows if limit is None else rows[:limit]

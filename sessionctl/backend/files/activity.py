@@ -192,7 +192,7 @@ def parse_lines(data: bytes) -> dict[str, int]:
 
     Raises ValueError otherwise (the log's own parser skips bad lines instead).
     """
-    times = _parse_fast(data)
+    times = _parse_fast(data, distinct=True)
     if times is None:
         times = _parse_strict(data)
     if len(times) != data.count(b"\n"):
@@ -212,12 +212,15 @@ def _parse(data: bytes) -> Times:
     return times if times is not None else _parse_strict(data)
 
 
-def _parse_fast(data: bytes) -> Times | None:
+def _parse_fast(data: bytes, *, distinct: bool = False) -> Times | None:
     """Parse a well-formed log with C-level loops only (10k lines: ~2 ms, half the regex's).
 
     Well-formed: ASCII, every line exactly ``<digits> <name>`` (no reset, no 0
     time). Anything else (a garbled line, a name with a space, a reset) returns
-    None for :func:`_parse_strict`.
+    None for :func:`_parse_strict`. ``distinct``: the caller refuses lines that
+    repeat a name (it compares the count), so their order does not matter and
+    is not checked (a listing snapshot is newest first: sorting it was most of
+    its parse).
     """
     end = data.rfind(b"\n")
     if end < 0:
@@ -236,7 +239,7 @@ def _parse_fast(data: bytes) -> Times | None:
     if not all(numbers):
         return None
     names = fields[1::2]
-    if all(map(operator.le, numbers, itertools.islice(numbers, 1, None))):
+    if distinct or all(map(operator.le, numbers, itertools.islice(numbers, 1, None))):
         return Times(zip(names, numbers, strict=True))  # in time order: the last is the newest
     # A clock went back somewhere: order by time (stably), so the newest wins.
     order = sorted(range(len(numbers)), key=numbers.__getitem__)

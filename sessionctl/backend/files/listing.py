@@ -44,6 +44,9 @@ FOLD_BYTES = 64 * 1024
 
 Entry = tuple[str, int]  # (name, last activity in ns)
 
+#: The last snapshot body parsed in this process, with its parse (Snapshot.times).
+_parsed: tuple[bytes, dict[str, int]] | None = None
+
 
 def newest_first(entry: Entry) -> tuple[int, str]:
     """Sort key of the listing order: newest activity first, ties by name."""
@@ -119,8 +122,21 @@ class Snapshot:
         return cls(directory, log, offset, unlogged, data[nl + 1 :])
 
     def times(self) -> dict[str, int]:
-        """Every body line as name → ns; ValueError for a malformed body."""
-        return parse_lines(self.body)
+        """Every body line as name → ns (a new dict); ValueError for a malformed body.
+
+        The last body parsed in this process is kept with its parse: one
+        ``relevant`` asks for every session's time three times (the search's
+        names, the keyword and the vector index), and a stamp read again with
+        the same bytes parses the same. Whether the stamp is still valid is
+        checked by the caller every time, as before.
+        """
+        global _parsed
+        kept = _parsed
+        if kept is not None and kept[0] == self.body:
+            return dict(kept[1])
+        times = parse_lines(self.body)
+        _parsed = (self.body, times)
+        return dict(times)
 
     def parse(self, lines: list[bytes]) -> list[Entry]:
         """Parse some body lines; ValueError for a malformed one."""
