@@ -2,8 +2,9 @@
 
 A face (the CLI) opens the user's source with :func:`read_source`; each reader
 yields :class:`SourceSession` values one conversation at a time (a JSON-lines
-file, an SQLite database and a directory are streamed; a single JSON document
-such as ChatGPT's ``conversations.json`` is parsed whole, within the size
+file, an SQLite database, a directory and a JSON list of conversations such as
+ChatGPT's ``conversations.json`` (:mod:`sessionctl.sources.stream`) are streamed;
+a single JSON document of one conversation is parsed whole, within the size
 limit). Nothing here writes anything or executes anything from the source:
 the service checks each message and writes the sessions
 (:mod:`sessionctl.service.bulk_import`). Mapping tables: docs/import-export.md.
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from sessionctl.errors import NotFound, UsageError
+from sessionctl.sources.stream import iter_array
 
 SOURCES = ("openai", "sharegpt", "chatgpt", "claude-code", "llm", "sgpt", "gptme")
 MAX_LINE = 16 * 2**20
@@ -122,6 +124,12 @@ def _document(path: Path, limit: int = MAX_DOCUMENT) -> Any:
     with path.open("rb") as stream:
         data = stream.read(limit + 1)
     return _loads(data.lstrip(b"\xef\xbb\xbf"), str(path))
+
+
+def _array(path: Path) -> Iterator[Any]:
+    """The conversations of a JSON list file, streamed (:func:`iter_array`)."""
+    with path.open("rb") as stream:
+        yield from iter_array(stream, str(path), what="conversation", max_element=MAX_DOCUMENT)
 
 
 def _lines(path: Path) -> Iterator[tuple[int, Any]]:
@@ -251,8 +259,7 @@ def read_sharegpt(path: Path) -> Iterator[SourceSession]:
         first = stream.read(1024).lstrip(b"\xef\xbb\xbf").lstrip()
     items: Iterator[tuple[str, Any]]
     if first.startswith(b"["):
-        doc = _document(path)
-        items = ((f"{path}: conversation {i}", c) for i, c in enumerate(doc, start=1))
+        items = ((f"{path}: conversation {i}", c) for i, c in enumerate(_array(path), start=1))
     else:
         items = ((f"{path}: line {n}", c) for n, c in _lines(path))
     for number, (where, conv) in enumerate(items, start=1):
@@ -314,17 +321,21 @@ def _chatgpt_message(node: Mapping[str, Any]) -> dict[str, Any] | Problem | None
 
 
 def read_chatgpt(path: Path, *, branches: bool = False) -> Iterator[SourceSession]:
+    """ChatGPT's export: ``conversations.json``, one JSON list of conversations, streamed
+    (one conversation in memory at a time, whatever the size of the file)."""
     if path.is_dir():
         path = path / "conversations.json"
         _safe_path(path)
-    doc = _document(path)
-    if not isinstance(doc, list):
-        raise _fail(str(path), "expected a list of conversations (conversations.json)")
-    for number, conv in enumerate(doc, start=1):
-        where = f"{path}: conversation {number}"
-        if not isinstance(conv, Mapping) or not isinstance(conv.get("mapping"), Mapping):
-            raise _fail(where, "expected an object with a 'mapping' tree")
-        yield from _chatgpt_conversation(conv, where, branches)
+    with path.open("rb") as stream:
+        items = iter_array(
+            stream, str(path), what="conversation", max_element=MAX_DOCUMENT,
+            not_a_list="expected a list of conversations (conversations.json)",
+        )  # fmt: skip
+        for number, conv in enumerate(items, start=1):
+            where = f"{path}: conversation {number}"
+            if not isinstance(conv, Mapping) or not isinstance(conv.get("mapping"), Mapping):
+                raise _fail(where, "expected an object with a 'mapping' tree")
+            yield from _chatgpt_conversation(conv, where, branches)
 
 
 def _chatgpt_path(mapping: Mapping[str, Any], leaf: str) -> list[str]:
