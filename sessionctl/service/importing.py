@@ -15,6 +15,7 @@ import math
 import re
 import sys
 from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime
 from typing import Any, NamedTuple, Protocol, TypeGuard
 
 from sessionctl.errors import UsageError
@@ -147,16 +148,28 @@ def _text(record: Mapping[str, Any], key: str, what: str) -> str | None:
     return None if value is None else _utf8(value, what + key)
 
 
+_QUICK_TIMES: dict[str, str] = {}  # the last times checked (a user and an assistant
+# message of one exchange often share one): a few hundred at most
+
+
 def _quick_time(value: str) -> str | None:
     """The stored form of a UTC time already spelled as format_iso spells it, else None."""
+    known = _QUICK_TIMES.get(value)
+    if known is not None:
+        return known
     quick = _UTC_TIME.fullmatch(value)
     if quick:  # UTC, a year from 1000: format_iso's output is the digits, padded
         normal = f"{quick[1]}.{(quick[2] or '').ljust(6, '0')}Z"
         try:
-            parse_iso(normal)  # 2025-02-30...: refused by the full check, with the message
-            return normal
+            # parse_iso's check without its Z -> +00:00: 2025-02-30... is refused by the
+            # full check, with the message
+            datetime.fromisoformat(normal[:-1])
         except ValueError:
-            pass
+            return None
+        if len(_QUICK_TIMES) >= 256:
+            _QUICK_TIMES.clear()
+        _QUICK_TIMES[value] = normal
+        return normal
     return None
 
 
@@ -285,7 +298,7 @@ def _plain_message(record: Any, seq: int, now: str | None) -> Message | None:
     role, ident, content = record.get("role"), record.get("id"), record.get("content")
     if role not in _ROLE_SET or type(ident) is not str or not _ID.fullmatch(ident):
         return None
-    if not _plain_text(content):
+    if type(content) is not str or not (content.isascii() or _plain_text(content)):
         return None
     created = record.get("created_at")
     if created is None:
@@ -296,9 +309,10 @@ def _plain_message(record: Any, seq: int, now: str | None) -> Message | None:
             return None
         stamp = quick
     model, name, call = record.get("model"), record.get("name"), record.get("tool_call_id")
-    for text in (model, name, call):
-        if text is not None and not _plain_text(text):
-            return None
+    if model is not None and not _plain_text(model):
+        return None
+    if (name is not None and not _plain_text(name)) or (call is not None and not _plain_text(call)):
+        return None
     usage, metadata = record.get("usage"), record.get("metadata")
     if (usage is not None and not _flat(usage)) or (metadata is not None and not _flat(metadata)):
         return None
