@@ -210,3 +210,23 @@ def test_quick_message_check_gives_what_the_full_one_gives() -> None:
         if isinstance(full, str) or record.get("id") is not None:
             assert public == full, record
     assert taken > 200  # many plain records took the quick path
+
+
+def test_a_session_without_a_digest_is_compared_and_gets_one(cli: Cli, home: Path) -> None:
+    """Sessions imported before digests were recorded: read once, then given the digest."""
+    from sessionctl import Store
+    from sessionctl.backend.base import HeaderPatch
+
+    path = home.parent / "conversations.json"
+    path.write_text(json.dumps(_export(3)))
+    assert cli("import", "--from", "chatgpt", str(path)).exit_code == 0
+    store = Store(home)
+    tag = store.backend.header("chatgpt-c1").metadata["imported_from"]
+    old = {"source": tag["source"], "key": tag["key"]}
+    store.backend.update_header("chatgpt-c1", HeaderPatch(metadata={"imported_from": old}))
+    assert "ids" not in store.backend.header("chatgpt-c1").metadata["imported_from"]
+    again = json.loads(cli("import", "--from", "chatgpt", "--json", str(path)).stdout)
+    assert (again["sessions_unchanged"], again["messages_added"]) == (3, 0)
+    assert store.backend.header("chatgpt-c1").metadata["imported_from"] == tag
+    assert len(store.backend.messages("chatgpt-c1")) == 3
+    store.backend.close()
