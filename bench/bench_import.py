@@ -253,7 +253,7 @@ def main() -> None:
                 again = run(RUN, env, source, str(path))
                 print(
                     f"  re-import (idempotent): {again['messages']:.0f} added,"
-                    f" {again['seconds']:.2f} s"
+                    f" {again['seconds']:.2f} s, CPU {again['cpu']:.2f} s"
                 )
                 if args.index_sessions:
                     idx = run(INDEX, env, str(args.index_sessions))

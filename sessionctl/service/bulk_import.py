@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from sessionctl.backend.base import NewSession, SessionHeader
+from sessionctl.backend.base import HeaderPatch, NewSession, SessionHeader
 from sessionctl.errors import UsageError
 from sessionctl.ids import new_ulid
 from sessionctl.models import Message
@@ -65,6 +65,9 @@ def import_checked(
     The first pass reads and checks every conversation and writes nothing, so a
     source malformed anywhere (truncated, a huge line at the end) imports nothing
     at all; the second one imports. ``read`` opens the source afresh for each pass.
+    When the first pass finds every conversation imported before and unchanged
+    (the digest of its message ids, recorded in the session, is the same), there
+    is nothing to write and the second pass is not run.
     ``progress(phase, done, total)`` is told of each conversation done: phase
     "checking" (total None: not known yet), then "importing" (total: how many the
     check found).
@@ -82,11 +85,23 @@ def import_checked(
         return import_sources(
             store, source, counted("checking", None), as_=as_, prefix=prefix, dry_run=True
         )
-    import_sources(
+    checked = import_sources(
         store, source, counted("checking", None), as_=as_, prefix=prefix, dry_run=True,
         check_only=True,
     )  # fmt: skip
+    if checked["sessions_created"] == 0 and checked["sessions_updated"] == 0:
+        return {**checked, "dry_run": False}  # all there already: the same summary
     return import_sources(store, source, counted("importing", seen[0]), as_=as_, prefix=prefix)
+
+
+def ids_digest(conv: SourceSession) -> str | None:
+    """A digest of the conversation's message ids, in order, each once (None when a
+    message has no text id: such a conversation is always compared message by message)."""
+    ids = [record.get("id") for record in conv.messages]
+    if not all(type(ident) is str for ident in ids):
+        return None
+    joined = "\n".join(dict.fromkeys(ids))  # type: ignore[arg-type]
+    return hashlib.sha256(joined.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def import_sources(
@@ -103,8 +118,13 @@ def import_sources(
 
     New sessions are created in groups (:meth:`SessionStore.create_many`: each
     one whole or absent); sessions imported before get only their new messages.
+    Which sessions exist is listed once. A session imported before records the
+    digest of its conversation's message ids (``imported_from.ids``): when the
+    source gives the same digest, the session is not read (nothing is new);
+    otherwise its messages are read and only those not there yet are appended.
     ``check_only`` (with ``dry_run``) checks every message and name but neither
-    redacts nor reads what existing sessions hold: the counts are not filled in.
+    redacts nor reads the messages of existing sessions: an existing session counts
+    as updated when its digest differs, and messages_added is not filled in for it.
     """
     if as_ is not None:
         check_name(as_)
@@ -117,6 +137,7 @@ def import_sources(
     }  # fmt: skip
     redact = None if check_only else store.redactor()
     backend = store.backend
+    live = {name for name, _when in backend.names()}  # one listing, not a lookup each
     names: dict[str, str] = {}
     pending: list[NewSession] = []
     pending_names: set[str] = set()
@@ -126,6 +147,7 @@ def import_sources(
         nonlocal pending_messages
         if pending and not dry_run:
             backend.create_many(pending)
+            live.update(pending_names)
         pending.clear()
         pending_names.clear()
         pending_messages = 0
@@ -145,36 +167,53 @@ def import_sources(
                 summary["renamed"].append({"key": conv.key, "name": name})
         names[conv.key] = name
         summary["skipped"].extend({"where": p.where, "reason": p.reason} for p in conv.problems)
-        messages = _messages(conv)
-        if redact is not None:
-            messages = [redact_message(redact, m) for m in messages]
+        digest = ids_digest(conv)
         tag = {"source": source, "key": conv.key}
         if name in pending_names:
             flush()  # the same name again: it must exist before it is looked at
-        if backend.exists(name):
+        if name in live and backend.exists(name):
             header = backend.header(name)
-            if (header.metadata or {}).get("imported_from") != tag:
+            recorded = (header.metadata or {}).get("imported_from")
+            if not isinstance(recorded, dict) or {
+                "source": recorded.get("source"), "key": recorded.get("key")
+            } != tag:  # fmt: skip
                 raise UsageError(
                     f"{conv.where}: session {name} exists and was not imported from this"
                     " conversation; pass --prefix P; nothing more imported"
                 )
+            if digest is not None and recorded.get("ids") == digest:
+                if check_only:
+                    _messages(conv)  # checked all the same: a bad source imports nothing
+                summary["sessions_unchanged"] += 1
+                continue
+            messages = _messages(conv)
             if check_only:
+                summary["sessions_updated"] += 1
                 continue
             have = {m.id for m in backend.iter_messages(name)}
             new = [m for m in messages if m.id not in have]
+            if redact is not None:
+                new = [redact_message(redact, m) for m in new]
+            if not dry_run and new:
+                backend.append(name, _renumber(new), create=None)
+            if not dry_run and digest is not None:  # the next import need not read it
+                patch = HeaderPatch(metadata={"imported_from": {**recorded, "ids": digest}})
+                backend.update_header(name, patch)
             if not new:
                 summary["sessions_unchanged"] += 1
                 continue
-            if not dry_run:
-                backend.append(name, _renumber(new), create=None)
             summary["sessions_updated"] += 1
         else:
+            messages = _messages(conv)
+            if redact is not None:
+                messages = [redact_message(redact, m) for m in messages]
             new = messages
             if not dry_run:
                 system = conv.system
                 if redact is not None and system:
                     system = redact.text(system).text
-                metadata: dict[str, Any] = {**conv.metadata, "imported_from": tag}
+                stamp = {**tag, "ids": digest} if digest is not None else tag
+                metadata: dict[str, Any] = {**conv.metadata, "imported_from": stamp}
                 parent = names.get(conv.parent) if conv.parent else None
                 header = SessionHeader(
                     uid=new_ulid(),

@@ -15,7 +15,8 @@ import math
 import re
 import sys
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, NamedTuple, Protocol
+from datetime import datetime
+from typing import Any, NamedTuple, Protocol, TypeGuard
 
 from sessionctl.errors import UsageError
 from sessionctl.ids import new_ulid
@@ -147,18 +148,38 @@ def _text(record: Mapping[str, Any], key: str, what: str) -> str | None:
     return None if value is None else _utf8(value, what + key)
 
 
-def _time(record: Mapping[str, Any], key: str, what: str) -> str | None:
-    value = _text(record, key, what)
-    if value is None:
-        return None
+_QUICK_TIMES: dict[str, str] = {}  # the last times checked (a user and an assistant
+# message of one exchange often share one): a few hundred at most
+
+
+def _quick_time(value: str) -> str | None:
+    """The stored form of a UTC time already spelled as format_iso spells it, else None."""
+    known = _QUICK_TIMES.get(value)
+    if known is not None:
+        return known
     quick = _UTC_TIME.fullmatch(value)
     if quick:  # UTC, a year from 1000: format_iso's output is the digits, padded
         normal = f"{quick[1]}.{(quick[2] or '').ljust(6, '0')}Z"
         try:
-            parse_iso(normal)  # 2025-02-30...: refused below, with the message
-            return normal
+            # parse_iso's check without its Z -> +00:00: 2025-02-30... is refused by the
+            # full check, with the message
+            datetime.fromisoformat(normal[:-1])
         except ValueError:
-            pass
+            return None
+        if len(_QUICK_TIMES) >= 256:
+            _QUICK_TIMES.clear()
+        _QUICK_TIMES[value] = normal
+        return normal
+    return None
+
+
+def _time(record: Mapping[str, Any], key: str, what: str) -> str | None:
+    value = _text(record, key, what)
+    if value is None:
+        return None
+    quick = _quick_time(value)
+    if quick is not None:
+        return quick
     try:
         normal = format_iso(parse_iso(value))
         parse_iso(normal)  # years before 1000 do not print back as ISO
@@ -229,10 +250,90 @@ def _content(value: Any) -> str:
     return "".join(texts)
 
 
+# The fields of the records the importers of other tools build (sessionctl.sources):
+# such a record with plain values takes the quick check below.
+_PLAIN_KEYS = frozenset(("id", "role", "content", "created_at", "model", "usage", "metadata"))
+_PLAIN_KEYS |= {"name", "tool_call_id"}
+_ROLE_SET = frozenset(ROLES)
+
+
+def _plain_text(value: object) -> TypeGuard[str]:
+    """True for text that is UTF-8 (no lone surrogate)."""
+    if type(value) is not str:
+        return False
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _flat(value: object) -> bool:
+    """True for an object of text keys to text, whole numbers, true/false or null."""
+    if type(value) is not dict:
+        return False
+    for key, inner in value.items():
+        if not _plain_text(key):
+            return False
+        kind = type(inner)
+        if kind is str:
+            if not _plain_text(inner):
+                return False
+        elif kind is not int and kind is not bool and inner is not None:
+            return False
+    return True
+
+
+def _plain_message(record: Any, seq: int, now: str | None) -> Message | None:
+    """The Message of a record of plain fields and values, or None for the full check.
+
+    Gives what the full check gives whenever it gives a Message (a test compares
+    them); anything it does not take for certain (no id, an alias role, nested
+    values, a time in another form) is left to the full check and its message.
+    """
+    if type(record) is not dict or not record.keys() <= _PLAIN_KEYS:
+        return None
+    role, ident, content = record.get("role"), record.get("id"), record.get("content")
+    if role not in _ROLE_SET or type(ident) is not str or not _ID.fullmatch(ident):
+        return None
+    if type(content) is not str or not (content.isascii() or _plain_text(content)):
+        return None
+    created = record.get("created_at")
+    if created is None:
+        stamp = now or now_iso()
+    else:
+        quick = _quick_time(created) if type(created) is str else None
+        if quick is None:
+            return None
+        stamp = quick
+    model, name, call = record.get("model"), record.get("name"), record.get("tool_call_id")
+    if model is not None and not _plain_text(model):
+        return None
+    if (name is not None and not _plain_text(name)) or (call is not None and not _plain_text(call)):
+        return None
+    usage, metadata = record.get("usage"), record.get("metadata")
+    if (usage is not None and not _flat(usage)) or (metadata is not None and not _flat(metadata)):
+        return None
+    return Message(
+        id=ident, seq=seq, role=sys.intern(role), content=content, created_at=stamp,
+        usage=None if usage is None else dict(usage), tool_calls=None,
+        metadata=None if metadata is None else dict(metadata), model=model,
+        tool_call_id=call, name=name,
+    )  # fmt: skip
+
+
 def message_from(record: Any, seq: int, now: str | None = None) -> Message:
     """Return the checked Message for one record (raise Invalid naming the field).
 
     A message without ``created_at`` gets ``now`` (default: the current time)."""
+    quick = _plain_message(record, seq, now)
+    return quick if quick is not None else full_message_from(record, seq, now)
+
+
+def full_message_from(record: Any, seq: int, now: str | None = None) -> Message:
+    """:func:`message_from` without its quick path for plain records."""
     if not isinstance(record, Mapping):
         raise Invalid(f"a message must be an object, not {show(record)}")
     kind = record.get("type", "message")

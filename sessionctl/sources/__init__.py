@@ -2,8 +2,9 @@
 
 A face (the CLI) opens the user's source with :func:`read_source`; each reader
 yields :class:`SourceSession` values one conversation at a time (a JSON-lines
-file, an SQLite database and a directory are streamed; a single JSON document
-such as ChatGPT's ``conversations.json`` is parsed whole, within the size
+file, an SQLite database, a directory and a JSON list of conversations such as
+ChatGPT's ``conversations.json`` (:mod:`sessionctl.sources.stream`) are streamed;
+a single JSON document of one conversation is parsed whole, within the size
 limit). Nothing here writes anything or executes anything from the source:
 the service checks each message and writes the sessions
 (:mod:`sessionctl.service.bulk_import`). Mapping tables: docs/import-export.md.
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from sessionctl.errors import NotFound, UsageError
+from sessionctl.sources.stream import iter_array
 
 SOURCES = ("openai", "sharegpt", "chatgpt", "claude-code", "llm", "sgpt", "gptme")
 MAX_LINE = 16 * 2**20
@@ -64,10 +66,13 @@ def stable_id(source: str, *parts: object) -> str:
     third of its cost, anything else goes through it.
     """
     items = (source, *parts)
-    if all(type(p) is str or type(p) is int for p in items):
-        text = "[" + ", ".join(_quote(p) if type(p) is str else str(p) for p in items) + "]"
-    else:
-        text = json.dumps(list(items), default=str)
+    try:  # all texts (most calls): one C call each
+        text = "[" + ", ".join(map(_quote, items)) + "]"  # type: ignore[arg-type]
+    except TypeError:
+        if all(type(p) is str or type(p) is int for p in items):
+            text = "[" + ", ".join(_quote(p) if type(p) is str else str(p) for p in items) + "]"
+        else:
+            text = json.dumps(list(items), default=str)
     digest = hashlib.sha256(text.encode()).hexdigest()
     return f"{source.replace('-', '')}-{digest[:24]}"
 
@@ -122,6 +127,12 @@ def _document(path: Path, limit: int = MAX_DOCUMENT) -> Any:
     with path.open("rb") as stream:
         data = stream.read(limit + 1)
     return _loads(data.lstrip(b"\xef\xbb\xbf"), str(path))
+
+
+def _array(path: Path) -> Iterator[Any]:
+    """The conversations of a JSON list file, streamed (:func:`iter_array`)."""
+    with path.open("rb") as stream:
+        yield from iter_array(stream, str(path), what="conversation", max_element=MAX_DOCUMENT)
 
 
 def _lines(path: Path) -> Iterator[tuple[int, Any]]:
@@ -251,8 +262,7 @@ def read_sharegpt(path: Path) -> Iterator[SourceSession]:
         first = stream.read(1024).lstrip(b"\xef\xbb\xbf").lstrip()
     items: Iterator[tuple[str, Any]]
     if first.startswith(b"["):
-        doc = _document(path)
-        items = ((f"{path}: conversation {i}", c) for i, c in enumerate(doc, start=1))
+        items = ((f"{path}: conversation {i}", c) for i, c in enumerate(_array(path), start=1))
     else:
         items = ((f"{path}: line {n}", c) for n, c in _lines(path))
     for number, (where, conv) in enumerate(items, start=1):
@@ -275,16 +285,16 @@ def read_sharegpt(path: Path) -> Iterator[SourceSession]:
         yield SourceSession(key, key, None, None, system, {}, messages, problems, where)
 
 
-# -- chatgpt ------------------------------------------------------------------------------------
+# -- chatgpt (values parsed from JSON: dicts, checked as such, not as Mappings: 3x faster) --
 
 
 def _obj(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
+    return value if isinstance(value, dict) else {}
 
 
 def _chatgpt_message(node: Mapping[str, Any]) -> dict[str, Any] | Problem | None:
     msg = node.get("message")
-    if not isinstance(msg, Mapping):
+    if not isinstance(msg, dict):
         return None  # the root and empty nodes hold no message
     author = _obj(msg.get("author"))
     role = author.get("role")
@@ -314,17 +324,21 @@ def _chatgpt_message(node: Mapping[str, Any]) -> dict[str, Any] | Problem | None
 
 
 def read_chatgpt(path: Path, *, branches: bool = False) -> Iterator[SourceSession]:
+    """ChatGPT's export: ``conversations.json``, one JSON list of conversations, streamed
+    (one conversation in memory at a time, whatever the size of the file)."""
     if path.is_dir():
         path = path / "conversations.json"
         _safe_path(path)
-    doc = _document(path)
-    if not isinstance(doc, list):
-        raise _fail(str(path), "expected a list of conversations (conversations.json)")
-    for number, conv in enumerate(doc, start=1):
-        where = f"{path}: conversation {number}"
-        if not isinstance(conv, Mapping) or not isinstance(conv.get("mapping"), Mapping):
-            raise _fail(where, "expected an object with a 'mapping' tree")
-        yield from _chatgpt_conversation(conv, where, branches)
+    with path.open("rb") as stream:
+        items = iter_array(
+            stream, str(path), what="conversation", max_element=MAX_DOCUMENT,
+            not_a_list="expected a list of conversations (conversations.json)",
+        )  # fmt: skip
+        for number, conv in enumerate(items, start=1):
+            where = f"{path}: conversation {number}"
+            if not isinstance(conv, dict) or not isinstance(conv.get("mapping"), dict):
+                raise _fail(where, "expected an object with a 'mapping' tree")
+            yield from _chatgpt_conversation(conv, where, branches)
 
 
 def _chatgpt_path(mapping: Mapping[str, Any], leaf: str) -> list[str]:
@@ -334,7 +348,7 @@ def _chatgpt_path(mapping: Mapping[str, Any], leaf: str) -> list[str]:
     while isinstance(node, str) and node in mapping and node not in seen:
         seen.add(node)
         chain.append(node)
-        parent = mapping[node].get("parent") if isinstance(mapping[node], Mapping) else None
+        parent = mapping[node].get("parent") if isinstance(mapping[node], dict) else None
         node = parent
     chain.reverse()
     return chain
@@ -348,7 +362,7 @@ def _chatgpt_conversation(
     title = conv.get("title") if isinstance(conv.get("title"), str) else None
     current = conv.get("current_node")
     if not isinstance(current, str) or current not in mapping:
-        leaves = [k for k, v in mapping.items() if isinstance(v, Mapping) and not v.get("children")]
+        leaves = [k for k, v in mapping.items() if isinstance(v, dict) and not v.get("children")]
         current = leaves[-1] if leaves else None
     main = _chatgpt_path(mapping, current) if current else []
     created = _time(conv.get("create_time"))
@@ -358,7 +372,7 @@ def _chatgpt_conversation(
         messages, problems = [], []
         for node_id in chain:
             node = mapping[node_id]
-            got = _chatgpt_message(node) if isinstance(node, Mapping) else None
+            got = _chatgpt_message(node) if isinstance(node, dict) else None
             if isinstance(got, Problem):
                 problems.append(Problem(f"{where}: node {node_id}", got.reason))
             elif got is not None:
@@ -373,7 +387,7 @@ def _chatgpt_conversation(
         return
     on_main = set(main)
     for node_id, node in mapping.items():
-        if node_id in on_main or not isinstance(node, Mapping) or node.get("children"):
+        if node_id in on_main or not isinstance(node, dict) or node.get("children"):
             continue
         chain = _chatgpt_path(mapping, node_id)
         fork_at = max((i for i, n in enumerate(chain) if n in on_main), default=-1)
@@ -383,7 +397,7 @@ def _chatgpt_conversation(
             continue
         parent_msg = None
         for n in reversed(chain[: fork_at + 1]):
-            if isinstance(mapping[n], Mapping) and isinstance(mapping[n].get("message"), Mapping):
+            if isinstance(mapping[n], dict) and isinstance(mapping[n].get("message"), dict):
                 parent_msg = stable_id("chatgpt", key, n)
                 break
         yield SourceSession(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -72,7 +73,21 @@ if TYPE_CHECKING:
     from sessionctl.backend.files.vectors import StoreIndex
 
 FACTS = "server-facts.json"
-CREATE_GROUP = 128  # sessions per durability barrier in create_many (an open file each)
+
+
+def _group_size() -> int:
+    """Sessions per durability barrier in create_many: 256, with an open file each, or a
+    quarter of the open-file limit where that is lower (macOS: 256 in all)."""
+    try:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (OSError, ValueError):
+        return 64
+    if soft == resource.RLIM_INFINITY:
+        return 256
+    return max(16, min(256, soft // 4))
+
+
+CREATE_GROUP = _group_size()
 
 
 class LocalBackend(TrashMixin):
@@ -552,10 +567,17 @@ class LocalBackend(TrashMixin):
     @staticmethod
     def _encoded(header: SessionHeader, messages: Sequence[Message]) -> bytes:
         head = file_header(header)
-        numbered = _numbered(messages)
-        head.base_seq = max((m.seq for m in numbered), default=0)
-        head.base_count = len(numbered)
-        return transcript.encode_header(head) + b"".join(encode(m.to_record()) for m in numbered)
+        head.base_seq = max((m.seq for m in messages), default=0)
+        head.base_count = len(messages)
+        lines = [transcript.encode_header(head)]
+        for pos, message in enumerate(messages, start=1):
+            if message.extra is None:  # "pos" is then the record's last key: set it last
+                record = message.to_record()
+                record["pos"] = pos
+            else:
+                record = message._replace(pos=pos).to_record()
+            lines.append(encode(record))
+        return b"".join(lines)
 
     def append(
         self, name: str, make: MakeMessages, *, create: SessionHeader | None
